@@ -1,0 +1,1114 @@
+//! The one module that owns sled (DESIGN §7): every tree, every key layout, every (de)serialization.
+//! The rest of the code calls typed methods.
+//!
+//! Trees:
+//! - `inbox`: arrival sequence (u64 BE) → delivery id, for deliveries not yet finished.
+//! - `deliveries`: delivery id → [`DeliveryRecord`] (doubles as the "seen" set; pruned).
+//! - `payloads`: delivery id → raw body (kept with its record, for replay).
+//! - `environments`: `owner/name \0 slug` → [`EnvRecord`].
+//! - `releases`: `owner/name \0 slug \0 n (u32 BE)` → [`Release`].
+//! - `prs`: `owner/name \0 number (u64 BE)` → [`PrRecord`].
+//! - `installations`: `i/<id>` → [`InstallationRecord`], `r/<owner/name>` → id.
+//! - `meta`: `schema_version` → u32 (JSON).
+//!
+//! Values are JSON objects carrying `"v"`, the record version.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use crate::types::{DeliveryId, EnvId, EnvKind, PrNumber, RepoName, Sha, Slug};
+
+/// The schema this build writes. Older stores are migrated on open.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const TREES: &[&str] = &[
+    "inbox",
+    "deliveries",
+    "payloads",
+    "environments",
+    "releases",
+    "prs",
+    "installations",
+    "meta",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("stored value under {key:?} in `{tree}` is unreadable: {source}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("could not encode a value: {0}")]
+    Encode(serde_json::Error),
+    #[error(
+        "the store has schema version {found}, newer than this build's {supported}: upgrade stagebot"
+    )]
+    TooNew { found: u32, supported: u32 },
+    #[error("backup file: {0}")]
+    Backup(String),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+// ---------------------------------------------------------------------------------------------
+// Records
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Waiting in the inbox (maybe after a failed attempt, then `next_attempt_at` is set).
+    Pending,
+    Processed,
+    Ignored {
+        reason: String,
+    },
+    /// Gave up after the maximum attempts: kept for an operator to see and replay.
+    Dead,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub v: u32,
+    pub id: DeliveryId,
+    pub event: String,
+    pub seq: u64,
+    pub received_at: DateTime<Utc>,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl DeliveryRecord {
+    /// Failed at least once and not finished.
+    pub fn is_failing(&self) -> bool {
+        matches!(self.status, DeliveryStatus::Pending | DeliveryStatus::Dead)
+            && self.last_error.is_some()
+    }
+}
+
+/// A delivery as the worker needs it.
+#[derive(Debug, Clone)]
+pub struct PendingDelivery {
+    pub record: DeliveryRecord,
+    pub payload: Vec<u8>,
+}
+
+/// Result of recording an incoming delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    New,
+    Duplicate,
+}
+
+/// The environment state machine's states (DESIGN §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvState {
+    Pending,
+    /// Waiting for a free preview slot (capacity limit).
+    Queued,
+    Deploying,
+    Live,
+    Failed,
+    TearingDown,
+    Destroyed,
+}
+
+impl EnvState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnvState::Pending => "pending",
+            EnvState::Queued => "queued",
+            EnvState::Deploying => "deploying",
+            EnvState::Live => "live",
+            EnvState::Failed => "failed",
+            EnvState::TearingDown => "tearing_down",
+            EnvState::Destroyed => "destroyed",
+        }
+    }
+    /// Counts against the preview capacity.
+    pub fn occupies_slot(self) -> bool {
+        matches!(
+            self,
+            EnvState::Deploying | EnvState::Live | EnvState::Pending | EnvState::Failed
+        )
+    }
+}
+
+/// What started a deploy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Trigger {
+    PullRequest,
+    Push,
+    Stage,
+    Promote { from: Slug },
+    Rollback { to_release: u32 },
+    Merge,
+    Reconcile,
+    Cli,
+}
+
+impl Trigger {
+    pub fn describe(&self) -> String {
+        match self {
+            Trigger::PullRequest => "pull request".into(),
+            Trigger::Push => "push".into(),
+            Trigger::Stage => "/stage".into(),
+            Trigger::Promote { from } => format!("/promote from {from}"),
+            Trigger::Rollback { to_release } => format!("/rollback to #{to_release}"),
+            Trigger::Merge => "merge".into(),
+            Trigger::Reconcile => "reconcile".into(),
+            Trigger::Cli => "cli".into(),
+        }
+    }
+}
+
+/// The durable intent for an environment: persisted before the work starts, cleared when the
+/// outcome is committed, so a crash in between means the work is done again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Deploy {
+        sha: Sha,
+        git_ref: String,
+        trigger: Trigger,
+        by: String,
+        /// A PR comment to react to when done.
+        ack: Option<u64>,
+        /// Deploy even when this commit is already live (a restart or a forced `/stage`).
+        force: bool,
+    },
+    Teardown {
+        reason: String,
+        by: String,
+        ack: Option<u64>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvRecord {
+    pub v: u32,
+    pub id: EnvId,
+    pub kind: EnvKind,
+    pub state: EnvState,
+    pub branch: String,
+    pub pr: Option<PrNumber>,
+    pub installation_id: Option<u64>,
+    pub clone_url: String,
+    pub host: String,
+    pub url: String,
+    /// Bumped whenever `op` is replaced: a runner only commits the outcome of its own generation.
+    pub generation: u64,
+    pub op: Option<Op>,
+    /// The commit being deployed right now.
+    pub deploying: Option<Sha>,
+    /// The release that is live (or was, before a teardown).
+    pub current_release: Option<u32>,
+    pub releases: u32,
+    pub last_error: Option<String>,
+    pub last_log_tail: Option<String>,
+    pub profile: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_activity: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub warned_at: Option<DateTime<Utc>>,
+    /// Commits this environment has been asked for or moved past, newest last (bounded): a late
+    /// delivery naming one of them never moves the environment back.
+    pub seen_shas: Vec<Sha>,
+    /// GitHub deployment id per commit (so a retried report never creates a second one).
+    pub deployments: BTreeMap<String, u64>,
+    /// A report to GitHub could not be made; the reconciler retries it.
+    pub report_pending: bool,
+}
+
+impl EnvRecord {
+    pub fn is_active(&self) -> bool {
+        !matches!(self.state, EnvState::Destroyed)
+    }
+    /// Remember `sha` (bounded to the last 100).
+    pub fn remember(&mut self, sha: &Sha) {
+        if !self.seen_shas.contains(sha) {
+            self.seen_shas.push(sha.clone());
+            if self.seen_shas.len() > 100 {
+                self.seen_shas.remove(0);
+            }
+        }
+    }
+}
+
+/// One successful deploy (DESIGN §2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub v: u32,
+    pub n: u32,
+    pub sha: Sha,
+    pub git_ref: String,
+    pub by: String,
+    pub trigger: Trigger,
+    pub at: DateTime<Utc>,
+    pub url: String,
+    /// The log URL of this release's build and start output.
+    pub log: String,
+    pub pr: Option<PrNumber>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrRecord {
+    pub v: u32,
+    pub sticky_comment_id: Option<u64>,
+    /// Fork PRs: the head commit a maintainer approved with `/stage`.
+    pub approved_sha: Option<Sha>,
+    /// The commands handled per comment id (so an edit without new commands does nothing).
+    pub handled_comments: BTreeMap<u64, String>,
+    pub closed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallationRecord {
+    pub v: u32,
+    pub id: u64,
+    pub account: String,
+    pub suspended: bool,
+    pub repos: Vec<RepoName>,
+    pub updated_at: DateTime<Utc>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys
+
+fn env_key(id: &EnvId) -> Vec<u8> {
+    let mut k = id.repo.to_string().into_bytes();
+    k.push(0);
+    k.extend_from_slice(id.slug.as_str().as_bytes());
+    k
+}
+
+fn release_prefix(id: &EnvId) -> Vec<u8> {
+    let mut k = env_key(id);
+    k.push(0);
+    k
+}
+
+fn release_key(id: &EnvId, n: u32) -> Vec<u8> {
+    let mut k = release_prefix(id);
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+fn pr_key(repo: &RepoName, pr: PrNumber) -> Vec<u8> {
+    let mut k = repo.to_string().into_bytes();
+    k.push(0);
+    k.extend_from_slice(&pr.0.to_be_bytes());
+    k
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(StoreError::Encode)
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, key: &[u8], bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        tree,
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn tx_err(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Sled(e),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store
+
+/// A handle on the sled database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    inbox: sled::Tree,
+    deliveries: sled::Tree,
+    payloads: sled::Tree,
+    environments: sled::Tree,
+    releases: sled::Tree,
+    prs: sled::Tree,
+    installations: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`, migrating an older schema.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let store = Self {
+            inbox: db.open_tree("inbox")?,
+            deliveries: db.open_tree("deliveries")?,
+            payloads: db.open_tree("payloads")?,
+            environments: db.open_tree("environments")?,
+            releases: db.open_tree("releases")?,
+            prs: db.open_tree("prs")?,
+            installations: db.open_tree("installations")?,
+            meta: db.open_tree("meta")?,
+            db,
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let found: Option<u32> = match self.meta.get("schema_version")? {
+            Some(b) => Some(decode("meta", b"schema_version", &b)?),
+            None => None,
+        };
+        match found {
+            Some(v) if v > SCHEMA_VERSION => Err(StoreError::TooNew {
+                found: v,
+                supported: SCHEMA_VERSION,
+            }),
+            Some(v) if v == SCHEMA_VERSION => Ok(()),
+            // A fresh store, or (future) an older schema: each step upgrades one version in place.
+            _ => {
+                self.meta
+                    .insert("schema_version", encode(&SCHEMA_VERSION)?)?;
+                self.db.flush()?;
+                Ok(())
+            }
+        }
+    }
+
+    pub fn schema_version(&self) -> Result<u32> {
+        match self.meta.get("schema_version")? {
+            Some(b) => decode("meta", b"schema_version", &b),
+            None => Ok(0),
+        }
+    }
+
+    /// Make everything written so far durable.
+    pub async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Is the store's directory empty of data (no environments, no deliveries)?
+    pub fn is_empty(&self) -> bool {
+        self.environments.is_empty()
+            && self.deliveries.is_empty()
+            && self.releases.is_empty()
+            && self.installations.is_empty()
+    }
+
+    // -- deliveries ---------------------------------------------------------------------------
+
+    /// Record a delivery in the inbox unless its id was seen before; durable when this returns.
+    pub async fn insert_delivery(
+        &self,
+        id: &DeliveryId,
+        event: &str,
+        payload: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Inserted> {
+        let seq = self.db.generate_id()?;
+        let record = DeliveryRecord {
+            v: 1,
+            id: id.clone(),
+            event: event.to_owned(),
+            seq,
+            received_at: now,
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            last_error: None,
+            next_attempt_at: None,
+            finished_at: None,
+        };
+        let rec_bytes = encode(&record)?;
+        let key = id.as_str().as_bytes();
+        let outcome = (&self.deliveries, &self.inbox, &self.payloads)
+            .transaction(|(d, i, p)| {
+                if d.get(key)?.is_some() {
+                    return Ok(Inserted::Duplicate);
+                }
+                d.insert(key, rec_bytes.as_slice())?;
+                p.insert(key, payload)?;
+                i.insert(&seq.to_be_bytes(), key)?;
+                Ok(Inserted::New)
+            })
+            .map_err(|e: TransactionError<StoreError>| tx_err(e))?;
+        if outcome == Inserted::New {
+            self.flush().await?;
+        }
+        Ok(outcome)
+    }
+
+    pub fn delivery(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>> {
+        let key = id.as_str().as_bytes();
+        self.deliveries
+            .get(key)?
+            .map(|b| decode("deliveries", key, &b))
+            .transpose()
+    }
+
+    pub fn payload(&self, id: &DeliveryId) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .payloads
+            .get(id.as_str().as_bytes())?
+            .map(|b| b.to_vec()))
+    }
+
+    /// Deliveries still in the inbox, in arrival order.
+    pub fn pending(&self) -> Result<Vec<DeliveryRecord>> {
+        let mut out = Vec::new();
+        for item in self.inbox.iter() {
+            let (_, id) = item?;
+            if let Some(b) = self.deliveries.get(&id)? {
+                out.push(decode("deliveries", &id, &b)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first delivery in arrival order that may be attempted at `now`.
+    pub fn next_ready(&self, now: DateTime<Utc>) -> Result<Option<PendingDelivery>> {
+        for item in self.inbox.iter() {
+            let (_, id) = item?;
+            let Some(b) = self.deliveries.get(&id)? else {
+                continue;
+            };
+            let record: DeliveryRecord = decode("deliveries", &id, &b)?;
+            if record.next_attempt_at.is_some_and(|t| t > now) {
+                continue;
+            }
+            let payload = self
+                .payloads
+                .get(&id)?
+                .map(|b| b.to_vec())
+                .unwrap_or_default();
+            return Ok(Some(PendingDelivery { record, payload }));
+        }
+        Ok(None)
+    }
+
+    /// The earliest time a pending delivery becomes ready (for the worker's sleep).
+    pub fn next_retry_at(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(self
+            .pending()?
+            .iter()
+            .filter_map(|r| r.next_attempt_at)
+            .min())
+    }
+
+    /// Finish a delivery: record its outcome and take it out of the inbox, atomically.
+    pub fn finish_delivery(
+        &self,
+        id: &DeliveryId,
+        status: DeliveryStatus,
+        now: DateTime<Utc>,
+    ) -> Result<DeliveryRecord> {
+        self.update_delivery(id, |r| {
+            r.status = status.clone();
+            r.finished_at = Some(now);
+            r.next_attempt_at = None;
+            true
+        })
+    }
+
+    /// Record a failed attempt: stays in the inbox until `next_attempt_at`, or becomes dead
+    /// (out of the inbox, kept) when `retry_at` is `None`.
+    pub fn fail_delivery(
+        &self,
+        id: &DeliveryId,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<DeliveryRecord> {
+        self.update_delivery(id, |r| {
+            r.attempts += 1;
+            r.last_error = Some(error.to_owned());
+            r.next_attempt_at = retry_at;
+            match retry_at {
+                Some(_) => false,
+                None => {
+                    r.status = DeliveryStatus::Dead;
+                    r.finished_at = Some(now);
+                    true
+                }
+            }
+        })
+    }
+
+    /// Put a finished (dead, processed or ignored) delivery back in the inbox.
+    pub fn replay_delivery(&self, id: &DeliveryId) -> Result<DeliveryRecord> {
+        let key = id.as_str().as_bytes();
+        if self.payloads.get(key)?.is_none() {
+            return Err(StoreError::NotFound(format!(
+                "delivery {id} (or its payload, pruned)"
+            )));
+        }
+        let seq = self.db.generate_id()?;
+        (&self.deliveries, &self.inbox)
+            .transaction(|(d, i)| {
+                let Some(b) = d.get(key)? else {
+                    return Err(abort(StoreError::NotFound(format!("delivery {id}"))));
+                };
+                let mut r: DeliveryRecord = decode("deliveries", key, &b).map_err(abort)?;
+                if r.status == DeliveryStatus::Pending {
+                    return Err(abort(StoreError::Conflict(format!(
+                        "delivery {id} is already pending"
+                    ))));
+                }
+                r.status = DeliveryStatus::Pending;
+                r.next_attempt_at = None;
+                r.finished_at = None;
+                r.seq = seq;
+                d.insert(key, encode(&r).map_err(abort)?)?;
+                i.insert(&seq.to_be_bytes(), key)?;
+                Ok(r)
+            })
+            .map_err(tx_err)
+    }
+
+    /// Apply `f` to a delivery; when it returns true the delivery leaves the inbox (same
+    /// transaction).
+    fn update_delivery(
+        &self,
+        id: &DeliveryId,
+        f: impl Fn(&mut DeliveryRecord) -> bool,
+    ) -> Result<DeliveryRecord> {
+        let key = id.as_str().as_bytes();
+        let r = (&self.deliveries, &self.inbox)
+            .transaction(|(d, i)| {
+                let Some(b) = d.get(key)? else {
+                    return Err(abort(StoreError::NotFound(format!("delivery {id}"))));
+                };
+                let mut r: DeliveryRecord = decode("deliveries", key, &b).map_err(abort)?;
+                let leave = f(&mut r);
+                d.insert(key, encode(&r).map_err(abort)?)?;
+                if leave {
+                    i.remove(&r.seq.to_be_bytes())?;
+                }
+                Ok(r)
+            })
+            .map_err(tx_err)?;
+        self.db.flush()?;
+        Ok(r)
+    }
+
+    /// All delivery records, newest first.
+    pub fn deliveries(&self) -> Result<Vec<DeliveryRecord>> {
+        let mut out = Vec::new();
+        for item in self.deliveries.iter() {
+            let (k, b) = item?;
+            out.push(decode::<DeliveryRecord>("deliveries", &k, &b)?);
+        }
+        out.sort_by_key(|r| std::cmp::Reverse(r.seq));
+        Ok(out)
+    }
+
+    /// Forget processed and ignored deliveries finished before `cutoff` (dead ones are kept).
+    pub fn prune_deliveries(&self, cutoff: DateTime<Utc>) -> Result<usize> {
+        let mut n = 0;
+        for r in self.deliveries()? {
+            let done = matches!(
+                r.status,
+                DeliveryStatus::Processed | DeliveryStatus::Ignored { .. }
+            );
+            if done && r.finished_at.is_some_and(|t| t < cutoff) {
+                let key = r.id.as_str().as_bytes();
+                self.deliveries.remove(key)?;
+                self.payloads.remove(key)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    // -- environments -------------------------------------------------------------------------
+
+    pub fn env(&self, id: &EnvId) -> Result<Option<EnvRecord>> {
+        let key = env_key(id);
+        self.environments
+            .get(&key)?
+            .map(|b| decode("environments", &key, &b))
+            .transpose()
+    }
+
+    pub fn put_env(&self, rec: &EnvRecord) -> Result<()> {
+        self.environments.insert(env_key(&rec.id), encode(rec)?)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Read-modify-write an environment atomically (compare-and-swap loop). `f` returns what the
+    /// caller wants back; the record is written only when `f` changed it.
+    pub fn update_env<T>(
+        &self,
+        id: &EnvId,
+        mut f: impl FnMut(&mut EnvRecord) -> T,
+    ) -> Result<Option<(EnvRecord, T)>> {
+        let key = env_key(id);
+        loop {
+            let Some(old) = self.environments.get(&key)? else {
+                return Ok(None);
+            };
+            let mut rec: EnvRecord = decode("environments", &key, &old)?;
+            let before = rec.clone();
+            let out = f(&mut rec);
+            if rec == before {
+                return Ok(Some((rec, out)));
+            }
+            let new = encode(&rec)?;
+            if self
+                .environments
+                .compare_and_swap(&key, Some(old), Some(new))?
+                .is_ok()
+            {
+                self.db.flush()?;
+                return Ok(Some((rec, out)));
+            }
+        }
+    }
+
+    /// Every environment, ordered by repository and slug.
+    pub fn envs(&self) -> Result<Vec<EnvRecord>> {
+        let mut out = Vec::new();
+        for item in self.environments.iter() {
+            let (k, b) = item?;
+            out.push(decode("environments", &k, &b)?);
+        }
+        Ok(out)
+    }
+
+    pub fn envs_of_repo(&self, repo: &RepoName) -> Result<Vec<EnvRecord>> {
+        let mut prefix = repo.to_string().into_bytes();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.environments.scan_prefix(prefix) {
+            let (k, b) = item?;
+            out.push(decode("environments", &k, &b)?);
+        }
+        Ok(out)
+    }
+
+    /// Commit a successful deploy: append the release and update the environment in one
+    /// transaction, but only if the environment is still at `generation`.
+    pub fn commit_release(
+        &self,
+        id: &EnvId,
+        generation: u64,
+        release: &Release,
+        update: impl Fn(&mut EnvRecord),
+    ) -> Result<Option<EnvRecord>> {
+        let ekey = env_key(id);
+        let rkey = release_key(id, release.n);
+        let rbytes = encode(release)?;
+        let out = (&self.environments, &self.releases)
+            .transaction(|(e, r)| {
+                let Some(b) = e.get(&ekey)? else {
+                    return Ok(None);
+                };
+                let mut rec: EnvRecord = decode("environments", &ekey, &b).map_err(abort)?;
+                if rec.generation != generation {
+                    return Ok(None);
+                }
+                update(&mut rec);
+                rec.releases = rec.releases.max(release.n);
+                rec.current_release = Some(release.n);
+                e.insert(ekey.as_slice(), encode(&rec).map_err(abort)?)?;
+                r.insert(rkey.as_slice(), rbytes.as_slice())?;
+                Ok(Some(rec))
+            })
+            .map_err(tx_err)?;
+        self.db.flush()?;
+        Ok(out)
+    }
+
+    pub fn releases(&self, id: &EnvId) -> Result<Vec<Release>> {
+        let mut out = Vec::new();
+        for item in self.releases.scan_prefix(release_prefix(id)) {
+            let (k, b) = item?;
+            out.push(decode("releases", &k, &b)?);
+        }
+        Ok(out)
+    }
+
+    pub fn release(&self, id: &EnvId, n: u32) -> Result<Option<Release>> {
+        let key = release_key(id, n);
+        self.releases
+            .get(&key)?
+            .map(|b| decode("releases", &key, &b))
+            .transpose()
+    }
+
+    // -- pull requests ------------------------------------------------------------------------
+
+    pub fn pr(&self, repo: &RepoName, pr: PrNumber) -> Result<PrRecord> {
+        let key = pr_key(repo, pr);
+        Ok(self
+            .prs
+            .get(&key)?
+            .map(|b| decode("prs", &key, &b))
+            .transpose()?
+            .unwrap_or(PrRecord {
+                v: 1,
+                ..PrRecord::default()
+            }))
+    }
+
+    pub fn update_pr<T>(
+        &self,
+        repo: &RepoName,
+        pr: PrNumber,
+        f: impl FnOnce(&mut PrRecord) -> T,
+    ) -> Result<T> {
+        let mut rec = self.pr(repo, pr)?;
+        let out = f(&mut rec);
+        self.prs.insert(pr_key(repo, pr), encode(&rec)?)?;
+        self.db.flush()?;
+        Ok(out)
+    }
+
+    // -- installations ------------------------------------------------------------------------
+
+    pub fn put_installation(&self, rec: &InstallationRecord) -> Result<()> {
+        let bytes = encode(rec)?;
+        let id_bytes = encode(&rec.id)?;
+        self.installations
+            .transaction(|t| {
+                t.insert(format!("i/{}", rec.id).as_bytes(), bytes.as_slice())?;
+                for repo in &rec.repos {
+                    t.insert(format!("r/{repo}").as_bytes(), id_bytes.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_err)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn installation(&self, id: u64) -> Result<Option<InstallationRecord>> {
+        let key = format!("i/{id}");
+        self.installations
+            .get(key.as_bytes())?
+            .map(|b| decode("installations", key.as_bytes(), &b))
+            .transpose()
+    }
+
+    pub fn remove_installation(&self, id: u64) -> Result<()> {
+        if let Some(rec) = self.installation(id)? {
+            for repo in &rec.repos {
+                self.installations.remove(format!("r/{repo}").as_bytes())?;
+            }
+        }
+        self.installations.remove(format!("i/{id}").as_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn remove_repo_installation(&self, repo: &RepoName) -> Result<()> {
+        self.installations.remove(format!("r/{repo}").as_bytes())?;
+        Ok(())
+    }
+
+    pub fn set_repo_installation(&self, repo: &RepoName, id: u64) -> Result<()> {
+        self.installations
+            .insert(format!("r/{repo}").as_bytes(), encode(&id)?)?;
+        Ok(())
+    }
+
+    pub fn installation_of_repo(&self, repo: &RepoName) -> Result<Option<u64>> {
+        let key = format!("r/{repo}");
+        self.installations
+            .get(key.as_bytes())?
+            .map(|b| decode("installations", key.as_bytes(), &b))
+            .transpose()
+    }
+
+    // -- backup and restore -------------------------------------------------------------------
+
+    /// Write a consistent export of every tree to `path` (safe while the server runs: sled's
+    /// export iterates a snapshot of each tree). Written to a temporary file, then renamed.
+    pub fn backup(&self, path: &Path) -> Result<BackupSummary> {
+        let mut trees = BTreeMap::new();
+        let mut summary = BackupSummary::default();
+        for name in TREES {
+            let tree = self.db.open_tree(name)?;
+            let mut entries = Vec::new();
+            for item in tree.iter() {
+                let (k, v) = item?;
+                entries.push((hex::encode(&k), hex::encode(&v)));
+            }
+            summary.entries += entries.len();
+            trees.insert((*name).to_owned(), entries);
+        }
+        let file = BackupFile {
+            format: "stagebot-backup".into(),
+            schema_version: self.schema_version()?,
+            trees,
+        };
+        let tmp = path.with_extension("partial");
+        let bytes = serde_json::to_vec(&file).map_err(StoreError::Encode)?;
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, path)?;
+        summary.bytes = bytes.len();
+        Ok(summary)
+    }
+
+    /// Load a backup into this store. Refuses a store holding data unless `force`, in which
+    /// case every tree is cleared first.
+    pub fn restore(&self, path: &Path, force: bool) -> Result<BackupSummary> {
+        let bytes = std::fs::read(path)?;
+        let file: BackupFile = serde_json::from_slice(&bytes).map_err(|e| {
+            StoreError::Backup(format!("{} is not a stagebot backup: {e}", path.display()))
+        })?;
+        if file.format != "stagebot-backup" {
+            return Err(StoreError::Backup(format!(
+                "{} is not a stagebot backup (format {:?})",
+                path.display(),
+                file.format
+            )));
+        }
+        if file.schema_version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                found: file.schema_version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if !self.is_empty() && !force {
+            return Err(StoreError::Backup(
+                "the data dir already holds data: restore into an empty one, or pass --force to replace it".into(),
+            ));
+        }
+        let mut summary = BackupSummary::default();
+        for name in TREES {
+            let tree = self.db.open_tree(name)?;
+            tree.clear()?;
+            if let Some(entries) = file.trees.get(*name) {
+                let mut batch = sled::Batch::default();
+                for (k, v) in entries {
+                    let k = hex::decode(k)
+                        .map_err(|e| StoreError::Backup(format!("bad key in {name}: {e}")))?;
+                    let v = hex::decode(v)
+                        .map_err(|e| StoreError::Backup(format!("bad value in {name}: {e}")))?;
+                    batch.insert(k, v);
+                    summary.entries += 1;
+                }
+                tree.apply_batch(batch)?;
+            }
+        }
+        summary.bytes = bytes.len();
+        self.db.flush()?;
+        self.migrate()?;
+        Ok(summary)
+    }
+
+    /// Every tree's content, for comparing two stores (tests, restore checks).
+    pub fn dump(&self) -> Result<StoreDump> {
+        let mut out = BTreeMap::new();
+        for name in TREES {
+            let tree = self.db.open_tree(name)?;
+            let mut entries = Vec::new();
+            for item in tree.iter() {
+                let (k, v) = item?;
+                entries.push((k.to_vec(), v.to_vec()));
+            }
+            out.insert((*name).to_owned(), entries);
+        }
+        Ok(out)
+    }
+}
+
+/// Every tree's raw entries, by tree name.
+pub type StoreDump = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackupSummary {
+    pub entries: usize,
+    pub bytes: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BackupFile {
+    format: String,
+    schema_version: u32,
+    /// tree name → (hex key, hex value) pairs
+    trees: BTreeMap<String, Vec<(String, String)>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap()
+    }
+
+    fn id(s: &str) -> DeliveryId {
+        DeliveryId::new(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn deliveries_are_deduplicated_and_ordered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store
+                .insert_delivery(&id("b"), "push", b"{}", now())
+                .await
+                .unwrap(),
+            Inserted::New
+        );
+        assert_eq!(
+            store
+                .insert_delivery(&id("a"), "push", b"{}", now())
+                .await
+                .unwrap(),
+            Inserted::New
+        );
+        assert_eq!(
+            store
+                .insert_delivery(&id("b"), "push", b"{}", now())
+                .await
+                .unwrap(),
+            Inserted::Duplicate
+        );
+        let pending: Vec<_> = store.pending().unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(pending, vec![id("b"), id("a")]);
+        store
+            .finish_delivery(&id("b"), DeliveryStatus::Processed, now())
+            .unwrap();
+        let next = store.next_ready(now()).unwrap().unwrap();
+        assert_eq!(next.record.id, id("a"));
+        // finished deliveries still count as seen
+        assert_eq!(
+            store
+                .insert_delivery(&id("b"), "push", b"{}", now())
+                .await
+                .unwrap(),
+            Inserted::Duplicate
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_retry_then_die_and_can_be_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .insert_delivery(&id("x"), "push", b"{\"a\":1}", now())
+            .await
+            .unwrap();
+        let later = now() + chrono::Duration::seconds(30);
+        store
+            .fail_delivery(&id("x"), "boom", Some(later), now())
+            .unwrap();
+        assert!(store.next_ready(now()).unwrap().is_none());
+        assert!(store.next_ready(later).unwrap().is_some());
+        let r = store
+            .fail_delivery(&id("x"), "boom again", None, now())
+            .unwrap();
+        assert_eq!(r.status, DeliveryStatus::Dead);
+        assert_eq!(r.attempts, 2);
+        assert!(store.pending().unwrap().is_empty());
+        let r = store.replay_delivery(&id("x")).unwrap();
+        assert_eq!(r.status, DeliveryStatus::Pending);
+        let next = store.next_ready(later).unwrap().unwrap();
+        assert_eq!(next.payload, b"{\"a\":1}");
+        assert!(store.replay_delivery(&id("x")).is_err(), "already pending");
+    }
+
+    #[tokio::test]
+    async fn state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .insert_delivery(&id("x"), "push", b"{}", now())
+                .await
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.pending().unwrap().len(), 1);
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    }
+
+    #[tokio::test]
+    async fn backup_round_trip_is_identical_and_restore_refuses_non_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a")).unwrap();
+        store
+            .insert_delivery(&id("x"), "push", b"{}", now())
+            .await
+            .unwrap();
+        store
+            .put_installation(&InstallationRecord {
+                v: 1,
+                id: 7,
+                account: "octo".into(),
+                suspended: false,
+                repos: vec!["octo/web".parse().unwrap()],
+                updated_at: now(),
+            })
+            .unwrap();
+        let file = dir.path().join("backup.json");
+        store.backup(&file).unwrap();
+        let other = Store::open(&dir.path().join("b")).unwrap();
+        other.restore(&file, false).unwrap();
+        assert_eq!(store.dump().unwrap(), other.dump().unwrap());
+        assert!(other.restore(&file, false).is_err());
+        other.restore(&file, true).unwrap();
+        assert_eq!(store.dump().unwrap(), other.dump().unwrap());
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .meta
+                .insert("schema_version", encode(&99u32).unwrap())
+                .unwrap();
+            store.db.flush().unwrap();
+        }
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::TooNew { .. })
+        ));
+    }
+}
