@@ -1,1 +1,478 @@
-fn main() {}
+//! The `stagebot` binary: argument parsing and the `anyhow` edge. Everything else is the library.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use stagebot::app::{App, Parts, Settings};
+use stagebot::clock::SystemClock;
+use stagebot::github::{GitHub, GitHubConfig, RetryPolicy};
+use stagebot::provider::Provider;
+use stagebot::provider::command::{CommandConfig, CommandProvider};
+use stagebot::provider::local::{LocalConfig, LocalProvider};
+use stagebot::proxy::Routes;
+use stagebot::store::Store;
+use stagebot::types::{DeliveryId, EnvId, RepoName, Secret, Slug};
+use stagebot::webhook::WebhookSecrets;
+
+#[derive(Parser)]
+#[command(name = "stagebot", version, about = "A live environment for every branch and pull request")]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "STAGEBOT_LOG_JSON", global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the GitHub App: webhook, worker, proxy, dashboard.
+    Serve(Box<ServeArgs>),
+    /// Run the whole flow on this machine against a built-in fake GitHub (no account needed).
+    Demo(DemoArgs),
+    /// Inspect or tear down environments.
+    Env {
+        #[command(subcommand)]
+        cmd: EnvCmd,
+        #[arg(long, env = "STAGEBOT_DATA_DIR", default_value = "./stagebot-data", global = true)]
+        data_dir: PathBuf,
+    },
+    /// Inspect or replay webhook deliveries.
+    Deliveries {
+        #[command(subcommand)]
+        cmd: DeliveriesCmd,
+        #[arg(long, env = "STAGEBOT_DATA_DIR", default_value = "./stagebot-data", global = true)]
+        data_dir: PathBuf,
+    },
+    /// Write a consistent export of the store (works while the server runs).
+    Backup {
+        file: PathBuf,
+        #[arg(long, env = "STAGEBOT_DATA_DIR", default_value = "./stagebot-data")]
+        data_dir: PathBuf,
+    },
+    /// Load an export into an empty data dir (the server must be stopped).
+    Restore {
+        file: PathBuf,
+        #[arg(long, env = "STAGEBOT_DATA_DIR", default_value = "./stagebot-data")]
+        data_dir: PathBuf,
+        /// Replace whatever the data dir holds.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Validate a repository's `.github/stagebot.yml`.
+    CheckConfig {
+        #[arg(default_value = ".github/stagebot.yml")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum EnvCmd {
+    /// List environments.
+    List,
+    /// Show one environment and its releases.
+    Show { repo: String, slug: String },
+    /// Tear an environment down.
+    Teardown { repo: String, slug: String },
+}
+
+#[derive(Subcommand)]
+enum DeliveriesCmd {
+    /// List deliveries, newest first.
+    List {
+        /// Only deliveries that failed (retrying or dead).
+        #[arg(long)]
+        failed: bool,
+    },
+    /// Put a delivery back in the inbox.
+    Replay { id: String },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProviderKind {
+    Local,
+    Command,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Webhook secret(s), comma-separated (several allow rotation without downtime).
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+    #[arg(long, env = "STAGEBOT_LISTEN", default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    #[arg(long, env = "STAGEBOT_DATA_DIR", default_value = "./stagebot-data")]
+    data_dir: PathBuf,
+    /// The GitHub App's id.
+    #[arg(long, env = "APP_ID")]
+    app_id: Option<u64>,
+    /// The GitHub App's private key (PEM).
+    #[arg(long, env = "PRIVATE_KEY", hide_env_values = true)]
+    private_key: Option<String>,
+    /// A file holding the GitHub App's private key (PEM).
+    #[arg(long, env = "PRIVATE_KEY_PATH")]
+    private_key_path: Option<PathBuf>,
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    github_api_url: String,
+    /// Domain previews live under (default: `localhost:<listen port>`).
+    #[arg(long, env = "STAGEBOT_PREVIEW_DOMAIN")]
+    preview_domain: Option<String>,
+    /// `http` or `https` for preview URLs.
+    #[arg(long, env = "STAGEBOT_PREVIEW_SCHEME", default_value = "http")]
+    preview_scheme: String,
+    /// stagebot's own public URL, for log links (default: `http://<listen>`).
+    #[arg(long, env = "STAGEBOT_PUBLIC_URL")]
+    public_url: Option<String>,
+    #[arg(long, env = "STAGEBOT_PROVIDER", value_enum, default_value = "local")]
+    provider: ProviderKind,
+    /// Command provider: the deploy executable.
+    #[arg(long, env = "STAGEBOT_DEPLOY_CMD")]
+    deploy_cmd: Option<PathBuf>,
+    /// Command provider: the teardown executable.
+    #[arg(long, env = "STAGEBOT_TEARDOWN_CMD")]
+    teardown_cmd: Option<PathBuf>,
+    /// Command provider: an optional status executable.
+    #[arg(long, env = "STAGEBOT_STATUS_CMD")]
+    status_cmd: Option<PathBuf>,
+    /// Command provider: timeout for one script run (e.g. `15m`).
+    #[arg(long, env = "STAGEBOT_COMMAND_TIMEOUT", default_value = "15m")]
+    command_timeout: String,
+    /// Live previews per installation; more wait in a queue.
+    #[arg(long, env = "STAGEBOT_MAX_PREVIEWS")]
+    max_previews: Option<usize>,
+    /// How far `/extend` may push an expiry from now (e.g. `14d`).
+    #[arg(long, env = "STAGEBOT_MAX_EXTEND", default_value = "14d")]
+    max_extend: String,
+    /// How often the reconciler and sweeper run (e.g. `1m`).
+    #[arg(long, env = "STAGEBOT_RECONCILE_INTERVAL", default_value = "1m")]
+    reconcile_interval: String,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Where the demo keeps its data (a fresh temp dir by default).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Keep serving after the scripted flow so you can browse the previews.
+    #[arg(long)]
+    keep: bool,
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+}
+
+/// A settings problem: one sentence, exit code 2, before anything binds.
+struct Usage(String);
+
+fn duration(name: &str, s: &str) -> Result<Duration, Usage> {
+    stagebot::command::parse_duration(s)
+        .ok_or_else(|| Usage(format!("{name} must be a duration like 90m, 12h, 3d or 1w (got {s:?})")))
+}
+
+fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
+    let secrets = a
+        .webhook_secret
+        .as_deref()
+        .and_then(WebhookSecrets::parse)
+        .ok_or_else(|| Usage("WEBHOOK_SECRET is required (the secret set on the GitHub App's webhook)".into()))?;
+    let app_id = a
+        .app_id
+        .ok_or_else(|| Usage("APP_ID is required (the GitHub App's numeric id)".into()))?;
+    let key = match (&a.private_key, &a.private_key_path) {
+        (Some(k), _) => k.clone(),
+        (None, Some(p)) => std::fs::read_to_string(p)
+            .map_err(|e| Usage(format!("PRIVATE_KEY_PATH {} cannot be read: {e}", p.display())))?,
+        (None, None) => {
+            return Err(Usage("PRIVATE_KEY or PRIVATE_KEY_PATH is required (the GitHub App's private key)".into()));
+        }
+    };
+    let github = GitHub::new(GitHubConfig {
+        api_url: a.github_api_url.clone(),
+        app_id,
+        private_key_pem: Secret::new(key),
+        retry: RetryPolicy::default(),
+    })
+    .map_err(|e| Usage(format!("the GitHub App settings are invalid: {e}")))?;
+    let port = a.listen.port();
+    let preview_domain = a
+        .preview_domain
+        .clone()
+        .unwrap_or_else(|| format!("localhost:{port}"));
+    let public_url = a
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", a.listen));
+    let mut settings = Settings::new(a.data_dir.clone(), public_url, preview_domain);
+    settings.preview_scheme = a.preview_scheme.clone();
+    settings.limits.max_previews = a.max_previews;
+    settings.limits.max_extend = duration("STAGEBOT_MAX_EXTEND", &a.max_extend)?;
+    let reconcile = duration("STAGEBOT_RECONCILE_INTERVAL", &a.reconcile_interval)?;
+    let routes = Routes::default();
+    let provider = match a.provider {
+        ProviderKind::Local => Provider::Local(LocalProvider::new(LocalConfig::new(
+            a.data_dir.clone(),
+            routes.clone(),
+        ))),
+        ProviderKind::Command => {
+            let deploy_cmd = a.deploy_cmd.clone().ok_or_else(|| {
+                Usage("STAGEBOT_DEPLOY_CMD is required with STAGEBOT_PROVIDER=command".into())
+            })?;
+            Provider::Command(CommandProvider::new(CommandConfig {
+                deploy_cmd,
+                teardown_cmd: a.teardown_cmd.clone(),
+                status_cmd: a.status_cmd.clone(),
+                timeout: duration("STAGEBOT_COMMAND_TIMEOUT", &a.command_timeout)?,
+            }))
+        }
+    };
+    let store = Store::open(&a.data_dir).map_err(|e| {
+        Usage(format!("the data dir {} cannot be opened: {e}", a.data_dir.display()))
+    })?;
+    let app = App::new(Parts {
+        settings,
+        store,
+        github,
+        provider,
+        routes,
+        clock: std::sync::Arc::new(SystemClock),
+        secrets,
+    });
+    Ok((app, reconcile))
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    match run(cli.command).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}
+
+/// Open the store directly, or say that the server holds it (then the admin socket is used).
+fn open_store(data_dir: &Path) -> Option<Store> {
+    Store::open(data_dir).ok()
+}
+
+async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Serve(args) => {
+            let (app, reconcile) = match build_app(&args) {
+                Ok(x) => x,
+                Err(Usage(msg)) => {
+                    eprintln!("error: {msg}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let listener = match tokio::net::TcpListener::bind(args.listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: cannot listen on {}: {e}", args.listen);
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            stagebot::serve::run(
+                app,
+                listener,
+                stagebot::serve::Intervals { reconcile },
+                shutdown_signal(),
+            )
+            .await
+            .context("server failed")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Demo(args) => {
+            stagebot::demo::run(stagebot::demo::DemoOptions {
+                data_dir: args.data_dir,
+                keep: args.keep,
+                listen: args.listen,
+            })
+            .await
+            .context("demo failed")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Env { cmd, data_dir } => env_cmd(cmd, &data_dir).await,
+        Cmd::Deliveries { cmd, data_dir } => deliveries_cmd(cmd, &data_dir).await,
+        Cmd::Backup { file, data_dir } => {
+            let file = std::path::absolute(&file).context("backup path")?;
+            match open_store(&data_dir) {
+                Some(store) => {
+                    let s = store.backup(&file).context("backup failed")?;
+                    println!("wrote {} ({} entries, {} bytes)", file.display(), s.entries, s.bytes);
+                }
+                None => {
+                    let v = admin(&data_dir, "POST", "/admin/backup", Some(serde_json::json!({ "path": file }))).await?;
+                    println!("wrote {} ({} entries, {} bytes) via the running server", file.display(), v["entries"], v["bytes"]);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Restore { file, data_dir, force } => {
+            let store = Store::open(&data_dir).with_context(|| {
+                format!("cannot open {} (stop the server before restoring)", data_dir.display())
+            })?;
+            let s = store.restore(&file, force).context("restore failed")?;
+            println!("restored {} entries from {}", s.entries, file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::CheckConfig { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            match stagebot::repo_config::RepoConfig::parse(&text) {
+                Ok(cfg) => {
+                    println!("{}: ok", file.display());
+                    println!("{cfg:#?}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}
+
+async fn admin(
+    data_dir: &Path,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let sock = stagebot::serve::admin_socket(data_dir);
+    stagebot::admin::call(&sock, method, path, body)
+        .await
+        .with_context(|| format!("the store in {} is in use and the server's admin socket did not answer", data_dir.display()))
+}
+
+fn parse_env(repo: &str, slug: &str) -> anyhow::Result<EnvId> {
+    Ok(EnvId {
+        repo: repo.parse::<RepoName>()?,
+        slug: Slug::new(slug)?,
+    })
+}
+
+async fn env_cmd(cmd: EnvCmd, data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let store = open_store(data_dir);
+    match cmd {
+        EnvCmd::List => {
+            let envs: serde_json::Value = match &store {
+                Some(s) => serde_json::to_value(s.envs()?)?,
+                None => admin(data_dir, "GET", "/admin/environments", None).await?,
+            };
+            println!("{:<28} {:<40} {:<11} {:<13} URL", "REPOSITORY", "ENVIRONMENT", "KIND", "STATE");
+            for e in envs.as_array().into_iter().flatten() {
+                let repo = e.pointer("/id/repo").or_else(|| e.get("repo"));
+                let slug = e.pointer("/id/slug").or_else(|| e.get("slug"));
+                println!(
+                    "{:<28} {:<40} {:<11} {:<13} {}",
+                    repo.and_then(|v| v.as_str()).unwrap_or("?"),
+                    slug.and_then(|v| v.as_str()).unwrap_or("?"),
+                    e["kind"].as_str().unwrap_or("?"),
+                    e["state"].as_str().unwrap_or("?"),
+                    e["url"].as_str().unwrap_or(""),
+                );
+            }
+        }
+        EnvCmd::Show { repo, slug } => {
+            let id = parse_env(&repo, &slug)?;
+            let v = match &store {
+                Some(s) => {
+                    let Some(env) = s.env(&id)? else { bail!("no environment {id}") };
+                    serde_json::json!({ "environment": env, "releases": s.releases(&id)? })
+                }
+                None => admin(data_dir, "GET", &format!("/admin/environments/{}/{}", id.repo, id.slug), None).await?,
+            };
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        EnvCmd::Teardown { repo, slug } => {
+            let id = parse_env(&repo, &slug)?;
+            if store.is_some() {
+                bail!("the server is not running: start `stagebot serve` so the provider can stop the environment's processes");
+            }
+            admin(data_dir, "POST", &format!("/admin/environments/{}/{}/teardown", id.repo, id.slug), None).await?;
+            println!("teardown of {id} requested");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn deliveries_cmd(cmd: DeliveriesCmd, data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let store = open_store(data_dir);
+    match cmd {
+        DeliveriesCmd::List { failed } => {
+            let list: serde_json::Value = match &store {
+                Some(s) => serde_json::to_value(
+                    s.deliveries()?
+                        .into_iter()
+                        .filter(|d| !failed || d.is_failing())
+                        .collect::<Vec<_>>(),
+                )?,
+                None => admin(data_dir, "GET", &format!("/admin/deliveries?failed={failed}"), None).await?,
+            };
+            println!("{:<38} {:<22} {:<10} {:>8}  ERROR / REASON", "DELIVERY", "EVENT", "STATE", "ATTEMPTS");
+            for d in list.as_array().into_iter().flatten() {
+                let status = &d["status"];
+                let detail = d["last_error"]
+                    .as_str()
+                    .or_else(|| status["reason"].as_str())
+                    .unwrap_or("");
+                println!(
+                    "{:<38} {:<22} {:<10} {:>8}  {}",
+                    d["id"].as_str().unwrap_or("?"),
+                    d["event"].as_str().unwrap_or("?"),
+                    status["state"].as_str().unwrap_or("?"),
+                    d["attempts"],
+                    detail
+                );
+            }
+        }
+        DeliveriesCmd::Replay { id } => {
+            let id = DeliveryId::new(&id)?;
+            match &store {
+                Some(s) => {
+                    s.replay_delivery(&id)?;
+                    println!("{id} is back in the inbox; it is processed when the server runs");
+                }
+                None => {
+                    admin(data_dir, "POST", &format!("/admin/deliveries/{id}/replay"), None).await?;
+                    println!("{id} replayed by the running server");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -199,6 +199,8 @@ pub enum Op {
         /// Deploy even when this commit is already live (a restart or a forced `/stage`).
         force: bool,
     },
+    /// Start the live release again as it was (after a restart of stagebot); no new release.
+    Restart { release: u32 },
     Teardown {
         reason: String,
         by: String,
@@ -234,6 +236,10 @@ pub struct EnvRecord {
     pub last_activity: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub warned_at: Option<DateTime<Utc>>,
+    /// Inactivity TTL in seconds (previews), from the repo config at the last deploy.
+    pub ttl_secs: Option<u64>,
+    /// When the environment entered the capacity queue.
+    pub queued_at: Option<DateTime<Utc>>,
     /// Commits this environment has been asked for or moved past, newest last (bounded): a late
     /// delivery naming one of them never moves the environment back.
     pub seen_shas: Vec<Sha>,
@@ -283,6 +289,8 @@ pub struct PrRecord {
     /// The commands handled per comment id (so an edit without new commands does nothing).
     pub handled_comments: BTreeMap<u64, String>,
     pub closed: bool,
+    /// A note shown in the sticky comment (draft, fork, on-demand, closed…).
+    pub notice: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

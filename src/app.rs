@@ -1,0 +1,210 @@
+//! The application context: one struct that every part receives instead of eight arguments.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, watch};
+
+use crate::clock::SharedClock;
+use crate::github::{GitHub, GitHubError, RepoClient};
+use crate::metrics::Metrics;
+use crate::policy::Limits;
+use crate::provider::Provider;
+use crate::proxy::Routes;
+use crate::store::Store;
+use crate::types::{EnvId, RepoName, Slug};
+use crate::webhook::WebhookSecrets;
+
+/// How failed deliveries are retried before they become dead letters.
+#[derive(Debug, Clone)]
+pub struct RetrySchedule {
+    pub max_attempts: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetrySchedule {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            base: Duration::from_secs(5),
+            max: Duration::from_secs(600),
+        }
+    }
+}
+
+impl RetrySchedule {
+    /// Delay before attempt `attempts + 1` (exponential, capped).
+    pub fn delay(&self, attempts: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(20));
+        self.base.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// Settings that shape behaviour (built from the CLI/env by the binary, or by tests).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    /// Base URL of stagebot itself (log links, dashboard), e.g. `http://127.0.0.1:3000`.
+    pub public_url: String,
+    /// Domain (with port when not 80/443) previews live under, e.g. `localhost:3000`.
+    pub preview_domain: String,
+    /// `http` or `https` for preview URLs.
+    pub preview_scheme: String,
+    pub limits: Limits,
+    pub delivery_retry: RetrySchedule,
+    /// Finished deliveries are forgotten after this long.
+    pub delivery_retention: Duration,
+    /// Extra variables for every environment.
+    pub vars: BTreeMap<String, String>,
+}
+
+impl Settings {
+    pub fn new(data_dir: PathBuf, public_url: String, preview_domain: String) -> Self {
+        Self {
+            data_dir,
+            public_url,
+            preview_domain,
+            preview_scheme: "http".into(),
+            limits: Limits::default(),
+            delivery_retry: RetrySchedule::default(),
+            delivery_retention: Duration::from_secs(7 * 24 * 3600),
+            vars: BTreeMap::new(),
+        }
+    }
+}
+
+pub(crate) struct RunnerSlot {
+    pub(crate) generation: watch::Sender<u64>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) settings: Settings,
+    pub(crate) store: Store,
+    pub(crate) github: GitHub,
+    pub(crate) provider: Provider,
+    pub(crate) routes: Routes,
+    pub(crate) clock: SharedClock,
+    pub(crate) secrets: WebhookSecrets,
+    pub(crate) metrics: Metrics,
+    pub(crate) worker_wake: Notify,
+    pub(crate) worker_lock: tokio::sync::Mutex<()>,
+    pub(crate) runners: Mutex<HashMap<EnvId, RunnerSlot>>,
+    pub(crate) runners_idle: Notify,
+}
+
+/// The parts an [`App`] is made of.
+pub struct Parts {
+    pub settings: Settings,
+    pub store: Store,
+    pub github: GitHub,
+    pub provider: Provider,
+    pub routes: Routes,
+    pub clock: SharedClock,
+    pub secrets: WebhookSecrets,
+}
+
+/// The application: cheap to clone, shared by the HTTP server, the worker and the runners.
+#[derive(Clone)]
+pub struct App(pub(crate) Arc<Inner>);
+
+impl App {
+    pub fn new(parts: Parts) -> Self {
+        Self(Arc::new(Inner {
+            settings: parts.settings,
+            store: parts.store,
+            github: parts.github,
+            provider: parts.provider,
+            routes: parts.routes,
+            clock: parts.clock,
+            secrets: parts.secrets,
+            metrics: Metrics::default(),
+            worker_wake: Notify::new(),
+            worker_lock: tokio::sync::Mutex::new(()),
+            runners: Mutex::new(HashMap::new()),
+            runners_idle: Notify::new(),
+        }))
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+    pub fn github(&self) -> &GitHub {
+        &self.0.github
+    }
+    pub fn provider(&self) -> &Provider {
+        &self.0.provider
+    }
+    pub fn routes(&self) -> &Routes {
+        &self.0.routes
+    }
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+    pub fn webhook_secrets(&self) -> &WebhookSecrets {
+        &self.0.secrets
+    }
+    pub fn now(&self) -> DateTime<Utc> {
+        self.0.clock.now()
+    }
+    pub fn wake_worker(&self) {
+        self.0.worker_wake.notify_one();
+    }
+
+    /// The GitHub client for a repository, finding its installation when the event lacked it.
+    pub async fn repo_client(
+        &self,
+        installation: Option<u64>,
+        repo: &RepoName,
+    ) -> Result<RepoClient, GitHubError> {
+        let id = match installation {
+            Some(id) => id,
+            None => match self.store().installation_of_repo(repo).ok().flatten() {
+                Some(id) => id,
+                None => {
+                    let id = self.github().installation_for_repo(repo).await?;
+                    let _ = self.store().set_repo_installation(repo, id);
+                    id
+                }
+            },
+        };
+        Ok(self.github().repo(id, repo.clone()))
+    }
+
+    /// The host (one DNS label under the preview domain) and URL of an environment.
+    pub fn host_and_url(&self, repo: &RepoName, slug: &Slug) -> (String, String) {
+        let host = format!(
+            "{}.{}",
+            crate::slug::host_label(slug, repo),
+            self.settings().preview_domain
+        );
+        let url = format!("{}://{}", self.settings().preview_scheme, host);
+        (host, url)
+    }
+
+    /// Where a release's log is written, and the URL it is served at.
+    pub fn log_location(&self, id: &EnvId, release: u32) -> (PathBuf, String) {
+        let path = self
+            .settings()
+            .data_dir
+            .join("logs")
+            .join(id.repo.owner())
+            .join(id.repo.name())
+            .join(id.slug.as_str())
+            .join(format!("{release}.log"));
+        let url = format!(
+            "{}/logs/{}/{}/{}/{release}",
+            self.settings().public_url.trim_end_matches('/'),
+            id.repo.owner(),
+            id.repo.name(),
+            id.slug
+        );
+        (path, url)
+    }
+}

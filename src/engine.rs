@@ -1,0 +1,508 @@
+//! From a stored delivery to actions applied (DESIGN §1.3–1.5): parse the event, gather the
+//! state the policy needs (store, repo config at the commit, the commenter's permission), ask the
+//! policy, and apply its actions. Every action is idempotent, so a delivery processed twice
+//! (after a crash, or a retry) changes nothing the second time.
+
+use chrono::{DateTime, Utc};
+
+use crate::app::App;
+use crate::event::{Event, InstallationAction, RepoInfo, parse_event};
+use crate::github::{GitHubError, PrInfo, Reaction, RepoClient};
+use crate::policy::{self, Action, Decision, Notice, State};
+use crate::repo_config::RepoConfig;
+use crate::store::{EnvRecord, EnvState, InstallationRecord, Op, PendingDelivery, StoreError};
+use crate::types::{EnvId, EnvKind, Permission, PrNumber, RepoName};
+
+/// How a delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Processed,
+    Ignored(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The payload cannot be understood: retrying will not help.
+    #[error("malformed payload: {0}")]
+    Malformed(#[from] crate::event::EventError),
+    #[error("GitHub: {0}")]
+    GitHub(#[from] GitHubError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl EngineError {
+    /// Worth another attempt later?
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            EngineError::Malformed(_) => false,
+            EngineError::GitHub(e) => e.is_retryable(),
+            EngineError::Store(_) => true,
+        }
+    }
+}
+
+/// Where the repository config comes from for an event.
+const CONFIG_PATH: &str = ".github/stagebot.yml";
+
+impl App {
+    /// Process one delivery.
+    pub async fn handle_delivery(&self, d: &PendingDelivery) -> Result<Outcome, EngineError> {
+        let event = parse_event(&d.record.event, &d.payload)?;
+        self.handle_event(event).await
+    }
+
+    /// Process one typed event.
+    pub async fn handle_event(&self, event: Event) -> Result<Outcome, EngineError> {
+        match &event {
+            Event::Ignored { reason } => return Ok(Outcome::Ignored(reason.clone())),
+            Event::Ping { .. } => return Ok(Outcome::Ignored("ping".into())),
+            Event::Installation(e) => {
+                let now = self.now();
+                match e.action {
+                    InstallationAction::Deleted => self.store().remove_installation(e.installation_id)?,
+                    _ => self.store().put_installation(&InstallationRecord {
+                        v: 1,
+                        id: e.installation_id,
+                        account: e.account.clone(),
+                        suspended: e.action == InstallationAction::Suspend,
+                        repos: e.repos.clone(),
+                        updated_at: now,
+                    })?,
+                }
+                return Ok(Outcome::Processed);
+            }
+            Event::InstallationRepositories(e) => {
+                let now = self.now();
+                let mut rec = self.store().installation(e.installation_id)?.unwrap_or(
+                    InstallationRecord {
+                        v: 1,
+                        id: e.installation_id,
+                        account: e.account.clone(),
+                        suspended: false,
+                        repos: Vec::new(),
+                        updated_at: now,
+                    },
+                );
+                rec.repos.retain(|r| !e.removed.contains(r));
+                for r in &e.added {
+                    if !rec.repos.contains(r) {
+                        rec.repos.push(r.clone());
+                    }
+                }
+                rec.updated_at = now;
+                for r in &e.removed {
+                    self.store().remove_repo_installation(r)?;
+                }
+                self.store().put_installation(&rec)?;
+                return Ok(Outcome::Processed);
+            }
+            _ => {}
+        }
+        let Some(repo) = event.repo().cloned() else {
+            return Ok(Outcome::Ignored("event without a repository".into()));
+        };
+        let client = self.repo_client(event.installation_id(), &repo.name).await?;
+        let installation = client.installation_id();
+        let now = self.now();
+
+        // Gather what the policy needs.
+        let mut pr_info: Option<PrInfo> = None;
+        let mut permission: Option<Permission> = None;
+        let (pr_number, config_ref): (Option<PrNumber>, Option<String>) = match &event {
+            Event::PullRequest(e) => (Some(e.pr.number), Some(e.pr.head_sha.to_string())),
+            Event::Push(e) if !e.deleted => (None, Some(e.after.to_string())),
+            Event::Push(_) | Event::BranchDeleted(_) => (None, None),
+            Event::Comment(e) => {
+                if e.author.is_bot || !e.is_pr || crate::command::parse_commands(&e.body).is_empty() {
+                    (Some(e.number), None)
+                } else {
+                    let info = client.pull_request(e.number).await?;
+                    let head = info.head_sha.to_string();
+                    permission = Some(client.permission(&e.author.login).await?);
+                    pr_info = Some(info);
+                    (Some(e.number), Some(head))
+                }
+            }
+            _ => (None, None),
+        };
+        let config = match &config_ref {
+            Some(git_ref) => match self.repo_config(&client, git_ref).await? {
+                Ok(c) => c,
+                Err(message) => {
+                    if let Some(pr) = pr_number {
+                        client
+                            .reply(
+                                pr,
+                                &format!(
+                                    "stagebot could not read `{CONFIG_PATH}` at `{}`:\n\n```\n{message}\n```\n\nFix the file and push again.",
+                                    git_ref.get(..7).unwrap_or(git_ref)
+                                ),
+                            )
+                            .await?;
+                    }
+                    return Ok(Outcome::Ignored(format!("invalid {CONFIG_PATH}: {message}")));
+                }
+            },
+            None => RepoConfig::default(),
+        };
+        let envs = self.store().envs_of_repo(&repo.name)?;
+        let mut releases = Vec::new();
+        for env in &envs {
+            releases.push((env.id.slug.clone(), self.store().releases(&env.id)?));
+        }
+        let state = State {
+            now,
+            previews_in_use: self.previews_in_use(installation)?,
+            envs,
+            releases,
+            pr_record: match pr_number {
+                Some(pr) => Some(self.store().pr(&repo.name, pr)?),
+                None => None,
+            },
+            pr_info,
+            permission,
+            limits: self.settings().limits.clone(),
+        };
+        match policy::decide(&event, &config, &state) {
+            Decision::Ignore(reason) => Ok(Outcome::Ignored(reason)),
+            Decision::Act(actions) => {
+                let ctx = Ctx {
+                    repo: &repo,
+                    client: &client,
+                    installation,
+                    now,
+                };
+                for action in actions {
+                    self.apply(&ctx, action).await?;
+                }
+                Ok(Outcome::Processed)
+            }
+        }
+    }
+
+    /// The repository's config at `git_ref`: defaults when the file is absent, `Err(message)`
+    /// when it is invalid.
+    pub async fn repo_config(
+        &self,
+        client: &RepoClient,
+        git_ref: &str,
+    ) -> Result<Result<RepoConfig, String>, EngineError> {
+        Ok(match client.file_at(CONFIG_PATH, git_ref).await? {
+            None => Ok(RepoConfig::default()),
+            Some(text) => RepoConfig::parse(&text).map_err(|e| e.to_string()),
+        })
+    }
+
+    /// Previews occupying a capacity slot in an installation.
+    pub fn previews_in_use(&self, installation: u64) -> Result<usize, StoreError> {
+        Ok(self
+            .store()
+            .envs()?
+            .iter()
+            .filter(|e| {
+                e.kind == EnvKind::Preview
+                    && e.installation_id == Some(installation)
+                    && e.state.occupies_slot()
+            })
+            .count())
+    }
+
+    pub(crate) async fn apply(&self, ctx: &Ctx<'_>, action: Action) -> Result<(), EngineError> {
+        let repo = &ctx.repo.name;
+        match action {
+            Action::Deploy(d) => {
+                let id = EnvId {
+                    repo: repo.clone(),
+                    slug: d.target.slug.clone(),
+                };
+                let (host, url) = self.host_and_url(repo, &d.target.slug);
+                let clone_url = d
+                    .target
+                    .clone_url
+                    .clone()
+                    .unwrap_or_else(|| ctx.repo.clone_url.clone());
+                let now = ctx.now;
+                let op = Op::Deploy {
+                    sha: d.sha.clone(),
+                    git_ref: d.target.branch.clone(),
+                    trigger: d.trigger.clone(),
+                    by: d.by.clone(),
+                    ack: d.ack,
+                    force: d.force,
+                };
+                let existing = self.store().env(&id)?;
+                let rec = match existing {
+                    None => new_env(
+                        &id, &d.target, ctx.installation, clone_url, host, url, now,
+                    ),
+                    Some(rec) => rec,
+                };
+                let mut rec = rec;
+                // The same commit already queued or deploying: nothing new to do.
+                let same_op = matches!(&rec.op, Some(Op::Deploy { sha, .. }) if *sha == d.sha)
+                    && rec.is_active();
+                let expires = d.ttl.and_then(|t| chrono::Duration::from_std(t).ok()).map(|t| now + t);
+                rec.last_activity = now;
+                rec.expires_at = expires.or(rec.expires_at);
+                rec.ttl_secs = d.ttl.map(|t| t.as_secs()).or(rec.ttl_secs);
+                rec.warned_at = None;
+                rec.remember(&d.sha);
+                if d.target.pr.is_some() {
+                    rec.pr = d.target.pr;
+                }
+                rec.branch = d.target.branch.clone();
+                rec.clone_url = d.target.clone_url.clone().unwrap_or(rec.clone_url);
+                rec.installation_id = Some(ctx.installation);
+                if d.profile.is_some() || d.trigger == crate::store::Trigger::Stage {
+                    rec.profile = d.profile.clone();
+                }
+                rec.updated_at = now;
+                if same_op && !d.force {
+                    self.store().put_env(&rec)?;
+                    return Ok(());
+                }
+                rec.op = Some(op);
+                rec.generation += 1;
+                if d.queue {
+                    rec.state = EnvState::Queued;
+                    rec.queued_at.get_or_insert(now);
+                } else if rec.state == EnvState::Destroyed || rec.state == EnvState::Queued {
+                    rec.state = EnvState::Pending;
+                    rec.queued_at = None;
+                }
+                self.store().put_env(&rec)?;
+                tracing::info!(env = %id, sha = %d.sha, trigger = ?d.trigger, queued = d.queue, "deploy requested");
+                if d.queue {
+                    if let Some(pr) = rec.pr {
+                        self.refresh_sticky(ctx.client, pr).await?;
+                    }
+                } else {
+                    self.kick(&id, rec.generation);
+                }
+            }
+            Action::Teardown {
+                slug,
+                reason,
+                by,
+                ack,
+            } => {
+                let id = EnvId {
+                    repo: repo.clone(),
+                    slug,
+                };
+                let updated = self.store().update_env(&id, |rec| {
+                    if !rec.is_active() {
+                        return None;
+                    }
+                    rec.op = Some(Op::Teardown {
+                        reason: reason.clone(),
+                        by: by.clone(),
+                        ack,
+                    });
+                    rec.generation += 1;
+                    rec.updated_at = ctx.now;
+                    Some(rec.generation)
+                })?;
+                if let Some((_, Some(generation))) = updated {
+                    tracing::info!(env = %id, reason, "teardown requested");
+                    self.kick(&id, generation);
+                }
+            }
+            Action::Extend { slug, until, ack } => {
+                let id = EnvId {
+                    repo: repo.clone(),
+                    slug,
+                };
+                self.store().update_env(&id, |rec| {
+                    rec.expires_at = Some(until);
+                    rec.warned_at = None;
+                    rec.last_activity = ctx.now;
+                })?;
+                let _ = ack;
+            }
+            Action::WarnExpiry { slug, at } => {
+                let id = EnvId {
+                    repo: repo.clone(),
+                    slug: slug.clone(),
+                };
+                let updated = self.store().update_env(&id, |rec| {
+                    rec.warned_at = Some(ctx.now);
+                    rec.pr
+                })?;
+                if let Some((_, Some(pr))) = updated {
+                    ctx.client
+                        .reply(
+                            pr,
+                            &format!(
+                                "⏳ The preview `{slug}` has had no activity and will be removed at {} (UTC). Comment `/extend 2d` to keep it longer, or push a commit.",
+                                at.format("%Y-%m-%d %H:%M")
+                            ),
+                        )
+                        .await?;
+                    self.refresh_sticky(ctx.client, pr).await?;
+                }
+            }
+            Action::React {
+                comment_id,
+                reaction,
+            } => ctx.client.react(comment_id, reaction).await?,
+            Action::Reply { pr, body } => {
+                ctx.client.reply(pr, &body).await?;
+            }
+            Action::Sticky { pr, notice } => {
+                let text = notice.map(|n| notice_text(&n));
+                self.store().update_pr(repo, pr, |r| {
+                    if text.is_some() {
+                        r.notice = text.clone();
+                    }
+                })?;
+                self.refresh_sticky(ctx.client, pr).await?;
+            }
+            Action::ApproveFork { pr, sha } => {
+                self.store().update_pr(repo, pr, |r| {
+                    r.approved_sha = Some(sha);
+                    r.notice = None;
+                })?;
+            }
+            Action::CommentHandled {
+                pr,
+                comment_id,
+                commands,
+            } => {
+                self.store().update_pr(repo, pr, |r| {
+                    r.handled_comments.insert(comment_id, commands);
+                    // bounded: keep the most recent 200 comments
+                    while r.handled_comments.len() > 200 {
+                        r.handled_comments.pop_first();
+                    }
+                })?;
+            }
+            Action::MarkPrClosed { pr, closed } => {
+                self.store().update_pr(repo, pr, |r| {
+                    r.closed = closed;
+                    if !closed {
+                        r.notice = None;
+                    }
+                })?;
+            }
+            Action::Remember { slug, shas } => {
+                let id = EnvId {
+                    repo: repo.clone(),
+                    slug,
+                };
+                self.store().update_env(&id, |rec| {
+                    for s in &shas {
+                        rec.remember(s);
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Run the sweeper once over every repository (DESIGN §1.6): warnings, then teardowns.
+    pub async fn sweep(&self) -> Result<usize, EngineError> {
+        let now = self.now();
+        let envs = self.store().envs()?;
+        let mut by_repo: std::collections::BTreeMap<RepoName, Vec<EnvRecord>> = Default::default();
+        for env in envs {
+            by_repo.entry(env.id.repo.clone()).or_default().push(env);
+        }
+        let mut n = 0;
+        for (repo, envs) in by_repo {
+            let actions = policy::sweep(&envs, now);
+            if actions.is_empty() {
+                continue;
+            }
+            let installation = envs.iter().find_map(|e| e.installation_id);
+            let client = self.repo_client(installation, &repo).await?;
+            let info = RepoInfo {
+                name: repo.clone(),
+                default_branch: String::new(),
+                clone_url: envs.first().map(|e| e.clone_url.clone()).unwrap_or_default(),
+                private: true,
+            };
+            let ctx = Ctx {
+                repo: &info,
+                client: &client,
+                installation: client.installation_id(),
+                now,
+            };
+            for action in actions {
+                n += 1;
+                self.apply(&ctx, action).await?;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// What applying actions needs to know about the event's repository.
+pub(crate) struct Ctx<'a> {
+    pub repo: &'a RepoInfo,
+    pub client: &'a RepoClient,
+    pub installation: u64,
+    pub now: DateTime<Utc>,
+}
+
+fn new_env(
+    id: &EnvId,
+    target: &policy::Target,
+    installation: u64,
+    clone_url: String,
+    host: String,
+    url: String,
+    now: DateTime<Utc>,
+) -> EnvRecord {
+    EnvRecord {
+        v: 1,
+        id: id.clone(),
+        kind: target.kind,
+        state: EnvState::Pending,
+        branch: target.branch.clone(),
+        pr: target.pr,
+        installation_id: Some(installation),
+        clone_url,
+        host,
+        url,
+        generation: 0,
+        op: None,
+        deploying: None,
+        current_release: None,
+        releases: 0,
+        last_error: None,
+        last_log_tail: None,
+        profile: None,
+        created_at: now,
+        updated_at: now,
+        last_activity: now,
+        expires_at: None,
+        warned_at: None,
+        ttl_secs: None,
+        queued_at: None,
+        seen_shas: Vec::new(),
+        deployments: Default::default(),
+        report_pending: false,
+    }
+}
+
+/// The sticky comment's note for a [`Notice`].
+pub fn notice_text(n: &Notice) -> String {
+    match n {
+        Notice::Draft => "This pull request is a draft: its preview starts when it is marked ready for review, or comment `/stage`.".into(),
+        Notice::Fork => "This pull request comes from a fork, so it is not deployed automatically. A maintainer can comment `/stage` to deploy its current head commit.".into(),
+        Notice::ForkNeedsApproval { sha } => format!(
+            "New commits were pushed to this fork (`{}`): a maintainer must comment `/stage` again to deploy them.",
+            sha.short()
+        ),
+        Notice::OnDemand => "Previews are on demand in this repository: comment `/stage` to get one.".into(),
+        Notice::Closed => "This pull request is closed; it has no environment.".into(),
+    }
+}
+
+/// A reaction for an acknowledged command that is done.
+pub(crate) fn ack_reaction(ok: bool) -> Reaction {
+    if ok { Reaction::Rocket } else { Reaction::Confused }
+}
+

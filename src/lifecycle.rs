@@ -1,0 +1,511 @@
+//! The environment state machine in motion (DESIGN §2, §1.5). One runner task per environment
+//! executes the environment's durable `op`; every transition is persisted before the side effect
+//! it announces. A newer op (a newer commit) bumps the environment's generation, which cancels a
+//! running deploy of an older one: newest wins.
+
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::app::{App, RunnerSlot};
+use crate::metrics::Metrics;
+use crate::provider::{DeploySpec, ProviderError, ProviderStatus, TeardownSpec};
+use crate::store::{EnvRecord, EnvState, Op, Release, StoreError};
+use crate::types::{EnvId, EnvKind};
+
+/// What a report to GitHub announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Deploying,
+    Live,
+    Failed,
+    Destroyed,
+}
+
+impl App {
+    /// Make sure a runner works on `id`'s op (generation `generation` or newer).
+    pub fn kick(&self, id: &EnvId, generation: u64) {
+        let mut runners = self.0.runners.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = runners.get(id) {
+            slot.generation.send_replace(generation);
+            return;
+        }
+        let (tx, rx) = watch::channel(generation);
+        runners.insert(id.clone(), RunnerSlot { generation: tx });
+        let app = self.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let span = tracing::info_span!("env", repo = %id.repo, env = %id.slug);
+            let _guard = span.enter();
+            drop(_guard);
+            app.run_env(&id, rx).await;
+        });
+    }
+
+    /// Number of environments with a runner at work.
+    pub fn busy_runners(&self) -> usize {
+        self.0.runners.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Wait until no runner is at work.
+    pub async fn runners_idle(&self) {
+        loop {
+            let notified = self.0.runners_idle.notified();
+            if self.busy_runners() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    async fn run_env(&self, id: &EnvId, mut generation: watch::Receiver<u64>) {
+        loop {
+            let rec = match self.store().env(id) {
+                Ok(Some(rec)) => rec,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(env = %id, error = %e, "cannot read environment; runner stops");
+                    break;
+                }
+            };
+            let op = match (&rec.op, rec.state) {
+                (Some(_), EnvState::Queued) | (None, _) => {
+                    // Leave only if nothing new arrived meanwhile (checked under the lock `kick`
+                    // takes, so an op is never stranded).
+                    let mut runners = self.0.runners.lock().unwrap_or_else(|p| p.into_inner());
+                    let fresh = self.store().env(id).ok().flatten();
+                    let idle = fresh
+                        .as_ref()
+                        .is_none_or(|r| r.op.is_none() || r.state == EnvState::Queued);
+                    if idle {
+                        runners.remove(id);
+                        drop(runners);
+                        self.0.runners_idle.notify_waiters();
+                        return;
+                    }
+                    continue;
+                }
+                (Some(op), _) => op.clone(),
+            };
+            generation.borrow_and_update();
+            let result = match op {
+                Op::Deploy { .. } | Op::Restart { .. } => {
+                    self.run_deploy(rec, &mut generation).await
+                }
+                Op::Teardown { .. } => self.run_teardown(rec).await,
+            };
+            if let Err(e) = result {
+                tracing::error!(env = %id, error = %e, "runner step failed; will retry");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+        let mut runners = self.0.runners.lock().unwrap_or_else(|p| p.into_inner());
+        runners.remove(id);
+        drop(runners);
+        self.0.runners_idle.notify_waiters();
+    }
+
+    async fn run_deploy(
+        &self,
+        rec: EnvRecord,
+        generation: &mut watch::Receiver<u64>,
+    ) -> Result<(), StoreError> {
+        let id = rec.id.clone();
+        let gen_now = rec.generation;
+        let (sha, git_ref, trigger, by, ack, force, restart_of) = match &rec.op {
+            Some(Op::Deploy {
+                sha,
+                git_ref,
+                trigger,
+                by,
+                ack,
+                force,
+            }) => (
+                sha.clone(),
+                git_ref.clone(),
+                trigger.clone(),
+                by.clone(),
+                *ack,
+                *force,
+                None,
+            ),
+            Some(Op::Restart { release }) => {
+                let Some(r) = self.store().release(&id, *release)? else {
+                    self.clear_op(&id, gen_now)?;
+                    return Ok(());
+                };
+                (
+                    r.sha,
+                    r.git_ref,
+                    r.trigger,
+                    r.by,
+                    None,
+                    true,
+                    Some(*release),
+                )
+            }
+            _ => return Ok(()),
+        };
+        // Already live at this commit: nothing to deploy (idempotent replays).
+        let live_sha = match rec.current_release {
+            Some(n) => self.store().release(&id, n)?.map(|r| r.sha),
+            None => None,
+        };
+        if !force && rec.state == EnvState::Live && live_sha.as_ref() == Some(&sha) {
+            if self.clear_op(&id, gen_now)? {
+                self.ack(&rec, ack, true).await;
+                self.report(&id, Phase::Live).await;
+            }
+            return Ok(());
+        }
+        // Persist the transition before acting on it.
+        let Some((rec, true)) = self.store().update_env(&id, |r| {
+            if r.generation != gen_now {
+                return false;
+            }
+            r.state = EnvState::Deploying;
+            r.deploying = Some(sha.clone());
+            r.last_error = None;
+            r.last_log_tail = None;
+            true
+        })?
+        else {
+            return Ok(());
+        };
+        Metrics::inc(&self.metrics().deploys_started);
+        if restart_of.is_none() {
+            self.report(&id, Phase::Deploying).await;
+        }
+        let n = restart_of.unwrap_or(rec.releases + 1);
+        let (log_path, log_url) = self.log_location(&id, n);
+        let clone_token = if rec.clone_url.starts_with("https://") {
+            match self.repo_client(rec.installation_id, &id.repo).await {
+                Ok(c) => c.clone_token().await.ok(),
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        let spec = DeploySpec {
+            env: id.clone(),
+            kind: rec.kind,
+            branch: git_ref.clone(),
+            sha: sha.clone(),
+            pr: rec.pr,
+            release: n,
+            previous_sha: live_sha.clone(),
+            clone_url: rec.clone_url.clone(),
+            clone_token,
+            host: rec.host.clone(),
+            public_url: rec.url.clone(),
+            profile: rec.profile.clone(),
+            first_deploy: rec.releases == 0,
+            vars: self.settings().vars.clone(),
+            log_path,
+        };
+        let started = Instant::now();
+        let span = tracing::info_span!("deploy", repo = %id.repo, env = %id.slug, sha = %sha.short(), release = n);
+        let outcome = {
+            let deploy = self.provider().deploy(&spec);
+            tokio::pin!(deploy);
+            loop {
+                tokio::select! {
+                    res = &mut deploy => break Some(res),
+                    changed = generation.changed() => {
+                        if changed.is_err() || *generation.borrow() != gen_now {
+                            break None;
+                        }
+                    }
+                }
+            }
+        };
+        let _e = span.enter();
+        drop(_e);
+        let Some(outcome) = outcome else {
+            // Superseded: the newer op runs next; the dropped deploy cleaned up after itself.
+            Metrics::inc(&self.metrics().deploys_superseded);
+            tracing::info!(env = %id, sha = %sha.short(), "deploy superseded by a newer one");
+            self.ack(&rec, ack, false).await;
+            return Ok(());
+        };
+        match outcome {
+            Ok(deployed) => {
+                let ms = started.elapsed().as_millis() as u64;
+                if let Some(r) = restart_of {
+                    let done = self.store().update_env(&id, |e| {
+                        if e.generation != gen_now {
+                            return false;
+                        }
+                        e.state = EnvState::Live;
+                        e.op = None;
+                        e.deploying = None;
+                        e.current_release = Some(r);
+                        true
+                    })?;
+                    if matches!(done, Some((_, true))) {
+                        tracing::info!(env = %id, release = r, "restarted");
+                    }
+                    return Ok(());
+                }
+                let release = Release {
+                    v: 1,
+                    n,
+                    sha: sha.clone(),
+                    git_ref,
+                    by,
+                    trigger,
+                    at: self.now(),
+                    url: deployed.url.clone(),
+                    log: log_url,
+                    pr: rec.pr,
+                };
+                let committed = self.store().commit_release(&id, gen_now, &release, |e| {
+                    e.state = EnvState::Live;
+                    e.op = None;
+                    e.deploying = None;
+                    e.url = deployed.url.clone();
+                    e.last_error = None;
+                })?;
+                if committed.is_none() {
+                    return Ok(());
+                }
+                Metrics::inc(&self.metrics().deploys_succeeded);
+                self.metrics()
+                    .deploy_ms_sum
+                    .fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
+                Metrics::inc(&self.metrics().deploy_ms_count);
+                tracing::info!(env = %id, sha = %sha.short(), release = n, ms, "live");
+                self.ack(&rec, ack, true).await;
+                self.report(&id, Phase::Live).await;
+            }
+            Err(err) => {
+                let (message, tail) = match &err {
+                    ProviderError::Deploy { message, log_tail } => {
+                        (message.clone(), Some(log_tail.clone()))
+                    }
+                    other => (other.to_string(), None),
+                };
+                let failed = self.store().update_env(&id, |e| {
+                    if e.generation != gen_now {
+                        return false;
+                    }
+                    e.state = EnvState::Failed;
+                    e.op = None;
+                    e.deploying = None;
+                    e.last_error = Some(message.clone());
+                    e.last_log_tail = tail.clone();
+                    true
+                })?;
+                if !matches!(failed, Some((_, true))) {
+                    return Ok(());
+                }
+                Metrics::inc(&self.metrics().deploys_failed);
+                tracing::warn!(env = %id, sha = %sha.short(), error = %message, "deploy failed");
+                self.ack(&rec, ack, false).await;
+                if restart_of.is_none() {
+                    self.report(&id, Phase::Failed).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_teardown(&self, rec: EnvRecord) -> Result<(), StoreError> {
+        let id = rec.id.clone();
+        let gen_now = rec.generation;
+        let ack = match &rec.op {
+            Some(Op::Teardown { ack, .. }) => *ack,
+            _ => None,
+        };
+        let Some((rec, true)) = self.store().update_env(&id, |r| {
+            if r.generation != gen_now {
+                return false;
+            }
+            r.state = EnvState::TearingDown;
+            true
+        })?
+        else {
+            return Ok(());
+        };
+        let sha = match rec.current_release {
+            Some(n) => self.store().release(&id, n)?.map(|r| r.sha),
+            None => None,
+        };
+        let (log_path, _) = self.log_location(&id, rec.releases.max(1));
+        let spec = TeardownSpec {
+            env: id.clone(),
+            kind: rec.kind,
+            branch: rec.branch.clone(),
+            sha,
+            pr: rec.pr,
+            log_path,
+        };
+        if let Err(e) = self.provider().teardown(&spec).await {
+            // Keep the op: the runner (or the reconciler) tries again.
+            tracing::warn!(env = %id, error = %e, "teardown failed; will retry");
+            self.store().update_env(&id, |r| {
+                r.last_error = Some(format!("teardown failed: {e}"));
+            })?;
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            return Ok(());
+        }
+        let done = self.store().update_env(&id, |r| {
+            if r.generation != gen_now {
+                return false;
+            }
+            r.state = EnvState::Destroyed;
+            r.op = None;
+            r.deploying = None;
+            r.expires_at = None;
+            r.warned_at = None;
+            true
+        })?;
+        if matches!(done, Some((_, true))) {
+            Metrics::inc(&self.metrics().teardowns);
+            tracing::info!(env = %id, "destroyed");
+            self.ack(&rec, ack, true).await;
+            self.report(&id, Phase::Destroyed).await;
+            if rec.kind == EnvKind::Preview {
+                self.start_queued(rec.installation_id).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Clear a finished op when the environment is still at `generation`.
+    fn clear_op(&self, id: &EnvId, generation: u64) -> Result<bool, StoreError> {
+        Ok(matches!(
+            self.store().update_env(id, |r| {
+                if r.generation != generation {
+                    return false;
+                }
+                r.op = None;
+                true
+            })?,
+            Some((_, true))
+        ))
+    }
+
+    /// Start queued previews when capacity allows (policy decides which).
+    pub async fn start_queued(&self, installation: Option<u64>) {
+        let Some(installation) = installation else {
+            return;
+        };
+        let Ok(envs) = self.store().envs() else {
+            return;
+        };
+        let queued: Vec<EnvRecord> = envs
+            .into_iter()
+            .filter(|e| e.installation_id == Some(installation) && e.state == EnvState::Queued)
+            .collect();
+        let in_use = self.previews_in_use(installation).unwrap_or(usize::MAX);
+        for slug in crate::policy::dequeue(&queued, in_use, &self.settings().limits) {
+            let Some(env) = queued.iter().find(|e| e.id.slug == slug) else {
+                continue;
+            };
+            let id = env.id.clone();
+            if let Ok(Some((rec, true))) = self.store().update_env(&id, |r| {
+                if r.state != EnvState::Queued {
+                    return false;
+                }
+                r.state = EnvState::Pending;
+                r.queued_at = None;
+                r.generation += 1;
+                true
+            }) {
+                tracing::info!(env = %id, "leaving the capacity queue");
+                self.kick(&id, rec.generation);
+            }
+        }
+    }
+
+    /// Compare stored state with reality and repair it (DESIGN §1.6): unfinished ops are resumed,
+    /// live environments whose process died are restarted, PRs closed while webhooks were lost
+    /// are torn down, and reports GitHub missed are sent again.
+    pub async fn reconcile(&self) -> Result<ReconcileSummary, StoreError> {
+        let mut summary = ReconcileSummary::default();
+        let envs = self.store().envs()?;
+        // PRs closed on GitHub while we were not looking.
+        for env in envs.iter().filter(|e| {
+            e.kind == EnvKind::Preview && e.is_active() && e.pr.is_some() && e.op.is_none()
+        }) {
+            let Some(pr) = env.pr else { continue };
+            let Ok(client) = self.repo_client(env.installation_id, &env.id.repo).await else {
+                continue;
+            };
+            if let Ok(info) = client.pull_request(pr).await
+                && !info.open
+            {
+                let updated = self.store().update_env(&env.id, |r| {
+                    r.op = Some(Op::Teardown {
+                        reason: "the pull request is closed".into(),
+                        by: "stagebot".into(),
+                        ack: None,
+                    });
+                    r.generation += 1;
+                    r.generation
+                })?;
+                if let Some((_, g)) = updated {
+                    summary.closed += 1;
+                    self.kick(&env.id, g);
+                }
+            }
+        }
+        for env in self.store().envs()? {
+            if env.state == EnvState::Queued {
+                continue;
+            }
+            if env.op.is_some() {
+                summary.resumed += 1;
+                self.kick(&env.id, env.generation);
+                continue;
+            }
+            if env.state == EnvState::Live || (env.state == EnvState::Failed && env.current_release.is_some()) {
+                let status = self.provider().status(&env.id).await;
+                if matches!(status, ProviderStatus::Stopped)
+                    && let Some(release) = env.current_release
+                {
+                    let updated = self.store().update_env(&env.id, |r| {
+                        r.op = Some(Op::Restart { release });
+                        r.generation += 1;
+                        r.generation
+                    })?;
+                    if let Some((_, g)) = updated {
+                        summary.restarted += 1;
+                        self.kick(&env.id, g);
+                    }
+                }
+            }
+            if env.report_pending {
+                summary.reported += 1;
+                let phase = match env.state {
+                    EnvState::Live => Phase::Live,
+                    EnvState::Failed => Phase::Failed,
+                    EnvState::Destroyed => Phase::Destroyed,
+                    _ => Phase::Deploying,
+                };
+                self.report(&env.id, phase).await;
+            }
+        }
+        for inst in self
+            .store()
+            .envs()?
+            .iter()
+            .filter(|e| e.state == EnvState::Queued)
+            .filter_map(|e| e.installation_id)
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            self.start_queued(Some(inst)).await;
+        }
+        Ok(summary)
+    }
+}
+
+/// What a reconcile pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcileSummary {
+    pub resumed: usize,
+    pub restarted: usize,
+    pub closed: usize,
+    pub reported: usize,
+}

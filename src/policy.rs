@@ -1,0 +1,915 @@
+//! Every product rule, and nothing else (DESIGN §1.4): a pure function from an event, the
+//! repository's config and the current state to the actions to take. No I/O, no clock reads:
+//! the caller gathers the state (including the commenter's permission and the PR's head) first.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::command::{self, Command, EnvTarget, PromoteTarget, RollbackTo};
+use crate::event::{
+    BranchDeletedEvent, CommentAction, CommentEvent, Event, PrAction, PullRequestEvent, PushEvent,
+};
+use crate::github::{PrInfo, Reaction};
+use crate::repo_config::RepoConfig;
+use crate::slug::preview_slug;
+use crate::store::{EnvRecord, EnvState, Op, PrRecord, Release, Trigger};
+use crate::types::{EnvKind, Permission, PrNumber, Sha, Slug};
+
+/// Operator limits that shape decisions.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Live previews per installation; `None` = unlimited.
+    pub max_previews: Option<usize>,
+    /// `/extend` never pushes an expiry further than this from now.
+    pub max_extend: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_previews: None,
+            max_extend: Duration::from_secs(14 * 24 * 3600),
+        }
+    }
+}
+
+/// What the caller knows when a decision is made.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub now: DateTime<Utc>,
+    /// The repository's environments (any state).
+    pub envs: Vec<EnvRecord>,
+    /// Releases of the environments a command may name, by slug.
+    pub releases: Vec<(Slug, Vec<Release>)>,
+    /// Stored facts about the PR the event concerns.
+    pub pr_record: Option<PrRecord>,
+    /// The PR as GitHub reports it now (comment events only).
+    pub pr_info: Option<PrInfo>,
+    /// The commenter's permission (comment events only).
+    pub permission: Option<Permission>,
+    /// Previews occupying a slot in the installation (for the capacity limit).
+    pub previews_in_use: usize,
+    pub limits: Limits,
+}
+
+impl State {
+    fn env(&self, slug: &Slug) -> Option<&EnvRecord> {
+        self.envs.iter().find(|e| &e.id.slug == slug)
+    }
+    fn active_env(&self, slug: &Slug) -> Option<&EnvRecord> {
+        self.env(slug).filter(|e| e.is_active())
+    }
+    fn releases_of(&self, slug: &Slug) -> &[Release] {
+        self.releases
+            .iter()
+            .find(|(s, _)| s == slug)
+            .map(|(_, r)| r.as_slice())
+            .unwrap_or(&[])
+    }
+}
+
+/// Where a deploy goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub kind: EnvKind,
+    pub slug: Slug,
+    pub branch: String,
+    pub pr: Option<PrNumber>,
+    /// Where to fetch the code from (a fork's clone URL for fork PRs).
+    pub clone_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deploy {
+    pub target: Target,
+    pub sha: Sha,
+    pub trigger: Trigger,
+    pub by: String,
+    pub ack: Option<u64>,
+    pub force: bool,
+    pub profile: Option<String>,
+    /// Wait in the capacity queue instead of starting now.
+    pub queue: bool,
+    /// Inactivity TTL for previews.
+    pub ttl: Option<Duration>,
+}
+
+/// Why the PR's sticky comment carries a note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    Draft,
+    Fork,
+    ForkNeedsApproval { sha: Sha },
+    OnDemand,
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Deploy(Deploy),
+    Teardown {
+        slug: Slug,
+        reason: String,
+        by: String,
+        ack: Option<u64>,
+    },
+    /// Push a preview's expiry out.
+    Extend {
+        slug: Slug,
+        until: DateTime<Utc>,
+        ack: Option<u64>,
+    },
+    /// Warn that a preview will be swept at `at`.
+    WarnExpiry { slug: Slug, at: DateTime<Utc> },
+    React { comment_id: u64, reaction: Reaction },
+    Reply { pr: PrNumber, body: String },
+    /// Re-render the PR's sticky comment, with an optional notice.
+    Sticky { pr: PrNumber, notice: Option<Notice> },
+    /// A maintainer approved this fork commit for deployment.
+    ApproveFork { pr: PrNumber, sha: Sha },
+    /// Remember the commands a comment carried (edits with the same commands do nothing).
+    CommentHandled { pr: PrNumber, comment_id: u64, commands: String },
+    MarkPrClosed { pr: PrNumber, closed: bool },
+    /// Record that the environment saw these commits (late deliveries naming them are stale).
+    Remember { slug: Slug, shas: Vec<Sha> },
+}
+
+/// The decision for one event: actions, or a reason to ignore it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Act(Vec<Action>),
+    Ignore(String),
+}
+
+impl Decision {
+    fn act(actions: Vec<Action>) -> Self {
+        Decision::Act(actions)
+    }
+}
+
+/// The decision for `event`.
+pub fn decide(event: &Event, config: &RepoConfig, state: &State) -> Decision {
+    match event {
+        Event::PullRequest(e) => pull_request(e, config, state),
+        Event::Push(e) => push(e, config, state),
+        Event::BranchDeleted(e) => branch_deleted(e, state),
+        Event::Comment(e) => comment(e, config, state),
+        Event::Ping { .. } => Decision::Ignore("ping".into()),
+        Event::Installation(_) | Event::InstallationRepositories(_) => {
+            Decision::Ignore("installation changes are recorded, not acted on".into())
+        }
+        Event::Ignored { reason } => Decision::Ignore(reason.clone()),
+    }
+}
+
+fn ttl_of(config: &RepoConfig) -> Duration {
+    config.preview.ttl
+}
+
+fn preview_target(pr: &crate::event::PullRequest) -> Target {
+    Target {
+        kind: EnvKind::Preview,
+        slug: preview_slug(Some(pr.number), &pr.head_ref),
+        branch: pr.head_ref.clone(),
+        pr: Some(pr.number),
+        clone_url: Some(pr.head_clone_url.clone()),
+    }
+}
+
+/// Would a new preview have to wait for a slot?
+fn must_queue(state: &State, slug: &Slug) -> bool {
+    let already = state
+        .active_env(slug)
+        .is_some_and(|e| e.state.occupies_slot());
+    match state.limits.max_previews {
+        Some(max) if !already => state.previews_in_use >= max,
+        _ => false,
+    }
+}
+
+fn deploy_preview(
+    target: Target,
+    sha: Sha,
+    trigger: Trigger,
+    by: &str,
+    config: &RepoConfig,
+    state: &State,
+) -> Action {
+    let queue = must_queue(state, &target.slug);
+    Action::Deploy(Deploy {
+        target,
+        sha,
+        trigger,
+        by: by.to_owned(),
+        ack: None,
+        force: false,
+        profile: None,
+        queue,
+        ttl: Some(ttl_of(config)),
+    })
+}
+
+fn pull_request(e: &PullRequestEvent, config: &RepoConfig, state: &State) -> Decision {
+    let pr = &e.pr;
+    let target = preview_target(pr);
+    let sticky = |notice| Action::Sticky {
+        pr: pr.number,
+        notice,
+    };
+    match &e.action {
+        PrAction::Opened | PrAction::Reopened | PrAction::ReadyForReview => {
+            let mut actions = Vec::new();
+            if e.action == PrAction::Reopened {
+                actions.push(Action::MarkPrClosed {
+                    pr: pr.number,
+                    closed: false,
+                });
+            }
+            if pr.draft {
+                actions.push(sticky(Some(Notice::Draft)));
+            } else if pr.fork {
+                actions.push(sticky(Some(Notice::Fork)));
+            } else if !config.preview.auto {
+                actions.push(sticky(Some(Notice::OnDemand)));
+            } else {
+                actions.push(deploy_preview(
+                    target,
+                    pr.head_sha.clone(),
+                    Trigger::PullRequest,
+                    &e.sender.login,
+                    config,
+                    state,
+                ));
+            }
+            Decision::act(actions)
+        }
+        PrAction::Synchronize { before } => {
+            let existing = state.env(&target.slug);
+            if existing.is_some_and(|env| env.seen_shas.contains(&pr.head_sha)) {
+                return Decision::Ignore(format!(
+                    "commit {} was already seen for {}: a late delivery never moves an environment back",
+                    pr.head_sha.short(),
+                    target.slug
+                ));
+            }
+            let mut actions = Vec::new();
+            if let Some(before) = before.as_ref().filter(|_| existing.is_some()) {
+                actions.push(Action::Remember {
+                    slug: target.slug.clone(),
+                    shas: vec![before.clone()],
+                });
+            }
+            let active = existing.is_some_and(|env| env.is_active());
+            let destroyed = existing.is_some_and(|env| !env.is_active());
+            if pr.fork {
+                let approved = state
+                    .pr_record
+                    .as_ref()
+                    .and_then(|r| r.approved_sha.as_ref());
+                if approved == Some(&pr.head_sha) {
+                    actions.push(deploy_preview(
+                        target,
+                        pr.head_sha.clone(),
+                        Trigger::Push,
+                        &e.sender.login,
+                        config,
+                        state,
+                    ));
+                } else if active || approved.is_some() {
+                    actions.push(sticky(Some(Notice::ForkNeedsApproval {
+                        sha: pr.head_sha.clone(),
+                    })));
+                }
+                return Decision::act(actions);
+            }
+            if active || (!destroyed && !pr.draft && config.preview.auto) {
+                actions.push(deploy_preview(
+                    target,
+                    pr.head_sha.clone(),
+                    Trigger::Push,
+                    &e.sender.login,
+                    config,
+                    state,
+                ));
+                Decision::act(actions)
+            } else if actions.is_empty() {
+                Decision::Ignore("no preview for this pull request".into())
+            } else {
+                Decision::act(actions)
+            }
+        }
+        PrAction::Closed { merged } => {
+            let mut actions = vec![Action::MarkPrClosed {
+                pr: pr.number,
+                closed: true,
+            }];
+            if state.active_env(&target.slug).is_some() {
+                actions.push(Action::Teardown {
+                    slug: target.slug,
+                    reason: if *merged {
+                        "the pull request was merged".into()
+                    } else {
+                        "the pull request was closed".into()
+                    },
+                    by: e.sender.login.clone(),
+                    ack: None,
+                });
+            } else {
+                actions.push(sticky(Some(Notice::Closed)));
+            }
+            Decision::act(actions)
+        }
+        PrAction::ConvertedToDraft => {
+            Decision::Ignore("a draft keeps its preview until closed".into())
+        }
+        PrAction::Labeled { .. } | PrAction::Unlabeled { .. } => {
+            Decision::Ignore("labels do not change environments".into())
+        }
+    }
+}
+
+fn teardown_branch(branch: &str, by: &str, reason: &str, state: &State) -> Vec<Action> {
+    state
+        .envs
+        .iter()
+        .filter(|e| e.kind == EnvKind::Preview && e.is_active() && e.branch == branch)
+        .map(|e| Action::Teardown {
+            slug: e.id.slug.clone(),
+            reason: reason.to_owned(),
+            by: by.to_owned(),
+            ack: None,
+        })
+        .collect()
+}
+
+fn push(e: &PushEvent, config: &RepoConfig, state: &State) -> Decision {
+    if e.deleted {
+        let actions = teardown_branch(&e.branch, &e.sender.login, "the branch was deleted", state);
+        return if actions.is_empty() {
+            Decision::Ignore(format!("branch {} deleted; it had no environment", e.branch))
+        } else {
+            Decision::act(actions)
+        };
+    }
+    if e.is_default_branch {
+        if !config.production.deploy_on_merge {
+            return Decision::Ignore("production.deploy_on_merge is off".into());
+        }
+        let slug = Slug::production();
+        if state
+            .env(&slug)
+            .is_some_and(|env| env.seen_shas.contains(&e.after))
+        {
+            return Decision::Ignore(format!(
+                "commit {} was already seen for production",
+                e.after.short()
+            ));
+        }
+        let mut actions = vec![];
+        if !e.before.is_zero() && state.env(&slug).is_some() {
+            actions.push(Action::Remember {
+                slug: slug.clone(),
+                shas: vec![e.before.clone()],
+            });
+        }
+        actions.push(Action::Deploy(Deploy {
+            target: Target {
+                kind: EnvKind::Production,
+                slug,
+                branch: e.branch.clone(),
+                pr: None,
+                clone_url: None,
+            },
+            sha: e.after.clone(),
+            trigger: Trigger::Merge,
+            by: e.sender.login.clone(),
+            ack: None,
+            force: false,
+            profile: None,
+            queue: false,
+            ttl: None,
+        }));
+        return Decision::act(actions);
+    }
+    // A branch environment without a PR follows its branch; PR previews follow `synchronize`.
+    let mut actions = Vec::new();
+    for env in state.envs.iter().filter(|env| {
+        env.kind == EnvKind::Preview && env.pr.is_none() && env.is_active() && env.branch == e.branch
+    }) {
+        if env.seen_shas.contains(&e.after) {
+            continue;
+        }
+        if !e.before.is_zero() {
+            actions.push(Action::Remember {
+                slug: env.id.slug.clone(),
+                shas: vec![e.before.clone()],
+            });
+        }
+        actions.push(Action::Deploy(Deploy {
+            target: Target {
+                kind: EnvKind::Preview,
+                slug: env.id.slug.clone(),
+                branch: e.branch.clone(),
+                pr: None,
+                clone_url: None,
+            },
+            sha: e.after.clone(),
+            trigger: Trigger::Push,
+            by: e.sender.login.clone(),
+            ack: None,
+            force: false,
+            profile: env.profile.clone(),
+            queue: false,
+            ttl: Some(ttl_of(config)),
+        }));
+    }
+    if actions.is_empty() {
+        Decision::Ignore(format!("no environment follows branch {}", e.branch))
+    } else {
+        Decision::act(actions)
+    }
+}
+
+fn branch_deleted(e: &BranchDeletedEvent, state: &State) -> Decision {
+    let actions = teardown_branch(&e.branch, &e.sender.login, "the branch was deleted", state);
+    if actions.is_empty() {
+        Decision::Ignore(format!("branch {} had no environment", e.branch))
+    } else {
+        Decision::act(actions)
+    }
+}
+
+/// The permission a command needs.
+pub fn required_permission(cmd: &Command, config: &RepoConfig) -> Permission {
+    match cmd {
+        Command::Help | Command::Status => Permission::None,
+        Command::Promote {
+            target: PromoteTarget::Production,
+        }
+        | Command::Rollback {
+            target: EnvTarget::Production,
+            ..
+        } => config.production.permission,
+        _ => Permission::Write,
+    }
+}
+
+/// The command text of a comment, normalized, to tell whether an edit changed it.
+pub fn command_signature(body: &str) -> String {
+    command::parse_commands(body)
+        .into_iter()
+        .map(|c| match c {
+            Ok(c) => format!("{c:?}"),
+            Err(e) => format!("error:{}", e.line),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn comment(e: &CommentEvent, config: &RepoConfig, state: &State) -> Decision {
+    if e.author.is_bot {
+        return Decision::Ignore(format!("comment by bot {}", e.author.login));
+    }
+    if !e.is_pr {
+        return Decision::Ignore("comment on an issue, not a pull request".into());
+    }
+    let commands = command::parse_commands(&e.body);
+    if commands.is_empty() {
+        return Decision::Ignore("no command in the comment".into());
+    }
+    let signature = command_signature(&e.body);
+    if let CommentAction::Edited { previous_body } = &e.action {
+        let handled = state
+            .pr_record
+            .as_ref()
+            .and_then(|r| r.handled_comments.get(&e.comment_id));
+        let before = previous_body.as_deref().map(command_signature);
+        if handled == Some(&signature) || before.as_ref() == Some(&signature) {
+            return Decision::Ignore("edited comment: its commands did not change".into());
+        }
+    }
+    let pr = e.number;
+    let mut actions = vec![
+        Action::React {
+            comment_id: e.comment_id,
+            reaction: Reaction::Eyes,
+        },
+        Action::CommentHandled {
+            pr,
+            comment_id: e.comment_id,
+            commands: signature,
+        },
+    ];
+    let mut refused = false;
+    let mut immediate_ok = false;
+    let mut deferred = false;
+    for parsed in commands {
+        let cmd = match parsed {
+            Ok(cmd) => cmd,
+            Err(err) => {
+                actions.push(Action::Reply {
+                    pr,
+                    body: format!(
+                        "@{}: {err}\n\n{}",
+                        e.author.login,
+                        command::help_text()
+                    ),
+                });
+                refused = true;
+                continue;
+            }
+        };
+        let needed = required_permission(&cmd, config);
+        let have = state.permission.unwrap_or(Permission::None);
+        if have < needed {
+            actions.push(Action::Reply {
+                pr,
+                body: format!(
+                    "@{}: `{}` needs **{}** permission on this repository; you have **{}**. Nothing was changed.",
+                    e.author.login,
+                    command_name(&cmd),
+                    needed,
+                    have
+                ),
+            });
+            refused = true;
+            continue;
+        }
+        match run_command(&cmd, e, config, state) {
+            Ok(CommandOutcome::Deferred(mut acts)) => {
+                deferred = true;
+                actions.append(&mut acts);
+            }
+            Ok(CommandOutcome::Done(mut acts)) => {
+                immediate_ok = true;
+                actions.append(&mut acts);
+            }
+            Err(message) => {
+                actions.push(Action::Reply {
+                    pr,
+                    body: format!("@{}: {message}", e.author.login),
+                });
+                refused = true;
+            }
+        }
+    }
+    // Deferred commands react when their work is done; the rest react now.
+    if refused {
+        actions.push(Action::React {
+            comment_id: e.comment_id,
+            reaction: Reaction::Confused,
+        });
+    } else if immediate_ok && !deferred {
+        actions.push(Action::React {
+            comment_id: e.comment_id,
+            reaction: Reaction::Rocket,
+        });
+    }
+    Decision::act(actions)
+}
+
+fn command_name(cmd: &Command) -> String {
+    match cmd {
+        Command::Stage { .. } => "/stage".into(),
+        Command::Promote {
+            target: PromoteTarget::Staging,
+        } => "/promote".into(),
+        Command::Promote {
+            target: PromoteTarget::Production,
+        } => "/promote production".into(),
+        Command::Rollback {
+            target: EnvTarget::Production,
+            ..
+        } => "/rollback production".into(),
+        Command::Rollback {
+            target: EnvTarget::Staging,
+            ..
+        } => "/rollback staging".into(),
+        Command::Rollback { .. } => "/rollback".into(),
+        Command::Teardown => "/teardown".into(),
+        Command::Extend { .. } => "/extend".into(),
+        Command::Status => "/status".into(),
+        Command::Help => "/help".into(),
+    }
+}
+
+enum CommandOutcome {
+    /// The work happens later (a deploy): the runner reacts when it is done.
+    Deferred(Vec<Action>),
+    /// Done as soon as these actions are applied.
+    Done(Vec<Action>),
+}
+
+fn run_command(
+    cmd: &Command,
+    e: &CommentEvent,
+    config: &RepoConfig,
+    state: &State,
+) -> Result<CommandOutcome, String> {
+    let pr = e.number;
+    let by = &e.author.login;
+    let info = state.pr_info.as_ref();
+    let preview_slug_now = info.map(|i| preview_slug(Some(i.number), &i.head_ref));
+    match cmd {
+        Command::Help => Ok(CommandOutcome::Done(vec![Action::Reply {
+            pr,
+            body: command::help_text(),
+        }])),
+        Command::Status => Ok(CommandOutcome::Done(vec![Action::Reply {
+            pr,
+            body: status_text(pr, state),
+        }])),
+        Command::Stage { profile } => {
+            let info = info.ok_or("could not read this pull request from GitHub")?;
+            if !info.open {
+                return Err("this pull request is closed: reopen it to get a preview.".into());
+            }
+            if let Some(p) = profile
+                && !config.preview.profiles.contains_key(p)
+            {
+                let known: Vec<&str> = config.preview.profiles.keys().map(String::as_str).collect();
+                return Err(if known.is_empty() {
+                    format!("unknown profile `{p}`: this repository defines no profiles.")
+                } else {
+                    format!("unknown profile `{p}`: known profiles are {}.", known.join(", "))
+                });
+            }
+            let slug = preview_slug(Some(info.number), &info.head_ref);
+            let mut actions = Vec::new();
+            if info.fork {
+                actions.push(Action::ApproveFork {
+                    pr,
+                    sha: info.head_sha.clone(),
+                });
+            }
+            let queue = must_queue(state, &slug);
+            actions.push(Action::Deploy(Deploy {
+                target: Target {
+                    kind: EnvKind::Preview,
+                    slug,
+                    branch: info.head_ref.clone(),
+                    pr: Some(pr),
+                    clone_url: Some(info.head_clone_url.clone()),
+                },
+                sha: info.head_sha.clone(),
+                trigger: Trigger::Stage,
+                by: by.clone(),
+                ack: Some(e.comment_id),
+                force: true,
+                profile: profile.clone(),
+                queue,
+                ttl: Some(ttl_of(config)),
+            }));
+            Ok(CommandOutcome::Deferred(actions))
+        }
+        Command::Promote { target } => {
+            let slug = preview_slug_now.ok_or("could not read this pull request from GitHub")?;
+            let env = state
+                .active_env(&slug)
+                .filter(|env| env.current_release.is_some())
+                .ok_or("this pull request has no live preview to promote: comment `/stage` first.")?;
+            let n = env.current_release.unwrap_or_default();
+            let release = state
+                .releases_of(&slug)
+                .iter()
+                .find(|r| r.n == n)
+                .ok_or("the preview's live release is not recorded")?;
+            let (kind, target_slug) = match target {
+                PromoteTarget::Staging => (EnvKind::Staging, Slug::staging()),
+                PromoteTarget::Production => (EnvKind::Production, Slug::production()),
+            };
+            Ok(CommandOutcome::Deferred(vec![Action::Deploy(Deploy {
+                target: Target {
+                    kind,
+                    slug: target_slug,
+                    branch: env.branch.clone(),
+                    pr: Some(pr),
+                    clone_url: Some(env.clone_url.clone()),
+                },
+                sha: release.sha.clone(),
+                trigger: Trigger::Promote { from: slug },
+                by: by.clone(),
+                ack: Some(e.comment_id),
+                force: false,
+                profile: None,
+                queue: false,
+                ttl: None,
+            })]))
+        }
+        Command::Rollback { target, to } => {
+            let slug = match target {
+                EnvTarget::Preview => {
+                    preview_slug_now.ok_or("could not read this pull request from GitHub")?
+                }
+                EnvTarget::Staging => Slug::staging(),
+                EnvTarget::Production => Slug::production(),
+            };
+            let env = state
+                .active_env(&slug)
+                .ok_or_else(|| format!("there is no `{slug}` environment to roll back."))?;
+            let releases = state.releases_of(&slug);
+            let release = pick_rollback(env, releases, to.as_ref())?;
+            let (kind, branch) = (env.kind, env.branch.clone());
+            Ok(CommandOutcome::Deferred(vec![Action::Deploy(Deploy {
+                target: Target {
+                    kind,
+                    slug,
+                    branch,
+                    pr: env.pr,
+                    clone_url: Some(env.clone_url.clone()),
+                },
+                sha: release.sha.clone(),
+                trigger: Trigger::Rollback {
+                    to_release: release.n,
+                },
+                by: by.clone(),
+                ack: Some(e.comment_id),
+                force: true,
+                profile: env.profile.clone(),
+                queue: false,
+                ttl: env.ttl_secs.map(Duration::from_secs),
+            })]))
+        }
+        Command::Teardown => {
+            let slug = preview_slug_now.ok_or("could not read this pull request from GitHub")?;
+            if state.active_env(&slug).is_none() {
+                return Err("this pull request has no environment to tear down.".into());
+            }
+            Ok(CommandOutcome::Deferred(vec![Action::Teardown {
+                slug,
+                reason: format!("/teardown by @{by}"),
+                by: by.clone(),
+                ack: Some(e.comment_id),
+            }]))
+        }
+        Command::Extend { by: extra } => {
+            let slug = preview_slug_now.ok_or("could not read this pull request from GitHub")?;
+            let env = state
+                .active_env(&slug)
+                .ok_or("this pull request has no preview to extend.")?;
+            let base = env.expires_at.unwrap_or(state.now).max(state.now);
+            let wanted = base + chrono::Duration::from_std(*extra).unwrap_or(chrono::Duration::MAX);
+            let cap = state.now
+                + chrono::Duration::from_std(state.limits.max_extend)
+                    .unwrap_or(chrono::Duration::MAX);
+            let until = wanted.min(cap);
+            let mut actions = vec![Action::Extend {
+                slug,
+                until,
+                ack: Some(e.comment_id),
+            }];
+            if wanted > cap {
+                actions.push(Action::Reply {
+                    pr,
+                    body: format!(
+                        "@{by}: previews can be extended at most {} from now; the expiry is now {}.",
+                        command::format_duration(state.limits.max_extend),
+                        until.format("%Y-%m-%d %H:%M UTC")
+                    ),
+                });
+            }
+            actions.push(Action::Sticky { pr, notice: None });
+            Ok(CommandOutcome::Done(actions))
+        }
+    }
+}
+
+/// The release a rollback goes to: the one named, or the newest one older than the live one
+/// that ran a different commit.
+fn pick_rollback<'a>(
+    env: &EnvRecord,
+    releases: &'a [Release],
+    to: Option<&RollbackTo>,
+) -> Result<&'a Release, String> {
+    match to {
+        Some(RollbackTo::Release(n)) => releases
+            .iter()
+            .find(|r| r.n == *n)
+            .ok_or_else(|| format!("`{}` has no release #{n}.", env.id.slug)),
+        Some(RollbackTo::Sha(prefix)) => releases
+            .iter()
+            .rev()
+            .find(|r| r.sha.matches_prefix(prefix))
+            .ok_or_else(|| format!("`{}` has no release of commit `{prefix}`.", env.id.slug)),
+        None => {
+            let current = env.current_release.unwrap_or(u32::MAX);
+            let live_sha = releases.iter().find(|r| r.n == current).map(|r| &r.sha);
+            releases
+                .iter()
+                .rev()
+                .filter(|r| r.n < current)
+                .find(|r| Some(&r.sha) != live_sha)
+                .ok_or_else(|| {
+                    format!("`{}` has no earlier release to roll back to.", env.id.slug)
+                })
+        }
+    }
+}
+
+/// `/status`: the PR's environments and their release history.
+pub fn status_text(pr: PrNumber, state: &State) -> String {
+    let mut out = String::from("### stagebot status\n");
+    let relevant: Vec<&EnvRecord> = state
+        .envs
+        .iter()
+        .filter(|e| e.pr == Some(pr) || e.kind != EnvKind::Preview)
+        .collect();
+    if relevant.is_empty() {
+        out.push_str("\nNo environments for this pull request yet. Comment `/stage` to create one.\n");
+        return out;
+    }
+    for env in relevant {
+        out.push_str(&format!(
+            "\n**{} `{}`** — {}{}\n",
+            env.kind,
+            env.id.slug,
+            env.state.as_str(),
+            if env.state == EnvState::Live {
+                format!(" at {}", env.url)
+            } else {
+                String::new()
+            }
+        ));
+        let releases = state.releases_of(&env.id.slug);
+        if releases.is_empty() {
+            out.push_str("\n_no releases yet_\n");
+            continue;
+        }
+        out.push_str("\n| Release | Commit | By | Trigger | At |\n|---|---|---|---|---|\n");
+        for r in releases.iter().rev().take(10) {
+            out.push_str(&format!(
+                "| #{}{} | `{}` | @{} | {} | {} |\n",
+                r.n,
+                if env.current_release == Some(r.n) {
+                    " (live)"
+                } else {
+                    ""
+                },
+                r.sha.short(),
+                r.by,
+                r.trigger.describe(),
+                r.at.format("%Y-%m-%d %H:%M UTC")
+            ));
+        }
+    }
+    out
+}
+
+/// The sweeper's decision for one repository's environments at `now`: previews idle past their
+/// expiry are torn down; those within the warning window get one warning first.
+pub fn sweep(envs: &[EnvRecord], now: DateTime<Utc>) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for env in envs
+        .iter()
+        .filter(|e| e.kind == EnvKind::Preview && e.is_active() && e.op.is_none())
+    {
+        let Some(expires) = env.expires_at else {
+            continue;
+        };
+        if now >= expires {
+            actions.push(Action::Teardown {
+                slug: env.id.slug.clone(),
+                reason: format!(
+                    "no activity since {}: previews are removed after their TTL",
+                    env.last_activity.format("%Y-%m-%d %H:%M UTC")
+                ),
+                by: "stagebot".into(),
+                ack: None,
+            });
+        } else if env.warned_at.is_none() && now >= expires - warning_window(env) {
+            actions.push(Action::WarnExpiry {
+                slug: env.id.slug.clone(),
+                at: expires,
+            });
+        }
+    }
+    actions
+}
+
+/// A day before expiry, or a quarter of the TTL when that is shorter.
+pub fn warning_window(env: &EnvRecord) -> chrono::Duration {
+    let day = chrono::Duration::days(1);
+    match env.ttl_secs {
+        Some(ttl) => day.min(chrono::Duration::seconds((ttl / 4) as i64)),
+        None => day,
+    }
+}
+
+/// Which queued previews may start now that `in_use` slots are taken (oldest first).
+pub fn dequeue(queued: &[EnvRecord], in_use: usize, limits: &Limits) -> Vec<Slug> {
+    let free = match limits.max_previews {
+        Some(max) => max.saturating_sub(in_use),
+        None => usize::MAX,
+    };
+    let mut waiting: Vec<&EnvRecord> = queued
+        .iter()
+        .filter(|e| e.state == EnvState::Queued && matches!(e.op, Some(Op::Deploy { .. })))
+        .collect();
+    waiting.sort_by_key(|e| e.queued_at);
+    waiting
+        .into_iter()
+        .take(free)
+        .map(|e| e.id.slug.clone())
+        .collect()
+}

@@ -1,0 +1,310 @@
+//! Telling GitHub (DESIGN §4): deployments and their statuses, commit statuses, the PR's sticky
+//! comment and command reactions. Reports are rebuilt from the store, so sending one twice is
+//! harmless; one that fails marks the environment `report_pending` and the reconciler sends it
+//! again later. A GitHub outage delays reports; it never loses state.
+
+use chrono::{DateTime, Utc};
+
+use crate::app::App;
+use crate::engine::ack_reaction;
+use crate::github::{
+    DeploymentState, GitHubError, NewDeployment, NewDeploymentStatus, RepoClient, StatusState,
+};
+use crate::lifecycle::Phase;
+use crate::metrics::Metrics;
+use crate::store::{EnvRecord, EnvState, PrRecord, Release};
+use crate::types::{EnvId, EnvKind, PrNumber};
+
+impl App {
+    /// Report an environment's phase; failures are remembered for the reconciler.
+    pub async fn report(&self, id: &EnvId, phase: Phase) {
+        let result = self.try_report(id, phase).await;
+        let pending = result.is_err();
+        if let Err(e) = &result {
+            Metrics::inc(&self.metrics().report_failures);
+            tracing::warn!(env = %id, ?phase, error = %e, "report to GitHub failed; will retry");
+        }
+        let _ = self.store().update_env(id, |r| r.report_pending = pending);
+    }
+
+    async fn try_report(&self, id: &EnvId, phase: Phase) -> Result<(), GitHubError> {
+        let Ok(Some(rec)) = self.store().env(id) else {
+            return Ok(());
+        };
+        let client = self.repo_client(rec.installation_id, &id.repo).await?;
+        let release = match rec.current_release {
+            Some(n) => self.store().release(id, n).ok().flatten(),
+            None => None,
+        };
+        // The commit this report is about.
+        let sha = match phase {
+            Phase::Deploying => rec.deploying.clone(),
+            Phase::Live | Phase::Destroyed => release.as_ref().map(|r| r.sha.clone()),
+            Phase::Failed => rec.seen_shas.last().cloned(),
+        };
+        let context = format!("stagebot/{}", rec.kind);
+        let environment = format!("{}/{}", rec.kind, rec.id.slug);
+        let (_, log_url) = self.log_location(id, match phase {
+            Phase::Failed => rec.releases + 1,
+            _ => rec.current_release.unwrap_or(rec.releases + 1),
+        });
+        if let Some(sha) = &sha {
+            // One GitHub deployment per (environment, commit).
+            let key = sha.to_string();
+            let deployment_id = match rec.deployments.get(&key) {
+                Some(id) => *id,
+                None if phase == Phase::Destroyed => 0,
+                None => {
+                    let new_id = client
+                        .create_deployment(&NewDeployment {
+                            git_ref: sha.clone(),
+                            environment: environment.clone(),
+                            description: format!("stagebot {} {}", rec.kind, rec.id.slug),
+                            transient_environment: rec.kind == EnvKind::Preview,
+                            production_environment: rec.kind == EnvKind::Production,
+                        })
+                        .await?;
+                    let _ = self.store().update_env(id, |r| {
+                        r.deployments.insert(key.clone(), new_id);
+                        while r.deployments.len() > 50 {
+                            r.deployments.pop_first();
+                        }
+                    });
+                    new_id
+                }
+            };
+            let (state, env_url, description) = match phase {
+                Phase::Deploying => (
+                    DeploymentState::InProgress,
+                    None,
+                    format!("Deploying {}", sha.short()),
+                ),
+                Phase::Live => (
+                    DeploymentState::Success,
+                    Some(rec.url.clone()),
+                    format!("Live at {}", rec.url),
+                ),
+                Phase::Failed => (
+                    DeploymentState::Failure,
+                    None,
+                    rec.last_error.clone().unwrap_or_else(|| "Deploy failed".into()),
+                ),
+                Phase::Destroyed => (
+                    DeploymentState::Inactive,
+                    None,
+                    "Environment removed".into(),
+                ),
+            };
+            if deployment_id != 0 {
+                client
+                    .create_deployment_status(
+                        deployment_id,
+                        &NewDeploymentStatus {
+                            state,
+                            environment_url: env_url,
+                            log_url: Some(log_url.clone()),
+                            description: truncate(&description, 140),
+                            auto_inactive: None,
+                        },
+                    )
+                    .await?;
+            }
+            let status = match phase {
+                Phase::Deploying => Some((StatusState::Pending, "Deploying…".to_string(), log_url.clone())),
+                Phase::Live => Some((StatusState::Success, format!("Live at {}", rec.url), rec.url.clone())),
+                Phase::Failed => Some((
+                    StatusState::Failure,
+                    rec.last_error.clone().unwrap_or_else(|| "Deploy failed".into()),
+                    log_url.clone(),
+                )),
+                Phase::Destroyed => None,
+            };
+            if let Some((state, description, target)) = status {
+                client
+                    .set_status(sha, state, &context, &truncate(&description, 140), Some(&target))
+                    .await?;
+            }
+        }
+        if let Some(pr) = rec.pr {
+            self.refresh_sticky(&client, pr).await?;
+        }
+        Ok(())
+    }
+
+    /// React to the comment that asked for an op, now that it is done.
+    pub(crate) async fn ack(&self, rec: &EnvRecord, comment: Option<u64>, ok: bool) {
+        let Some(comment) = comment else { return };
+        match self.repo_client(rec.installation_id, &rec.id.repo).await {
+            Ok(client) => {
+                if let Err(e) = client.react(comment, ack_reaction(ok)).await {
+                    tracing::warn!(env = %rec.id, error = %e, "could not react to the command");
+                }
+            }
+            Err(e) => tracing::warn!(env = %rec.id, error = %e, "could not react to the command"),
+        }
+    }
+
+    /// Re-render the PR's sticky comment from the store and upsert it.
+    pub async fn refresh_sticky(&self, client: &RepoClient, pr: PrNumber) -> Result<(), GitHubError> {
+        let repo = client.repo().clone();
+        let record = self.store().pr(&repo, pr).unwrap_or_default();
+        let envs: Vec<EnvRecord> = self
+            .store()
+            .envs_of_repo(&repo)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.pr == Some(pr))
+            .collect();
+        let mut rows = Vec::new();
+        for env in &envs {
+            let release = env
+                .current_release
+                .and_then(|n| self.store().release(&env.id, n).ok().flatten());
+            let queue_position = if env.state == EnvState::Queued {
+                self.queue_position(env)
+            } else {
+                None
+            };
+            rows.push((env.clone(), release, queue_position));
+        }
+        let body = render_sticky(&record, &rows, self.now());
+        let id = client
+            .upsert_sticky_comment(pr, record.sticky_comment_id, &body)
+            .await?;
+        if record.sticky_comment_id != Some(id) {
+            let _ = self.store().update_pr(&repo, pr, |r| r.sticky_comment_id = Some(id));
+        }
+        Ok(())
+    }
+
+    fn queue_position(&self, env: &EnvRecord) -> Option<usize> {
+        let mut queued: Vec<EnvRecord> = self
+            .store()
+            .envs()
+            .ok()?
+            .into_iter()
+            .filter(|e| e.state == EnvState::Queued && e.installation_id == env.installation_id)
+            .collect();
+        queued.sort_by_key(|e| e.queued_at);
+        queued.iter().position(|e| e.id == env.id).map(|p| p + 1)
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn state_label(env: &EnvRecord) -> String {
+    match env.state {
+        EnvState::Pending => "⏳ pending".into(),
+        EnvState::Queued => "⏸️ queued".into(),
+        EnvState::Deploying => "🔄 deploying".into(),
+        EnvState::Live => "✅ live".into(),
+        EnvState::Failed if env.current_release.is_some() => {
+            "❌ failed (previous release still serving)".into()
+        }
+        EnvState::Failed => "❌ failed".into(),
+        EnvState::TearingDown => "🧹 tearing down".into(),
+        EnvState::Destroyed => "🗑️ removed".into(),
+    }
+}
+
+fn relative(to: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (to - now).num_seconds();
+    if secs <= 0 {
+        return "now".into();
+    }
+    let d = std::time::Duration::from_secs(secs as u64);
+    format!("in {}", crate::command::format_duration(d))
+}
+
+/// The sticky comment's markdown (without the hidden marker, which the client adds).
+pub fn render_sticky(
+    pr: &PrRecord,
+    rows: &[(EnvRecord, Option<Release>, Option<usize>)],
+    now: DateTime<Utc>,
+) -> String {
+    let mut out = String::from("### 🚀 stagebot\n\n");
+    if let Some(notice) = &pr.notice {
+        out.push_str(&format!("> {notice}\n\n"));
+    }
+    if rows.is_empty() {
+        if pr.notice.is_none() {
+            out.push_str("No environment for this pull request yet. Comment `/stage` to deploy one.\n\n");
+        }
+    } else {
+        out.push_str("| Environment | State | URL | Commit | Last deploy | Expires |\n");
+        out.push_str("|---|---|---|---|---|---|\n");
+        for (env, release, queue) in rows {
+            let url = if matches!(env.state, EnvState::Live | EnvState::Failed | EnvState::Deploying)
+                && release.is_some()
+            {
+                format!("[{}]({})", env.url.trim_start_matches("http://").trim_start_matches("https://"), env.url)
+            } else {
+                "—".into()
+            };
+            let commit = match (&env.deploying, release) {
+                (Some(sha), _) => format!("`{}` (deploying)", sha.short()),
+                (None, Some(r)) => format!("`{}`", r.sha.short()),
+                _ => "—".into(),
+            };
+            let last = release
+                .as_ref()
+                .map(|r| format!("#{} {} by @{}", r.n, r.at.format("%Y-%m-%d %H:%M UTC"), r.by))
+                .unwrap_or_else(|| "—".into());
+            let expires = match (env.state, env.expires_at) {
+                (EnvState::Destroyed, _) => "—".into(),
+                (_, Some(t)) => relative(t, now),
+                _ => "never".into(),
+            };
+            let mut state = state_label(env);
+            if let Some(p) = queue {
+                state.push_str(&format!(" (position {p})"));
+            }
+            out.push_str(&format!(
+                "| {} `{}` | {state} | {url} | {commit} | {last} | {expires} |\n",
+                env.kind, env.id.slug
+            ));
+        }
+        out.push('\n');
+        for (env, _, _) in rows {
+            if env.state == EnvState::Failed
+                && let Some(err) = &env.last_error
+            {
+                out.push_str(&format!("**`{}` failed:** {}\n", env.id.slug, err));
+                if let Some(tail) = &env.last_log_tail {
+                    out.push_str(&format!(
+                        "\n<details><summary>Log tail</summary>\n\n```\n{}\n```\n</details>\n\n",
+                        tail.replace("```", "` ` `")
+                    ));
+                }
+            }
+            if env.state == EnvState::Destroyed {
+                out.push_str(&format!(
+                    "`{}` was removed. Comment `/stage` to bring it back.\n\n",
+                    env.id.slug
+                ));
+            }
+            if env.warned_at.is_some()
+                && env.is_active()
+                && let Some(t) = env.expires_at
+            {
+                out.push_str(&format!(
+                    "⏳ `{}` will be removed {} for inactivity: comment `/extend 2d` to keep it.\n\n",
+                    env.id.slug,
+                    relative(t, now)
+                ));
+            }
+        }
+    }
+    out.push_str("<details><summary>Commands</summary>\n\n");
+    out.push_str(&crate::command::help_text());
+    out.push_str("\n</details>\n");
+    out
+}
