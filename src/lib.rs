@@ -3,5 +3,6 @@
 
 pub mod clock;
 pub mod event;
+pub mod github;
 pub mod provider;
 pub mod types;
