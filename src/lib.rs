@@ -3,6 +3,8 @@
 
 pub mod clock;
 pub mod event;
+pub mod fake_github;
+pub mod github;
 pub mod provider;
 pub mod store;
 pub mod types;

@@ -1,0 +1,1235 @@
+//! The GitHub client (DESIGN §4): GitHub App authentication, installation-token caching, retries
+//! with backoff, and the handful of REST calls stagebot makes.
+//!
+//! HTTP goes through [`octocrab`] pointed at [`GitHubConfig::api_url`] (so GitHub Enterprise
+//! Server and the [fake](crate::fake_github) work by changing one URL), using its raw
+//! `build_request`/`execute` API with our own request/response structs (see `routes`) and our own
+//! `Authorization` header on every request. octocrab's retry layer is not compiled in (its `retry`
+//! feature is off in `Cargo.toml`); retries are ours, see [`RetryPolicy`].
+
+mod auth;
+mod error;
+mod retry;
+mod routes;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use http::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use http::{Method, Uri};
+use http_body_util::BodyExt as _;
+use octocrab::Octocrab;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
+
+use crate::types::{Permission, PrNumber, RepoName, Secret, Sha};
+
+pub use auth::{AppClaims, JWT_BACKDATE_SECS, JWT_LIFETIME_SECS};
+pub use error::GitHubError;
+pub use retry::RetryPolicy;
+
+use auth::AppKey;
+use error::{FailedAnswer, classify};
+
+/// The public GitHub API.
+pub const DEFAULT_API_URL: &str = "https://api.github.com";
+/// The hidden marker that identifies the bot's sticky comment on a PR.
+pub const STICKY_MARKER: &str = "<!-- stagebot:sticky -->";
+/// An installation token is renewed when it has less than this left to live.
+pub const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(5 * 60);
+/// How long a collaborator's permission is believed without asking again.
+pub const PERMISSION_TTL: Duration = Duration::from_secs(60);
+/// GitHub's limit on commit-status and deployment-status descriptions, in characters.
+pub const DESCRIPTION_MAX_CHARS: usize = 140;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// One attempt, from sending the request to having read the whole answer.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
+const PER_PAGE: u32 = 100;
+const MAX_PAGES: usize = 100;
+
+/// How to reach GitHub and who we are there.
+#[derive(Debug, Clone)]
+pub struct GitHubConfig {
+    /// API root: `https://api.github.com`, `https://HOST/api/v3` for GitHub Enterprise Server, or
+    /// a fake's URL in tests.
+    pub api_url: String,
+    /// The GitHub App's id (the JWT's `iss`).
+    pub app_id: u64,
+    /// The app's RSA private key, PEM (PKCS#1 or PKCS#8).
+    pub private_key_pem: Secret,
+    /// When and how often failed calls are retried.
+    pub retry: RetryPolicy,
+}
+
+impl GitHubConfig {
+    /// A config for the public GitHub API with the default retry policy.
+    pub fn new(app_id: u64, private_key_pem: Secret) -> Self {
+        Self {
+            api_url: DEFAULT_API_URL.to_owned(),
+            app_id,
+            private_key_pem,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Counters of the client's HTTP traffic since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct GitHubMetrics {
+    /// HTTP requests sent (every attempt counts).
+    pub calls: u64,
+    /// Attempts that were followed by another one (backoff retries and re-authentication).
+    pub retries: u64,
+    /// Calls that finally failed (after any retries).
+    pub failures: u64,
+}
+
+/// The reactions the bot puts on command comments (DESIGN §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reaction {
+    /// 👀 received.
+    Eyes,
+    /// 🚀 done.
+    Rocket,
+    /// 😕 refused or failed.
+    Confused,
+    /// 👍
+    ThumbsUp,
+}
+
+impl Reaction {
+    /// GitHub's name for it (`content`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reaction::Eyes => "eyes",
+            Reaction::Rocket => "rocket",
+            Reaction::Confused => "confused",
+            Reaction::ThumbsUp => "+1",
+        }
+    }
+}
+
+/// A commit status's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatusState {
+    /// Running.
+    Pending,
+    /// Succeeded.
+    Success,
+    /// Failed because of the code.
+    Failure,
+    /// Failed because of us.
+    Error,
+}
+
+impl StatusState {
+    /// GitHub's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusState::Pending => "pending",
+            StatusState::Success => "success",
+            StatusState::Failure => "failure",
+            StatusState::Error => "error",
+        }
+    }
+}
+
+/// A deployment status's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeploymentState {
+    /// Deploying.
+    InProgress,
+    /// Live.
+    Success,
+    /// The deploy failed.
+    Failure,
+    /// We failed.
+    Error,
+    /// Torn down or superseded.
+    Inactive,
+    /// Waiting to start.
+    Queued,
+}
+
+impl DeploymentState {
+    /// GitHub's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentState::InProgress => "in_progress",
+            DeploymentState::Success => "success",
+            DeploymentState::Failure => "failure",
+            DeploymentState::Error => "error",
+            DeploymentState::Inactive => "inactive",
+            DeploymentState::Queued => "queued",
+        }
+    }
+}
+
+/// A GitHub Deployment to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDeployment {
+    /// The commit deployed.
+    pub git_ref: Sha,
+    /// GitHub's environment name, e.g. `preview/pr-42-login`.
+    pub environment: String,
+    /// Shown in GitHub's UI.
+    pub description: String,
+    /// True for previews: GitHub may forget the environment when it is torn down.
+    pub transient_environment: bool,
+    /// True for production.
+    pub production_environment: bool,
+}
+
+/// A status to add to a GitHub Deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDeploymentStatus {
+    /// The new state.
+    pub state: DeploymentState,
+    /// Where the environment is reachable (on success).
+    pub environment_url: Option<String>,
+    /// Where the deploy's logs are.
+    pub log_url: Option<String>,
+    /// Shown in GitHub's UI; truncated to 140 characters.
+    pub description: String,
+    /// GitHub's `auto_inactive` (GitHub's default, when `None`, is true).
+    pub auto_inactive: Option<bool>,
+}
+
+/// What stagebot needs to know about a pull request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrInfo {
+    /// Its number.
+    pub number: PrNumber,
+    /// Open (not closed, not merged).
+    pub open: bool,
+    /// Merged.
+    pub merged: bool,
+    /// A draft.
+    pub draft: bool,
+    /// Its title.
+    pub title: String,
+    /// The head branch's name.
+    pub head_ref: String,
+    /// The head commit.
+    pub head_sha: Sha,
+    /// The branch it targets.
+    pub base_ref: String,
+    /// The head lives in another repository (or that repository was deleted).
+    pub fork: bool,
+    /// The author's login.
+    pub author: String,
+    /// HTTPS clone URL of the head repository; empty when that repository was deleted.
+    pub head_clone_url: String,
+}
+
+/// The app-level GitHub client: the app's signing key, the installation-token cache, the
+/// permission cache and the metrics. Cheap to clone.
+#[derive(Clone)]
+pub struct GitHub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    octo: Octocrab,
+    key: AppKey,
+    app_id: u64,
+    api_url: String,
+    retry: RetryPolicy,
+    tokens: Mutex<HashMap<u64, TokenSlot>>,
+    permissions: Mutex<HashMap<(RepoName, String), (Permission, Instant)>>,
+    calls: AtomicU64,
+    retries: AtomicU64,
+    failures: AtomicU64,
+}
+
+/// One installation's cached token; the async mutex makes concurrent callers wait for one mint.
+type TokenSlot = Arc<tokio::sync::Mutex<Option<CachedToken>>>;
+
+struct CachedToken {
+    token: Secret,
+    expires_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for GitHub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GitHub")
+            .field("api_url", &self.inner.api_url)
+            .field("app_id", &self.inner.app_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who a request is made as.
+#[derive(Debug, Clone, Copy)]
+enum As {
+    /// The app itself (JWT).
+    App,
+    /// An installation (installation token).
+    Installation(u64),
+}
+
+/// A successful answer.
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json<T: DeserializeOwned>(&self, what: &str) -> Result<T, GitHubError> {
+        serde_json::from_slice(&self.body).map_err(|e| GitHubError::Decode(format!("{what}: {e}")))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl GitHub {
+    /// Parse the key and set up the HTTP client. Makes no request.
+    pub fn new(cfg: GitHubConfig) -> Result<Self, GitHubError> {
+        let key = AppKey::from_pem(cfg.app_id, cfg.private_key_pem.expose())?;
+        let api_url = cfg.api_url.trim_end_matches('/').to_owned();
+        let uri: Uri = api_url
+            .parse()
+            .map_err(|e| GitHubError::Config(format!("GitHub API URL {api_url:?}: {e}")))?;
+        if uri.scheme().is_none() || uri.authority().is_none() {
+            return Err(GitHubError::Config(format!(
+                "GitHub API URL {api_url:?} must be absolute (https://HOST[/api/v3])"
+            )));
+        }
+        let octo = Octocrab::builder()
+            .base_uri(uri)
+            .map_err(|e| GitHubError::Config(format!("GitHub API URL {api_url:?}: {e}")))?
+            .set_connect_timeout(Some(CONNECT_TIMEOUT))
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .build()
+            .map_err(|e| {
+                GitHubError::Config(format!("cannot build the HTTP client: {}", chain(&e)))
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                octo,
+                key,
+                app_id: cfg.app_id,
+                api_url,
+                retry: cfg.retry,
+                tokens: Mutex::default(),
+                permissions: Mutex::default(),
+                calls: AtomicU64::new(0),
+                retries: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The app id this client authenticates as.
+    pub fn app_id(&self) -> u64 {
+        self.inner.app_id
+    }
+
+    /// The installation of this app that covers `repo` (`GET /repos/{o}/{r}/installation`, as
+    /// the app).
+    pub async fn installation_for_repo(&self, repo: &RepoName) -> Result<u64, GitHubError> {
+        let path = format!(
+            "/repos/{}/{}/installation",
+            enc(repo.owner()),
+            enc(repo.name())
+        );
+        let answer = self
+            .call(
+                As::App,
+                Method::GET,
+                "/repos/{owner}/{repo}/installation",
+                path,
+                None,
+            )
+            .await?;
+        Ok(answer
+            .json::<routes::InstallationResponse>("installation")?
+            .id)
+    }
+
+    /// A client for one repository, acting as `installation_id`.
+    pub fn repo(&self, installation_id: u64, repo: RepoName) -> RepoClient {
+        RepoClient {
+            gh: self.clone(),
+            installation_id,
+            repo,
+        }
+    }
+
+    /// The installation's access token: cached, and renewed when it has less than
+    /// [`TOKEN_RENEW_MARGIN`] left. Concurrent callers share one renewal.
+    pub async fn installation_token(&self, installation_id: u64) -> Result<Secret, GitHubError> {
+        let slot = lock(&self.inner.tokens)
+            .entry(installation_id)
+            .or_default()
+            .clone();
+        let mut cached = slot.lock().await;
+        if let Some(t) = cached.as_ref()
+            && t.expires_at - Utc::now()
+                > chrono::Duration::from_std(TOKEN_RENEW_MARGIN).unwrap_or_default()
+        {
+            return Ok(t.token.clone());
+        }
+        let path = format!("/app/installations/{installation_id}/access_tokens");
+        // Boxed: minting is itself a call, and calls as an installation come back here.
+        let answer = Box::pin(self.call(
+            As::App,
+            Method::POST,
+            "/app/installations/{id}/access_tokens",
+            path,
+            None,
+        ))
+        .await?;
+        let minted: routes::AccessTokenResponse = answer.json("installation access token")?;
+        tracing::debug!(installation_id, expires_at = %minted.expires_at, "minted an installation token");
+        let token = Secret::new(minted.token);
+        *cached = Some(CachedToken {
+            token: token.clone(),
+            expires_at: minted.expires_at,
+        });
+        Ok(token)
+    }
+
+    /// Drop the cached token of `installation_id` if it is still `used` (GitHub refused it).
+    async fn forget_token(&self, installation_id: u64, used: &Secret) {
+        let slot = lock(&self.inner.tokens).get(&installation_id).cloned();
+        if let Some(slot) = slot {
+            let mut cached = slot.lock().await;
+            if cached.as_ref().is_some_and(|t| &t.token == used) {
+                *cached = None;
+            }
+        }
+    }
+
+    /// The counters so far.
+    pub fn metrics(&self) -> GitHubMetrics {
+        GitHubMetrics {
+            calls: self.inner.calls.load(Ordering::Relaxed),
+            retries: self.inner.retries.load(Ordering::Relaxed),
+            failures: self.inner.failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The `Authorization` header for a request made `who`, and the installation token used.
+    async fn authorization(&self, who: As) -> Result<(HeaderValue, Option<Secret>), GitHubError> {
+        let (value, token) = match who {
+            As::App => (format!("Bearer {}", self.inner.key.jwt(Utc::now())?), None),
+            As::Installation(id) => {
+                let token = self.installation_token(id).await?;
+                (format!("token {}", token.expose()), Some(token))
+            }
+        };
+        let mut value = HeaderValue::from_str(&value)
+            .map_err(|_| GitHubError::Auth("credential is not a valid header value".into()))?;
+        value.set_sensitive(true);
+        Ok((value, token))
+    }
+
+    /// Send one logical request, retrying per the policy. `route` is the path template, for logs;
+    /// `path` is the concrete path (and query) under the API root.
+    async fn call(
+        &self,
+        who: As,
+        method: Method,
+        route: &'static str,
+        path: String,
+        body: Option<serde_json::Value>,
+    ) -> Result<Answer, GitHubError> {
+        let span = tracing::info_span!("github", %method, route, path = %strip_query(&path));
+        self.call_inner(who, method, path, body)
+            .instrument(span)
+            .await
+    }
+
+    async fn call_inner(
+        &self,
+        who: As,
+        method: Method,
+        path: String,
+        body: Option<serde_json::Value>,
+    ) -> Result<Answer, GitHubError> {
+        let policy = &self.inner.retry;
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        let mut reauthenticated = false;
+        let what = format!("{method} {}", strip_query(&path));
+        loop {
+            attempt += 1;
+            let (authorization, token) = match self.authorization(who).await {
+                Ok(auth) => auth,
+                Err(e) => {
+                    self.inner.failures.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
+            self.inner.calls.fetch_add(1, Ordering::Relaxed);
+            let error = match self
+                .attempt(&method, &path, body.as_ref(), authorization)
+                .await
+            {
+                Ok(answer) if (200..300).contains(&answer.status) => {
+                    tracing::debug!(attempt, status = answer.status, "GitHub answered");
+                    return Ok(answer);
+                }
+                Ok(answer) => {
+                    tracing::debug!(attempt, status = answer.status, "GitHub answered");
+                    answer_error(&what, &answer)
+                }
+                Err(e) => {
+                    tracing::debug!(attempt, error = %e, "GitHub unreachable");
+                    e
+                }
+            };
+            if let (GitHubError::Unauthorized { .. }, As::Installation(id), Some(used)) =
+                (&error, who, &token)
+                && !reauthenticated
+            {
+                // The token was revoked or expired early: mint a new one, once.
+                tracing::warn!(attempt, "installation token refused; renewing it");
+                self.forget_token(id, used).await;
+                reauthenticated = true;
+                self.inner.retries.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if !error.is_retryable() {
+                tracing::warn!(attempt, %error, "GitHub call failed");
+                self.inner.failures.fetch_add(1, Ordering::Relaxed);
+                return Err(error);
+            }
+            let delay = policy.delay(attempt, error.retry_after(), fastrand::f64());
+            if attempt >= policy.max_attempts || started.elapsed() + delay > policy.max_total {
+                tracing::warn!(attempt, %error, "GitHub call failed; giving up");
+                self.inner.failures.fetch_add(1, Ordering::Relaxed);
+                return Err(GitHubError::RetriesExhausted {
+                    attempts: attempt,
+                    last: error.to_string(),
+                });
+            }
+            tracing::warn!(attempt, ?delay, %error, "GitHub call failed; retrying");
+            self.inner.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One HTTP exchange through octocrab; any HTTP status is an `Ok`.
+    async fn attempt(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        authorization: HeaderValue,
+    ) -> Result<Answer, GitHubError> {
+        let uri: Uri = path
+            .parse()
+            .map_err(|e| GitHubError::Config(format!("bad request path {path:?}: {e}")))?;
+        let builder = http::Request::builder()
+            .method(method.clone())
+            .uri(uri)
+            .header(AUTHORIZATION, authorization);
+        let request = self.inner.octo.build_request(builder, body).map_err(|e| {
+            GitHubError::Transport(format!("cannot build the request: {}", chain(&e)))
+        })?;
+        let exchange = async {
+            let response = self.inner.octo.execute(request).await?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await?.to_bytes();
+            Ok::<_, octocrab::Error>((parts, body))
+        };
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, exchange).await {
+            Err(_) => Err(GitHubError::Transport(format!(
+                "no complete answer within {ATTEMPT_TIMEOUT:?}"
+            ))),
+            Ok(Err(e)) => Err(GitHubError::Transport(chain(&e))),
+            Ok(Ok((parts, body))) => Ok(Answer {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body: body.to_vec(),
+            }),
+        }
+    }
+
+    /// GET every page of a list, following `Link: rel="next"`.
+    async fn get_all<T: DeserializeOwned>(
+        &self,
+        who: As,
+        route: &'static str,
+        first: String,
+    ) -> Result<Vec<T>, GitHubError> {
+        let mut items = Vec::new();
+        let mut path = first;
+        for _ in 0..MAX_PAGES {
+            let answer = self.call(who, Method::GET, route, path, None).await?;
+            items.extend(answer.json::<Vec<T>>(route)?);
+            match next_page(&answer.headers, &self.inner.api_url)? {
+                Some(next) => path = next,
+                None => return Ok(items),
+            }
+        }
+        Err(GitHubError::Decode(format!(
+            "{route}: more than {MAX_PAGES} pages"
+        )))
+    }
+}
+
+/// A client for one repository, acting as one installation. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct RepoClient {
+    gh: GitHub,
+    installation_id: u64,
+    repo: RepoName,
+}
+
+impl RepoClient {
+    /// The repository.
+    pub fn repo(&self) -> &RepoName {
+        &self.repo
+    }
+
+    /// The installation it acts as.
+    pub fn installation_id(&self) -> u64 {
+        self.installation_id
+    }
+
+    fn path(&self, rest: &str) -> String {
+        format!(
+            "/repos/{}/{}{rest}",
+            enc(self.repo.owner()),
+            enc(self.repo.name())
+        )
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        route: &'static str,
+        rest: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<Answer, GitHubError> {
+        self.gh
+            .call(
+                As::Installation(self.installation_id),
+                method,
+                route,
+                self.path(rest),
+                body,
+            )
+            .await
+    }
+
+    /// Create or edit the bot's one sticky comment on `pr` and return its id. The body gets
+    /// [`STICKY_MARKER`] prepended. With `known_id`, that comment is edited (if it is gone, the
+    /// comment is looked for); otherwise the PR's comments are searched for one made by this app
+    /// that carries the marker; otherwise a new comment is posted.
+    pub async fn upsert_sticky_comment(
+        &self,
+        pr: PrNumber,
+        known_id: Option<u64>,
+        body: &str,
+    ) -> Result<u64, GitHubError> {
+        let body = with_sticky_marker(body);
+        if let Some(id) = known_id {
+            match self.edit_comment(id, &body).await {
+                Ok(()) => return Ok(id),
+                Err(e) if e.is_not_found() => {
+                    tracing::info!(
+                        comment_id = id,
+                        "sticky comment is gone; looking for another"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let comments: Vec<routes::IssueComment> = self
+            .gh
+            .get_all(
+                As::Installation(self.installation_id),
+                "/repos/{owner}/{repo}/issues/{number}/comments",
+                self.path(&format!("/issues/{pr}/comments?per_page={PER_PAGE}")),
+            )
+            .await?;
+        if let Some(found) = comments.iter().find(|c| is_our_sticky(c, self.gh.app_id())) {
+            if found.body.as_deref() != Some(body.as_str()) {
+                self.edit_comment(found.id, &body).await?;
+            }
+            return Ok(found.id);
+        }
+        self.reply(pr, &body).await
+    }
+
+    async fn edit_comment(&self, id: u64, body: &str) -> Result<(), GitHubError> {
+        self.call(
+            Method::PATCH,
+            "/repos/{owner}/{repo}/issues/comments/{id}",
+            &format!("/issues/comments/{id}"),
+            Some(to_json(&routes::CommentBody { body })?),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Post a new comment on `pr`; returns its id.
+    pub async fn reply(&self, pr: PrNumber, body: &str) -> Result<u64, GitHubError> {
+        let answer = self
+            .call(
+                Method::POST,
+                "/repos/{owner}/{repo}/issues/{number}/comments",
+                &format!("/issues/{pr}/comments"),
+                Some(to_json(&routes::CommentBody { body })?),
+            )
+            .await?;
+        Ok(answer.json::<routes::IssueComment>("comment")?.id)
+    }
+
+    /// React to an issue comment. Reacting twice with the same reaction is fine.
+    pub async fn react(&self, comment_id: u64, reaction: Reaction) -> Result<(), GitHubError> {
+        self.call(
+            Method::POST,
+            "/repos/{owner}/{repo}/issues/comments/{id}/reactions",
+            &format!("/issues/comments/{comment_id}/reactions"),
+            Some(to_json(&routes::NewReaction {
+                content: reaction.as_str(),
+            })?),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Set a commit status on `sha`. `description` is cut to 140 characters.
+    pub async fn set_status(
+        &self,
+        sha: &Sha,
+        state: StatusState,
+        context: &str,
+        description: &str,
+        target_url: Option<&str>,
+    ) -> Result<(), GitHubError> {
+        let description = truncate_chars(description, DESCRIPTION_MAX_CHARS);
+        self.call(
+            Method::POST,
+            "/repos/{owner}/{repo}/statuses/{sha}",
+            &format!("/statuses/{sha}"),
+            Some(to_json(&routes::NewStatus {
+                state: state.as_str(),
+                target_url,
+                description: &description,
+                context,
+            })?),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Create a GitHub Deployment (never auto-merged, no required contexts); returns its id.
+    pub async fn create_deployment(&self, req: &NewDeployment) -> Result<u64, GitHubError> {
+        let answer = self
+            .call(
+                Method::POST,
+                "/repos/{owner}/{repo}/deployments",
+                "/deployments",
+                Some(to_json(&routes::CreateDeployment {
+                    git_ref: req.git_ref.as_str(),
+                    task: "deploy",
+                    auto_merge: false,
+                    required_contexts: [],
+                    payload: serde_json::Map::new(),
+                    environment: &req.environment,
+                    description: &req.description,
+                    transient_environment: req.transient_environment,
+                    production_environment: req.production_environment,
+                })?),
+            )
+            .await?;
+        if answer.status != 201 {
+            return Err(GitHubError::Decode(format!(
+                "creating a deployment answered {} instead of 201: {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            )));
+        }
+        Ok(answer.json::<routes::DeploymentResponse>("deployment")?.id)
+    }
+
+    /// Add a status to a deployment. `description` is cut to 140 characters.
+    pub async fn create_deployment_status(
+        &self,
+        deployment_id: u64,
+        st: &NewDeploymentStatus,
+    ) -> Result<(), GitHubError> {
+        let description = truncate_chars(&st.description, DESCRIPTION_MAX_CHARS);
+        self.call(
+            Method::POST,
+            "/repos/{owner}/{repo}/deployments/{id}/statuses",
+            &format!("/deployments/{deployment_id}/statuses"),
+            Some(to_json(&routes::CreateDeploymentStatus {
+                state: st.state.as_str(),
+                environment_url: st.environment_url.as_deref(),
+                log_url: st.log_url.as_deref(),
+                description: &description,
+                auto_inactive: st.auto_inactive,
+            })?),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `login`'s permission on the repository; [`Permission::None`] if they are not a
+    /// collaborator (404). Answers are cached for [`PERMISSION_TTL`] per (repository, login).
+    pub async fn permission(&self, login: &str) -> Result<Permission, GitHubError> {
+        let key = (self.repo.clone(), login.to_ascii_lowercase());
+        if let Some((permission, at)) = lock(&self.gh.inner.permissions).get(&key)
+            && at.elapsed() < PERMISSION_TTL
+        {
+            return Ok(*permission);
+        }
+        let permission = match self
+            .call(
+                Method::GET,
+                "/repos/{owner}/{repo}/collaborators/{username}/permission",
+                &format!("/collaborators/{}/permission", enc(login)),
+                None,
+            )
+            .await
+        {
+            Ok(answer) => {
+                let r: routes::PermissionResponse = answer.json("collaborator permission")?;
+                parse_permission(&r)
+            }
+            Err(e) if e.is_not_found() => Permission::None,
+            Err(e) => return Err(e),
+        };
+        let mut cache = lock(&self.gh.inner.permissions);
+        cache.retain(|_, (_, at)| at.elapsed() < PERMISSION_TTL);
+        cache.insert(key, (permission, Instant::now()));
+        Ok(permission)
+    }
+
+    /// The text of the file at `path` in commit/branch/tag `git_ref`; `None` if it does not exist.
+    pub async fn file_at(&self, path: &str, git_ref: &str) -> Result<Option<String>, GitHubError> {
+        let encoded_path = path
+            .trim_start_matches('/')
+            .split('/')
+            .map(enc)
+            .collect::<Vec<_>>()
+            .join("/");
+        let answer = match self
+            .call(
+                Method::GET,
+                "/repos/{owner}/{repo}/contents/{path}",
+                &format!("/contents/{encoded_path}?ref={}", enc(git_ref)),
+                None,
+            )
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let file: routes::ContentFile = answer
+            .json("contents")
+            .map_err(|_| GitHubError::Decode(format!("{path} at {git_ref} is not a file")))?;
+        decode_content(&file)
+            .map(Some)
+            .map_err(|why| GitHubError::Decode(format!("{path} at {git_ref}: {why}")))
+    }
+
+    /// One pull request.
+    pub async fn pull_request(&self, pr: PrNumber) -> Result<PrInfo, GitHubError> {
+        let answer = self
+            .call(
+                Method::GET,
+                "/repos/{owner}/{repo}/pulls/{number}",
+                &format!("/pulls/{pr}"),
+                None,
+            )
+            .await?;
+        pr_info(answer.json("pull request")?)
+    }
+
+    /// Every open pull request (all pages).
+    pub async fn open_pulls(&self) -> Result<Vec<PrInfo>, GitHubError> {
+        let pulls: Vec<routes::PullRequest> = self
+            .gh
+            .get_all(
+                As::Installation(self.installation_id),
+                "/repos/{owner}/{repo}/pulls",
+                self.path(&format!("/pulls?state=open&per_page={PER_PAGE}")),
+            )
+            .await?;
+        pulls.into_iter().map(pr_info).collect()
+    }
+
+    /// The installation token, for `git clone https://x-access-token:TOKEN@…`.
+    pub async fn clone_token(&self) -> Result<Secret, GitHubError> {
+        self.gh.installation_token(self.installation_id).await
+    }
+}
+
+/// `body` with [`STICKY_MARKER`] on its first line (once).
+pub fn with_sticky_marker(body: &str) -> String {
+    if body.starts_with(STICKY_MARKER) {
+        body.to_owned()
+    } else {
+        format!("{STICKY_MARKER}\n{body}")
+    }
+}
+
+/// Is this comment our sticky one: it carries the marker, a bot wrote it and, when GitHub says
+/// which app made it, that app is us.
+fn is_our_sticky(c: &routes::IssueComment, app_id: u64) -> bool {
+    let marked = c
+        .body
+        .as_deref()
+        .is_some_and(|b| b.trim_start().starts_with(STICKY_MARKER));
+    let by_bot = c
+        .user
+        .as_ref()
+        .is_some_and(|u| u.kind.as_deref() == Some("Bot") || u.login.ends_with("[bot]"));
+    let by_us = c
+        .performed_via_github_app
+        .as_ref()
+        .is_none_or(|a| a.id == app_id);
+    marked && by_bot && by_us
+}
+
+fn parse_permission(r: &routes::PermissionResponse) -> Permission {
+    // `role_name` has the fine-grained role (maintain, triage); `permission` the legacy level.
+    r.role_name
+        .as_deref()
+        .and_then(|role| role.parse().ok())
+        .or_else(|| r.permission.parse().ok())
+        .unwrap_or(Permission::None)
+}
+
+fn decode_content(file: &routes::ContentFile) -> Result<String, String> {
+    if file.kind != "file" {
+        return Err(format!("is a {}, not a file", file.kind));
+    }
+    match file.encoding.as_deref() {
+        Some("base64") => {}
+        other => return Err(format!("unsupported encoding {other:?} (file too large?)")),
+    }
+    let compact: String = file
+        .content
+        .as_deref()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .map_err(|e| format!("bad base64: {e}"))?;
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())
+}
+
+fn pr_info(p: routes::PullRequest) -> Result<PrInfo, GitHubError> {
+    let head_sha = Sha::new(&p.head.sha)
+        .map_err(|e| GitHubError::Decode(format!("pull request #{}: {e}", p.number)))?;
+    let base_repo = p
+        .base
+        .repo
+        .as_ref()
+        .map(|r| r.full_name.to_ascii_lowercase());
+    let head_repo = p
+        .head
+        .repo
+        .as_ref()
+        .map(|r| r.full_name.to_ascii_lowercase());
+    let merged = p.merged.unwrap_or(p.merged_at.is_some());
+    Ok(PrInfo {
+        number: PrNumber(p.number),
+        open: p.state == "open",
+        merged,
+        draft: p.draft.unwrap_or(false),
+        title: p.title,
+        head_ref: p.head.git_ref,
+        head_sha,
+        base_ref: p.base.git_ref,
+        fork: head_repo.is_none() || head_repo != base_repo,
+        author: p.user.map(|u| u.login).unwrap_or_default(),
+        head_clone_url: p.head.repo.and_then(|r| r.clone_url).unwrap_or_default(),
+    })
+}
+
+/// The typed error for an unsuccessful answer.
+fn answer_error(what: &str, answer: &Answer) -> GitHubError {
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        message: Option<String>,
+        #[serde(default)]
+        errors: Vec<serde_json::Value>,
+    }
+    let text = String::from_utf8_lossy(&answer.body);
+    let message = match serde_json::from_slice::<ErrorBody>(&answer.body) {
+        Ok(ErrorBody {
+            message: Some(m),
+            errors,
+        }) if !errors.is_empty() => format!("{m} {}", serde_json::Value::Array(errors)),
+        Ok(ErrorBody {
+            message: Some(m), ..
+        }) => m,
+        _ => text.trim().to_owned(),
+    };
+    let message: String = message.chars().take(500).collect();
+    let header = |name: &str| {
+        answer
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    classify(
+        what,
+        &FailedAnswer {
+            status: answer.status,
+            message: &message,
+            retry_after_s: header("retry-after"),
+            ratelimit_remaining: header("x-ratelimit-remaining"),
+            ratelimit_reset_epoch: header("x-ratelimit-reset"),
+            now_epoch: u64::try_from(Utc::now().timestamp()).unwrap_or(0),
+        },
+    )
+}
+
+/// The path and query of the `rel="next"` link, if any. Links to another host are refused: our
+/// credentials go only to the configured API.
+fn next_page(headers: &HeaderMap, api_url: &str) -> Result<Option<String>, GitHubError> {
+    let Some(link) = headers.get("link").and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let Some(next) = link.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params
+            .split(';')
+            .any(|p| p.trim() == "rel=\"next\"")
+            .then(|| url.trim().trim_start_matches('<').trim_end_matches('>'))
+    }) else {
+        return Ok(None);
+    };
+    let uri: Uri = next
+        .parse()
+        .map_err(|e| GitHubError::Decode(format!("bad next-page link {next:?}: {e}")))?;
+    let api: Uri = api_url
+        .parse()
+        .map_err(|e| GitHubError::Config(format!("GitHub API URL: {e}")))?;
+    if uri.authority().is_some() && uri.authority() != api.authority() {
+        return Err(GitHubError::Decode(format!(
+            "next-page link {next:?} leaves the API host"
+        )));
+    }
+    Ok(uri.path_and_query().map(|pq| pq.as_str().to_owned()))
+}
+
+fn to_json<T: Serialize>(body: &T) -> Result<serde_json::Value, GitHubError> {
+    serde_json::to_value(body)
+        .map_err(|e| GitHubError::Decode(format!("cannot encode request: {e}")))
+}
+
+fn strip_query(path: &str) -> &str {
+    path.split_once('?').map_or(path, |(p, _)| p)
+}
+
+/// Percent-encode one path segment or query value (everything but RFC 3986 unreserved).
+fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// At most `max` characters; an ellipsis marks a cut.
+fn truncate_chars(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// An error and its sources, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn comment(body: &str, login: &str, kind: &str, app: Option<u64>) -> routes::IssueComment {
+        routes::IssueComment {
+            id: 1,
+            body: Some(body.to_owned()),
+            user: Some(routes::UserRef {
+                login: login.to_owned(),
+                kind: Some(kind.to_owned()),
+            }),
+            performed_via_github_app: app.map(|id| routes::AppRef { id }),
+        }
+    }
+
+    #[test]
+    fn marker_is_prepended_once() {
+        let b = with_sticky_marker("| env | status |");
+        assert_eq!(b, "<!-- stagebot:sticky -->\n| env | status |");
+        assert_eq!(with_sticky_marker(&b), b);
+    }
+
+    #[test]
+    fn only_our_bots_marked_comment_is_the_sticky() {
+        let marked = with_sticky_marker("hi");
+        assert!(is_our_sticky(
+            &comment(&marked, "stagebot[bot]", "Bot", Some(7)),
+            7
+        ));
+        assert!(is_our_sticky(
+            &comment(&marked, "stagebot[bot]", "Bot", None),
+            7
+        ));
+        assert!(!is_our_sticky(
+            &comment(&marked, "mallory", "User", None),
+            7
+        ));
+        assert!(!is_our_sticky(
+            &comment(&marked, "other[bot]", "Bot", Some(8)),
+            7
+        ));
+        assert!(!is_our_sticky(
+            &comment("hi", "stagebot[bot]", "Bot", Some(7)),
+            7
+        ));
+        assert!(!is_our_sticky(
+            &comment(&format!("quote: {marked}"), "stagebot[bot]", "Bot", Some(7)),
+            7
+        ));
+    }
+
+    #[test]
+    fn descriptions_are_cut_to_140_characters() {
+        assert_eq!(truncate_chars("short", 140), "short");
+        let long = "é".repeat(200);
+        let cut = truncate_chars(&long, 140);
+        assert_eq!(cut.chars().count(), 140);
+        assert!(cut.ends_with('…'));
+        assert_eq!(truncate_chars(&"x".repeat(140), 140).len(), 140);
+    }
+
+    #[test]
+    fn permission_prefers_role_name() {
+        let p = |permission: &str, role: Option<&str>| {
+            parse_permission(&routes::PermissionResponse {
+                permission: permission.to_owned(),
+                role_name: role.map(str::to_owned),
+            })
+        };
+        assert_eq!(p("write", Some("maintain")), Permission::Maintain);
+        assert_eq!(p("read", Some("triage")), Permission::Triage);
+        assert_eq!(p("write", Some("custom-deployer")), Permission::Write);
+        assert_eq!(p("admin", None), Permission::Admin);
+        assert_eq!(p("weird", None), Permission::None);
+    }
+
+    #[test]
+    fn next_page_link_is_followed_only_on_the_api_host() {
+        let mut h = HeaderMap::new();
+        assert_eq!(next_page(&h, "http://127.0.0.1:9").unwrap(), None);
+        h.insert(
+            "link",
+            HeaderValue::from_static(
+                "<http://127.0.0.1:9/api/v3/repos/o/r/pulls?page=2&per_page=100>; rel=\"next\", \
+                 <http://127.0.0.1:9/api/v3/repos/o/r/pulls?page=3&per_page=100>; rel=\"last\"",
+            ),
+        );
+        assert_eq!(
+            next_page(&h, "http://127.0.0.1:9/api/v3")
+                .unwrap()
+                .as_deref(),
+            Some("/api/v3/repos/o/r/pulls?page=2&per_page=100")
+        );
+        assert!(next_page(&h, "http://evil.example").is_err());
+        h.insert(
+            "link",
+            HeaderValue::from_static("<http://127.0.0.1:9/x?page=1>; rel=\"prev\""),
+        );
+        assert_eq!(next_page(&h, "http://127.0.0.1:9").unwrap(), None);
+    }
+
+    #[test]
+    fn contents_are_base64_with_newlines() {
+        let file = routes::ContentFile {
+            kind: "file".into(),
+            encoding: Some("base64".into()),
+            content: Some("YnVp\nbGQ6IG1h\naw==\n".into()),
+        };
+        assert_eq!(decode_content(&file).unwrap(), "build: mak");
+        let dir = routes::ContentFile {
+            kind: "dir".into(),
+            encoding: None,
+            content: None,
+        };
+        assert!(decode_content(&dir).is_err());
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(enc("a b/c?d"), "a%20b%2Fc%3Fd");
+        assert_eq!(enc("feature/x"), "feature%2Fx");
+        assert_eq!(enc("dependabot[bot]"), "dependabot%5Bbot%5D");
+    }
+
+    #[test]
+    fn error_bodies_become_messages() {
+        let answer = Answer {
+            status: 422,
+            headers: HeaderMap::new(),
+            body: br#"{"message":"Validation Failed","errors":[{"code":"invalid"}]}"#.to_vec(),
+        };
+        let e = answer_error("POST /x", &answer);
+        assert_eq!(
+            e,
+            GitHubError::Unprocessable {
+                message: r#"POST /x: Validation Failed [{"code":"invalid"}]"#.into()
+            }
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static("2"));
+        let limited = answer_error(
+            "GET /y",
+            &Answer {
+                status: 403,
+                headers,
+                body: b"{\"message\":\"You have exceeded a secondary rate limit\"}".to_vec(),
+            },
+        );
+        assert_eq!(limited.retry_after(), Some(Duration::from_secs(2)));
+    }
+}
