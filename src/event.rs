@@ -7,6 +7,8 @@ use serde_json::{Map, Value};
 
 use crate::types::{InvalidValue, PrNumber, RepoName, Sha};
 
+pub mod payloads;
+
 /// Someone who acts on GitHub.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
@@ -725,5 +727,902 @@ fn actor(login: String, kind: Option<&str>) -> Actor {
     Actor {
         is_bot: kind == Some("Bot") || login.ends_with("[bot]"),
         login,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::payloads::{self, CommentPayload, InstallationPayload, PrPayload, PushPayload};
+    use super::*;
+
+    const ZERO: &str = "0000000000000000000000000000000000000000";
+    const HEAD: &str = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0";
+
+    fn sha(s: &str) -> Sha {
+        Sha::new(s).unwrap()
+    }
+
+    fn repo_name(s: &str) -> RepoName {
+        s.parse().unwrap()
+    }
+
+    fn webapp() -> RepoInfo {
+        RepoInfo {
+            name: repo_name("octo-org/webapp"),
+            default_branch: "main".into(),
+            clone_url: "https://github.com/octo-org/webapp.git".into(),
+            private: false,
+        }
+    }
+
+    fn user(login: &str) -> Actor {
+        Actor {
+            login: login.into(),
+            is_bot: false,
+        }
+    }
+
+    fn examples_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/github-webhook-examples")
+    }
+
+    fn fixture(name: &str) -> Event {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/webhooks")
+            .join(name);
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let event = name.split('-').next().unwrap();
+        parse_event(event, &bytes).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    fn kind(event: &Event) -> &'static str {
+        match event {
+            Event::PullRequest(_) => "PullRequest",
+            Event::Push(_) => "Push",
+            Event::BranchDeleted(_) => "BranchDeleted",
+            Event::Comment(_) => "Comment",
+            Event::Installation(_) => "Installation",
+            Event::InstallationRepositories(_) => "InstallationRepositories",
+            Event::Ping { .. } => "Ping",
+            Event::Ignored { .. } => "Ignored",
+        }
+    }
+
+    /// What an example must become, judged from the raw JSON independently of the parser.
+    fn expected_kind(event: &str, body: &Value) -> &'static str {
+        let action = body["action"].as_str().unwrap_or("");
+        match event {
+            "pull_request" => match action {
+                "opened" | "reopened" | "synchronize" | "ready_for_review"
+                | "converted_to_draft" | "closed" | "labeled" | "unlabeled" => "PullRequest",
+                _ => "Ignored",
+            },
+            "push" if body["ref"].as_str().unwrap().starts_with("refs/heads/") => "Push",
+            "delete" if body["ref_type"] == "branch" => "BranchDeleted",
+            "issue_comment" if action == "created" || action == "edited" => "Comment",
+            "installation" => "Installation",
+            "installation_repositories" => "InstallationRepositories",
+            "ping" => "Ping",
+            _ => "Ignored",
+        }
+    }
+
+    #[test]
+    fn every_github_example_parses() {
+        let dir = examples_dir();
+        let folders = std::fs::read_dir(&dir).unwrap_or_else(|e| {
+            panic!(
+                "the conformance corpus {} is missing ({e}); it must sit beside the repository",
+                dir.display()
+            )
+        });
+        let mut count = 0;
+        let mut kinds_seen = std::collections::BTreeSet::new();
+        for folder in folders {
+            let folder = folder.unwrap().path();
+            if !folder.is_dir() {
+                continue;
+            }
+            let event = folder.file_name().unwrap().to_str().unwrap().to_owned();
+            for file in std::fs::read_dir(&folder).unwrap() {
+                let file = file.unwrap().path();
+                if file.extension().and_then(|e| e.to_str()) != Some("json") {
+                    continue;
+                }
+                let bytes = std::fs::read(&file).unwrap();
+                let raw: Value = serde_json::from_slice(&bytes).unwrap();
+                let parsed = parse_event(&event, &bytes)
+                    .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                assert_eq!(
+                    kind(&parsed),
+                    expected_kind(&event, &raw),
+                    "{}: {parsed:?}",
+                    file.display()
+                );
+                // Typed events carry what the raw payload says.
+                match &parsed {
+                    Event::PullRequest(e) => {
+                        let pr = &raw["pull_request"];
+                        assert_eq!(e.pr.number.0, pr["number"].as_u64().unwrap());
+                        assert_eq!(e.pr.head_sha.as_str(), pr["head"]["sha"].as_str().unwrap());
+                        assert_eq!(e.pr.draft, pr["draft"].as_bool().unwrap());
+                        assert_eq!(e.pr.open, pr["state"] == "open");
+                        assert!(!e.pr.fork, "the corpus has no fork PRs");
+                        assert_eq!(e.installation_id, raw["installation"]["id"].as_u64());
+                    }
+                    Event::Comment(e) => {
+                        assert_eq!(e.body, raw["comment"]["body"].as_str().unwrap());
+                        assert_eq!(e.is_pr, !raw["issue"]["pull_request"].is_null());
+                    }
+                    Event::Installation(e) => {
+                        assert_eq!(
+                            e.installation_id,
+                            raw["installation"]["id"].as_u64().unwrap()
+                        );
+                    }
+                    Event::Ignored { reason } => assert!(!reason.is_empty()),
+                    _ => {}
+                }
+                kinds_seen.insert(kind(&parsed));
+                count += 1;
+            }
+        }
+        assert!(
+            count >= 50,
+            "only {count} examples found in {}",
+            dir.display()
+        );
+        for k in [
+            "PullRequest",
+            "Push",
+            "Comment",
+            "Installation",
+            "InstallationRepositories",
+            "Ping",
+            "Ignored",
+        ] {
+            assert!(kinds_seen.contains(k), "no example became {k}");
+        }
+    }
+
+    #[test]
+    fn example_details() {
+        let read = |p: &str| std::fs::read(examples_dir().join(p)).unwrap();
+        let Event::PullRequest(e) =
+            parse_event("pull_request", &read("pull_request/22-synchronize.json")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            e.action,
+            PrAction::Synchronize {
+                before: Some(sha("f95f852bd8fca8fcc58a9a2d6c842781e32a215e"))
+            }
+        );
+        assert_eq!(e.pr.head_ref, "changes");
+        assert_eq!(e.repo.name, repo_name("Codertocat/Hello-World"));
+        assert_eq!(e.repo.default_branch, "master");
+        let Event::PullRequest(e) =
+            parse_event("pull_request", &read("pull_request/03-closed.json")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(e.action, PrAction::Closed { merged: false });
+        let Event::PullRequest(e) =
+            parse_event("pull_request", &read("pull_request/08-labeled.json")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            e.action,
+            PrAction::Labeled {
+                label: "bug".into()
+            }
+        );
+        assert_eq!(
+            parse_event("pull_request", &read("pull_request/10-locked.json")).unwrap(),
+            Event::Ignored {
+                reason: "pull_request action `locked` is not handled".into()
+            }
+        );
+        assert_eq!(
+            parse_event("check_run", &read("check_run/00-created.json")).unwrap(),
+            Event::Ignored {
+                reason: "event `check_run` is not handled".into()
+            }
+        );
+        assert_eq!(
+            parse_event("ping", &read("ping/03.json")).unwrap(),
+            Event::Ping {
+                zen: Some("Anything added dilutes everything else.".into()),
+                hook_id: Some(109948940)
+            }
+        );
+        let Event::Push(e) = parse_event("push", &read("push/04.json")).unwrap() else {
+            panic!()
+        };
+        assert!(e.created && e.before.is_zero() && e.is_default_branch);
+        assert_eq!(e.branch, "master");
+        let Event::Comment(e) =
+            parse_event("issue_comment", &read("issue_comment/07-edited.json")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            e.action,
+            CommentAction::Edited {
+                previous_body: Some(
+                    "You are totally right! I'll get this fixed right away.".into()
+                )
+            }
+        );
+        let Event::InstallationRepositories(e) = parse_event(
+            "installation_repositories",
+            &read("installation_repositories/02-removed.json"),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.removed, vec![repo_name("octocat/Hello-World")]);
+        assert!(e.added.is_empty());
+        let Event::Installation(e) =
+            parse_event("installation", &read("installation/05-suspend.json")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(e.action, InstallationAction::Suspend);
+        assert!(e.repos.is_empty());
+    }
+
+    fn login_page_pr() -> PullRequest {
+        PullRequest {
+            number: PrNumber(42),
+            title: "Add login page".into(),
+            author: user("Codertocat"),
+            head_ref: "feature/login-page".into(),
+            head_sha: sha(HEAD),
+            head_clone_url: "https://github.com/octo-org/webapp.git".into(),
+            base_ref: "main".into(),
+            draft: false,
+            fork: false,
+            merged: false,
+            merge_commit_sha: None,
+            open: true,
+        }
+    }
+
+    #[test]
+    fn fixture_pull_request_opened() {
+        assert_eq!(
+            fixture("pull_request-opened.json"),
+            Event::PullRequest(PullRequestEvent {
+                action: PrAction::Opened,
+                repo: webapp(),
+                installation_id: Some(4242),
+                sender: user("Codertocat"),
+                pr: login_page_pr(),
+            })
+        );
+    }
+
+    #[test]
+    fn fixture_pull_request_opened_fork() {
+        assert_eq!(
+            fixture("pull_request-opened-fork.json"),
+            Event::PullRequest(PullRequestEvent {
+                action: PrAction::Opened,
+                repo: webapp(),
+                installation_id: Some(4242),
+                sender: user("forker"),
+                pr: PullRequest {
+                    author: user("forker"),
+                    head_clone_url: "https://github.com/forker/webapp.git".into(),
+                    fork: true,
+                    ..login_page_pr()
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn fixture_pull_request_synchronize() {
+        assert_eq!(
+            fixture("pull_request-synchronize.json"),
+            Event::PullRequest(PullRequestEvent {
+                action: PrAction::Synchronize {
+                    before: Some(sha("f95f852bd8fca8fcc58a9a2d6c842781e32a215e"))
+                },
+                repo: webapp(),
+                installation_id: Some(4242),
+                sender: user("Codertocat"),
+                pr: login_page_pr(),
+            })
+        );
+    }
+
+    #[test]
+    fn fixture_pull_request_closed_merged() {
+        assert_eq!(
+            fixture("pull_request-closed-merged.json"),
+            Event::PullRequest(PullRequestEvent {
+                action: PrAction::Closed { merged: true },
+                repo: webapp(),
+                installation_id: Some(4242),
+                sender: user("Codertocat"),
+                pr: PullRequest {
+                    merged: true,
+                    merge_commit_sha: Some(sha("c4295bd74fb0f4fda03689c3df3f2803b658fd85")),
+                    open: false,
+                    ..login_page_pr()
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn fixture_comments() {
+        let expected = CommentEvent {
+            action: CommentAction::Created,
+            repo: webapp(),
+            installation_id: Some(4242),
+            number: PrNumber(42),
+            is_pr: true,
+            comment_id: 2101234567,
+            body: "/stage".into(),
+            author: user("Codertocat"),
+            author_association: "OWNER".into(),
+        };
+        assert_eq!(
+            fixture("issue_comment-created-pr.json"),
+            Event::Comment(expected.clone())
+        );
+        assert_eq!(
+            fixture("issue_comment-edited-pr.json"),
+            Event::Comment(CommentEvent {
+                action: CommentAction::Edited {
+                    previous_body: Some("/stage".into())
+                },
+                body: "/stage lite".into(),
+                ..expected
+            })
+        );
+    }
+
+    fn push_event() -> PushEvent {
+        PushEvent {
+            repo: webapp(),
+            installation_id: Some(4242),
+            branch: "feature/login-page".into(),
+            before: sha("f95f852bd8fca8fcc58a9a2d6c842781e32a215e"),
+            after: sha(HEAD),
+            created: false,
+            deleted: false,
+            forced: false,
+            is_default_branch: false,
+            sender: user("Codertocat"),
+        }
+    }
+
+    #[test]
+    fn fixture_pushes() {
+        assert_eq!(fixture("push-branch.json"), Event::Push(push_event()));
+        assert_eq!(
+            fixture("push-default-branch.json"),
+            Event::Push(PushEvent {
+                branch: "main".into(),
+                before: sha("c4295bd74fb0f4fda03689c3df3f2803b658fd85"),
+                forced: true,
+                is_default_branch: true,
+                ..push_event()
+            })
+        );
+        assert_eq!(
+            fixture("push-branch-deleted.json"),
+            Event::Push(PushEvent {
+                before: sha(HEAD),
+                after: sha(ZERO),
+                deleted: true,
+                ..push_event()
+            })
+        );
+    }
+
+    #[test]
+    fn fixture_delete_and_installation() {
+        assert_eq!(
+            fixture("delete-branch.json"),
+            Event::BranchDeleted(BranchDeletedEvent {
+                repo: webapp(),
+                installation_id: Some(4242),
+                branch: "feature/login-page".into(),
+                sender: user("Codertocat"),
+            })
+        );
+        assert_eq!(
+            fixture("installation-created.json"),
+            Event::Installation(InstallationEvent {
+                action: InstallationAction::Created,
+                installation_id: 4242,
+                account: "octo-org".into(),
+                repos: vec![repo_name("octo-org/webapp"), repo_name("octo-org/api")],
+                sender: user("Codertocat"),
+            })
+        );
+    }
+
+    fn field_error(event: &str, body: Value) -> String {
+        match parse_event(event, body.to_string().as_bytes()) {
+            Err(EventError::Field { field, .. }) => field,
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_required_fields_are_named() {
+        let repo = repo_name("octo-org/webapp");
+        let mut pr = payloads::pull_request(&PrPayload::new("opened", &repo, 1));
+        pr["pull_request"].as_object_mut().unwrap().remove("number");
+        assert_eq!(field_error("pull_request", pr), "pull_request.number");
+
+        let mut pr = payloads::pull_request(&PrPayload::new("opened", &repo, 1));
+        pr["pull_request"]["head"]["sha"] = json!(12);
+        assert_eq!(field_error("pull_request", pr), "pull_request.head.sha");
+
+        let mut pr = payloads::pull_request(&PrPayload::new("labeled", &repo, 1));
+        pr.as_object_mut().unwrap().remove("label");
+        assert_eq!(field_error("pull_request", pr), "label.name");
+
+        assert_eq!(field_error("pull_request", json!({})), "action");
+        assert_eq!(field_error("pull_request", json!({"action": 5})), "action");
+        assert_eq!(
+            field_error("push", json!({"ref": "refs/heads/x"})),
+            "repository"
+        );
+        assert_eq!(field_error("delete", json!({"ref": "x"})), "ref_type");
+
+        let mut c = payloads::issue_comment(&CommentPayload::new(&repo, 3, "/stage"));
+        c["comment"]["user"] = Value::Null;
+        assert_eq!(field_error("issue_comment", c), "comment.user");
+
+        let mut push = payloads::push(&PushPayload::new(&repo, "x"));
+        push["repository"]
+            .as_object_mut()
+            .unwrap()
+            .remove("clone_url");
+        assert_eq!(field_error("push", push), "repository.clone_url");
+
+        let mut i = payloads::installation(&InstallationPayload::new("created", 1, "o", &[]));
+        i["installation"]["id"] = json!("one");
+        assert_eq!(field_error("installation", i), "installation.id");
+
+        let err = parse_event("pull_request", b"{}").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "payload for `pull_request` is missing or has a bad `action`"
+        );
+    }
+
+    #[test]
+    fn invalid_values_are_errors() {
+        let repo = repo_name("octo-org/webapp");
+        let mut pr = payloads::pull_request(&PrPayload::new("opened", &repo, 1));
+        pr["pull_request"]["head"]["sha"] = json!("not-a-sha");
+        assert!(matches!(
+            parse_event("pull_request", pr.to_string().as_bytes()),
+            Err(EventError::Invalid { .. })
+        ));
+        let mut push = payloads::push(&PushPayload::new(&repo, "x"));
+        push["repository"]["full_name"] = json!("no-slash");
+        assert!(matches!(
+            parse_event("push", push.to_string().as_bytes()),
+            Err(EventError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn leniency() {
+        let repo = repo_name("octo-org/webapp");
+        // Optional fields null or of an unexpected type: still parses, with defaults.
+        let mut pr = payloads::pull_request(&PrPayload::new("synchronize", &repo, 9));
+        pr["pull_request"]["draft"] = Value::Null;
+        pr["pull_request"]["title"] = json!(17);
+        pr["pull_request"]["merge_commit_sha"] = json!("garbage");
+        pr["pull_request"]["user"] = Value::Null;
+        pr["before"] = json!("nope");
+        pr["pull_request"]["head"]["repo"] = Value::Null;
+        pr.as_object_mut().unwrap().remove("installation");
+        pr["repository"]
+            .as_object_mut()
+            .unwrap()
+            .remove("default_branch");
+        pr["sender"]["login"] = json!("renovate[bot]");
+        let Event::PullRequest(e) = parse_event("pull_request", pr.to_string().as_bytes()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(e.action, PrAction::Synchronize { before: None });
+        assert!(!e.pr.draft);
+        assert_eq!(e.pr.title, "");
+        assert_eq!(e.pr.merge_commit_sha, None);
+        assert_eq!(e.pr.author, user("ghost"));
+        assert!(e.pr.fork, "a deleted head repository counts as a fork");
+        assert_eq!(
+            e.pr.head_clone_url,
+            "https://github.com/octo-org/webapp.git"
+        );
+        assert_eq!(e.installation_id, None);
+        assert_eq!(e.repo.default_branch, "main");
+        assert!(e.sender.is_bot);
+    }
+
+    #[test]
+    fn ignored_events_and_actions() {
+        let repo = repo_name("octo-org/webapp");
+        let reason =
+            |event: &str, body: Value| match parse_event(event, body.to_string().as_bytes()) {
+                Ok(Event::Ignored { reason }) => reason,
+                other => panic!("expected Ignored, got {other:?}"),
+            };
+        for event in [
+            "check_run",
+            "status",
+            "deployment",
+            "workflow_run",
+            "create",
+            "",
+        ] {
+            assert_eq!(
+                reason(event, json!({})),
+                format!("event `{event}` is not handled")
+            );
+        }
+        let tag = payloads::push(&PushPayload {
+            git_ref: Some("refs/tags/v1.0".into()),
+            ..PushPayload::new(&repo, "x")
+        });
+        assert_eq!(reason("push", tag), "push to a tag (`refs/tags/v1.0`)");
+        let deleted = payloads::issue_comment(&CommentPayload {
+            action: "deleted".into(),
+            ..CommentPayload::new(&repo, 3, "/stage")
+        });
+        assert_eq!(
+            reason("issue_comment", deleted),
+            "issue_comment action `deleted` is not handled"
+        );
+        assert_eq!(
+            reason("delete", json!({"ref": "v1", "ref_type": "tag"})),
+            "delete of a tag is not handled"
+        );
+        assert_eq!(
+            reason("installation", json!({"action": "moved"})),
+            "installation action `moved` is not handled"
+        );
+        assert_eq!(
+            reason("pull_request", json!({"action": "assigned"})),
+            "pull_request action `assigned` is not handled"
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        let not_objects: &[&[u8]] = &[
+            b"",
+            b"   ",
+            b"[]",
+            b"\"x\"",
+            b"null",
+            b"42",
+            b"{",
+            b"{\"action\": \"opened\"",
+            b"{\"action\": \"opened\"}}",
+            b"\xff\xfe",
+            b"{\"a\":\"\xff\"}",
+        ];
+        for event in [
+            "pull_request",
+            "push",
+            "delete",
+            "issue_comment",
+            "installation",
+            "ping",
+            "check_run",
+        ] {
+            for input in not_objects {
+                let result = parse_event(event, input);
+                assert!(
+                    matches!(result, Err(EventError::Json(_))),
+                    "{event} {:?}: {result:?}",
+                    String::from_utf8_lossy(input)
+                );
+            }
+        }
+        // Objects with the wrong types where a handled event needs a value.
+        let wrong_types: &[(&str, &[u8])] = &[
+            ("pull_request", b"{\"action\":\"opened\",\"pull_request\":[]}"),
+            ("pull_request", b"{\"action\":\"opened\",\"pull_request\":{\"number\":\"x\"}}"),
+            ("pull_request", b"{\"action\":[\"opened\"]}"),
+            ("push", b"{\"ref\":42}"),
+            ("push", b"{\"ref\":\"refs/heads/\"}"),
+            ("delete", b"{\"ref_type\":\"branch\",\"ref\":{}}"),
+            ("issue_comment", b"{\"action\":\"created\",\"issue\":{\"number\":-1}}"),
+            ("installation", b"{\"action\":\"created\",\"installation\":{\"id\":1.5}}"),
+            ("installation_repositories", b"{\"action\":\"added\",\"installation\":{\"id\":1,\"account\":{\"login\":\"o\"}},\"repositories_added\":[{\"full_name\":\"nope\"}]}"),
+        ];
+        for (event, input) in wrong_types {
+            let result = parse_event(event, input);
+            assert!(
+                result.is_err(),
+                "{event} {:?}: {result:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        // Deeply nested JSON is refused by serde_json's recursion limit, not a stack overflow.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse_event("push", deep.as_bytes()).is_err());
+    }
+
+    /// Every leaf of every fixture, removed or replaced by a value of another type, never panics.
+    #[test]
+    fn mutated_fixtures_never_panic() {
+        fn paths(v: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+            if let Value::Object(map) = v {
+                for (k, child) in map {
+                    prefix.push(k.clone());
+                    out.push(prefix.clone());
+                    paths(child, prefix, out);
+                    prefix.pop();
+                }
+            }
+        }
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/webhooks");
+        let mut mutations = 0;
+        for file in std::fs::read_dir(dir).unwrap() {
+            let file = file.unwrap().path();
+            let name = file.file_name().unwrap().to_str().unwrap().to_owned();
+            let event = name.split('-').next().unwrap().to_owned();
+            let original: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+            let mut all = Vec::new();
+            paths(&original, &mut Vec::new(), &mut all);
+            for path in all {
+                for replacement in [
+                    None,
+                    Some(Value::Null),
+                    Some(json!(1)),
+                    Some(json!("x")),
+                    Some(json!([])),
+                ] {
+                    let mut v = original.clone();
+                    let (last, parents) = path.split_last().unwrap();
+                    let mut target = &mut v;
+                    for p in parents {
+                        target = &mut target[p.as_str()];
+                    }
+                    match &replacement {
+                        None => {
+                            target.as_object_mut().unwrap().remove(last);
+                        }
+                        Some(r) => target[last.as_str()] = r.clone(),
+                    }
+                    let _ = parse_event(&event, v.to_string().as_bytes());
+                    mutations += 1;
+                }
+            }
+        }
+        assert!(mutations > 1000, "{mutations}");
+    }
+
+    #[test]
+    fn payload_builders_round_trip() {
+        let repo = repo_name("octo-org/webapp");
+        let parse =
+            |event: &str, body: Value| parse_event(event, body.to_string().as_bytes()).unwrap();
+
+        let p = PrPayload {
+            head_ref: "feature/login-page".into(),
+            head_sha: HEAD.into(),
+            ..PrPayload::new("opened", &repo, 42)
+        };
+        let Event::PullRequest(e) = parse("pull_request", payloads::pull_request(&p)) else {
+            panic!()
+        };
+        assert_eq!(e.action, PrAction::Opened);
+        assert_eq!(e.repo, webapp());
+        assert_eq!(e.installation_id, Some(1));
+        assert_eq!(
+            e.pr,
+            PullRequest {
+                title: "Pull request 42".into(),
+                author: user("octocat"),
+                ..login_page_pr()
+            }
+        );
+
+        let p = PrPayload {
+            fork: true,
+            draft: true,
+            author_login: "dependabot[bot]".into(),
+            author_is_bot: true,
+            clone_url: Some("file:///srv/git/webapp".into()),
+            ..PrPayload::new("reopened", &repo, 7)
+        };
+        let Event::PullRequest(e) = parse("pull_request", payloads::pull_request(&p)) else {
+            panic!()
+        };
+        assert!(e.pr.fork && e.pr.draft && e.pr.author.is_bot && e.sender.is_bot);
+        assert_eq!(e.repo.clone_url, "file:///srv/git/webapp");
+        assert_eq!(
+            e.pr.head_clone_url,
+            "https://github.com/dependabot[bot]/webapp.git"
+        );
+
+        let p = PrPayload {
+            merged: true,
+            merge_commit_sha: Some("c4295bd74fb0f4fda03689c3df3f2803b658fd85".into()),
+            sender_login: Some("maintainer".into()),
+            ..PrPayload::new("closed", &repo, 7)
+        };
+        let Event::PullRequest(e) = parse("pull_request", payloads::pull_request(&p)) else {
+            panic!()
+        };
+        assert_eq!(e.action, PrAction::Closed { merged: true });
+        assert!(!e.pr.open && e.pr.merged);
+        assert_eq!(e.sender, user("maintainer"));
+        assert_eq!(
+            e.pr.merge_commit_sha,
+            Some(sha("c4295bd74fb0f4fda03689c3df3f2803b658fd85"))
+        );
+
+        let p = PrPayload {
+            before: Some(ZERO.into()),
+            ..PrPayload::new("synchronize", &repo, 7)
+        };
+        let Event::PullRequest(e) = parse("pull_request", payloads::pull_request(&p)) else {
+            panic!()
+        };
+        assert_eq!(
+            e.action,
+            PrAction::Synchronize {
+                before: Some(sha(ZERO))
+            }
+        );
+
+        let p = PrPayload {
+            label: Some("stage".into()),
+            ..PrPayload::new("unlabeled", &repo, 7)
+        };
+        let Event::PullRequest(e) = parse("pull_request", payloads::pull_request(&p)) else {
+            panic!()
+        };
+        assert_eq!(
+            e.action,
+            PrAction::Unlabeled {
+                label: "stage".into()
+            }
+        );
+
+        let p = PrPayload {
+            head_repo_deleted: true,
+            ..PrPayload::new("closed", &repo, 7)
+        };
+        let Event::PullRequest(e) = parse("pull_request", payloads::pull_request(&p)) else {
+            panic!()
+        };
+        assert!(e.pr.fork);
+
+        let p = PushPayload {
+            before: "f95f852bd8fca8fcc58a9a2d6c842781e32a215e".into(),
+            after: HEAD.into(),
+            sender_login: "Codertocat".into(),
+            installation_id: Some(4242),
+            ..PushPayload::new(&repo, "feature/login-page")
+        };
+        assert_eq!(parse("push", payloads::push(&p)), Event::Push(push_event()));
+        let p = PushPayload {
+            after: ZERO.into(),
+            deleted: true,
+            ..PushPayload::new(&repo, "main")
+        };
+        let Event::Push(e) = parse("push", payloads::push(&p)) else {
+            panic!()
+        };
+        assert!(e.deleted && e.is_default_branch && e.after.is_zero());
+
+        assert_eq!(
+            parse(
+                "delete",
+                payloads::delete_branch(&repo, Some(4242), "feature/login-page", "Codertocat")
+            ),
+            fixture("delete-branch.json")
+        );
+
+        let p = CommentPayload {
+            action: "edited".into(),
+            is_pr: false,
+            author_login: "renovate[bot]".into(),
+            author_association: "NONE".into(),
+            previous_body: Some("/stage".into()),
+            ..CommentPayload::new(&repo, 5, "/stage lite")
+        };
+        assert_eq!(
+            parse("issue_comment", payloads::issue_comment(&p)),
+            Event::Comment(CommentEvent {
+                action: CommentAction::Edited {
+                    previous_body: Some("/stage".into())
+                },
+                repo: webapp(),
+                installation_id: Some(1),
+                number: PrNumber(5),
+                is_pr: false,
+                comment_id: 1_000_005,
+                body: "/stage lite".into(),
+                author: Actor {
+                    login: "renovate[bot]".into(),
+                    is_bot: true
+                },
+                author_association: "NONE".into(),
+            })
+        );
+
+        let repos = [repo.clone(), repo_name("octo-org/api")];
+        let p = InstallationPayload::new("new_permissions_accepted", 77, "octo-org", &repos);
+        assert_eq!(
+            parse("installation", payloads::installation(&p)),
+            Event::Installation(InstallationEvent {
+                action: InstallationAction::NewPermissionsAccepted,
+                installation_id: 77,
+                account: "octo-org".into(),
+                repos: repos.to_vec(),
+                sender: user("octo-org"),
+            })
+        );
+        assert_eq!(
+            parse(
+                "installation_repositories",
+                payloads::installation_repositories("added", 77, "octo-org", &repos[1..], &[])
+            ),
+            Event::InstallationRepositories(InstallationReposEvent {
+                installation_id: 77,
+                account: "octo-org".into(),
+                added: repos[1..].to_vec(),
+                removed: vec![],
+                sender: user("octo-org"),
+            })
+        );
+        assert_eq!(
+            parse("ping", payloads::ping("Keep it logically awesome.", 9)),
+            Event::Ping {
+                zen: Some("Keep it logically awesome.".into()),
+                hook_id: Some(9)
+            }
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            event in prop::sample::select(vec![
+                "pull_request", "push", "delete", "issue_comment", "installation",
+                "installation_repositories", "ping", "check_run",
+            ]),
+            bytes in prop::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let _ = parse_event(event, &bytes);
+        }
+
+        #[test]
+        fn arbitrary_json_objects_never_panic(
+            event in prop::sample::select(vec![
+                "pull_request", "push", "delete", "issue_comment", "installation",
+                "installation_repositories", "ping",
+            ]),
+            text in r#"\{("(action|ref|ref_type|pull_request|repository|sender|installation|number|head|sha|full_name|clone_url|login|id|issue|comment|before|after)":(null|1|-1|"[a-z/]{0,8}"|true|\[\]|\{\}|\{"[a-z_]{1,6}":("x"|1|null)\}),?){0,8}\}"#,
+        ) {
+            let _ = parse_event(event, text.as_bytes());
+        }
     }
 }
