@@ -1,9 +1,13 @@
 //! Typed webhook events (DESIGN §1.3). The raw payload becomes exactly one [`Event`]; past this
 //! module nothing looks at JSON.
 
+use serde::de::{DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-use crate::types::{PrNumber, RepoName, Sha};
+use crate::types::{InvalidValue, PrNumber, RepoName, Sha};
+
+pub mod payloads;
 
 /// Someone who acts on GitHub.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,10 +209,1420 @@ pub enum EventError {
 ///
 /// Events and actions stagebot does not handle become [`Event::Ignored`] with a reason; only a
 /// payload that claims to be a handled event but lacks what that event must carry is an error.
+/// Any body that is not a JSON object is an error, whatever the event.
+///
+/// Reading is lenient: a field GitHub may omit, send as `null` or (in a future API version) send
+/// with another type is treated as absent, and an optional value that fails validation (say a
+/// malformed `merge_commit_sha`) becomes `None`. A *required* field that is absent or unreadable
+/// is an [`EventError::Field`] naming its path (`pull_request.head.sha`); a required value that
+/// fails validation is an [`EventError::Invalid`]. This function never panics.
 pub fn parse_event(event: &str, payload: &[u8]) -> Result<Event, EventError> {
-    let _ = (event, payload);
-    Err(EventError::Field {
-        event: event.to_owned(),
-        field: "(parser not written yet)".to_owned(),
-    })
+    let object: Map<String, Value> = serde_json::from_slice(payload)?;
+    let body = Value::Object(object);
+    let cx = Cx { event };
+    match event {
+        "pull_request" => cx.pull_request(serde_json::from_value(body)?),
+        "push" => cx.push(serde_json::from_value(body)?),
+        "delete" => cx.delete(serde_json::from_value(body)?),
+        "issue_comment" => cx.issue_comment(serde_json::from_value(body)?),
+        "installation" => cx.installation(serde_json::from_value(body)?),
+        "installation_repositories" => cx.installation_repositories(serde_json::from_value(body)?),
+        "ping" => {
+            let raw: RawPing = serde_json::from_value(body)?;
+            Ok(Event::Ping {
+                zen: raw.zen.0,
+                hook_id: raw.hook_id.0.or(raw.hook.0.and_then(|h| h.id.0)),
+            })
+        }
+        other => Ok(ignored(format!("event `{}` is not handled", clip(other)))),
+    }
+}
+
+fn ignored(reason: String) -> Event {
+    Event::Ignored { reason }
+}
+
+/// At most 100 characters of something a sender controls, for messages.
+fn clip(s: &str) -> String {
+    s.chars().take(100).collect()
+}
+
+/// A field read leniently: absent, `null` and values of an unexpected shape are all `None`.
+#[derive(Debug)]
+struct Loose<T>(Option<T>);
+
+impl<T> Default for Loose<T> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Loose<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        if value.is_null() {
+            return Ok(Self(None));
+        }
+        Ok(Self(serde_json::from_value(value).ok()))
+    }
+}
+
+// The private payload shapes: only what stagebot reads, every field `Loose`.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawUser {
+    login: Loose<String>,
+    #[serde(rename = "type")]
+    kind: Loose<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawRepo {
+    full_name: Loose<String>,
+    clone_url: Loose<String>,
+    default_branch: Loose<String>,
+    master_branch: Loose<String>,
+    private: Loose<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawId {
+    id: Loose<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawBranch {
+    #[serde(rename = "ref")]
+    git_ref: Loose<String>,
+    sha: Loose<String>,
+    repo: Loose<RawRepo>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawPr {
+    number: Loose<u64>,
+    title: Loose<String>,
+    user: Loose<RawUser>,
+    state: Loose<String>,
+    draft: Loose<bool>,
+    merged: Loose<bool>,
+    merge_commit_sha: Loose<String>,
+    head: Loose<RawBranch>,
+    base: Loose<RawBranch>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawLabel {
+    name: Loose<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawPrPayload {
+    action: Loose<String>,
+    pull_request: Loose<RawPr>,
+    before: Loose<String>,
+    label: Loose<RawLabel>,
+    repository: Loose<RawRepo>,
+    installation: Loose<RawId>,
+    sender: Loose<RawUser>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawPushPayload {
+    #[serde(rename = "ref")]
+    git_ref: Loose<String>,
+    before: Loose<String>,
+    after: Loose<String>,
+    created: Loose<bool>,
+    deleted: Loose<bool>,
+    forced: Loose<bool>,
+    repository: Loose<RawRepo>,
+    installation: Loose<RawId>,
+    sender: Loose<RawUser>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawDeletePayload {
+    #[serde(rename = "ref")]
+    git_ref: Loose<String>,
+    ref_type: Loose<String>,
+    repository: Loose<RawRepo>,
+    installation: Loose<RawId>,
+    sender: Loose<RawUser>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawIssue {
+    number: Loose<u64>,
+    pull_request: Loose<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawComment {
+    id: Loose<u64>,
+    body: Loose<String>,
+    user: Loose<RawUser>,
+    author_association: Loose<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawFrom {
+    from: Loose<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawChanges {
+    body: Loose<RawFrom>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawCommentPayload {
+    action: Loose<String>,
+    issue: Loose<RawIssue>,
+    comment: Loose<RawComment>,
+    changes: Loose<RawChanges>,
+    repository: Loose<RawRepo>,
+    installation: Loose<RawId>,
+    sender: Loose<RawUser>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawAccount {
+    login: Loose<String>,
+    /// Enterprise accounts have a `slug` instead of a `login`.
+    slug: Loose<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawInstallation {
+    id: Loose<u64>,
+    account: Loose<RawAccount>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawRepoRef {
+    full_name: Loose<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawInstallationPayload {
+    action: Loose<String>,
+    installation: Loose<RawInstallation>,
+    repositories: Loose<Vec<RawRepoRef>>,
+    repositories_added: Loose<Vec<RawRepoRef>>,
+    repositories_removed: Loose<Vec<RawRepoRef>>,
+    sender: Loose<RawUser>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawPing {
+    zen: Loose<String>,
+    hook_id: Loose<u64>,
+    hook: Loose<RawId>,
+}
+
+/// The event being parsed, for error messages.
+struct Cx<'a> {
+    event: &'a str,
+}
+
+impl Cx<'_> {
+    fn missing(&self, field: &str) -> EventError {
+        EventError::Field {
+            event: clip(self.event),
+            field: field.to_owned(),
+        }
+    }
+
+    fn invalid(&self, source: InvalidValue) -> EventError {
+        EventError::Invalid {
+            event: clip(self.event),
+            source,
+        }
+    }
+
+    fn req<T>(&self, value: Option<T>, field: &str) -> Result<T, EventError> {
+        value.ok_or_else(|| self.missing(field))
+    }
+
+    fn sha(&self, value: Option<String>, field: &str) -> Result<Sha, EventError> {
+        Sha::new(&self.req(value, field)?).map_err(|e| self.invalid(e))
+    }
+
+    fn repo_name(&self, full_name: Option<String>, field: &str) -> Result<RepoName, EventError> {
+        self.req(full_name, field)?
+            .parse()
+            .map_err(|e| self.invalid(e))
+    }
+
+    fn actor(&self, user: Option<RawUser>, field: &str) -> Result<Actor, EventError> {
+        let user = self.req(user, field)?;
+        let login = self.req(user.login.0, &format!("{field}.login"))?;
+        Ok(actor(login, user.kind.0.as_deref()))
+    }
+
+    fn repo_info(&self, repo: Option<RawRepo>) -> Result<RepoInfo, EventError> {
+        let repo = self.req(repo, "repository")?;
+        Ok(RepoInfo {
+            name: self.repo_name(repo.full_name.0, "repository.full_name")?,
+            default_branch: repo
+                .default_branch
+                .0
+                .or(repo.master_branch.0)
+                .unwrap_or_else(|| "main".to_owned()),
+            clone_url: self.req(repo.clone_url.0, "repository.clone_url")?,
+            private: repo.private.0.unwrap_or(false),
+        })
+    }
+
+    fn repo_list(
+        &self,
+        list: Option<Vec<RawRepoRef>>,
+        field: &str,
+    ) -> Result<Vec<RepoName>, EventError> {
+        list.unwrap_or_default()
+            .into_iter()
+            .map(|r| self.repo_name(r.full_name.0, &format!("{field}[].full_name")))
+            .collect()
+    }
+
+    fn pull_request(&self, raw: RawPrPayload) -> Result<Event, EventError> {
+        let action = self.req(raw.action.0, "action")?;
+        let action = match action.as_str() {
+            "opened" => PrAction::Opened,
+            "reopened" => PrAction::Reopened,
+            // `before` is optional: an unreadable one is dropped, not an error.
+            "synchronize" => PrAction::Synchronize {
+                before: raw.before.0.and_then(|s| Sha::new(&s).ok()),
+            },
+            "ready_for_review" => PrAction::ReadyForReview,
+            "converted_to_draft" => PrAction::ConvertedToDraft,
+            "closed" => PrAction::Closed {
+                merged: raw
+                    .pull_request
+                    .0
+                    .as_ref()
+                    .and_then(|pr| pr.merged.0)
+                    .unwrap_or(false),
+            },
+            "labeled" | "unlabeled" => {
+                let label = self.req(raw.label.0.and_then(|l| l.name.0), "label.name")?;
+                if action == "labeled" {
+                    PrAction::Labeled { label }
+                } else {
+                    PrAction::Unlabeled { label }
+                }
+            }
+            other => {
+                return Ok(ignored(format!(
+                    "pull_request action `{}` is not handled",
+                    clip(other)
+                )));
+            }
+        };
+        let repo = self.repo_info(raw.repository.0)?;
+        let pr = self.req(raw.pull_request.0, "pull_request")?;
+        let number = PrNumber(self.req(pr.number.0, "pull_request.number")?);
+        let head = self.req(pr.head.0, "pull_request.head")?;
+        let base = self.req(pr.base.0, "pull_request.base")?;
+        let base_repo = base.repo.0.unwrap_or_default();
+        let base_full_name = base_repo
+            .full_name
+            .0
+            .unwrap_or_else(|| repo.name.to_string());
+        let head_repo = head.repo.0;
+        let fork = match head_repo.as_ref().and_then(|r| r.full_name.0.as_deref()) {
+            Some(head_full_name) => !head_full_name.eq_ignore_ascii_case(&base_full_name),
+            // The head repository was deleted (or is unreadable): treat as foreign.
+            None => true,
+        };
+        let head_clone_url = head_repo
+            .and_then(|r| r.clone_url.0)
+            .or(base_repo.clone_url.0)
+            .unwrap_or_else(|| repo.clone_url.clone());
+        let author = match pr.user.0 {
+            Some(user) => self.actor(Some(user), "pull_request.user")?,
+            // GitHub shows deleted accounts as `ghost`.
+            None => actor("ghost".to_owned(), None),
+        };
+        let open = match pr.state.0.as_deref() {
+            Some(state) => state == "open",
+            None => !matches!(action, PrAction::Closed { .. }),
+        };
+        let pr = PullRequest {
+            number,
+            title: pr.title.0.unwrap_or_default(),
+            author,
+            head_ref: self.req(head.git_ref.0, "pull_request.head.ref")?,
+            head_sha: self.sha(head.sha.0, "pull_request.head.sha")?,
+            head_clone_url,
+            base_ref: self.req(base.git_ref.0, "pull_request.base.ref")?,
+            draft: pr.draft.0.unwrap_or(false),
+            fork,
+            merged: pr.merged.0.unwrap_or(false),
+            merge_commit_sha: pr.merge_commit_sha.0.and_then(|s| Sha::new(&s).ok()),
+            open,
+        };
+        Ok(Event::PullRequest(PullRequestEvent {
+            action,
+            repo,
+            installation_id: raw.installation.0.and_then(|i| i.id.0),
+            sender: self.actor(raw.sender.0, "sender")?,
+            pr,
+        }))
+    }
+
+    fn push(&self, raw: RawPushPayload) -> Result<Event, EventError> {
+        let git_ref = self.req(raw.git_ref.0, "ref")?;
+        let Some(branch) = git_ref.strip_prefix("refs/heads/") else {
+            let what = if git_ref.starts_with("refs/tags/") {
+                "a tag"
+            } else {
+                "a ref that is not a branch"
+            };
+            return Ok(ignored(format!("push to {what} (`{}`)", clip(&git_ref))));
+        };
+        if branch.is_empty() {
+            return Err(self.missing("ref"));
+        }
+        let repo = self.repo_info(raw.repository.0)?;
+        Ok(Event::Push(PushEvent {
+            is_default_branch: branch == repo.default_branch,
+            branch: branch.to_owned(),
+            before: self.sha(raw.before.0, "before")?,
+            after: self.sha(raw.after.0, "after")?,
+            created: raw.created.0.unwrap_or(false),
+            deleted: raw.deleted.0.unwrap_or(false),
+            forced: raw.forced.0.unwrap_or(false),
+            repo,
+            installation_id: raw.installation.0.and_then(|i| i.id.0),
+            sender: self.actor(raw.sender.0, "sender")?,
+        }))
+    }
+
+    fn delete(&self, raw: RawDeletePayload) -> Result<Event, EventError> {
+        let ref_type = self.req(raw.ref_type.0, "ref_type")?;
+        if ref_type != "branch" {
+            return Ok(ignored(format!(
+                "delete of a {} is not handled",
+                clip(&ref_type)
+            )));
+        }
+        let git_ref = self.req(raw.git_ref.0, "ref")?;
+        // GitHub sends the bare name; accept a full ref too.
+        let branch = git_ref.strip_prefix("refs/heads/").unwrap_or(&git_ref);
+        if branch.is_empty() {
+            return Err(self.missing("ref"));
+        }
+        Ok(Event::BranchDeleted(BranchDeletedEvent {
+            branch: branch.to_owned(),
+            repo: self.repo_info(raw.repository.0)?,
+            installation_id: raw.installation.0.and_then(|i| i.id.0),
+            sender: self.actor(raw.sender.0, "sender")?,
+        }))
+    }
+
+    fn issue_comment(&self, raw: RawCommentPayload) -> Result<Event, EventError> {
+        let action = match self.req(raw.action.0, "action")?.as_str() {
+            "created" => CommentAction::Created,
+            "edited" => CommentAction::Edited {
+                previous_body: raw.changes.0.and_then(|c| c.body.0).and_then(|b| b.from.0),
+            },
+            other => {
+                return Ok(ignored(format!(
+                    "issue_comment action `{}` is not handled",
+                    clip(other)
+                )));
+            }
+        };
+        let issue = self.req(raw.issue.0, "issue")?;
+        let comment = self.req(raw.comment.0, "comment")?;
+        Ok(Event::Comment(CommentEvent {
+            action,
+            repo: self.repo_info(raw.repository.0)?,
+            installation_id: raw.installation.0.and_then(|i| i.id.0),
+            number: PrNumber(self.req(issue.number.0, "issue.number")?),
+            is_pr: issue.pull_request.0.is_some(),
+            comment_id: self.req(comment.id.0, "comment.id")?,
+            body: comment.body.0.unwrap_or_default(),
+            author: self.actor(comment.user.0, "comment.user")?,
+            author_association: comment
+                .author_association
+                .0
+                .unwrap_or_else(|| "NONE".to_owned()),
+        }))
+    }
+
+    /// `installation.id` and the account's login (or an enterprise's slug).
+    fn installation_ref(&self, raw: Option<RawInstallation>) -> Result<(u64, String), EventError> {
+        let installation = self.req(raw, "installation")?;
+        let id = self.req(installation.id.0, "installation.id")?;
+        let account = installation.account.0.and_then(|a| a.login.0.or(a.slug.0));
+        Ok((id, self.req(account, "installation.account.login")?))
+    }
+
+    fn installation(&self, raw: RawInstallationPayload) -> Result<Event, EventError> {
+        let action = match self.req(raw.action.0, "action")?.as_str() {
+            "created" => InstallationAction::Created,
+            "deleted" => InstallationAction::Deleted,
+            "suspend" => InstallationAction::Suspend,
+            "unsuspend" => InstallationAction::Unsuspend,
+            "new_permissions_accepted" => InstallationAction::NewPermissionsAccepted,
+            other => {
+                return Ok(ignored(format!(
+                    "installation action `{}` is not handled",
+                    clip(other)
+                )));
+            }
+        };
+        let (installation_id, account) = self.installation_ref(raw.installation.0)?;
+        Ok(Event::Installation(InstallationEvent {
+            action,
+            installation_id,
+            account,
+            repos: self.repo_list(raw.repositories.0, "repositories")?,
+            sender: self.actor(raw.sender.0, "sender")?,
+        }))
+    }
+
+    fn installation_repositories(&self, raw: RawInstallationPayload) -> Result<Event, EventError> {
+        let action = self.req(raw.action.0, "action")?;
+        if action != "added" && action != "removed" {
+            return Ok(ignored(format!(
+                "installation_repositories action `{}` is not handled",
+                clip(&action)
+            )));
+        }
+        let (installation_id, account) = self.installation_ref(raw.installation.0)?;
+        Ok(Event::InstallationRepositories(InstallationReposEvent {
+            installation_id,
+            account,
+            added: self.repo_list(raw.repositories_added.0, "repositories_added")?,
+            removed: self.repo_list(raw.repositories_removed.0, "repositories_removed")?,
+            sender: self.actor(raw.sender.0, "sender")?,
+        }))
+    }
+}
+
+fn actor(login: String, kind: Option<&str>) -> Actor {
+    Actor {
+        is_bot: kind == Some("Bot") || login.ends_with("[bot]"),
+        login,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::payloads::{self, CommentPayload, InstallationPayload, PrPayload, PushPayload};
+    use super::*;
+
+    const ZERO: &str = "0000000000000000000000000000000000000000";
+    const HEAD: &str = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0";
+
+    fn sha(s: &str) -> Sha {
+        Sha::new(s).unwrap()
+    }
+
+    fn repo_name(s: &str) -> RepoName {
+        s.parse().unwrap()
+    }
+
+    fn webapp() -> RepoInfo {
+        RepoInfo {
+            name: repo_name("octo-org/webapp"),
+            default_branch: "main".into(),
+            clone_url: "https://github.com/octo-org/webapp.git".into(),
+            private: false,
+        }
+    }
+
+    fn user(login: &str) -> Actor {
+        Actor {
+            login: login.into(),
+            is_bot: false,
+        }
+    }
+
+    fn examples_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/github-webhook-examples")
+    }
+
+    fn fixture(name: &str) -> Event {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/webhooks")
+            .join(name);
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let event = name.split('-').next().unwrap();
+        parse_event(event, &bytes).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    fn kind(event: &Event) -> &'static str {
+        match event {
+            Event::PullRequest(_) => "PullRequest",
+            Event::Push(_) => "Push",
+            Event::BranchDeleted(_) => "BranchDeleted",
+            Event::Comment(_) => "Comment",
+            Event::Installation(_) => "Installation",
+            Event::InstallationRepositories(_) => "InstallationRepositories",
+            Event::Ping { .. } => "Ping",
+            Event::Ignored { .. } => "Ignored",
+        }
+    }
+
+    /// What an example must become, judged from the raw JSON independently of the parser.
+    fn expected_kind(event: &str, body: &Value) -> &'static str {
+        let action = body["action"].as_str().unwrap_or("");
+        match event {
+            "pull_request" => match action {
+                "opened" | "reopened" | "synchronize" | "ready_for_review"
+                | "converted_to_draft" | "closed" | "labeled" | "unlabeled" => "PullRequest",
+                _ => "Ignored",
+            },
+            "push" if body["ref"].as_str().unwrap().starts_with("refs/heads/") => "Push",
+            "delete" if body["ref_type"] == "branch" => "BranchDeleted",
+            "issue_comment" if action == "created" || action == "edited" => "Comment",
+            "installation" => "Installation",
+            "installation_repositories" => "InstallationRepositories",
+            "ping" => "Ping",
+            _ => "Ignored",
+        }
+    }
+
+    #[test]
+    fn every_github_example_parses() {
+        let dir = examples_dir();
+        let folders = std::fs::read_dir(&dir).unwrap_or_else(|e| {
+            panic!(
+                "the conformance corpus {} is missing ({e}); it must sit beside the repository",
+                dir.display()
+            )
+        });
+        let mut count = 0;
+        let mut kinds_seen = std::collections::BTreeSet::new();
+        for folder in folders {
+            let folder = folder.unwrap().path();
+            if !folder.is_dir() {
+                continue;
+            }
+            let event = folder.file_name().unwrap().to_str().unwrap().to_owned();
+            for file in std::fs::read_dir(&folder).unwrap() {
+                let file = file.unwrap().path();
+                if file.extension().and_then(|e| e.to_str()) != Some("json") {
+                    continue;
+                }
+                let bytes = std::fs::read(&file).unwrap();
+                let raw: Value = serde_json::from_slice(&bytes).unwrap();
+                let parsed = parse_event(&event, &bytes)
+                    .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                assert_eq!(
+                    kind(&parsed),
+                    expected_kind(&event, &raw),
+                    "{}: {parsed:?}",
+                    file.display()
+                );
+                // Typed events carry what the raw payload says.
+                match &parsed {
+                    Event::PullRequest(e) => {
+                        let pr = &raw["pull_request"];
+                        assert_eq!(e.pr.number.0, pr["number"].as_u64().unwrap());
+                        assert_eq!(e.pr.head_sha.as_str(), pr["head"]["sha"].as_str().unwrap());
+                        assert_eq!(e.pr.draft, pr["draft"].as_bool().unwrap());
+                        assert_eq!(e.pr.open, pr["state"] == "open");
+                        assert!(!e.pr.fork, "the corpus has no fork PRs");
+                        assert_eq!(e.installation_id, raw["installation"]["id"].as_u64());
+                    }
+                    Event::Comment(e) => {
+                        assert_eq!(e.body, raw["comment"]["body"].as_str().unwrap());
+                        assert_eq!(e.is_pr, !raw["issue"]["pull_request"].is_null());
+                    }
+                    Event::Installation(e) => {
+                        assert_eq!(
+                            e.installation_id,
+                            raw["installation"]["id"].as_u64().unwrap()
+                        );
+                    }
+                    Event::Ignored { reason } => assert!(!reason.is_empty()),
+                    _ => {}
+                }
+                kinds_seen.insert(kind(&parsed));
+                count += 1;
+            }
+        }
+        assert!(
+            count >= 50,
+            "only {count} examples found in {}",
+            dir.display()
+        );
+        for k in [
+            "PullRequest",
+            "Push",
+            "Comment",
+            "Installation",
+            "InstallationRepositories",
+            "Ping",
+            "Ignored",
+        ] {
+            assert!(kinds_seen.contains(k), "no example became {k}");
+        }
+    }
+
+    #[test]
+    fn example_details() {
+        let read = |p: &str| std::fs::read(examples_dir().join(p)).unwrap();
+        let Event::PullRequest(e) =
+            parse_event("pull_request", &read("pull_request/22-synchronize.json")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            e.action,
+            PrAction::Synchronize {
+                before: Some(sha("f95f852bd8fca8fcc58a9a2d6c842781e32a215e"))
+            }
+        );
+        assert_eq!(e.pr.head_ref, "changes");
+        assert_eq!(e.repo.name, repo_name("Codertocat/Hello-World"));
+        assert_eq!(e.repo.default_branch, "master");
+        let Event::PullRequest(e) =
+            parse_event("pull_request", &read("pull_request/03-closed.json")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(e.action, PrAction::Closed { merged: false });
+        let Event::PullRequest(e) =
+            parse_event("pull_request", &read("pull_request/08-labeled.json")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            e.action,
+            PrAction::Labeled {
+                label: "bug".into()
+            }
+        );
+        assert_eq!(
+            parse_event("pull_request", &read("pull_request/10-locked.json")).unwrap(),
+            Event::Ignored {
+                reason: "pull_request action `locked` is not handled".into()
+            }
+        );
+        assert_eq!(
+            parse_event("check_run", &read("check_run/00-created.json")).unwrap(),
+            Event::Ignored {
+                reason: "event `check_run` is not handled".into()
+            }
+        );
+        assert_eq!(
+            parse_event("ping", &read("ping/03.json")).unwrap(),
+            Event::Ping {
+                zen: Some("Anything added dilutes everything else.".into()),
+                hook_id: Some(109948940)
+            }
+        );
+        let Event::Push(e) = parse_event("push", &read("push/04.json")).unwrap() else {
+            panic!()
+        };
+        assert!(e.created && e.before.is_zero() && e.is_default_branch);
+        assert_eq!(e.branch, "master");
+        let Event::Comment(e) =
+            parse_event("issue_comment", &read("issue_comment/07-edited.json")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            e.action,
+            CommentAction::Edited {
+                previous_body: Some(
+                    "You are totally right! I'll get this fixed right away.".into()
+                )
+            }
+        );
+        let Event::InstallationRepositories(e) = parse_event(
+            "installation_repositories",
+            &read("installation_repositories/02-removed.json"),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.removed, vec![repo_name("octocat/Hello-World")]);
+        assert!(e.added.is_empty());
+        let Event::Installation(e) =
+            parse_event("installation", &read("installation/05-suspend.json")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(e.action, InstallationAction::Suspend);
+        assert!(e.repos.is_empty());
+    }
+
+    fn login_page_pr() -> PullRequest {
+        PullRequest {
+            number: PrNumber(42),
+            title: "Add login page".into(),
+            author: user("Codertocat"),
+            head_ref: "feature/login-page".into(),
+            head_sha: sha(HEAD),
+            head_clone_url: "https://github.com/octo-org/webapp.git".into(),
+            base_ref: "main".into(),
+            draft: false,
+            fork: false,
+            merged: false,
+            merge_commit_sha: None,
+            open: true,
+        }
+    }
+
+    #[test]
+    fn fixture_pull_request_opened() {
+        assert_eq!(
+            fixture("pull_request-opened.json"),
+            Event::PullRequest(PullRequestEvent {
+                action: PrAction::Opened,
+                repo: webapp(),
+                installation_id: Some(4242),
+                sender: user("Codertocat"),
+                pr: login_page_pr(),
+            })
+        );
+    }
+
+    #[test]
+    fn fixture_pull_request_opened_fork() {
+        assert_eq!(
+            fixture("pull_request-opened-fork.json"),
+            Event::PullRequest(PullRequestEvent {
+                action: PrAction::Opened,
+                repo: webapp(),
+                installation_id: Some(4242),
+                sender: user("forker"),
+                pr: PullRequest {
+                    author: user("forker"),
+                    head_clone_url: "https://github.com/forker/webapp.git".into(),
+                    fork: true,
+                    ..login_page_pr()
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn fixture_pull_request_synchronize() {
+        assert_eq!(
+            fixture("pull_request-synchronize.json"),
+            Event::PullRequest(PullRequestEvent {
+                action: PrAction::Synchronize {
+                    before: Some(sha("f95f852bd8fca8fcc58a9a2d6c842781e32a215e"))
+                },
+                repo: webapp(),
+                installation_id: Some(4242),
+                sender: user("Codertocat"),
+                pr: login_page_pr(),
+            })
+        );
+    }
+
+    #[test]
+    fn fixture_pull_request_closed_merged() {
+        assert_eq!(
+            fixture("pull_request-closed-merged.json"),
+            Event::PullRequest(PullRequestEvent {
+                action: PrAction::Closed { merged: true },
+                repo: webapp(),
+                installation_id: Some(4242),
+                sender: user("Codertocat"),
+                pr: PullRequest {
+                    merged: true,
+                    merge_commit_sha: Some(sha("c4295bd74fb0f4fda03689c3df3f2803b658fd85")),
+                    open: false,
+                    ..login_page_pr()
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn fixture_comments() {
+        let expected = CommentEvent {
+            action: CommentAction::Created,
+            repo: webapp(),
+            installation_id: Some(4242),
+            number: PrNumber(42),
+            is_pr: true,
+            comment_id: 2101234567,
+            body: "/stage".into(),
+            author: user("Codertocat"),
+            author_association: "OWNER".into(),
+        };
+        assert_eq!(
+            fixture("issue_comment-created-pr.json"),
+            Event::Comment(expected.clone())
+        );
+        assert_eq!(
+            fixture("issue_comment-edited-pr.json"),
+            Event::Comment(CommentEvent {
+                action: CommentAction::Edited {
+                    previous_body: Some("/stage".into())
+                },
+                body: "/stage lite".into(),
+                ..expected
+            })
+        );
+    }
+
+    fn push_event() -> PushEvent {
+        PushEvent {
+            repo: webapp(),
+            installation_id: Some(4242),
+            branch: "feature/login-page".into(),
+            before: sha("f95f852bd8fca8fcc58a9a2d6c842781e32a215e"),
+            after: sha(HEAD),
+            created: false,
+            deleted: false,
+            forced: false,
+            is_default_branch: false,
+            sender: user("Codertocat"),
+        }
+    }
+
+    #[test]
+    fn fixture_pushes() {
+        assert_eq!(fixture("push-branch.json"), Event::Push(push_event()));
+        assert_eq!(
+            fixture("push-default-branch.json"),
+            Event::Push(PushEvent {
+                branch: "main".into(),
+                before: sha("c4295bd74fb0f4fda03689c3df3f2803b658fd85"),
+                forced: true,
+                is_default_branch: true,
+                ..push_event()
+            })
+        );
+        assert_eq!(
+            fixture("push-branch-deleted.json"),
+            Event::Push(PushEvent {
+                before: sha(HEAD),
+                after: sha(ZERO),
+                deleted: true,
+                ..push_event()
+            })
+        );
+    }
+
+    #[test]
+    fn fixture_delete_and_installation() {
+        assert_eq!(
+            fixture("delete-branch.json"),
+            Event::BranchDeleted(BranchDeletedEvent {
+                repo: webapp(),
+                installation_id: Some(4242),
+                branch: "feature/login-page".into(),
+                sender: user("Codertocat"),
+            })
+        );
+        assert_eq!(
+            fixture("installation-created.json"),
+            Event::Installation(InstallationEvent {
+                action: InstallationAction::Created,
+                installation_id: 4242,
+                account: "octo-org".into(),
+                repos: vec![repo_name("octo-org/webapp"), repo_name("octo-org/api")],
+                sender: user("Codertocat"),
+            })
+        );
+    }
+
+    fn field_error(event: &str, body: Value) -> String {
+        match parse_event(event, body.to_string().as_bytes()) {
+            Err(EventError::Field { field, .. }) => field,
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_required_fields_are_named() {
+        let repo = repo_name("octo-org/webapp");
+        let mut pr = payloads::pull_request(&PrPayload::new("opened", &repo, 1));
+        pr["pull_request"].as_object_mut().unwrap().remove("number");
+        assert_eq!(field_error("pull_request", pr), "pull_request.number");
+
+        let mut pr = payloads::pull_request(&PrPayload::new("opened", &repo, 1));
+        pr["pull_request"]["head"]["sha"] = json!(12);
+        assert_eq!(field_error("pull_request", pr), "pull_request.head.sha");
+
+        let mut pr = payloads::pull_request(&PrPayload::new("labeled", &repo, 1));
+        pr.as_object_mut().unwrap().remove("label");
+        assert_eq!(field_error("pull_request", pr), "label.name");
+
+        assert_eq!(field_error("pull_request", json!({})), "action");
+        assert_eq!(field_error("pull_request", json!({"action": 5})), "action");
+        assert_eq!(
+            field_error("push", json!({"ref": "refs/heads/x"})),
+            "repository"
+        );
+        assert_eq!(field_error("delete", json!({"ref": "x"})), "ref_type");
+
+        let mut c = payloads::issue_comment(&CommentPayload::new(&repo, 3, "/stage"));
+        c["comment"]["user"] = Value::Null;
+        assert_eq!(field_error("issue_comment", c), "comment.user");
+
+        let mut push = payloads::push(&PushPayload::new(&repo, "x"));
+        push["repository"]
+            .as_object_mut()
+            .unwrap()
+            .remove("clone_url");
+        assert_eq!(field_error("push", push), "repository.clone_url");
+
+        let mut i = payloads::installation(&InstallationPayload::new("created", 1, "o", &[]));
+        i["installation"]["id"] = json!("one");
+        assert_eq!(field_error("installation", i), "installation.id");
+
+        let err = parse_event("pull_request", b"{}").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "payload for `pull_request` is missing or has a bad `action`"
+        );
+    }
+
+    #[test]
+    fn invalid_values_are_errors() {
+        let repo = repo_name("octo-org/webapp");
+        let mut pr = payloads::pull_request(&PrPayload::new("opened", &repo, 1));
+        pr["pull_request"]["head"]["sha"] = json!("not-a-sha");
+        assert!(matches!(
+            parse_event("pull_request", pr.to_string().as_bytes()),
+            Err(EventError::Invalid { .. })
+        ));
+        let mut push = payloads::push(&PushPayload::new(&repo, "x"));
+        push["repository"]["full_name"] = json!("no-slash");
+        assert!(matches!(
+            parse_event("push", push.to_string().as_bytes()),
+            Err(EventError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn leniency() {
+        let repo = repo_name("octo-org/webapp");
+        // Optional fields null or of an unexpected type: still parses, with defaults.
+        let mut pr = payloads::pull_request(&PrPayload::new("synchronize", &repo, 9));
+        pr["pull_request"]["draft"] = Value::Null;
+        pr["pull_request"]["title"] = json!(17);
+        pr["pull_request"]["merge_commit_sha"] = json!("garbage");
+        pr["pull_request"]["user"] = Value::Null;
+        pr["before"] = json!("nope");
+        pr["pull_request"]["head"]["repo"] = Value::Null;
+        pr.as_object_mut().unwrap().remove("installation");
+        pr["repository"]
+            .as_object_mut()
+            .unwrap()
+            .remove("default_branch");
+        pr["sender"]["login"] = json!("renovate[bot]");
+        let Event::PullRequest(e) = parse_event("pull_request", pr.to_string().as_bytes()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(e.action, PrAction::Synchronize { before: None });
+        assert!(!e.pr.draft);
+        assert_eq!(e.pr.title, "");
+        assert_eq!(e.pr.merge_commit_sha, None);
+        assert_eq!(e.pr.author, user("ghost"));
+        assert!(e.pr.fork, "a deleted head repository counts as a fork");
+        assert_eq!(
+            e.pr.head_clone_url,
+            "https://github.com/octo-org/webapp.git"
+        );
+        assert_eq!(e.installation_id, None);
+        assert_eq!(e.repo.default_branch, "main");
+        assert!(e.sender.is_bot);
+    }
+
+    #[test]
+    fn ignored_events_and_actions() {
+        let repo = repo_name("octo-org/webapp");
+        let reason =
+            |event: &str, body: Value| match parse_event(event, body.to_string().as_bytes()) {
+                Ok(Event::Ignored { reason }) => reason,
+                other => panic!("expected Ignored, got {other:?}"),
+            };
+        for event in [
+            "check_run",
+            "status",
+            "deployment",
+            "workflow_run",
+            "create",
+            "",
+        ] {
+            assert_eq!(
+                reason(event, json!({})),
+                format!("event `{event}` is not handled")
+            );
+        }
+        let tag = payloads::push(&PushPayload {
+            git_ref: Some("refs/tags/v1.0".into()),
+            ..PushPayload::new(&repo, "x")
+        });
+        assert_eq!(reason("push", tag), "push to a tag (`refs/tags/v1.0`)");
+        let deleted = payloads::issue_comment(&CommentPayload {
+            action: "deleted".into(),
+            ..CommentPayload::new(&repo, 3, "/stage")
+        });
+        assert_eq!(
+            reason("issue_comment", deleted),
+            "issue_comment action `deleted` is not handled"
+        );
+        assert_eq!(
+            reason("delete", json!({"ref": "v1", "ref_type": "tag"})),
+            "delete of a tag is not handled"
+        );
+        assert_eq!(
+            reason("installation", json!({"action": "moved"})),
+            "installation action `moved` is not handled"
+        );
+        assert_eq!(
+            reason("pull_request", json!({"action": "assigned"})),
+            "pull_request action `assigned` is not handled"
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        let not_objects: &[&[u8]] = &[
+            b"",
+            b"   ",
+            b"[]",
+            b"\"x\"",
+            b"null",
+            b"42",
+            b"{",
+            b"{\"action\": \"opened\"",
+            b"{\"action\": \"opened\"}}",
+            b"\xff\xfe",
+            b"{\"a\":\"\xff\"}",
+        ];
+        for event in [
+            "pull_request",
+            "push",
+            "delete",
+            "issue_comment",
+            "installation",
+            "ping",
+            "check_run",
+        ] {
+            for input in not_objects {
+                let result = parse_event(event, input);
+                assert!(
+                    matches!(result, Err(EventError::Json(_))),
+                    "{event} {:?}: {result:?}",
+                    String::from_utf8_lossy(input)
+                );
+            }
+        }
+        // Objects with the wrong types where a handled event needs a value.
+        let wrong_types: &[(&str, &[u8])] = &[
+            ("pull_request", b"{\"action\":\"opened\",\"pull_request\":[]}"),
+            ("pull_request", b"{\"action\":\"opened\",\"pull_request\":{\"number\":\"x\"}}"),
+            ("pull_request", b"{\"action\":[\"opened\"]}"),
+            ("push", b"{\"ref\":42}"),
+            ("push", b"{\"ref\":\"refs/heads/\"}"),
+            ("delete", b"{\"ref_type\":\"branch\",\"ref\":{}}"),
+            ("issue_comment", b"{\"action\":\"created\",\"issue\":{\"number\":-1}}"),
+            ("installation", b"{\"action\":\"created\",\"installation\":{\"id\":1.5}}"),
+            ("installation_repositories", b"{\"action\":\"added\",\"installation\":{\"id\":1,\"account\":{\"login\":\"o\"}},\"repositories_added\":[{\"full_name\":\"nope\"}]}"),
+        ];
+        for (event, input) in wrong_types {
+            let result = parse_event(event, input);
+            assert!(
+                result.is_err(),
+                "{event} {:?}: {result:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        // Deeply nested JSON is refused by serde_json's recursion limit, not a stack overflow.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse_event("push", deep.as_bytes()).is_err());
+    }
+
+    /// Every leaf of every fixture, removed or replaced by a value of another type, never panics.
+    #[test]
+    fn mutated_fixtures_never_panic() {
+        fn paths(v: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+            if let Value::Object(map) = v {
+                for (k, child) in map {
+                    prefix.push(k.clone());
+                    out.push(prefix.clone());
+                    paths(child, prefix, out);
+                    prefix.pop();
+                }
+            }
+        }
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/webhooks");
+        let mut mutations = 0;
+        for file in std::fs::read_dir(dir).unwrap() {
+            let file = file.unwrap().path();
+            let name = file.file_name().unwrap().to_str().unwrap().to_owned();
+            let event = name.split('-').next().unwrap().to_owned();
+            let original: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+            let mut all = Vec::new();
+            paths(&original, &mut Vec::new(), &mut all);
+            for path in all {
+                for replacement in [
+                    None,
+                    Some(Value::Null),
+                    Some(json!(1)),
+                    Some(json!("x")),
+                    Some(json!([])),
+                ] {
+                    let mut v = original.clone();
+                    let (last, parents) = path.split_last().unwrap();
+                    let mut target = &mut v;
+                    for p in parents {
+                        target = &mut target[p.as_str()];
+                    }
+                    match &replacement {
+                        None => {
+                            target.as_object_mut().unwrap().remove(last);
+                        }
+                        Some(r) => target[last.as_str()] = r.clone(),
+                    }
+                    let _ = parse_event(&event, v.to_string().as_bytes());
+                    mutations += 1;
+                }
+            }
+        }
+        assert!(mutations > 1000, "{mutations}");
+    }
+
+    #[test]
+    fn payload_builders_round_trip() {
+        let repo = repo_name("octo-org/webapp");
+        let parse =
+            |event: &str, body: Value| parse_event(event, body.to_string().as_bytes()).unwrap();
+
+        let p = PrPayload {
+            head_ref: "feature/login-page".into(),
+            head_sha: HEAD.into(),
+            ..PrPayload::new("opened", &repo, 42)
+        };
+        let Event::PullRequest(e) = parse("pull_request", payloads::pull_request(&p)) else {
+            panic!()
+        };
+        assert_eq!(e.action, PrAction::Opened);
+        assert_eq!(e.repo, webapp());
+        assert_eq!(e.installation_id, Some(1));
+        assert_eq!(
+            e.pr,
+            PullRequest {
+                title: "Pull request 42".into(),
+                author: user("octocat"),
+                ..login_page_pr()
+            }
+        );
+
+        let p = PrPayload {
+            fork: true,
+            draft: true,
+            author_login: "dependabot[bot]".into(),
+            author_is_bot: true,
+            clone_url: Some("file:///srv/git/webapp".into()),
+            ..PrPayload::new("reopened", &repo, 7)
+        };
+        let Event::PullRequest(e) = parse("pull_request", payloads::pull_request(&p)) else {
+            panic!()
+        };
+        assert!(e.pr.fork && e.pr.draft && e.pr.author.is_bot && e.sender.is_bot);
+        assert_eq!(e.repo.clone_url, "file:///srv/git/webapp");
+        assert_eq!(
+            e.pr.head_clone_url,
+            "https://github.com/dependabot[bot]/webapp.git"
+        );
+
+        let p = PrPayload {
+            merged: true,
+            merge_commit_sha: Some("c4295bd74fb0f4fda03689c3df3f2803b658fd85".into()),
+            sender_login: Some("maintainer".into()),
+            ..PrPayload::new("closed", &repo, 7)
+        };
+        let Event::PullRequest(e) = parse("pull_request", payloads::pull_request(&p)) else {
+            panic!()
+        };
+        assert_eq!(e.action, PrAction::Closed { merged: true });
+        assert!(!e.pr.open && e.pr.merged);
+        assert_eq!(e.sender, user("maintainer"));
+        assert_eq!(
+            e.pr.merge_commit_sha,
+            Some(sha("c4295bd74fb0f4fda03689c3df3f2803b658fd85"))
+        );
+
+        let p = PrPayload {
+            before: Some(ZERO.into()),
+            ..PrPayload::new("synchronize", &repo, 7)
+        };
+        let Event::PullRequest(e) = parse("pull_request", payloads::pull_request(&p)) else {
+            panic!()
+        };
+        assert_eq!(
+            e.action,
+            PrAction::Synchronize {
+                before: Some(sha(ZERO))
+            }
+        );
+
+        let p = PrPayload {
+            label: Some("stage".into()),
+            ..PrPayload::new("unlabeled", &repo, 7)
+        };
+        let Event::PullRequest(e) = parse("pull_request", payloads::pull_request(&p)) else {
+            panic!()
+        };
+        assert_eq!(
+            e.action,
+            PrAction::Unlabeled {
+                label: "stage".into()
+            }
+        );
+
+        let p = PrPayload {
+            head_repo_deleted: true,
+            ..PrPayload::new("closed", &repo, 7)
+        };
+        let Event::PullRequest(e) = parse("pull_request", payloads::pull_request(&p)) else {
+            panic!()
+        };
+        assert!(e.pr.fork);
+
+        let p = PushPayload {
+            before: "f95f852bd8fca8fcc58a9a2d6c842781e32a215e".into(),
+            after: HEAD.into(),
+            sender_login: "Codertocat".into(),
+            installation_id: Some(4242),
+            ..PushPayload::new(&repo, "feature/login-page")
+        };
+        assert_eq!(parse("push", payloads::push(&p)), Event::Push(push_event()));
+        let p = PushPayload {
+            after: ZERO.into(),
+            deleted: true,
+            ..PushPayload::new(&repo, "main")
+        };
+        let Event::Push(e) = parse("push", payloads::push(&p)) else {
+            panic!()
+        };
+        assert!(e.deleted && e.is_default_branch && e.after.is_zero());
+
+        assert_eq!(
+            parse(
+                "delete",
+                payloads::delete_branch(&repo, Some(4242), "feature/login-page", "Codertocat")
+            ),
+            fixture("delete-branch.json")
+        );
+
+        let p = CommentPayload {
+            action: "edited".into(),
+            is_pr: false,
+            author_login: "renovate[bot]".into(),
+            author_association: "NONE".into(),
+            previous_body: Some("/stage".into()),
+            ..CommentPayload::new(&repo, 5, "/stage lite")
+        };
+        assert_eq!(
+            parse("issue_comment", payloads::issue_comment(&p)),
+            Event::Comment(CommentEvent {
+                action: CommentAction::Edited {
+                    previous_body: Some("/stage".into())
+                },
+                repo: webapp(),
+                installation_id: Some(1),
+                number: PrNumber(5),
+                is_pr: false,
+                comment_id: 1_000_005,
+                body: "/stage lite".into(),
+                author: Actor {
+                    login: "renovate[bot]".into(),
+                    is_bot: true
+                },
+                author_association: "NONE".into(),
+            })
+        );
+
+        let repos = [repo.clone(), repo_name("octo-org/api")];
+        let p = InstallationPayload::new("new_permissions_accepted", 77, "octo-org", &repos);
+        assert_eq!(
+            parse("installation", payloads::installation(&p)),
+            Event::Installation(InstallationEvent {
+                action: InstallationAction::NewPermissionsAccepted,
+                installation_id: 77,
+                account: "octo-org".into(),
+                repos: repos.to_vec(),
+                sender: user("octo-org"),
+            })
+        );
+        assert_eq!(
+            parse(
+                "installation_repositories",
+                payloads::installation_repositories("added", 77, "octo-org", &repos[1..], &[])
+            ),
+            Event::InstallationRepositories(InstallationReposEvent {
+                installation_id: 77,
+                account: "octo-org".into(),
+                added: repos[1..].to_vec(),
+                removed: vec![],
+                sender: user("octo-org"),
+            })
+        );
+        assert_eq!(
+            parse("ping", payloads::ping("Keep it logically awesome.", 9)),
+            Event::Ping {
+                zen: Some("Keep it logically awesome.".into()),
+                hook_id: Some(9)
+            }
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            event in prop::sample::select(vec![
+                "pull_request", "push", "delete", "issue_comment", "installation",
+                "installation_repositories", "ping", "check_run",
+            ]),
+            bytes in prop::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let _ = parse_event(event, &bytes);
+        }
+
+        #[test]
+        fn arbitrary_json_objects_never_panic(
+            event in prop::sample::select(vec![
+                "pull_request", "push", "delete", "issue_comment", "installation",
+                "installation_repositories", "ping",
+            ]),
+            text in r#"\{("(action|ref|ref_type|pull_request|repository|sender|installation|number|head|sha|full_name|clone_url|login|id|issue|comment|before|after)":(null|1|-1|"[a-z/]{0,8}"|true|\[\]|\{\}|\{"[a-z_]{1,6}":("x"|1|null)\}),?){0,8}\}"#,
+        ) {
+            let _ = parse_event(event, text.as_bytes());
+        }
+    }
 }
