@@ -13,7 +13,7 @@ use crate::github::{GitHub, GitHubError, RepoClient};
 use crate::metrics::Metrics;
 use crate::policy::Limits;
 use crate::provider::Provider;
-use crate::proxy::Routes;
+use crate::proxy::{ProxyClient, Routes};
 use crate::store::Store;
 use crate::types::{EnvId, RepoName, Slug};
 use crate::webhook::WebhookSecrets;
@@ -87,6 +87,7 @@ pub(crate) struct Inner {
     pub(crate) github: GitHub,
     pub(crate) provider: Provider,
     pub(crate) routes: Routes,
+    pub(crate) proxy_client: ProxyClient,
     pub(crate) clock: SharedClock,
     pub(crate) secrets: WebhookSecrets,
     pub(crate) metrics: Metrics,
@@ -119,6 +120,7 @@ impl App {
             github: parts.github,
             provider: parts.provider,
             routes: parts.routes,
+            proxy_client: ProxyClient::new(),
             clock: parts.clock,
             secrets: parts.secrets,
             metrics: Metrics::default(),
@@ -143,6 +145,9 @@ impl App {
     }
     pub fn routes(&self) -> &Routes {
         &self.0.routes
+    }
+    pub fn proxy_client(&self) -> &ProxyClient {
+        &self.0.proxy_client
     }
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics

@@ -190,7 +190,7 @@ impl App {
     ) -> Result<Result<RepoConfig, String>, EngineError> {
         Ok(match client.file_at(CONFIG_PATH, git_ref).await? {
             None => Ok(RepoConfig::default()),
-            Some(text) => RepoConfig::parse(&text).map_err(|e| e.to_string()),
+            Some(text) => crate::repo_config::parse(&text).map_err(|e| e.to_string()),
         })
     }
 

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::app::{App, RunnerSlot};
 use crate::metrics::Metrics;
-use crate::provider::{DeploySpec, ProviderError, ProviderStatus, TeardownSpec};
+use crate::provider::{DeploySpec, ProviderStatus, TeardownSpec};
 use crate::store::{EnvRecord, EnvState, Op, Release, StoreError};
 use crate::types::{EnvId, EnvKind};
 
@@ -279,12 +279,7 @@ impl App {
                 self.report(&id, Phase::Live).await;
             }
             Err(err) => {
-                let (message, tail) = match &err {
-                    ProviderError::Deploy { message, log_tail } => {
-                        (message.clone(), Some(log_tail.clone()))
-                    }
-                    other => (other.to_string(), None),
-                };
+                let (message, tail) = (err.to_string(), err.log_tail().map(str::to_owned));
                 let failed = self.store().update_env(&id, |e| {
                     if e.generation != gen_now {
                         return false;
@@ -462,7 +457,7 @@ impl App {
             }
             if env.state == EnvState::Live || (env.state == EnvState::Failed && env.current_release.is_some()) {
                 let status = self.provider().status(&env.id).await;
-                if matches!(status, ProviderStatus::Stopped)
+                if matches!(status, Ok(ProviderStatus::Stopped))
                     && let Some(release) = env.current_release
                 {
                     let updated = self.store().update_env(&env.id, |r| {

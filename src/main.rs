@@ -351,7 +351,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::CheckConfig { file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            match stagebot::repo_config::RepoConfig::parse(&text) {
+            match stagebot::repo_config::parse(&text) {
                 Ok(cfg) => {
                     println!("{}: ok", file.display());
                     println!("{cfg:#?}");

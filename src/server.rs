@@ -58,19 +58,14 @@ async fn proxy_first(State(app): State<App>, req: Request, next: Next) -> Respon
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(|h| h.to_ascii_lowercase());
-    if let Some(host) = host {
-        if app.routes().get(&host).is_some() {
-            if let Some(resp) = crate::proxy::forward(app.routes(), app.proxy_client(), req).await {
-                return resp;
-            }
-            return err(StatusCode::BAD_GATEWAY, "the environment went away");
-        }
-        if crate::proxy::is_preview_host(&host, &app.settings().preview_domain) {
-            return err(
-                StatusCode::NOT_FOUND,
-                format!("no live environment at {host}"),
-            );
-        }
+    let req = match crate::proxy::forward(app.routes(), app.proxy_client(), req).await {
+        Ok(resp) => return resp,
+        Err(req) => req,
+    };
+    if let Some(host) = host
+        && crate::proxy::is_preview_host(&host, &app.settings().preview_domain)
+    {
+        return crate::proxy::no_live_environment(&host);
     }
     next.run(req).await
 }
