@@ -19,3 +19,5 @@ pub mod serve;
 pub mod server;
 pub mod webhook;
 pub mod worker;
+pub mod testkit;
+pub mod demo;

@@ -63,6 +63,9 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// The tiny web app `stagebot demo` deploys (serves on $PORT).
+    #[command(hide = true)]
+    DemoApp,
     /// Validate a repository's `.github/stagebot.yml`.
     CheckConfig {
         #[arg(default_value = ".github/stagebot.yml")]
@@ -322,6 +325,10 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             })
             .await
             .context("demo failed")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::DemoApp => {
+            stagebot::demo::demo_app().await.context("demo app failed")?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Env { cmd, data_dir } => env_cmd(cmd, &data_dir).await,

@@ -1,0 +1,475 @@
+//! Drive a real stagebot against the fake GitHub: real git repositories, signed webhooks over
+//! real HTTP, the real server, worker, store and local provider. Used by the integration tests
+//! and by `stagebot demo` (so no `cfg(test)`: the demo is the same flow a user can watch).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::app::{App, Parts, Settings};
+use crate::clock::{ManualClock, SharedClock};
+use crate::event::payloads::{self, CommentPayload, PrPayload, PushPayload};
+use crate::fake_github::{FakeGitHub, FakePr};
+use crate::github::{GitHub, GitHubConfig, RetryPolicy};
+use crate::provider::Provider;
+use crate::provider::local::{LocalConfig, LocalProvider};
+use crate::proxy::Routes;
+use crate::store::Store;
+use crate::types::{Permission, PrNumber, RepoName, Sha};
+use crate::webhook::{WebhookSecrets, sign};
+use crate::worker::tokio_util_lite::{Trigger, shutdown};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KitError {
+    #[error("git {args}: {message}")]
+    Git { args: String, message: String },
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A real git repository on disk, made and changed by the test or demo.
+#[derive(Debug, Clone)]
+pub struct GitRepo {
+    dir: PathBuf,
+}
+
+impl GitRepo {
+    /// `git init` a repository with an initial commit of `files` on `main`.
+    pub fn init(dir: &Path, files: &[(&str, &str)]) -> Result<(Self, Sha), KitError> {
+        std::fs::create_dir_all(dir)?;
+        let repo = Self {
+            dir: dir.to_path_buf(),
+        };
+        repo.git(&["init", "-q", "-b", "main"])?;
+        let sha = repo.commit("main", files, "initial commit")?;
+        Ok((repo, sha))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The URL stagebot clones from (`file://`).
+    pub fn clone_url(&self) -> String {
+        format!("file://{}", self.dir.display())
+    }
+
+    fn git(&self, args: &[&str]) -> Result<String, KitError> {
+        let out = Command::new("git")
+            .args(["-c", "user.name=stagebot-test", "-c", "user.email=test@stagebot.invalid", "-c", "commit.gpgsign=false"])
+            .args(args)
+            .current_dir(&self.dir)
+            .output()?;
+        if !out.status.success() {
+            return Err(KitError::Git {
+                args: args.join(" "),
+                message: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Commit `files` on `branch` (created from `main` when new); returns the commit.
+    pub fn commit(&self, branch: &str, files: &[(&str, &str)], message: &str) -> Result<Sha, KitError> {
+        let exists = self
+            .git(&["rev-parse", "--verify", "-q", &format!("refs/heads/{branch}")])
+            .is_ok();
+        let has_commits = self.git(&["rev-parse", "--verify", "-q", "HEAD"]).is_ok();
+        if exists || !has_commits {
+            if has_commits {
+                self.git(&["checkout", "-q", branch])?;
+            }
+        } else {
+            self.git(&["checkout", "-q", "-b", branch, "main"])?;
+        }
+        for (path, content) in files {
+            let p = self.dir.join(path);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&p, content)?;
+        }
+        self.git(&["add", "-A"])?;
+        self.git(&["commit", "-q", "--allow-empty", "-m", message])?;
+        let sha = self.git(&["rev-parse", "HEAD"])?;
+        Sha::new(&sha).map_err(|e| KitError::Other(e.to_string()))
+    }
+
+    /// Merge `branch` into `main` (a merge commit); returns the merge commit.
+    pub fn merge(&self, branch: &str) -> Result<Sha, KitError> {
+        self.git(&["checkout", "-q", "main"])?;
+        self.git(&["merge", "-q", "--no-ff", "-m", &format!("Merge {branch}"), branch])?;
+        let sha = self.git(&["rev-parse", "HEAD"])?;
+        Sha::new(&sha).map_err(|e| KitError::Other(e.to_string()))
+    }
+}
+
+/// A tiny web app (Python, no dependencies) that answers `GET /` with its commit and `/healthz`
+/// with `ok`, and the `.github/stagebot.yml` that runs it.
+pub fn python_app_files(extra_config: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("app.py", PYTHON_APP.to_owned()),
+        (
+            ".github/stagebot.yml",
+            format!("start: exec python3 app.py\nhealth: /healthz\n{extra_config}"),
+        ),
+    ]
+}
+
+const PYTHON_APP: &str = r#"import os, http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"ok" if self.path == "/healthz" else os.environ.get("STAGEBOT_SHA", "?").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+/// Options for [`Stack::start`].
+pub struct StackOptions {
+    pub data_dir: PathBuf,
+    /// `None`: an ephemeral port on 127.0.0.1.
+    pub listen: Option<SocketAddr>,
+    pub repo: RepoName,
+    pub max_previews: Option<usize>,
+    /// Extra variables for every environment.
+    pub vars: Vec<(String, String)>,
+    /// Use a manual clock (tests of the sweeper) starting at this time.
+    pub manual_clock: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl StackOptions {
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            listen: None,
+            repo: RepoName::new("acme", "webapp").unwrap_or_else(|_| unreachable!("valid literal")),
+            max_previews: None,
+            vars: Vec::new(),
+            manual_clock: None,
+        }
+    }
+}
+
+/// The whole product running against the fake GitHub.
+pub struct Stack {
+    pub fake: FakeGitHub,
+    pub app: App,
+    pub addr: SocketAddr,
+    pub repo: RepoName,
+    pub clock: Option<ManualClock>,
+    secret: String,
+    http: reqwest::Client,
+    stop: Option<Trigger>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    next_delivery: AtomicU64,
+    next_comment: AtomicU64,
+}
+
+pub const INSTALLATION: u64 = 1;
+pub const SECRET: &str = "stagebot-test-secret";
+
+impl Stack {
+    /// Start the fake GitHub and the real server on loopback.
+    pub async fn start(opts: StackOptions) -> Result<Stack, KitError> {
+        let fake = FakeGitHub::start().await;
+        fake.add_installation(INSTALLATION, opts.repo.owner());
+        fake.add_repo(&opts.repo, "main", INSTALLATION);
+        Self::start_with(fake, opts).await
+    }
+
+    /// Start the real server against an existing fake (a restart keeps the fake's state).
+    pub async fn start_with(fake: FakeGitHub, opts: StackOptions) -> Result<Stack, KitError> {
+        let listener = tokio::net::TcpListener::bind(opts.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
+        let addr = listener.local_addr()?;
+        let mut settings = Settings::new(
+            opts.data_dir.clone(),
+            format!("http://{addr}"),
+            format!("localhost:{}", addr.port()),
+        );
+        settings.limits.max_previews = opts.max_previews;
+        settings.delivery_retry.base = Duration::from_millis(50);
+        settings.delivery_retry.max = Duration::from_millis(200);
+        settings.delivery_retry.max_attempts = 3;
+        settings.vars = opts.vars.iter().cloned().collect();
+        let mut retry = RetryPolicy::default();
+        retry.base_delay = Duration::from_millis(5);
+        retry.max_delay = Duration::from_millis(50);
+        retry.max_total = Duration::from_secs(2);
+        let github = GitHub::new(GitHubConfig {
+            api_url: fake.url(),
+            app_id: fake.app_id(),
+            private_key_pem: fake.private_key_pem(),
+            retry,
+        })
+        .map_err(|e| KitError::Other(e.to_string()))?;
+        let routes = Routes::default();
+        let mut local = LocalConfig::new(opts.data_dir.clone(), routes.clone());
+        local.health_timeout = Duration::from_secs(20);
+        let provider = Provider::Local(LocalProvider::new(local));
+        let store = Store::open(&opts.data_dir).map_err(|e| KitError::Other(e.to_string()))?;
+        let clock = opts.manual_clock.map(ManualClock::new);
+        let shared: SharedClock = match &clock {
+            Some(c) => Arc::new(c.clone()),
+            None => Arc::new(crate::clock::SystemClock),
+        };
+        let secrets = WebhookSecrets::parse(SECRET).ok_or_else(|| KitError::Other("secret".into()))?;
+        let app = App::new(Parts {
+            settings,
+            store,
+            github,
+            provider,
+            routes,
+            clock: shared,
+            secrets,
+        });
+        let (trigger, signal) = shutdown();
+        let server = tokio::spawn(crate::serve::run(
+            app.clone(),
+            listener,
+            crate::serve::Intervals {
+                reconcile: Duration::from_secs(3600),
+            },
+            async move { signal.wait().await },
+        ));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| KitError::Other(e.to_string()))?;
+        Ok(Stack {
+            fake,
+            app,
+            addr,
+            repo: opts.repo,
+            clock,
+            secret: SECRET.into(),
+            http,
+            stop: Some(trigger),
+            server: Some(server),
+            next_delivery: AtomicU64::new(1),
+            next_comment: AtomicU64::new(1),
+        })
+    }
+
+    /// Stop the server (graceful), keeping the fake running; returns the fake for a restart.
+    pub async fn stop(mut self) -> FakeGitHub {
+        if let Some(t) = self.stop.take() {
+            t.fire();
+        }
+        if let Some(s) = self.server.take() {
+            let _ = s.await;
+        }
+        self.fake.clone()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// POST a signed webhook; returns the status code and JSON answer.
+    pub async fn send(&self, event: &str, payload: &Value) -> Result<(u16, Value), KitError> {
+        let n = self.next_delivery.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), n);
+        self.send_as(event, &id, payload).await
+    }
+
+    pub async fn send_as(&self, event: &str, delivery: &str, payload: &Value) -> Result<(u16, Value), KitError> {
+        let body = serde_json::to_vec(payload).map_err(|e| KitError::Other(e.to_string()))?;
+        let resp = self
+            .http
+            .post(format!("{}/webhook", self.url()))
+            .header("X-GitHub-Event", event)
+            .header("X-GitHub-Delivery", delivery)
+            .header("X-Hub-Signature-256", sign(&self.secret, &body))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| KitError::Other(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let json = resp.json().await.unwrap_or(Value::Null);
+        Ok((status, json))
+    }
+
+    /// Process everything and wait for deploys to finish.
+    pub async fn settle(&self) -> Result<(), KitError> {
+        self.app.settle().await.map_err(|e| KitError::Other(e.to_string()))
+    }
+
+    /// Mirror a file into the fake's contents API at `sha`.
+    pub fn mirror(&self, sha: &Sha, files: &[(&str, String)]) {
+        for (path, content) in files {
+            self.fake.set_file(&self.repo, sha.as_str(), path, content);
+        }
+    }
+
+    /// Open a PR (fake state + `pull_request.opened`).
+    pub async fn open_pr(&self, pr: &TestPr) -> Result<(), KitError> {
+        let mut fake_pr = FakePr::new(pr.number, &pr.branch, pr.sha.clone())
+            .author(&pr.author)
+            .clone_url(&pr.clone_url);
+        if pr.draft {
+            fake_pr = fake_pr.draft();
+        }
+        if pr.fork {
+            fake_pr = fake_pr.fork();
+        }
+        self.fake.upsert_pr(&self.repo, fake_pr);
+        self.pr_event("opened", pr, None).await
+    }
+
+    /// Send a `pull_request` event for `pr` as it is now.
+    pub async fn pr_event(&self, action: &str, pr: &TestPr, before: Option<&Sha>) -> Result<(), KitError> {
+        let mut p = PrPayload::new(action, &self.repo, pr.number);
+        p.head_ref = pr.branch.clone();
+        p.head_sha = pr.sha.to_string();
+        p.author_login = pr.author.clone();
+        p.draft = pr.draft;
+        p.fork = pr.fork;
+        p.clone_url = Some(pr.clone_url.clone());
+        p.head_clone_url = Some(pr.clone_url.clone());
+        p.before = before.map(|b| b.to_string());
+        p.merged = pr.merged;
+        p.installation_id = Some(INSTALLATION);
+        let (status, body) = self.send("pull_request", &payloads::pull_request(&p)).await?;
+        expect_accepted(status, &body)
+    }
+
+    /// New head for a PR: fake state + `pull_request.synchronize`.
+    pub async fn synchronize(&self, pr: &mut TestPr, sha: Sha) -> Result<(), KitError> {
+        let before = std::mem::replace(&mut pr.sha, sha);
+        self.fake.set_pr_head(&self.repo, PrNumber(pr.number), pr.sha.clone());
+        self.pr_event("synchronize", pr, Some(&before)).await
+    }
+
+    /// Close (or merge) a PR.
+    pub async fn close_pr(&self, pr: &mut TestPr, merged: bool) -> Result<(), KitError> {
+        pr.merged = merged;
+        self.fake.set_pr_state(&self.repo, PrNumber(pr.number), false, merged);
+        self.pr_event("closed", pr, None).await
+    }
+
+    /// A push to `branch`.
+    pub async fn push(&self, branch: &str, before: &Sha, after: &Sha, clone_url: &str) -> Result<(), KitError> {
+        let mut p = PushPayload::new(&self.repo, branch);
+        p.before = before.to_string();
+        p.after = after.to_string();
+        p.clone_url = Some(clone_url.to_owned());
+        p.installation_id = Some(INSTALLATION);
+        let (status, body) = self.send("push", &payloads::push(&p)).await?;
+        expect_accepted(status, &body)
+    }
+
+    /// `delete` of a branch.
+    pub async fn delete_branch(&self, branch: &str) -> Result<(), KitError> {
+        let payload = payloads::delete_branch(&self.repo, Some(INSTALLATION), branch, "octocat");
+        let (status, body) = self.send("delete", &payload).await?;
+        expect_accepted(status, &body)
+    }
+
+    /// `user` comments `body` on PR `number`; returns the comment id.
+    pub async fn comment(&self, user: &str, number: u64, body: &str) -> Result<u64, KitError> {
+        let id = self.fake.add_user_comment(&self.repo, PrNumber(number), user, body);
+        let _ = self.next_comment.fetch_add(1, Ordering::Relaxed);
+        let mut p = CommentPayload::new(&self.repo, number, body);
+        p.comment_id = id;
+        p.author_login = user.to_owned();
+        p.author_association = "MEMBER".into();
+        p.installation_id = Some(INSTALLATION);
+        let (status, resp) = self.send("issue_comment", &payloads::issue_comment(&p)).await?;
+        expect_accepted(status, &resp)?;
+        Ok(id)
+    }
+
+    pub fn grant(&self, user: &str, permission: Permission) {
+        self.fake.set_permission(&self.repo, user, permission);
+    }
+
+    /// GET `url` (a preview URL on this stack's domain) through the built-in proxy.
+    pub async fn get(&self, url: &str) -> Result<(u16, String), KitError> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| KitError::Other(e.to_string()))?;
+        let host = parsed.host_str().unwrap_or_default().to_owned();
+        let client = reqwest::Client::builder()
+            .resolve(&host, self.addr)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| KitError::Other(e.to_string()))?;
+        let resp = client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| KitError::Other(e.to_string()))?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.text().await.unwrap_or_default()))
+    }
+
+    /// The sticky comment's text on a PR (there must be at most one).
+    pub fn sticky(&self, number: u64) -> Option<String> {
+        let stickies: Vec<_> = self
+            .fake
+            .comments(&self.repo, PrNumber(number))
+            .into_iter()
+            .filter(|c| c.is_sticky())
+            .collect();
+        assert!(stickies.len() <= 1, "more than one sticky comment on #{number}");
+        stickies.first().map(|c| c.text().to_owned())
+    }
+
+    /// Replies (non-sticky bot comments) on a PR.
+    pub fn replies(&self, number: u64) -> Vec<String> {
+        let app = self.fake.app_login();
+        self.fake
+            .comments(&self.repo, PrNumber(number))
+            .into_iter()
+            .filter(|c| !c.is_sticky() && c.author == app)
+            .map(|c| c.text().to_owned())
+            .collect()
+    }
+}
+
+fn expect_accepted(status: u16, body: &Value) -> Result<(), KitError> {
+    if status == 202 {
+        Ok(())
+    } else {
+        Err(KitError::Other(format!("webhook answered {status}: {body}")))
+    }
+}
+
+/// A PR as a test sees it.
+#[derive(Debug, Clone)]
+pub struct TestPr {
+    pub number: u64,
+    pub branch: String,
+    pub sha: Sha,
+    pub author: String,
+    pub clone_url: String,
+    pub draft: bool,
+    pub fork: bool,
+    pub merged: bool,
+}
+
+impl TestPr {
+    pub fn new(number: u64, branch: &str, sha: Sha, clone_url: &str) -> Self {
+        Self {
+            number,
+            branch: branch.to_owned(),
+            sha,
+            author: "octocat".into(),
+            clone_url: clone_url.to_owned(),
+            draft: false,
+            fork: false,
+            merged: false,
+        }
+    }
+}
