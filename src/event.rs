@@ -92,7 +92,9 @@ pub struct BranchDeletedEvent {
 pub enum CommentAction {
     Created,
     /// `previous_body` is `changes.body.from` when GitHub sent it.
-    Edited { previous_body: Option<String> },
+    Edited {
+        previous_body: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,9 +152,14 @@ pub enum Event {
     Comment(CommentEvent),
     Installation(InstallationEvent),
     InstallationRepositories(InstallationReposEvent),
-    Ping { zen: Option<String>, hook_id: Option<u64> },
+    Ping {
+        zen: Option<String>,
+        hook_id: Option<u64>,
+    },
     /// An event or action stagebot does not act on, with the reason (logged and recorded).
-    Ignored { reason: String },
+    Ignored {
+        reason: String,
+    },
 }
 
 impl Event {

@@ -4,4 +4,5 @@
 pub mod clock;
 pub mod event;
 pub mod provider;
+pub mod repo_config;
 pub mod types;

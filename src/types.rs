@@ -44,10 +44,18 @@ impl RepoName {
                 && s != ".."
         };
         if !valid(owner) {
-            return Err(InvalidValue::new("repository owner", owner, "expected [A-Za-z0-9._-]"));
+            return Err(InvalidValue::new(
+                "repository owner",
+                owner,
+                "expected [A-Za-z0-9._-]",
+            ));
         }
         if !valid(name) {
-            return Err(InvalidValue::new("repository name", name, "expected [A-Za-z0-9._-]"));
+            return Err(InvalidValue::new(
+                "repository name",
+                name,
+                "expected [A-Za-z0-9._-]",
+            ));
         }
         Ok(Self {
             owner: owner.to_owned(),
@@ -92,9 +100,7 @@ impl From<RepoName> for String {
 }
 
 /// A pull request (or issue) number.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct PrNumber(pub u64);
 
@@ -112,7 +118,11 @@ pub struct Sha(String);
 impl Sha {
     pub fn new(s: &str) -> Result<Self, InvalidValue> {
         if !(7..=64).contains(&s.len()) {
-            return Err(InvalidValue::new("commit sha", s, "expected 7 to 64 hex digits"));
+            return Err(InvalidValue::new(
+                "commit sha",
+                s,
+                "expected 7 to 64 hex digits",
+            ));
         }
         if !s.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(InvalidValue::new("commit sha", s, "expected hex digits"));
@@ -179,7 +189,11 @@ impl Slug {
             return Err(InvalidValue::new("slug", s, "expected [a-z0-9-]"));
         }
         if s.starts_with('-') || s.ends_with('-') {
-            return Err(InvalidValue::new("slug", s, "must not start or end with '-'"));
+            return Err(InvalidValue::new(
+                "slug",
+                s,
+                "must not start or end with '-'",
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -228,10 +242,18 @@ pub struct DeliveryId(String);
 impl DeliveryId {
     pub fn new(s: &str) -> Result<Self, InvalidValue> {
         if s.is_empty() || s.len() > 100 {
-            return Err(InvalidValue::new("delivery id", s, "expected 1 to 100 characters"));
+            return Err(InvalidValue::new(
+                "delivery id",
+                s,
+                "expected 1 to 100 characters",
+            ));
         }
         if !s.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(InvalidValue::new("delivery id", s, "expected printable ASCII"));
+            return Err(InvalidValue::new(
+                "delivery id",
+                s,
+                "expected printable ASCII",
+            ));
         }
         Ok(Self(s.to_owned()))
     }

@@ -44,7 +44,10 @@ impl DeploySpec {
     /// The `STAGEBOT_*` variables every environment's processes get (DESIGN §5).
     pub fn stagebot_vars(&self) -> BTreeMap<String, String> {
         let mut v = BTreeMap::new();
-        v.insert("STAGEBOT_ENV".into(), format!("{}/{}", self.kind, self.env.slug));
+        v.insert(
+            "STAGEBOT_ENV".into(),
+            format!("{}/{}", self.kind, self.env.slug),
+        );
         v.insert("STAGEBOT_SLUG".into(), self.env.slug.to_string());
         v.insert("STAGEBOT_KIND".into(), self.kind.to_string());
         v.insert("STAGEBOT_REPO".into(), self.env.repo.to_string());
@@ -89,7 +92,9 @@ pub struct TeardownSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ProviderStatus {
-    Running { url: String },
+    Running {
+        url: String,
+    },
     Stopped,
     /// The provider cannot tell (the command provider has no status script).
     Unknown,
