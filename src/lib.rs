@@ -4,5 +4,6 @@
 pub mod clock;
 pub mod event;
 pub mod provider;
+pub mod proxy;
 pub mod repo_config;
 pub mod types;
