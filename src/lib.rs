@@ -1,23 +1,27 @@
 //! stagebot: a self-hosted GitHub App that gives every branch and pull request its own live
 //! environment. See `docs/architecture.md` for how the parts fit together.
 
+pub mod admin;
+pub mod app;
 pub mod clock;
+pub mod command;
+pub mod demo;
+pub mod engine;
 pub mod event;
 pub mod fake_github;
 pub mod github;
-pub mod provider;
-pub mod store;
-pub mod types;
-pub mod admin;
-pub mod app;
-pub mod engine;
 pub mod lifecycle;
 pub mod metrics;
 pub mod policy;
+pub mod provider;
+pub mod proxy;
+pub mod repo_config;
 pub mod reporter;
 pub mod serve;
 pub mod server;
+pub mod slug;
+pub mod store;
+pub mod testkit;
+pub mod types;
 pub mod webhook;
 pub mod worker;
-pub mod testkit;
-pub mod demo;

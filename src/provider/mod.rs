@@ -1,12 +1,112 @@
 //! Providers make environments real (DESIGN §5). Two are built in: `local` (embedded, default)
 //! and `command` (operator scripts). A plain enum keeps dispatch obvious.
 
+pub mod command;
+pub mod local;
+mod process;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::types::{EnvId, EnvKind, PrNumber, Secret, Sha};
+
+pub use command::{CommandConfig, CommandProvider};
+pub use local::{LocalConfig, LocalProvider};
+
+/// The configured provider. A plain enum: two built-ins, dispatch by `match`.
+#[derive(Debug, Clone)]
+pub enum Provider {
+    /// Embedded: processes on this machine behind the built-in proxy.
+    Local(LocalProvider),
+    /// Operator scripts (Kubernetes, Terraform, a PaaS…).
+    Command(CommandProvider),
+}
+
+impl Provider {
+    /// `local` or `command`, for logs and the dashboard.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Provider::Local(_) => "local",
+            Provider::Command(_) => "command",
+        }
+    }
+
+    /// Make `spec.sha` the live release of `spec.env`. Dropping the future cancels the deploy
+    /// (its processes are killed) and leaves the previous release serving.
+    pub async fn deploy(&self, spec: &DeploySpec) -> Result<Deployed, ProviderError> {
+        match self {
+            Provider::Local(p) => p.deploy(spec).await,
+            Provider::Command(p) => p.deploy(spec).await,
+        }
+    }
+
+    /// Remove the environment. Tearing down an environment that is not running is not an error.
+    pub async fn teardown(&self, spec: &TeardownSpec) -> Result<(), ProviderError> {
+        match self {
+            Provider::Local(p) => p.teardown(spec).await,
+            Provider::Command(p) => p.teardown(spec).await,
+        }
+    }
+
+    /// What the provider sees for `env` right now.
+    pub async fn status(&self, env: &EnvId) -> Result<ProviderStatus, ProviderError> {
+        match self {
+            Provider::Local(p) => Ok(p.status(env)),
+            Provider::Command(p) => p.status(env).await,
+        }
+    }
+}
+
+/// Why a provider could not do what was asked. `Config` and `Deploy` messages are written for
+/// the PR author; `log_tail()` gives the end of the release log when there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The repository or provider configuration is missing something or invalid.
+    #[error("{0}")]
+    Config(String),
+    /// Fetching or checking out the commit failed.
+    #[error("git: {0}")]
+    Git(String),
+    /// A step (build, seed, start, health check, deploy script) failed.
+    #[error("{message}")]
+    Deploy {
+        /// What failed, e.g. "`build` exited with status 2".
+        message: String,
+        /// The last lines of the release log.
+        log_tail: String,
+    },
+    /// A step ran out of time; its processes were killed.
+    #[error("{step} timed out after {}", process::human(*.after))]
+    Timeout {
+        /// `build`, `seed`, `deploy script`, …
+        step: String,
+        /// The limit that was hit.
+        after: Duration,
+        /// The last lines of the release log.
+        log_tail: String,
+    },
+    /// The machine stagebot runs on failed us (disk, process spawning…).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ProviderError {
+    /// The end of the release log, when the error comes with one.
+    pub fn log_tail(&self) -> Option<&str> {
+        match self {
+            ProviderError::Deploy { log_tail, .. } | ProviderError::Timeout { log_tail, .. } => {
+                Some(log_tail)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// How many log lines a failure quotes.
+pub const LOG_TAIL_LINES: usize = 30;
 
 /// Everything a provider needs to deploy one release of one environment.
 #[derive(Debug, Clone)]

@@ -1,0 +1,834 @@
+//! The embedded default provider (DESIGN §5): fetch the commit into a bare cache, check it out
+//! per release, run the repository's `build` and `start`, wait for the health path, then switch
+//! the built-in proxy's route to the new process and stop the previous one (zero downtime).
+//!
+//! Layout under `data_dir`:
+//! ```text
+//! repos/<owner>/<name>.git                    bare cache, fetched into per deploy
+//! envs/<owner>/<name>/<slug>/r<release>/      checkout of one release (its cwd)
+//! envs/<owner>/<name>/<slug>/r<release>.pgid  process group of its `start`, for crash recovery
+//! ```
+//!
+//! Commands come from the repository's config (trusted like CI config) and run with `sh -c`.
+//! Everything that comes from GitHub users (branch names, titles…) reaches processes only as
+//! environment variables, never inside a command string. Git always runs with explicit args.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use tokio::process::{Child, Command};
+
+use super::process::{self, GroupGuard, ReleaseLog, describe_exit, human, signal_group};
+use super::{DeploySpec, Deployed, LOG_TAIL_LINES, ProviderError, ProviderStatus, TeardownSpec};
+use crate::proxy::Routes;
+use crate::repo_config::{self, CONFIG_PATH, Effective};
+use crate::types::{EnvId, RepoName};
+
+/// Settings of the local provider.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// Root for the repository cache and the checkouts (`STAGEBOT_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// The proxy's routing table; deploys set routes, teardowns remove them.
+    pub routes: Routes,
+    /// `build` (and hook) limit when the repository sets none (default 10 min).
+    pub build_timeout: Duration,
+    /// How long `start` may take to become healthy when the repository sets none (default 2 min).
+    pub health_timeout: Duration,
+    /// How long the previous release keeps running after the route has switched, so requests
+    /// already forwarded to it can finish (default 2 s).
+    pub drain: Duration,
+    /// Time between SIGTERM and SIGKILL when stopping a release (default 10 s).
+    pub stop_grace: Duration,
+    /// The git executable (default `git` from `PATH`).
+    pub git: PathBuf,
+}
+
+impl LocalConfig {
+    /// Defaults for everything but where to keep data and the routing table.
+    pub fn new(data_dir: impl Into<PathBuf>, routes: Routes) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            routes,
+            build_timeout: Duration::from_secs(600),
+            health_timeout: Duration::from_secs(120),
+            drain: Duration::from_secs(2),
+            stop_grace: Duration::from_secs(10),
+            git: PathBuf::from("git"),
+        }
+    }
+}
+
+/// The local provider. Cheap to clone; clones share their state.
+#[derive(Debug, Clone)]
+pub struct LocalProvider {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cfg: LocalConfig,
+    running: Mutex<HashMap<EnvId, Running>>,
+    env_locks: Mutex<HashMap<EnvId, Arc<tokio::sync::Mutex<()>>>>,
+    repo_locks: Mutex<HashMap<RepoName, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The live release of one environment.
+#[derive(Debug)]
+struct Running {
+    release: u32,
+    child: Child,
+    guard: GroupGuard,
+    addr: SocketAddr,
+    dir: PathBuf,
+    host: String,
+    public_url: String,
+    predestroy: Option<String>,
+    /// The environment `start` ran with, for `predestroy`.
+    env: Vec<(String, OsString)>,
+    hook_timeout: Duration,
+}
+
+/// Removes a directory when dropped, unless kept.
+struct DirGuard(Option<PathBuf>);
+
+impl DirGuard {
+    fn keep(mut self) -> PathBuf {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+impl LocalProvider {
+    /// A provider with nothing running yet.
+    pub fn new(cfg: LocalConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                cfg,
+                running: Mutex::new(HashMap::new()),
+                env_locks: Mutex::new(HashMap::new()),
+                repo_locks: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The routing table this provider updates.
+    pub fn routes(&self) -> &Routes {
+        &self.inner.cfg.routes
+    }
+
+    fn env_dir(&self, env: &EnvId) -> PathBuf {
+        self.inner
+            .cfg
+            .data_dir
+            .join("envs")
+            .join(env.repo.owner())
+            .join(env.repo.name())
+            .join(env.slug.as_str())
+    }
+
+    fn cache_dir(&self, repo: &RepoName) -> PathBuf {
+        self.inner
+            .cfg
+            .data_dir
+            .join("repos")
+            .join(repo.owner())
+            .join(format!("{}.git", repo.name()))
+    }
+
+    fn env_lock(&self, env: &EnvId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .inner
+            .env_locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        locks.entry(env.clone()).or_default().clone()
+    }
+
+    fn repo_lock(&self, repo: &RepoName) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .inner
+            .repo_locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        locks.entry(repo.clone()).or_default().clone()
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<EnvId, Running>> {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Deploy `spec.sha` as release `spec.release` and route `spec.host` to it once healthy.
+    /// On failure (or when the future is dropped) everything this deploy started is killed and
+    /// the previous release keeps serving.
+    #[tracing::instrument(name = "local_deploy", skip_all, fields(
+        env = %spec.env, slug = %spec.env.slug, release = spec.release, sha = %spec.sha.short()
+    ))]
+    pub async fn deploy(&self, spec: &DeploySpec) -> Result<Deployed, ProviderError> {
+        let lock = self.env_lock(&spec.env);
+        let _env_guard = lock.lock().await;
+        let started = Instant::now();
+        let log = ReleaseLog::open(&spec.log_path)?;
+        log.header(&format!(
+            "deploy {} release {} at {} ({})",
+            spec.env,
+            spec.release,
+            spec.sha,
+            spec.branch.escape_debug()
+        ));
+        let result = self.deploy_locked(spec, &log).await;
+        match &result {
+            Ok(_) => {
+                log.header(&format!("live after {}", human(started.elapsed())));
+                tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "deployed"
+                );
+            }
+            Err(e) => {
+                log.header(&format!("deploy failed: {e}"));
+                tracing::warn!(error = %e, "deploy failed");
+            }
+        }
+        result
+    }
+
+    async fn deploy_locked(
+        &self,
+        spec: &DeploySpec,
+        log: &ReleaseLog,
+    ) -> Result<Deployed, ProviderError> {
+        let cfg = &self.inner.cfg;
+        let env_dir = self.env_dir(&spec.env);
+        let live_dir = self.running().get(&spec.env).map(|r| r.dir.clone());
+        tokio::fs::create_dir_all(&env_dir).await?;
+        // Releases left behind by a previous run of stagebot (or a cancelled deploy) go first.
+        remove_stale_releases(&env_dir, live_dir.as_deref()).await;
+
+        // 1. Fetch and check out the exact commit.
+        let cache = self.cache_dir(&spec.env.repo);
+        let sha = {
+            let lock = self.repo_lock(&spec.env.repo);
+            let _repo_guard = lock.lock().await;
+            fetch(cfg, &cache, spec, log).await?
+        };
+        let mut dir = env_dir.join(format!("r{}", spec.release));
+        if live_dir.as_deref() == Some(dir.as_path()) {
+            // Re-deploying the live release: do not pull its files from under it.
+            dir = env_dir.join(format!("r{}-{:08x}", spec.release, fastrand::u32(..)));
+        }
+        let checkout = DirGuard(Some(dir.clone()));
+        if tokio::fs::try_exists(&dir).await? {
+            tokio::fs::remove_dir_all(&dir).await?;
+        }
+        let dir_str = dir.to_string_lossy().into_owned();
+        let cache_str = cache.to_string_lossy().into_owned();
+        git(
+            cfg,
+            log,
+            "check out",
+            None,
+            &[
+                "clone",
+                "--quiet",
+                "--shared",
+                "--no-checkout",
+                "--",
+                &cache_str,
+                &dir_str,
+            ],
+        )
+        .await?;
+        git(
+            cfg,
+            log,
+            "check out",
+            Some(&dir),
+            &["checkout", "--quiet", "--detach", &sha],
+        )
+        .await?;
+
+        // 2. The repository's configuration at that commit.
+        let eff = read_config(&dir, spec)?;
+        let Some(start_cmd) = eff.start.clone() else {
+            return Err(ProviderError::Config(format!(
+                "no `start` command: add {CONFIG_PATH} with a `start:` line that serves the app on \
+                 $PORT, for example\n\n    start: ./server --port \"$PORT\"\n    health: /healthz"
+            )));
+        };
+        let build_timeout = eff.build_timeout.unwrap_or(cfg.build_timeout);
+        let health_timeout = eff.health_timeout.unwrap_or(cfg.health_timeout);
+        let mut env = app_env(spec, &eff);
+
+        // 3. build, then seed on an environment's first deploy.
+        if let Some(build) = &eff.build {
+            run_step("build", build, &dir, &env, log, build_timeout).await?;
+        }
+        if spec.first_deploy
+            && let Some(seed) = &eff.seed
+        {
+            run_step("seed", seed, &dir, &env, log, build_timeout).await?;
+        }
+
+        // 4. start on a free port and wait until healthy.
+        let port = free_port()?;
+        env.push(("PORT".to_owned(), port.to_string().into()));
+        log.header(&format!("start (PORT={port}): {start_cmd}"));
+        let mut cmd = shell(&start_cmd, &dir, &env, log)?;
+        let (mut child, guard) = process::spawn_in_group(&mut cmd)?;
+        if let Some(pgid) = guard.pgid() {
+            let _ = std::fs::write(pgid_file(&dir), pgid.to_string());
+        }
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let health_started = Instant::now();
+        if let Err(message) = wait_healthy(&mut child, addr, &eff.health, health_timeout).await {
+            drop(guard); // kills the group
+            let _ = child.wait().await;
+            let _ = std::fs::remove_file(pgid_file(&dir));
+            log.line(&message);
+            return Err(ProviderError::Deploy {
+                message,
+                log_tail: log.tail(LOG_TAIL_LINES),
+            });
+        }
+        log.header(&format!(
+            "healthy after {}",
+            human(health_started.elapsed())
+        ));
+
+        // 5. Switch the route, then retire the previous release.
+        let previous = {
+            let mut running = self.running();
+            cfg.routes.set(&spec.host, addr);
+            running.insert(
+                spec.env.clone(),
+                Running {
+                    release: spec.release,
+                    child,
+                    guard,
+                    addr,
+                    dir: checkout.keep(),
+                    host: spec.host.clone(),
+                    public_url: spec.public_url.clone(),
+                    predestroy: eff.predestroy.clone(),
+                    env: env.clone(),
+                    hook_timeout: build_timeout,
+                },
+            )
+        };
+        tracing::info!(host = %spec.host, %addr, "route switched");
+        if let Some(mut old) = previous {
+            if old.host != spec.host {
+                cfg.routes.remove(&old.host);
+            }
+            tokio::time::sleep(cfg.drain).await;
+            log.header(&format!("stopping release {}", old.release));
+            process::stop_group(&mut old.child, &mut old.guard, cfg.stop_grace).await;
+            let _ = tokio::fs::remove_file(pgid_file(&old.dir)).await;
+            let _ = tokio::fs::remove_dir_all(&old.dir).await;
+        }
+
+        // 6. postdeploy: the release is live already, so a failure is reported in the log only.
+        if let Some(hook) = &eff.postdeploy
+            && let Err(e) = run_step("postdeploy", hook, &dir, &env, log, build_timeout).await
+        {
+            log.line(&format!(
+                "warning: postdeploy failed ({e}); the release stays live"
+            ));
+            tracing::warn!(error = %e, "postdeploy failed");
+        }
+        Ok(Deployed {
+            url: spec.public_url.clone(),
+        })
+    }
+
+    /// Stop the environment: `predestroy` (best effort), remove the route, stop the process
+    /// group (TERM, then KILL after the grace period) and delete the checkouts.
+    #[tracing::instrument(name = "local_teardown", skip_all, fields(env = %spec.env, slug = %spec.env.slug))]
+    pub async fn teardown(&self, spec: &TeardownSpec) -> Result<(), ProviderError> {
+        let lock = self.env_lock(&spec.env);
+        let _env_guard = lock.lock().await;
+        let cfg = &self.inner.cfg;
+        let log = ReleaseLog::open(&spec.log_path)?;
+        log.header(&format!("teardown {}", spec.env));
+        let running = self.running().remove(&spec.env);
+        match running {
+            Some(mut r) => {
+                if let Some(hook) = &r.predestroy
+                    && let Err(e) =
+                        run_step("predestroy", hook, &r.dir, &r.env, &log, r.hook_timeout).await
+                {
+                    log.line(&format!(
+                        "warning: predestroy failed ({e}); tearing down anyway"
+                    ));
+                    tracing::warn!(error = %e, "predestroy failed");
+                }
+                if cfg.routes.get(&r.host) == Some(r.addr) {
+                    cfg.routes.remove(&r.host);
+                }
+                process::stop_group(&mut r.child, &mut r.guard, cfg.stop_grace).await;
+                log.line(&format!("stopped release {}", r.release));
+            }
+            None => {
+                log.line("no running release known to this stagebot process; cleaning up files")
+            }
+        }
+        let env_dir = self.env_dir(&spec.env);
+        remove_stale_releases(&env_dir, None).await;
+        match tokio::fs::remove_dir_all(&env_dir).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        log.header("torn down");
+        tracing::info!("torn down");
+        Ok(())
+    }
+
+    /// `Running` if the environment's process is alive and its route is set, else `Stopped`.
+    /// After a restart of stagebot nothing is known and everything is `Stopped`.
+    pub fn status(&self, env: &EnvId) -> ProviderStatus {
+        let mut running = self.running();
+        let Some(r) = running.get_mut(env) else {
+            return ProviderStatus::Stopped;
+        };
+        let alive = matches!(r.child.try_wait(), Ok(None));
+        if alive && self.inner.cfg.routes.get(&r.host) == Some(r.addr) {
+            ProviderStatus::Running {
+                url: r.public_url.clone(),
+            }
+        } else {
+            ProviderStatus::Stopped
+        }
+    }
+}
+
+/// `r3` → `r3.pgid`, next to the checkout (outside it, so the app cannot rewrite it).
+fn pgid_file(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().map(OsString::from).unwrap_or_default();
+    name.push(".pgid");
+    dir.with_file_name(name)
+}
+
+/// Kill the processes of every release in `env_dir` except `keep`, and delete their files.
+/// A process group is only killed if its leader's working directory is still that release's
+/// checkout, so a recycled pid is never hit.
+async fn remove_stale_releases(env_dir: &Path, keep: Option<&Path>) {
+    let Ok(mut entries) = tokio::fs::read_dir(env_dir).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let path = entry.path();
+        if keep.is_some_and(|k| path == k || path == pgid_file(k)) {
+            continue;
+        }
+        if path.extension().is_some_and(|e| e == "pgid") {
+            let checkout = path.with_extension("");
+            if let Some(pgid) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                let cwd = std::fs::read_link(format!("/proc/{pgid}/cwd")).ok();
+                if cwd.is_some_and(|c| c.starts_with(&checkout)) {
+                    tracing::info!(pgid, dir = %checkout.display(), "killing a release left behind");
+                    let _ = signal_group(pgid, libc::SIGKILL);
+                }
+            }
+            let _ = tokio::fs::remove_file(&path).await;
+        } else if entry.file_type().await.is_ok_and(|t| t.is_dir()) {
+            let _ = tokio::fs::remove_dir_all(&path).await;
+        }
+    }
+}
+
+/// Make sure the commit is in the cache; returns its full id.
+async fn fetch(
+    cfg: &LocalConfig,
+    cache: &Path,
+    spec: &DeploySpec,
+    log: &ReleaseLog,
+) -> Result<String, ProviderError> {
+    let cache_str = cache.to_string_lossy().into_owned();
+    if !cache.join("HEAD").exists() {
+        tokio::fs::create_dir_all(cache).await?;
+        git(
+            cfg,
+            log,
+            "init cache",
+            None,
+            &["init", "--quiet", "--bare", "--", &cache_str],
+        )
+        .await?;
+        git(
+            cfg,
+            log,
+            "init cache",
+            Some(cache),
+            &["config", "gc.auto", "0"],
+        )
+        .await?;
+    }
+    let sha = spec.sha.as_str();
+    if let Some(full) = resolve_commit(cfg, cache, sha).await {
+        log.line(&format!("commit {sha} already in the cache"));
+        return Ok(full);
+    }
+    let url = clone_url(&spec.clone_url)?;
+    let shown = redact_url(&url);
+    log.header(&format!("fetch {sha} from {shown}"));
+    let mut extra = Vec::new();
+    if let (Some(token), true) = (&spec.clone_token, url.starts_with("https://")) {
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("x-access-token:{}", token.expose()));
+        extra.push(("GIT_CONFIG_COUNT".to_owned(), "1".to_owned()));
+        extra.push(("GIT_CONFIG_KEY_0".to_owned(), "http.extraHeader".to_owned()));
+        extra.push((
+            "GIT_CONFIG_VALUE_0".to_owned(),
+            format!("Authorization: Basic {basic}"),
+        ));
+    }
+    // Servers allow fetching a full commit id directly; fall back to fetching all branches
+    // (abbreviated ids, servers that refuse unadvertised objects).
+    let direct = if sha.len() >= 40 {
+        git_with(
+            cfg,
+            log,
+            "fetch",
+            Some(cache),
+            &[
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--",
+                &url,
+                sha,
+            ],
+            &extra,
+        )
+        .await
+    } else {
+        Err(ProviderError::Git(String::new()))
+    };
+    if direct.is_err() || resolve_commit(cfg, cache, sha).await.is_none() {
+        // Glob refspecs that match nothing (no pull refs on a plain repository) are fine.
+        let refspecs = [
+            "+refs/heads/*:refs/heads/*",
+            "+refs/pull/*/head:refs/pull/*/head",
+        ];
+        let mut args = vec!["fetch", "--quiet", "--no-tags", "--prune", "--", &url];
+        args.extend(refspecs);
+        git_with(cfg, log, "fetch", Some(cache), &args, &extra).await?;
+    }
+    resolve_commit(cfg, cache, sha)
+        .await
+        .ok_or_else(|| ProviderError::Git(format!("commit {sha} not found in {shown}")))
+}
+
+/// Full id of `sha` if the cache has that commit.
+async fn resolve_commit(cfg: &LocalConfig, cache: &Path, sha: &str) -> Option<String> {
+    let out = git_command(cfg, Some(cache), &[])
+        .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
+        .arg(format!("{sha}^{{commit}}"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    let full = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    (out.status.success() && !full.is_empty()).then_some(full)
+}
+
+/// Validate the clone URL: a local path, `file://`, `https://` or `http://`, never something git
+/// would read as an option.
+fn clone_url(url: &str) -> Result<String, ProviderError> {
+    let url = url.trim();
+    let ok = url.starts_with("https://")
+        || url.starts_with("http://")
+        || url.starts_with("file://")
+        || url.starts_with('/');
+    if !ok || url.chars().any(char::is_control) {
+        return Err(ProviderError::Git(format!(
+            "unsupported clone URL {:?}: expected https://, http://, file:// or an absolute path",
+            redact_url(url)
+        )));
+    }
+    Ok(url.to_owned())
+}
+
+/// Drop any `user:password@` from a URL before it is shown.
+fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}{path}"),
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn git_command(cfg: &LocalConfig, dir: Option<&Path>, extra_env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(&cfg.git);
+    if let Some(dir) = dir {
+        cmd.arg("-C").arg(dir);
+    }
+    cmd.env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ALLOW_PROTOCOL", "file:https:http")
+        .env("LC_ALL", "C")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .envs(extra_env.iter().map(|(k, v)| (k, v)))
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn git(
+    cfg: &LocalConfig,
+    log: &ReleaseLog,
+    what: &str,
+    dir: Option<&Path>,
+    args: &[&str],
+) -> Result<(), ProviderError> {
+    git_with(cfg, log, what, dir, args, &[]).await
+}
+
+/// Run git with `args` (never through a shell); its output goes to the log.
+async fn git_with(
+    cfg: &LocalConfig,
+    log: &ReleaseLog,
+    what: &str,
+    dir: Option<&Path>,
+    args: &[&str],
+    extra_env: &[(String, String)],
+) -> Result<(), ProviderError> {
+    let out = git_command(cfg, dir, extra_env)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| ProviderError::Git(format!("cannot run {}: {e}", cfg.git.display())))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        log.line(&format!("git: {line}"));
+    }
+    if out.status.success() {
+        Ok(())
+    } else {
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no output");
+        Err(ProviderError::Git(format!(
+            "{what} failed ({}): {last}",
+            describe_exit(out.status)
+        )))
+    }
+}
+
+/// `.github/stagebot.yml` of the checkout (missing → defaults), resolved for this environment.
+fn read_config(dir: &Path, spec: &DeploySpec) -> Result<Effective, ProviderError> {
+    let path = dir.join(CONFIG_PATH);
+    let cfg = match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => repo_config::RepoConfig::default(),
+        Err(e) => return Err(e.into()),
+        Ok(meta) if !meta.is_file() => {
+            return Err(ProviderError::Config(format!(
+                "{CONFIG_PATH} must be a regular file (not a symlink)"
+            )));
+        }
+        Ok(_) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ProviderError::Config(format!("{CONFIG_PATH}: cannot read: {e}")))?;
+            repo_config::parse(&text).map_err(|e| ProviderError::Config(e.to_string()))?
+        }
+    };
+    cfg.effective(spec.kind, spec.profile.as_deref())
+        .map_err(|e| ProviderError::Config(e.to_string()))
+}
+
+/// The environment of every app process: a few basics from stagebot's own environment, the
+/// repository's `env` (global, kind, profile), the operator's `spec.vars`, and last the
+/// `STAGEBOT_*` variables, which nothing overrides. `PORT` is added for `start` and later hooks.
+fn app_env(spec: &DeploySpec, eff: &Effective) -> Vec<(String, OsString)> {
+    let mut env = process::base_env();
+    env.extend(eff.env.iter().map(|(k, v)| (k.clone(), v.into())));
+    env.extend(spec.vars.iter().map(|(k, v)| (k.clone(), v.into())));
+    env.extend(spec.stagebot_vars().into_iter().map(|(k, v)| (k, v.into())));
+    env
+}
+
+/// `sh -c <command>` in `dir` with exactly `env`, output appended to the log.
+fn shell(
+    command: &str,
+    dir: &Path,
+    env: &[(String, OsString)],
+    log: &ReleaseLog,
+) -> io::Result<Command> {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(command)
+        .current_dir(dir)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(log.file()?)
+        .stderr(log.file()?);
+    Ok(cmd)
+}
+
+/// Run one step (`build`, a hook) to completion in its own process group, killing the group on
+/// timeout or when the future is dropped.
+async fn run_step(
+    step: &str,
+    command: &str,
+    dir: &Path,
+    env: &[(String, OsString)],
+    log: &ReleaseLog,
+    timeout: Duration,
+) -> Result<(), ProviderError> {
+    log.header(&format!("{step}: {command}"));
+    let started = Instant::now();
+    let mut cmd = shell(command, dir, env, log)?;
+    let (mut child, mut guard) = process::spawn_in_group(&mut cmd)?;
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => {
+            // Anything the step left running in its group goes with it.
+            drop(guard);
+            if status.success() {
+                log.line(&format!("{step} finished in {}", human(started.elapsed())));
+                Ok(())
+            } else {
+                let message = format!("`{step}` failed: exited with {}", describe_exit(status));
+                log.line(&message);
+                Err(ProviderError::Deploy {
+                    message,
+                    log_tail: log.tail(LOG_TAIL_LINES),
+                })
+            }
+        }
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => {
+            if let Some(pgid) = guard.pgid() {
+                let _ = signal_group(pgid, libc::SIGKILL);
+            }
+            guard.disarm();
+            let _ = child.wait().await;
+            log.line(&format!(
+                "{step} timed out after {}; killed",
+                human(timeout)
+            ));
+            Err(ProviderError::Timeout {
+                step: step.to_owned(),
+                after: timeout,
+                log_tail: log.tail(LOG_TAIL_LINES),
+            })
+        }
+    }
+}
+
+/// A port nothing listens on right now (bind to :0, read, release).
+fn free_port() -> io::Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Poll `http://addr<health>` with backoff until it answers 2xx. Fails at once if the process
+/// exits, and after `timeout` otherwise.
+async fn wait_healthy(
+    child: &mut Child,
+    addr: SocketAddr,
+    health: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let url = format!("http://{addr}{health}");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| format!("cannot build the health-check client: {e}"))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(25);
+    let mut last = "no answer yet".to_owned();
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                return Err(match status {
+                    Ok(s) => format!("`start` exited with {} before answering GET {health}", describe_exit(s)),
+                    Err(e) => format!("`start` could not be watched: {e}"),
+                });
+            }
+            answer = client.get(&url).send() => match answer {
+                Ok(resp) if resp.status().is_success() => return Ok(()),
+                Ok(resp) => last = format!("answered {}", resp.status()),
+                Err(e) if e.is_connect() => last = "connection refused".to_owned(),
+                Err(e) => last = e.to_string(),
+            },
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "`start` did not become healthy within {}: GET {health} on port {} {last}",
+                human(timeout),
+                addr.port()
+            ));
+        }
+        tokio::select! {
+            status = child.wait() => {
+                return Err(match status {
+                    Ok(s) => format!("`start` exited with {} before answering GET {health}", describe_exit(s)),
+                    Err(e) => format!("`start` could not be watched: {e}"),
+                });
+            }
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_and_redacted() {
+        assert!(clone_url("https://github.com/o/r.git").is_ok());
+        assert!(clone_url("/srv/git/r").is_ok());
+        assert!(clone_url("file:///srv/git/r").is_ok());
+        assert!(clone_url("--upload-pack=touch /tmp/x").is_err());
+        assert!(clone_url("ext::sh -c touch% /tmp/x").is_err());
+        assert!(clone_url("relative/path").is_err());
+        assert_eq!(
+            redact_url("https://x:tok@github.com/o/r"),
+            "https://***@github.com/o/r"
+        );
+        assert_eq!(
+            redact_url("https://github.com/o/r"),
+            "https://github.com/o/r"
+        );
+    }
+
+    #[test]
+    fn pgid_file_sits_next_to_the_checkout() {
+        assert_eq!(
+            pgid_file(Path::new("/d/envs/o/r/s/r3")),
+            Path::new("/d/envs/o/r/s/r3.pgid")
+        );
+    }
+}

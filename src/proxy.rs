@@ -1,0 +1,386 @@
+//! The built-in reverse proxy (DESIGN §5, local provider): requests whose `Host` names a live
+//! environment are forwarded to that environment's process; everything else is left to
+//! stagebot's own routes.
+//!
+//! Wiring (done by the server): `axum::middleware::from_fn_with_state(proxy_state, proxy::middleware)`
+//! in front of the app's router, or call [`forward`] yourself.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// The routing table: host (lowercase, with its port when it has one) → upstream address.
+/// Cheap to clone; every clone shares the same table.
+#[derive(Clone, Default)]
+pub struct Routes {
+    inner: Arc<RwLock<HashMap<String, SocketAddr>>>,
+}
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.list()).finish()
+    }
+}
+
+impl Routes {
+    /// Route `host` (e.g. `pr-42-login--webapp.localhost:3000`) to `addr`, replacing any route.
+    pub fn set(&self, host: &str, addr: SocketAddr) {
+        let mut map = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        map.insert(host.to_ascii_lowercase(), addr);
+    }
+
+    /// Remove the route for `host`; returns where it pointed.
+    pub fn remove(&self, host: &str) -> Option<SocketAddr> {
+        let mut map = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        map.remove(&host.to_ascii_lowercase())
+    }
+
+    /// Where a request for `host` goes. Matches the configured host exactly (case-insensitive);
+    /// failing that, compares hosts with any `:port` removed from both sides, so a request that
+    /// arrives through a front proxy on the default port (`Host: x.example.dev`) still finds
+    /// `x.example.dev:3000`, and the reverse.
+    pub fn get(&self, host: &str) -> Option<SocketAddr> {
+        let host = host.to_ascii_lowercase();
+        let map = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(addr) = map.get(&host) {
+            return Some(*addr);
+        }
+        let bare = strip_port(&host);
+        if let Some(addr) = map.get(bare) {
+            return Some(*addr);
+        }
+        map.iter()
+            .find(|(k, _)| strip_port(k) == bare)
+            .map(|(_, addr)| *addr)
+    }
+
+    /// Every route, sorted by host.
+    pub fn list(&self) -> Vec<(String, SocketAddr)> {
+        let map = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        let mut v: Vec<_> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        v.sort();
+        v
+    }
+}
+
+/// `host:port` → `host`; `[::1]:80` → `[::1]`; leaves a bare host alone.
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i)
+            if !host[i + 1..].is_empty() && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            let h = &host[..i];
+            // A bare IPv6 address (`::1`) has colons but no brackets: leave it alone.
+            if h.contains(':') && !h.ends_with(']') {
+                host
+            } else {
+                h
+            }
+        }
+        _ => host,
+    }
+}
+
+/// Does `host` look like a preview host under `domain`, i.e. one DNS label containing the `--`
+/// separator directly under the domain (`pr-1-x--webapp.localhost:3000` under `localhost:3000`)?
+/// Ports are ignored on both sides. Such a host with no route gets a 404 "no live environment".
+pub fn is_preview_host(host: &str, domain: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    let domain = domain.to_ascii_lowercase();
+    let (host, domain) = (
+        strip_port(&host),
+        strip_port(domain.trim_start_matches('.')),
+    );
+    let Some(label) = host
+        .strip_suffix(domain)
+        .and_then(|rest| rest.strip_suffix('.'))
+    else {
+        return false;
+    };
+    !label.is_empty() && !label.contains('.') && label.contains("--")
+}
+
+/// The HTTP client the proxy forwards with (plain HTTP/1 to local upstreams, pooled).
+#[derive(Clone, Debug)]
+pub struct ProxyClient {
+    client: Client<HttpConnector, Body>,
+}
+
+impl Default for ProxyClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProxyClient {
+    /// A client with a 5 s connect timeout and no overall timeout (responses may stream).
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Self { client }
+    }
+}
+
+/// Everything [`middleware`] needs.
+#[derive(Clone, Debug)]
+pub struct ProxyState {
+    /// The routing table the local provider updates.
+    pub routes: Routes,
+    /// The forwarding client.
+    pub client: ProxyClient,
+    /// The preview domain (`STAGEBOT_PREVIEW_DOMAIN`, e.g. `localhost:3000`), for the 404 of
+    /// unrouted preview hosts.
+    pub preview_domain: String,
+}
+
+/// Axum middleware: routed hosts are proxied, unrouted preview hosts get a 404, everything else
+/// reaches stagebot's own routes. Use with `axum::middleware::from_fn_with_state`.
+pub async fn middleware(State(state): State<ProxyState>, req: Request, next: Next) -> Response {
+    match forward(&state.routes, &state.client, req).await {
+        Ok(resp) => resp,
+        Err(req) => {
+            let host = request_host(&req).unwrap_or_default();
+            if is_preview_host(&host, &state.preview_domain) {
+                no_live_environment(&host)
+            } else {
+                next.run(req).await
+            }
+        }
+    }
+}
+
+/// The 404 for a preview-looking host with no route.
+pub fn no_live_environment(host: &str) -> Response {
+    text_response(
+        StatusCode::NOT_FOUND,
+        format!(
+            "stagebot: no live environment at this address ({host}). It may have been torn down, \
+             or its first deploy has not finished yet.\n"
+        ),
+    )
+}
+
+/// Forward `req` if its host is routed. Returns the upstream's response (or a 502 explaining
+/// that the environment is not answering); gives the request back untouched when the host has
+/// no route, so the caller can serve it.
+///
+/// Method, path, query, headers and body are passed on (bodies stream both ways); hop-by-hop
+/// headers are removed; `X-Forwarded-For` (appended to), `X-Forwarded-Host` and
+/// `X-Forwarded-Proto` (kept if a front proxy set it, else `http`) are added.
+pub async fn forward(
+    routes: &Routes,
+    client: &ProxyClient,
+    req: Request,
+) -> Result<Response, Request> {
+    let Some(host) = request_host(&req) else {
+        return Err(req);
+    };
+    let Some(upstream) = routes.get(&host) else {
+        return Err(req);
+    };
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+
+    let (mut parts, body) = req.into_parts();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    let uri = match Uri::builder()
+        .scheme("http")
+        .authority(upstream.to_string())
+        .path_and_query(path_and_query)
+        .build()
+    {
+        Ok(uri) => uri,
+        Err(e) => {
+            return Ok(text_response(
+                StatusCode::BAD_REQUEST,
+                format!("stagebot: bad request URI: {e}\n"),
+            ));
+        }
+    };
+    parts.uri = uri;
+    parts.version = axum::http::Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    add_forwarded(&mut parts.headers, &host, peer);
+
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_owned();
+    let upstream_req = Request::from_parts(parts, body);
+    match client.client.request(upstream_req).await {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Ok(Response::from_parts(parts, Body::new(body)))
+        }
+        Err(e) => {
+            tracing::warn!(%host, %upstream, %method, %path, error = %error_chain(&e), "upstream not answering");
+            Ok(text_response(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "stagebot: the environment at {host} is not answering ({}). \
+                     It may be restarting or have crashed; see its deploy log.\n",
+                    error_chain(&e)
+                ),
+            ))
+        }
+    }
+}
+
+/// The request's host: the `Host` header, or the authority of an absolute-form URI.
+fn request_host(req: &Request) -> Option<String> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named by `Connection` are hop-by-hop too (RFC 9110 §7.6.1).
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+}
+
+fn add_forwarded(headers: &mut HeaderMap, host: &str, peer: Option<std::net::IpAddr>) {
+    if let Some(ip) = peer {
+        let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {ip}"),
+            None => ip.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert("x-forwarded-for", v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert("x-forwarded-host", v);
+    }
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+fn text_response(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_case_insensitively_with_and_without_port() {
+        let r = Routes::default();
+        let a: SocketAddr = "127.0.0.1:4001".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:4002".parse().unwrap();
+        r.set("PR-1-X--web.localhost:3000", a);
+        r.set("pr-2--web.example.dev", b);
+        assert_eq!(r.get("pr-1-x--web.localhost:3000"), Some(a));
+        assert_eq!(r.get("pr-1-x--web.LOCALHOST"), Some(a));
+        assert_eq!(r.get("pr-2--web.example.dev:443"), Some(b));
+        assert_eq!(r.get("pr-3--web.example.dev"), None);
+        assert_eq!(r.list().len(), 2);
+        assert_eq!(r.remove("pr-1-x--web.localhost:3000"), Some(a));
+        assert_eq!(r.get("pr-1-x--web.localhost:3000"), None);
+    }
+
+    #[test]
+    fn strip_port_cases() {
+        assert_eq!(strip_port("a.b:3000"), "a.b");
+        assert_eq!(strip_port("a.b"), "a.b");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("::1"), "::1");
+        assert_eq!(strip_port("a.b:"), "a.b:");
+    }
+
+    #[test]
+    fn preview_hosts() {
+        assert!(is_preview_host(
+            "pr-1-x--web.localhost:3000",
+            "localhost:3000"
+        ));
+        assert!(is_preview_host("PR-1-X--WEB.localhost", "localhost:3000"));
+        assert!(is_preview_host("staging--web.example.dev", "example.dev"));
+        assert!(!is_preview_host("localhost:3000", "localhost:3000"));
+        assert!(!is_preview_host("web.localhost:3000", "localhost:3000"));
+        assert!(!is_preview_host("a.b--c.localhost", "localhost"));
+        assert!(!is_preview_host("x--y.evil-localhost", "localhost"));
+        assert!(!is_preview_host("--", ""));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::ACCEPT));
+    }
+}

@@ -1,0 +1,617 @@
+//! The repository's own configuration, `.github/stagebot.yml` at the deployed commit (DESIGN §6).
+//!
+//! ```yaml
+//! build: make build              # optional, run once per release in the checkout
+//! start: ./server --port "$PORT" # required for the local provider
+//! health: /healthz               # default "/"
+//! env: { KEY: value }            # for every environment
+//! seed: ./seed.sh                # once, on an environment's first deploy (after build, before start)
+//! postdeploy: ./notify.sh        # after the release is healthy
+//! predestroy: ./dump.sh          # before teardown (best effort)
+//! timeouts: { build: 10m, health: 2m }
+//! preview:    { auto: true, ttl: 3d, env: {}, profiles: { lite: { env: {}, build: …, start: … } } }
+//! staging:    { env: {} }
+//! production: { deploy_on_merge: true, permission: maintain, env: {} }
+//! ```
+//!
+//! Every map rejects unknown keys, so a typo is an error the PR author sees rather than a setting
+//! silently ignored.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::types::{EnvKind, Permission};
+
+/// Where the configuration lives in a repository.
+pub const CONFIG_PATH: &str = ".github/stagebot.yml";
+
+/// A configuration that cannot be used, with a message meant for the PR author.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The YAML does not parse or does not match the schema.
+    #[error("{CONFIG_PATH}: {message}")]
+    Invalid {
+        /// What is wrong, with the line and column when known.
+        message: String,
+        /// 1-based line of the problem, when known.
+        line: Option<u64>,
+        /// 1-based column of the problem, when known.
+        column: Option<u64>,
+    },
+    /// `/stage <profile>` named a profile the configuration does not define.
+    #[error("unknown profile `{name}`: {}", known_profiles(.known))]
+    UnknownProfile {
+        /// The requested profile.
+        name: String,
+        /// The profiles `preview.profiles` defines.
+        known: Vec<String>,
+    },
+}
+
+fn known_profiles(known: &[String]) -> String {
+    if known.is_empty() {
+        format!("{CONFIG_PATH} defines no profiles (add them under `preview.profiles`)")
+    } else {
+        format!("known profiles are {}", known.join(", "))
+    }
+}
+
+/// `.github/stagebot.yml`, parsed, with defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepoConfig {
+    /// Shell command run once per release in the checkout.
+    pub build: Option<String>,
+    /// Shell command that serves the app on `$PORT` (required by the local provider).
+    pub start: Option<String>,
+    /// Path answered with 2xx when the app is ready.
+    pub health: HealthPath,
+    /// Variables for every environment.
+    pub env: EnvVars,
+    /// Hook run once, on an environment's first deploy, after build and before start.
+    pub seed: Option<String>,
+    /// Hook run after a release is healthy and routed.
+    pub postdeploy: Option<String>,
+    /// Hook run before teardown (best effort).
+    pub predestroy: Option<String>,
+    /// Step timeouts; the provider's defaults apply when unset.
+    pub timeouts: Timeouts,
+    /// Preview environments (one per PR/branch).
+    pub preview: PreviewConfig,
+    /// The shared staging environment.
+    pub staging: StagingConfig,
+    /// The production environment.
+    pub production: ProductionConfig,
+}
+
+/// Environment variables, in a deterministic order. Values may be written as YAML strings,
+/// numbers or booleans; they are passed on as text.
+pub type EnvVars = BTreeMap<EnvName, EnvValue>;
+
+/// The health-check path: starts with `/`, defaults to `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthPath(String);
+
+impl HealthPath {
+    /// The path, e.g. `/healthz`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for HealthPath {
+    fn default() -> Self {
+        Self("/".to_owned())
+    }
+}
+
+impl<'de> Deserialize<'de> for HealthPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if !s.starts_with('/') || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(serde::de::Error::custom(format!(
+                "health must be a path starting with `/`, like `/healthz` (got {s:?})"
+            )));
+        }
+        Ok(Self(s))
+    }
+}
+
+/// A valid environment variable name: `[A-Za-z_][A-Za-z0-9_]*`, not `PORT` and not `STAGEBOT_*`
+/// (stagebot sets those).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EnvName(String);
+
+impl EnvName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EnvName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for EnvName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let mut chars = s.chars();
+        let valid = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(serde::de::Error::custom(format!(
+                "invalid environment variable name {s:?}: expected letters, digits and `_`"
+            )));
+        }
+        if s == "PORT" || s.starts_with("STAGEBOT_") {
+            return Err(serde::de::Error::custom(format!(
+                "environment variable {s} is set by stagebot and cannot be configured"
+            )));
+        }
+        Ok(Self(s))
+    }
+}
+
+/// An environment variable's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvValue(String);
+
+impl EnvValue {
+    /// The value as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for EnvValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            Bool(bool),
+            Int(i64),
+            Float(f64),
+            Text(String),
+        }
+        Ok(Self(match Scalar::deserialize(d)? {
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Text(s) => s,
+        }))
+    }
+}
+
+/// Step timeouts. Unset means "the provider's default" (10 min build, 2 min health).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Limit for `build` (and for the hooks).
+    #[serde(deserialize_with = "opt_duration")]
+    pub build: Option<Duration>,
+    /// How long `start` may take to answer the health path.
+    #[serde(deserialize_with = "opt_duration")]
+    pub health: Option<Duration>,
+}
+
+/// `preview:` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreviewConfig {
+    /// Create a preview when a PR opens (default true); otherwise `/stage` does.
+    pub auto: bool,
+    /// Idle time after which a preview is torn down (default 3 days).
+    #[serde(deserialize_with = "duration")]
+    pub ttl: Duration,
+    /// Variables for previews only.
+    pub env: EnvVars,
+    /// Named override sets selected with `/stage <profile>`.
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+impl Default for PreviewConfig {
+    fn default() -> Self {
+        Self {
+            auto: true,
+            ttl: Duration::from_secs(3 * 24 * 3600),
+            env: EnvVars::new(),
+            profiles: BTreeMap::new(),
+        }
+    }
+}
+
+/// A named override set (`preview.profiles.<name>`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Profile {
+    /// Variables layered over the global and preview ones.
+    pub env: EnvVars,
+    /// Replaces the top-level `build`.
+    pub build: Option<String>,
+    /// Replaces the top-level `start`.
+    pub start: Option<String>,
+    /// Replaces the top-level `health`.
+    pub health: Option<HealthPath>,
+}
+
+/// `staging:` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StagingConfig {
+    /// Variables for staging only.
+    pub env: EnvVars,
+}
+
+/// `production:` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProductionConfig {
+    /// Deploy production when a PR is merged into the default branch (default true).
+    pub deploy_on_merge: bool,
+    /// Who may `/promote production` or `/rollback production` (default maintain).
+    #[serde(deserialize_with = "permission")]
+    pub permission: Permission,
+    /// Variables for production only.
+    pub env: EnvVars,
+}
+
+impl Default for ProductionConfig {
+    fn default() -> Self {
+        Self {
+            deploy_on_merge: true,
+            permission: Permission::Maintain,
+            env: EnvVars::new(),
+        }
+    }
+}
+
+/// The settings one environment's deploy uses, after layering global, kind and profile values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effective {
+    /// Build command, if any.
+    pub build: Option<String>,
+    /// Start command, if any (the local provider requires one).
+    pub start: Option<String>,
+    /// Health path, e.g. `/healthz`.
+    pub health: String,
+    /// Global env, then the kind's env, then the profile's env.
+    pub env: BTreeMap<String, String>,
+    /// `seed` hook.
+    pub seed: Option<String>,
+    /// `postdeploy` hook.
+    pub postdeploy: Option<String>,
+    /// `predestroy` hook.
+    pub predestroy: Option<String>,
+    /// `timeouts.build`, if set.
+    pub build_timeout: Option<Duration>,
+    /// `timeouts.health`, if set.
+    pub health_timeout: Option<Duration>,
+}
+
+/// Parse `.github/stagebot.yml`. An empty file is the default configuration.
+pub fn parse(yaml: &str) -> Result<RepoConfig, ConfigError> {
+    if yaml.trim().is_empty() {
+        return Ok(RepoConfig::default());
+    }
+    serde_saphyr::from_str::<RepoConfig>(yaml).map_err(|e| from_yaml_error(&e))
+}
+
+fn from_yaml_error(err: &serde_saphyr::Error) -> ConfigError {
+    let err = err.without_snippet();
+    let loc = err.location().filter(|l| l.line() > 0);
+    let (line, column) = (loc.map(|l| l.line()), loc.map(|l| l.column()));
+    let at = match (line, column) {
+        (Some(l), Some(c)) => format!(" at line {l}, column {c}"),
+        _ => String::new(),
+    };
+    let message = match err {
+        serde_saphyr::Error::SerdeUnknownField {
+            field, expected, ..
+        } => format!(
+            "unknown key `{field}`{at} — expected one of {}",
+            expected.join(", ")
+        ),
+        other => {
+            let opts = serde_saphyr::render_options! {
+                formatter: &serde_saphyr::UserMessageFormatter,
+                snippets: serde_saphyr::SnippetMode::Off,
+            };
+            let text = other.render_with_options(opts);
+            // The rendered text may end with its own location suffix; keep one, ours.
+            let text = text.trim_end();
+            let text = text.strip_suffix(at.as_str()).unwrap_or(text);
+            match (line, column) {
+                (Some(l), Some(c)) => format!("{text} (line {l}, column {c})"),
+                _ => text.to_owned(),
+            }
+        }
+    };
+    ConfigError::Invalid {
+        message,
+        line,
+        column,
+    }
+}
+
+impl RepoConfig {
+    /// The settings for one environment kind and optional profile: global values, then the
+    /// kind's `env`, then the profile's overrides. Profiles live under `preview.profiles`; an
+    /// unknown profile is an error listing the known ones.
+    pub fn effective(
+        &self,
+        kind: EnvKind,
+        profile: Option<&str>,
+    ) -> Result<Effective, ConfigError> {
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        let mut layer = |vars: &EnvVars| {
+            for (k, v) in vars {
+                env.insert(k.0.clone(), v.0.clone());
+            }
+        };
+        layer(&self.env);
+        layer(match kind {
+            EnvKind::Preview => &self.preview.env,
+            EnvKind::Staging => &self.staging.env,
+            EnvKind::Production => &self.production.env,
+        });
+        let mut build = self.build.clone();
+        let mut start = self.start.clone();
+        let mut health = self.health.0.clone();
+        if let Some(name) = profile {
+            let Some(p) = self.preview.profiles.get(name) else {
+                return Err(ConfigError::UnknownProfile {
+                    name: name.to_owned(),
+                    known: self.preview.profiles.keys().cloned().collect(),
+                });
+            };
+            layer(&p.env);
+            if p.build.is_some() {
+                build.clone_from(&p.build);
+            }
+            if p.start.is_some() {
+                start.clone_from(&p.start);
+            }
+            if let Some(h) = &p.health {
+                health.clone_from(&h.0);
+            }
+        }
+        Ok(Effective {
+            build,
+            start,
+            health,
+            env,
+            seed: self.seed.clone(),
+            postdeploy: self.postdeploy.clone(),
+            predestroy: self.predestroy.clone(),
+            build_timeout: self.timeouts.build,
+            health_timeout: self.timeouts.health,
+        })
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+fn permission<'de, D: Deserializer<'de>>(d: D) -> Result<Permission, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "invalid permission {s:?}: expected read, triage, write, maintain or admin"
+        ))
+    })
+}
+
+/// `30s`, `90m`, `12h`, `3d`, `1w`: a positive whole number and one unit.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad =
+        || format!("invalid duration {s:?}: expected a number and a unit, like 90m, 12h, 3d or 1w");
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    if n == 0 {
+        return Err(format!("invalid duration {s:?}: must be more than zero"));
+    }
+    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(yaml: &str) -> String {
+        match parse(yaml) {
+            Err(e) => e.to_string(),
+            Ok(c) => panic!("expected an error, got {c:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_file_and_empty_map_are_defaults() {
+        assert_eq!(parse("").unwrap(), RepoConfig::default());
+        assert_eq!(parse("# nothing\n").unwrap(), RepoConfig::default());
+        assert_eq!(parse("{}").unwrap(), RepoConfig::default());
+    }
+
+    #[test]
+    fn defaults() {
+        let c = RepoConfig::default();
+        assert!(c.preview.auto);
+        assert_eq!(c.preview.ttl, Duration::from_secs(3 * 86_400));
+        assert_eq!(c.health.as_str(), "/");
+        assert!(c.production.deploy_on_merge);
+        assert_eq!(c.production.permission, Permission::Maintain);
+        assert_eq!(c.start, None);
+        assert_eq!(c.timeouts, Timeouts::default());
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let yaml = r#"
+build: make build
+start: ./server --port "$PORT"
+health: /healthz
+env: { RUST_LOG: info, WORKERS: 4, DEBUG: false }
+seed: ./seed.sh
+postdeploy: ./notify.sh
+predestroy: ./dump.sh
+timeouts: { build: 10m, health: 90s }
+preview:
+  auto: false
+  ttl: 1w
+  env: { MODE: preview }
+  profiles:
+    lite: { env: { MODE: lite }, start: ./server --lite }
+    full: { build: make full }
+staging: { env: { MODE: staging } }
+production: { deploy_on_merge: false, permission: admin, env: { MODE: prod } }
+"#;
+        let c = parse(yaml).unwrap();
+        assert_eq!(c.build.as_deref(), Some("make build"));
+        assert_eq!(c.start.as_deref(), Some("./server --port \"$PORT\""));
+        assert_eq!(c.health.as_str(), "/healthz");
+        assert_eq!(c.timeouts.build, Some(Duration::from_secs(600)));
+        assert_eq!(c.timeouts.health, Some(Duration::from_secs(90)));
+        assert!(!c.preview.auto);
+        assert_eq!(c.preview.ttl, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.preview.profiles.len(), 2);
+        assert!(!c.production.deploy_on_merge);
+        assert_eq!(c.production.permission, Permission::Admin);
+
+        let e = c.effective(EnvKind::Preview, None).unwrap();
+        assert_eq!(e.env["WORKERS"], "4");
+        assert_eq!(e.env["DEBUG"], "false");
+        assert_eq!(e.env["MODE"], "preview");
+        assert_eq!(e.seed.as_deref(), Some("./seed.sh"));
+        assert_eq!(
+            c.effective(EnvKind::Staging, None).unwrap().env["MODE"],
+            "staging"
+        );
+        assert_eq!(
+            c.effective(EnvKind::Production, None).unwrap().env["MODE"],
+            "prod"
+        );
+    }
+
+    #[test]
+    fn profiles_override_in_order() {
+        let c = parse(
+            "build: b\nstart: s\nhealth: /h\nenv: {A: global, B: global}\n\
+             preview: { env: {B: preview, C: preview}, profiles: { lite: { env: {C: lite}, start: s2, health: /lite } } }",
+        )
+        .unwrap();
+        let e = c.effective(EnvKind::Preview, Some("lite")).unwrap();
+        assert_eq!(e.build.as_deref(), Some("b"));
+        assert_eq!(e.start.as_deref(), Some("s2"));
+        assert_eq!(e.health, "/lite");
+        assert_eq!(
+            e.env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+            ["A=global", "B=preview", "C=lite"]
+        );
+        let plain = c.effective(EnvKind::Preview, None).unwrap();
+        assert_eq!(plain.start.as_deref(), Some("s"));
+        assert_eq!(plain.health, "/h");
+    }
+
+    #[test]
+    fn unknown_profile_lists_known_ones() {
+        let c = parse("preview: { profiles: { lite: {}, full: {} } }").unwrap();
+        let err = c.effective(EnvKind::Preview, Some("huge")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown profile `huge`: known profiles are full, lite"
+        );
+        let none = RepoConfig::default()
+            .effective(EnvKind::Preview, Some("lite"))
+            .unwrap_err();
+        assert!(none.to_string().contains("defines no profiles"), "{none}");
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_expected_keys() {
+        let err = parse("start: ./run\nbiuld: make\n").unwrap_err();
+        let ConfigError::Invalid { message, line, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(*line, Some(2));
+        assert!(
+            message.starts_with(
+                "unknown key `biuld` at line 2, column 1 — expected one of build, start, health"
+            ),
+            "{message}"
+        );
+        let nested = invalid("preview:\n  auto: true\n  tll: 3d\n");
+        assert!(nested.contains("unknown key `tll` at line 3"), "{nested}");
+        assert!(
+            nested.contains("expected one of auto, ttl, env, profiles"),
+            "{nested}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let d = invalid("preview: { ttl: 3 days }");
+        assert!(d.contains("invalid duration \"3 days\""), "{d}");
+        assert!(d.contains("line 1"), "{d}");
+        let p = invalid("production:\n  permission: owner\n");
+        assert!(p.contains("invalid permission \"owner\""), "{p}");
+        assert!(p.contains("line 2"), "{p}");
+        let h = invalid("health: healthz");
+        assert!(h.contains("starting with `/`"), "{h}");
+        let e = invalid("env: { PORT: 80 }");
+        assert!(e.contains("set by stagebot"), "{e}");
+        let n = invalid("env: { 'A-B': x }");
+        assert!(n.contains("invalid environment variable name"), "{n}");
+        let t = invalid("auto: [1, 2");
+        assert!(t.starts_with(".github/stagebot.yml: "), "{t}");
+        let wrong_type = invalid("build: [make, test]");
+        assert!(wrong_type.contains("line 1"), "{wrong_type}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43_200)));
+        assert_eq!(parse_duration("3d"), Ok(Duration::from_secs(259_200)));
+        assert_eq!(parse_duration("1w"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        for bad in [
+            "",
+            "m",
+            "10",
+            "1.5h",
+            "-1d",
+            "0m",
+            "3 d",
+            "1y",
+            "99999999999999999999w",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

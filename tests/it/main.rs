@@ -1,0 +1,4 @@
+//! Integration tests: real processes, real git repositories, real HTTP.
+
+mod providers;
+mod support;
