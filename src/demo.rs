@@ -36,7 +36,7 @@ fn files(greeting: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn as_refs(files: &[(&'static str, String)]) -> Vec<(&'static str, &str)> {
+fn as_refs<'a>(files: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     files.iter().map(|(p, c)| (*p, c.as_str())).collect()
 }
 

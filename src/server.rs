@@ -131,9 +131,10 @@ async fn api_envs(State(app): State<App>) -> Response {
     }
 }
 
-fn env_id(owner: &str, repo: &str, slug: &str) -> Result<EnvId, Response> {
-    let repo = RepoName::new(owner, repo).map_err(|e| err(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let slug = Slug::new(slug).map_err(|e| err(StatusCode::BAD_REQUEST, e.to_string()))?;
+fn env_id(owner: &str, repo: &str, slug: &str) -> Result<EnvId, Box<Response>> {
+    let bad = |e: crate::types::InvalidValue| Box::new(err(StatusCode::BAD_REQUEST, e.to_string()));
+    let repo = RepoName::new(owner, repo).map_err(bad)?;
+    let slug = Slug::new(slug).map_err(bad)?;
     Ok(EnvId { repo, slug })
 }
 
@@ -143,7 +144,7 @@ async fn api_env(
 ) -> Response {
     let id = match env_id(&owner, &repo, &slug) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match app.store().env(&id) {
         Ok(Some(env)) => Json(env_json(&app, &env)).into_response(),
@@ -158,7 +159,7 @@ async fn logs(
 ) -> Response {
     let id = match env_id(&owner, &repo, &slug) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Ok(n) = n.parse::<u32>() else {
         return err(StatusCode::BAD_REQUEST, "release must be a number");
@@ -226,7 +227,7 @@ async fn admin_teardown(
 ) -> Response {
     let id = match env_id(&owner, &repo, &slug) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match app.request_teardown(&id, "stagebot env teardown (operator)") {
         Ok(true) => (StatusCode::ACCEPTED, Json(json!({ "teardown": id.to_string() }))).into_response(),

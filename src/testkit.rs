@@ -203,10 +203,12 @@ impl Stack {
         settings.delivery_retry.max = Duration::from_millis(200);
         settings.delivery_retry.max_attempts = 3;
         settings.vars = opts.vars.iter().cloned().collect();
-        let mut retry = RetryPolicy::default();
-        retry.base_delay = Duration::from_millis(5);
-        retry.max_delay = Duration::from_millis(50);
-        retry.max_total = Duration::from_secs(2);
+        let retry = RetryPolicy {
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(50),
+            max_total: Duration::from_secs(2),
+            ..RetryPolicy::default()
+        };
         let github = GitHub::new(GitHubConfig {
             api_url: fake.url(),
             app_id: fake.app_id(),
