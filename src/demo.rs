@@ -36,10 +36,6 @@ fn files(greeting: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn as_refs<'a>(files: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    files.iter().map(|(p, c)| (*p, c.as_str())).collect()
-}
-
 fn say(step: &str) {
     println!("\n\x1b[1m==> {step}\x1b[0m");
 }
@@ -56,7 +52,7 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
     };
     let exe = std::env::current_exe()?;
     let main_files = files("Hello from main");
-    let (git, main_sha) = GitRepo::init(&base.join("webapp-src"), &as_refs(&main_files))?;
+    let (git, main_sha) = GitRepo::init(&base.join("webapp-src"), &main_files)?;
     let mut stack_opts = StackOptions::new(&base.join("data"));
     stack_opts.listen = Some(opts.listen);
     stack_opts.vars = vec![("STAGEBOT_DEMO_APP".into(), exe.display().to_string())];
@@ -68,7 +64,7 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
 
     say("alice opens PR #1 from branch feature/login-page");
     let v1 = files("Hello from the login page, v1");
-    let sha1 = git.commit("feature/login-page", &as_refs(&v1), "Add login page")?;
+    let sha1 = git.commit("feature/login-page", &v1, "Add login page")?;
     stack.mirror(&sha1, &v1);
     let mut pr = TestPr::new(1, "feature/login-page", sha1.clone(), &git.clone_url());
     pr.author = "alice".into();
@@ -80,7 +76,7 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
 
     say("alice pushes a second commit: the preview is redeployed");
     let v2 = files("Hello from the login page, v2");
-    let sha2 = git.commit("feature/login-page", &as_refs(&v2), "Polish login page")?;
+    let sha2 = git.commit("feature/login-page", &v2, "Polish login page")?;
     stack.mirror(&sha2, &v2);
     stack.synchronize(&mut pr, sha2.clone()).await?;
     stack.settle().await?;

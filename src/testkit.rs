@@ -42,7 +42,10 @@ pub struct GitRepo {
 
 impl GitRepo {
     /// `git init` a repository with an initial commit of `files` on `main`.
-    pub fn init(dir: &Path, files: &[(&str, &str)]) -> Result<(Self, Sha), KitError> {
+    pub fn init<P: AsRef<str>, C: AsRef<str>>(
+        dir: &Path,
+        files: &[(P, C)],
+    ) -> Result<(Self, Sha), KitError> {
         std::fs::create_dir_all(dir)?;
         let repo = Self {
             dir: dir.to_path_buf(),
@@ -77,7 +80,12 @@ impl GitRepo {
     }
 
     /// Commit `files` on `branch` (created from `main` when new); returns the commit.
-    pub fn commit(&self, branch: &str, files: &[(&str, &str)], message: &str) -> Result<Sha, KitError> {
+    pub fn commit<P: AsRef<str>, C: AsRef<str>>(
+        &self,
+        branch: &str,
+        files: &[(P, C)],
+        message: &str,
+    ) -> Result<Sha, KitError> {
         let exists = self
             .git(&["rev-parse", "--verify", "-q", &format!("refs/heads/{branch}")])
             .is_ok();
@@ -90,11 +98,11 @@ impl GitRepo {
             self.git(&["checkout", "-q", "-b", branch, "main"])?;
         }
         for (path, content) in files {
-            let p = self.dir.join(path);
+            let p = self.dir.join(path.as_ref());
             if let Some(parent) = p.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::write(&p, content)?;
+            std::fs::write(&p, content.as_ref())?;
         }
         self.git(&["add", "-A"])?;
         self.git(&["commit", "-q", "--allow-empty", "-m", message])?;
@@ -310,9 +318,10 @@ impl Stack {
     }
 
     /// Mirror a file into the fake's contents API at `sha`.
-    pub fn mirror(&self, sha: &Sha, files: &[(&str, String)]) {
+    pub fn mirror<P: AsRef<str>, C: AsRef<str>>(&self, sha: &Sha, files: &[(P, C)]) {
         for (path, content) in files {
-            self.fake.set_file(&self.repo, sha.as_str(), path, content);
+            self.fake
+                .set_file(&self.repo, sha.as_str(), path.as_ref(), content.as_ref());
         }
     }
 

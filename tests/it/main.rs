@@ -1,4 +1,5 @@
 //! Integration tests: real processes, real git repositories, real HTTP.
 
+mod flows;
 mod providers;
 mod support;
