@@ -913,3 +913,7 @@ pub fn dequeue(queued: &[EnvRecord], in_use: usize, limits: &Limits) -> Vec<Slug
         .map(|e| e.id.slug.clone())
         .collect()
 }
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;

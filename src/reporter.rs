@@ -43,7 +43,7 @@ impl App {
             Phase::Failed => rec.seen_shas.last().cloned(),
         };
         let context = format!("stagebot/{}", rec.kind);
-        let environment = format!("{}/{}", rec.kind, rec.id.slug);
+        let environment = crate::types::environment_name(rec.kind, &rec.id.slug);
         let (_, log_url) = self.log_location(id, match phase {
             Phase::Failed => rec.releases + 1,
             _ => rec.current_release.unwrap_or(rec.releases + 1),
@@ -215,13 +215,20 @@ fn state_label(env: &EnvRecord) -> String {
     }
 }
 
+/// "in 2d 23h", "in 5h 10m", "in 12m": the two largest units, rounded down to the minute.
 fn relative(to: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let secs = (to - now).num_seconds();
-    if secs <= 0 {
-        return "now".into();
+    if secs < 60 {
+        return "in under a minute".into();
     }
-    let d = std::time::Duration::from_secs(secs as u64);
-    format!("in {}", crate::command::format_duration(d))
+    let (d, h, m) = (secs / 86_400, (secs % 86_400) / 3600, (secs % 3600) / 60);
+    match (d, h, m) {
+        (0, 0, m) => format!("in {m}m"),
+        (0, h, 0) => format!("in {h}h"),
+        (0, h, m) => format!("in {h}h {m}m"),
+        (d, 0, _) => format!("in {d}d"),
+        (d, h, _) => format!("in {d}d {h}h"),
+    }
 }
 
 /// The sticky comment's markdown (without the hidden marker, which the client adds).

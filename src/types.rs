@@ -306,6 +306,15 @@ impl fmt::Display for EnvKind {
     }
 }
 
+/// The name an environment goes by on GitHub and in `STAGEBOT_ENV`: `preview/<slug>` for
+/// previews, `staging` and `production` for the shared ones.
+pub fn environment_name(kind: EnvKind, slug: &Slug) -> String {
+    match kind {
+        EnvKind::Preview => format!("preview/{slug}"),
+        EnvKind::Staging | EnvKind::Production => kind.to_string(),
+    }
+}
+
 /// An environment's identity: (repository, slug).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EnvId {

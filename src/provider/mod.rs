@@ -146,7 +146,7 @@ impl DeploySpec {
         let mut v = BTreeMap::new();
         v.insert(
             "STAGEBOT_ENV".into(),
-            format!("{}/{}", self.kind, self.env.slug),
+            crate::types::environment_name(self.kind, &self.env.slug),
         );
         v.insert("STAGEBOT_SLUG".into(), self.env.slug.to_string());
         v.insert("STAGEBOT_KIND".into(), self.kind.to_string());
