@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use http::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use http::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue};
 use http::{Method, Uri};
 use http_body_util::BodyExt as _;
 use octocrab::Octocrab;
@@ -470,7 +470,11 @@ impl GitHub {
             let (authorization, token) = match self.authorization(who).await {
                 Ok(auth) => auth,
                 Err(e) => {
-                    self.inner.failures.fetch_add(1, Ordering::Relaxed);
+                    // A failed mint was counted by its own call; a JWT that cannot be signed
+                    // was not.
+                    if matches!(who, As::App) {
+                        self.inner.failures.fetch_add(1, Ordering::Relaxed);
+                    }
                     return Err(e);
                 }
             };
@@ -542,6 +546,9 @@ impl GitHub {
         let builder = http::Request::builder()
             .method(method.clone())
             .uri(uri)
+            // Plain JSON: GitHub's default representation; also what OpenAPI mocks can serve
+            // (Prism refuses `application/vnd.github+json`).
+            .header(ACCEPT, "application/json")
             .header(AUTHORIZATION, authorization);
         let request = self.inner.octo.build_request(builder, body).map_err(|e| {
             GitHubError::Transport(format!("cannot build the request: {}", chain(&e)))
