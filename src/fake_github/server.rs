@@ -191,8 +191,9 @@ impl Req<'_> {
 }
 
 fn route(st: &mut State, req: &Req<'_>) -> Outcome {
-    let segments: Vec<String> = req
-        .path
+    // GitHub Enterprise Server serves the API under /api/v3; accept both layouts.
+    let path = req.path.strip_prefix("/api/v3").unwrap_or(req.path);
+    let segments: Vec<String> = path
         .trim_matches('/')
         .split('/')
         .map(percent_decode)
@@ -650,7 +651,7 @@ fn create_deployment_status(st: &mut State, req: &Req<'_>, repo: &str, id: u64) 
         "pending",
         "success",
     ];
-    if !st.deployments.get(&id).is_some_and(|d| d.repo == repo) {
+    if st.deployments.get(&id).is_none_or(|d| d.repo != repo) {
         return Err(Reply::not_found());
     }
     let state = req.str_field("state").unwrap_or_default().to_owned();

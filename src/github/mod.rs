@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use http::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use http::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue};
 use http::{Method, Uri};
 use http_body_util::BodyExt as _;
 use octocrab::Octocrab;
@@ -88,7 +88,8 @@ pub struct GitHubMetrics {
     pub calls: u64,
     /// Attempts that were followed by another one (backoff retries and re-authentication).
     pub retries: u64,
-    /// Calls that finally failed (after any retries).
+    /// Calls that finally failed (after any retries). 404s are not counted: they are often the
+    /// expected answer (unknown collaborator, missing file, deleted comment).
     pub failures: u64,
 }
 
@@ -469,7 +470,11 @@ impl GitHub {
             let (authorization, token) = match self.authorization(who).await {
                 Ok(auth) => auth,
                 Err(e) => {
-                    self.inner.failures.fetch_add(1, Ordering::Relaxed);
+                    // A failed mint was counted by its own call; a JWT that cannot be signed
+                    // was not.
+                    if matches!(who, As::App) {
+                        self.inner.failures.fetch_add(1, Ordering::Relaxed);
+                    }
                     return Err(e);
                 }
             };
@@ -503,8 +508,13 @@ impl GitHub {
                 continue;
             }
             if !error.is_retryable() {
-                tracing::warn!(attempt, %error, "GitHub call failed");
-                self.inner.failures.fetch_add(1, Ordering::Relaxed);
+                if error.is_not_found() {
+                    // Often the expected answer (no such collaborator, file, comment).
+                    tracing::debug!(attempt, %error, "GitHub: not found");
+                } else {
+                    tracing::warn!(attempt, %error, "GitHub call failed");
+                    self.inner.failures.fetch_add(1, Ordering::Relaxed);
+                }
                 return Err(error);
             }
             let delay = policy.delay(attempt, error.retry_after(), fastrand::f64());
@@ -536,6 +546,9 @@ impl GitHub {
         let builder = http::Request::builder()
             .method(method.clone())
             .uri(uri)
+            // Plain JSON: GitHub's default representation; also what OpenAPI mocks can serve
+            // (Prism refuses `application/vnd.github+json`).
+            .header(ACCEPT, "application/json")
             .header(AUTHORIZATION, authorization);
         let request = self.inner.octo.build_request(builder, body).map_err(|e| {
             GitHubError::Transport(format!("cannot build the request: {}", chain(&e)))
@@ -559,7 +572,32 @@ impl GitHub {
         }
     }
 
-    /// GET every page of a list, following `Link: rel="next"`.
+    /// GET the pages of a list in order, following `Link: rel="next"`, handing each page to
+    /// `visit` until it returns `true` (found what it wanted) or the pages run out.
+    async fn visit_pages<T: DeserializeOwned>(
+        &self,
+        who: As,
+        route: &'static str,
+        first: String,
+        mut visit: impl FnMut(Vec<T>) -> bool,
+    ) -> Result<(), GitHubError> {
+        let mut path = first;
+        for _ in 0..MAX_PAGES {
+            let answer = self.call(who, Method::GET, route, path, None).await?;
+            if visit(answer.json::<Vec<T>>(route)?) {
+                return Ok(());
+            }
+            match next_page(&answer.headers, &self.inner.api_url)? {
+                Some(next) => path = next,
+                None => return Ok(()),
+            }
+        }
+        Err(GitHubError::Decode(format!(
+            "{route}: more than {MAX_PAGES} pages"
+        )))
+    }
+
+    /// GET every page of a list.
     async fn get_all<T: DeserializeOwned>(
         &self,
         who: As,
@@ -567,18 +605,12 @@ impl GitHub {
         first: String,
     ) -> Result<Vec<T>, GitHubError> {
         let mut items = Vec::new();
-        let mut path = first;
-        for _ in 0..MAX_PAGES {
-            let answer = self.call(who, Method::GET, route, path, None).await?;
-            items.extend(answer.json::<Vec<T>>(route)?);
-            match next_page(&answer.headers, &self.inner.api_url)? {
-                Some(next) => path = next,
-                None => return Ok(items),
-            }
-        }
-        Err(GitHubError::Decode(format!(
-            "{route}: more than {MAX_PAGES} pages"
-        )))
+        self.visit_pages(who, route, first, |page: Vec<T>| {
+            items.extend(page);
+            false
+        })
+        .await?;
+        Ok(items)
     }
 }
 
@@ -650,21 +682,28 @@ impl RepoClient {
                 Err(e) => return Err(e),
             }
         }
-        let comments: Vec<routes::IssueComment> = self
-            .gh
-            .get_all(
+        let app_id = self.gh.app_id();
+        let mut found = None;
+        self.gh
+            .visit_pages(
                 As::Installation(self.installation_id),
                 "/repos/{owner}/{repo}/issues/{number}/comments",
                 self.path(&format!("/issues/{pr}/comments?per_page={PER_PAGE}")),
+                |page: Vec<routes::IssueComment>| {
+                    found = page.into_iter().find(|c| is_our_sticky(c, app_id));
+                    found.is_some()
+                },
             )
             .await?;
-        if let Some(found) = comments.iter().find(|c| is_our_sticky(c, self.gh.app_id())) {
-            if found.body.as_deref() != Some(body.as_str()) {
-                self.edit_comment(found.id, &body).await?;
+        match found {
+            Some(c) => {
+                if c.body.as_deref() != Some(body.as_str()) {
+                    self.edit_comment(c.id, &body).await?;
+                }
+                Ok(c.id)
             }
-            return Ok(found.id);
+            None => self.reply(pr, &body).await,
         }
-        self.reply(pr, &body).await
     }
 
     async fn edit_comment(&self, id: u64, body: &str) -> Result<(), GitHubError> {

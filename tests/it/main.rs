@@ -1,5 +1,6 @@
-//! Integration tests: real processes, real git repositories, real HTTP.
+//! Integration tests: real processes, real git repositories, real HTTP. One test binary.
 
 mod flows;
+mod github;
 mod providers;
 mod support;
