@@ -2,6 +2,8 @@
 //! environment. See `docs/architecture.md` for how the parts fit together.
 
 pub mod clock;
+pub mod command;
 pub mod event;
 pub mod provider;
+pub mod slug;
 pub mod types;

@@ -1,0 +1,1 @@
+//! Environment slugs and preview hosts (DESIGN §2).
