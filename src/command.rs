@@ -290,12 +290,33 @@ impl Regions {
                 _ => {}
             }
         }
+        regions.plain = merged(regions.plain);
+        regions.excluded = merged(regions.excluded);
         regions
     }
 
     fn is_plain(&self, at: usize) -> bool {
-        self.plain.iter().any(|r| r.contains(&at)) && !self.excluded.iter().any(|r| r.contains(&at))
+        covers(&self.plain, at) && !covers(&self.excluded, at)
     }
+}
+
+/// The same positions as `ranges`, as sorted, disjoint ranges (links may contain code spans).
+fn merged(mut ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// Does one of the sorted, disjoint `ranges` contain `at`?
+fn covers(ranges: &[Range<usize>], at: usize) -> bool {
+    let after = ranges.partition_point(|r| r.start <= at);
+    after > 0 && ranges.get(after - 1).is_some_and(|r| r.contains(&at))
 }
 
 /// Reads one line that starts with `/`; `None` when it is not meant as a command.
@@ -1028,6 +1049,35 @@ mod tests {
         assert_eq!(f(604_800), "7d");
         assert_eq!(f(0), "0s");
         assert_eq!(format_duration(Duration::from_millis(1_500)), "1s");
+    }
+
+    #[test]
+    fn range_lookup() {
+        let ranges = merged(vec![10..20, 0..5, 12..30, 40..41]);
+        assert_eq!(ranges, vec![0..5, 10..30, 40..41]);
+        for (at, want) in [
+            (0, true),
+            (5, false),
+            (9, false),
+            (10, true),
+            (29, true),
+            (30, false),
+            (40, true),
+            (41, false),
+        ] {
+            assert_eq!(covers(&ranges, at), want, "{at}");
+        }
+        assert!(!covers(&[], 0));
+        // A line start inside a link, after a code span that ended inside the same link.
+        assert!(parse_commands("[`x`\n/stage](https://example.com)").is_empty());
+    }
+
+    #[test]
+    fn large_comments_are_fast() {
+        let body = "`a`\n/x\n".repeat(8_000);
+        let started = std::time::Instant::now();
+        assert_eq!(parse_commands(&body).len(), 8_000);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]
