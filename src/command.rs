@@ -185,7 +185,11 @@ const COMMANDS: &[(&str, &str, &str, &[&str])] = &[
         "/rollback [preview|staging|production] [<release>|<sha>]",
         "redeploy an earlier release (by default the previous one) of the preview (the \
          default), staging or production",
-        &["/rollback", "/rollback production 3", "/rollback staging abc1234"],
+        &[
+            "/rollback",
+            "/rollback production 3",
+            "/rollback staging abc1234",
+        ],
     ),
     (
         "teardown",
@@ -286,12 +290,33 @@ impl Regions {
                 _ => {}
             }
         }
+        regions.plain = merged(regions.plain);
+        regions.excluded = merged(regions.excluded);
         regions
     }
 
     fn is_plain(&self, at: usize) -> bool {
-        self.plain.iter().any(|r| r.contains(&at)) && !self.excluded.iter().any(|r| r.contains(&at))
+        covers(&self.plain, at) && !covers(&self.excluded, at)
     }
+}
+
+/// The same positions as `ranges`, as sorted, disjoint ranges (links may contain code spans).
+fn merged(mut ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// Does one of the sorted, disjoint `ranges` contain `at`?
+fn covers(ranges: &[Range<usize>], at: usize) -> bool {
+    let after = ranges.partition_point(|r| r.start <= at);
+    after > 0 && ranges.get(after - 1).is_some_and(|r| r.contains(&at))
 }
 
 /// Reads one line that starts with `/`; `None` when it is not meant as a command.
@@ -325,7 +350,10 @@ fn parse_line(line: &str) -> Option<Result<Command, CommandError>> {
         return COMMANDS.iter().any(|c| c.0 == head).then(|| {
             Err(error(
                 CommandErrorKind::UnknownCommand,
-                format!("{} is not a command.", code(&format!("/{}", clip(word, 40)))),
+                format!(
+                    "{} is not a command.",
+                    code(&format!("/{}", clip(word, 40)))
+                ),
                 Some(format!("/{head}")),
             ))
         });
@@ -341,16 +369,17 @@ fn parse_line(line: &str) -> Option<Result<Command, CommandError>> {
         };
         return Some(Err(error(
             CommandErrorKind::UnknownCommand,
-            format!("{} is not a stagebot command.{hint}", code(&format!("/{}", clip(word, 40)))),
+            format!(
+                "{} is not a stagebot command.{hint}",
+                code(&format!("/{}", clip(word, 40)))
+            ),
             suggestion,
         )));
     };
-    Some(
-        parse_args(name, &args).map_err(|(message, suggestion)| {
-            let message = format!("{message} Usage: `{usage}`.");
-            error(CommandErrorKind::InvalidArguments, message, suggestion)
-        }),
-    )
+    Some(parse_args(name, &args).map_err(|(message, suggestion)| {
+        let message = format!("{message} Usage: `{usage}`.");
+        error(CommandErrorKind::InvalidArguments, message, suggestion)
+    }))
 }
 
 type ArgError = (String, Option<String>);
@@ -369,9 +398,9 @@ fn parse_args(name: &str, args: &[&str]) -> Result<Command, ArgError> {
             [profile] => {
                 let profile = profile.to_ascii_lowercase();
                 let valid = (1..=32).contains(&profile.len())
-                    && profile
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+                    && profile.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                    });
                 if valid {
                     Ok(Command::Stage {
                         profile: Some(profile),
@@ -446,33 +475,41 @@ fn parse_args(name: &str, args: &[&str]) -> Result<Command, ArgError> {
 }
 
 fn parse_rollback(args: &[&str]) -> Result<Command, ArgError> {
-    let mut rest = args;
-    let mut target = EnvTarget::Preview;
-    if let [first, tail @ ..] = rest {
-        let env = match first.to_ascii_lowercase().as_str() {
-            "preview" => Some(EnvTarget::Preview),
-            "staging" => Some(EnvTarget::Staging),
-            "production" | "prod" => Some(EnvTarget::Production),
-            _ => None,
-        };
-        if let Some(env) = env {
-            target = env;
-            rest = tail;
-        }
-    }
-    let to = match rest {
-        [] => None,
-        [to] => Some(parse_rollback_to(to).map_err(|message| {
-            // `/rollback prodution 3`: a misspelled environment.
-            let suggestion = closest(&to.to_ascii_lowercase(), ENV_WORDS.iter().copied())
-                .filter(|_| args.len() <= 2)
-                .map(|env| {
-                    let mut fixed = vec!["/rollback", env];
-                    fixed.extend(args.iter().skip(1));
-                    fixed.join(" ")
-                });
-            (message, suggestion)
-        })?),
+    let env_of = |word: &str| match word.to_ascii_lowercase().as_str() {
+        "preview" => Some(EnvTarget::Preview),
+        "staging" => Some(EnvTarget::Staging),
+        "production" | "prod" => Some(EnvTarget::Production),
+        _ => None,
+    };
+    // `/rollback prodution 3` or `/rollback prodution`: a misspelled environment.
+    let misspelled_env = |word: &str| {
+        closest(&word.to_ascii_lowercase(), ENV_WORDS.iter().copied()).map(|env| {
+            let mut fixed = vec!["/rollback", env];
+            fixed.extend(args.iter().skip(1));
+            fixed.join(" ")
+        })
+    };
+    let (target, to) = match args {
+        [] => (EnvTarget::Preview, None),
+        [first] => match env_of(first) {
+            Some(env) => (env, None),
+            None => match parse_rollback_to(first) {
+                Ok(to) => (EnvTarget::Preview, Some(to)),
+                Err(message) => return Err((message, misspelled_env(first))),
+            },
+        },
+        [first, second] => match env_of(first) {
+            Some(env) => (env, Some(parse_rollback_to(second).map_err(|m| (m, None))?)),
+            None => {
+                return Err((
+                    format!(
+                        "{} is not an environment (`preview`, `staging` or `production`).",
+                        code(&clip(first, 40))
+                    ),
+                    misspelled_env(first),
+                ));
+            }
+        },
         _ => {
             return Err((
                 "`/rollback` takes an environment, then a release number or a commit sha."
@@ -492,7 +529,10 @@ fn parse_rollback_to(word: &str) -> Result<RollbackTo, String> {
         return match digits.parse::<u32>() {
             Ok(0) => Err("Release numbers start at 1.".to_owned()),
             Ok(n) => Ok(RollbackTo::Release(n)),
-            Err(_) => Err(format!("{} is not a release number.", code(&clip(word, 40)))),
+            Err(_) => Err(format!(
+                "{} is not a release number.",
+                code(&clip(word, 40))
+            )),
         };
     }
     if (4..=40).contains(&word.len()) && word.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -644,4 +684,430 @@ pub fn format_duration(d: Duration) -> String {
         .map(|(n, unit)| format!("{n}{unit}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What one returned item must be.
+    #[derive(Debug)]
+    enum Want {
+        Ok(Command),
+        /// An error whose message contains the text, with this suggestion.
+        Err(&'static str, Option<&'static str>),
+    }
+    use Want::{Err as E, Ok as K};
+
+    fn stage(p: Option<&str>) -> Command {
+        Command::Stage {
+            profile: p.map(str::to_owned),
+        }
+    }
+    fn promote(target: PromoteTarget) -> Command {
+        Command::Promote { target }
+    }
+    fn rollback(target: EnvTarget, to: Option<RollbackTo>) -> Command {
+        Command::Rollback { target, to }
+    }
+    fn sha(s: &str) -> Option<RollbackTo> {
+        Some(RollbackTo::Sha(s.to_owned()))
+    }
+    fn extend(secs: u64) -> Command {
+        Command::Extend {
+            by: Duration::from_secs(secs),
+        }
+    }
+    use EnvTarget::{Preview, Production as Prod, Staging};
+    use RollbackTo::Release;
+
+    fn cases() -> Vec<(&'static str, Vec<Want>)> {
+        vec![
+            // The plain commands.
+            ("/stage", vec![K(stage(None))]),
+            ("/stage lite", vec![K(stage(Some("lite")))]),
+            ("/stage Full_2", vec![K(stage(Some("full_2")))]),
+            ("/stage please", vec![K(stage(Some("please")))]),
+            ("/STAGE", vec![K(stage(None))]),
+            ("/Promote", vec![K(promote(PromoteTarget::Staging))]),
+            ("/promote staging", vec![K(promote(PromoteTarget::Staging))]),
+            (
+                "/promote production",
+                vec![K(promote(PromoteTarget::Production))],
+            ),
+            ("/promote PROD", vec![K(promote(PromoteTarget::Production))]),
+            ("/rollback", vec![K(rollback(Preview, None))]),
+            ("/rollback production", vec![K(rollback(Prod, None))]),
+            (
+                "/rollback production 3",
+                vec![K(rollback(Prod, Some(Release(3))))],
+            ),
+            ("/rollback 3", vec![K(rollback(Preview, Some(Release(3))))]),
+            (
+                "/rollback #12",
+                vec![K(rollback(Preview, Some(Release(12))))],
+            ),
+            (
+                "/rollback production abc1234",
+                vec![K(rollback(Prod, sha("abc1234")))],
+            ),
+            (
+                "/rollback prod ABCDEF0",
+                vec![K(rollback(Prod, sha("abcdef0")))],
+            ),
+            ("/rollback staging", vec![K(rollback(Staging, None))]),
+            (
+                "/rollback preview beef",
+                vec![K(rollback(Preview, sha("beef")))],
+            ),
+            (
+                "/rollback 1234567",
+                vec![K(rollback(Preview, sha("1234567")))],
+            ),
+            ("/teardown", vec![K(Command::Teardown)]),
+            ("/status", vec![K(Command::Status)]),
+            ("/help", vec![K(Command::Help)]),
+            ("/extend 2d", vec![K(extend(2 * 86_400))]),
+            ("/extend 90m", vec![K(extend(90 * 60))]),
+            ("/extend 1d 12h", vec![K(extend(36 * 3_600))]),
+            ("/extend 1w", vec![K(extend(7 * 86_400))]),
+            // Placement: leading spaces, CRLF, several commands, surrounding prose.
+            ("   /stage", vec![K(stage(None))]),
+            ("/stage   \t", vec![K(stage(None))]),
+            (
+                "Looks good!\r\n/stage lite\r\n\r\n/promote\r\nthanks",
+                vec![K(stage(Some("lite"))), K(promote(PromoteTarget::Staging))],
+            ),
+            ("/status\r/help", vec![K(Command::Status), K(Command::Help)]),
+            (
+                "Ünïcödé prose 🚀\n/extend 3d12h\n/rollback production 2\n/stgae",
+                vec![
+                    K(extend(84 * 3_600)),
+                    K(rollback(Prod, Some(Release(2)))),
+                    E("is not a stagebot command", Some("/stage")),
+                ],
+            ),
+            ("- /stage", vec![]),
+            ("1. /stage", vec![]),
+            ("# /stage", vec![]),
+            ("/stage\n---", vec![K(stage(None))]),
+            // Not commands: prose, code, quotes, HTML, links.
+            ("please /stage this", vec![]),
+            ("`/stage`", vec![]),
+            ("``\n/stage\n``", vec![]),
+            ("```\n/stage\n```", vec![]),
+            ("~~~sh\n/teardown\n~~~\n/status", vec![K(Command::Status)]),
+            ("```\n/stage\n", vec![]),
+            ("    /stage", vec![]),
+            ("\t/stage", vec![]),
+            ("> /stage", vec![]),
+            ("> quoted text\n/stage", vec![]),
+            ("> quoted text\n\n/stage", vec![K(stage(None))]),
+            ("> > /promote production", vec![]),
+            ("<!--\n/stage\n-->", vec![]),
+            ("[a link\n/stage](https://example.com)", vec![]),
+            ("\\/stage", vec![]),
+            ("/", vec![]),
+            ("/ stage", vec![]),
+            ("//comment", vec![]),
+            ("/usr/bin/env", vec![]),
+            ("/path/to", vec![]),
+            ("/123", vec![]),
+            ("/étape", vec![]),
+            ("", vec![]),
+            // Errors.
+            (
+                "/stgae",
+                vec![E("`/stgae` is not a stagebot command", Some("/stage"))],
+            ),
+            (
+                "/Promot",
+                vec![E("is not a stagebot command", Some("/promote"))],
+            ),
+            (
+                "/roll",
+                vec![E("is not a stagebot command", Some("/rollback"))],
+            ),
+            ("/lgtm", vec![E("Comment `/help`", None)]),
+            ("/me waves", vec![E("`/me` is not", None)]),
+            (
+                "/stage.",
+                vec![E("`/stage.` is not a command", Some("/stage"))],
+            ),
+            (
+                "/teardown now please",
+                vec![E("`/teardown` takes no arguments", None)],
+            ),
+            ("/status all", vec![E("`/status` takes no arguments", None)]),
+            ("/stage this please", vec![E("at most one argument", None)]),
+            (
+                "/stage lite!",
+                vec![E("`lite!` is not a profile name", None)],
+            ),
+            (
+                "/stage aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                vec![E("is not a profile name", None)],
+            ),
+            (
+                "/promote prodution",
+                vec![E("not `prodution`", Some("/promote production"))],
+            ),
+            ("/promote everywhere", vec![E("not `everywhere`", None)]),
+            (
+                "/promote staging now",
+                vec![E("at most one argument", None)],
+            ),
+            ("/extend", vec![E("`/extend` needs a duration", None)]),
+            (
+                "/extend forever",
+                vec![E("`forever` is not a duration", None)],
+            ),
+            ("/extend 0d", vec![E("is not a duration", None)]),
+            ("/extend 2", vec![E("is not a duration", None)]),
+            (
+                "/extend 99999999999999999999d",
+                vec![E("is not a duration", None)],
+            ),
+            ("/rollback 0", vec![E("start at 1", None)]),
+            (
+                "/rollback #99999999999",
+                vec![E("is not a release number", None)],
+            ),
+            (
+                "/rollback xyz",
+                vec![E("neither a release number nor a commit sha", None)],
+            ),
+            (
+                "/rollback prodution 3",
+                vec![E(
+                    "`prodution` is not an environment",
+                    Some("/rollback production 3"),
+                )],
+            ),
+            (
+                "/rollback stagin",
+                vec![E("neither a release number", Some("/rollback staging"))],
+            ),
+            (
+                "/rollback production 3 4",
+                vec![E("takes an environment, then", None)],
+            ),
+            (
+                "/rollback 3 production",
+                vec![E("`3` is not an environment", None)],
+            ),
+        ]
+    }
+
+    #[test]
+    fn grammar_table() {
+        let cases = cases();
+        assert!(cases.len() >= 30);
+        for (input, wants) in cases {
+            let got = parse_commands(input);
+            assert_eq!(got.len(), wants.len(), "{input:?}: {got:?}");
+            for (got, want) in got.iter().zip(&wants) {
+                match (got, want) {
+                    (Ok(c), Want::Ok(w)) => assert_eq!(c, w, "{input:?}"),
+                    (Err(e), Want::Err(text, suggestion)) => {
+                        assert!(e.message.contains(text), "{input:?}: {e}");
+                        assert_eq!(e.suggestion.as_deref(), *suggestion, "{input:?}: {e}");
+                        assert!(!e.line.is_empty() && e.line.starts_with('/'), "{input:?}");
+                    }
+                    _ => panic!("{input:?}: got {got:?}, want {want:?}"),
+                }
+            }
+        }
+    }
+
+    fn one_error(body: &str) -> CommandError {
+        match parse_commands(body).as_slice() {
+            [Err(e)] => e.clone(),
+            other => panic!("{body:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn error_display_and_kind() {
+        let e = one_error("/promot production");
+        assert_eq!(
+            e.to_string(),
+            "`/promot` is not a stagebot command. Did you mean `/promote`?"
+        );
+        assert_eq!(e.kind, CommandErrorKind::UnknownCommand);
+        assert_eq!(e.line, "/promot production");
+        let e = one_error("  /teardown now please  ");
+        assert_eq!(
+            e.to_string(),
+            "`/teardown` takes no arguments. Usage: `/teardown`."
+        );
+        assert_eq!(e.kind, CommandErrorKind::InvalidArguments);
+        assert_eq!(e.line, "/teardown now please");
+    }
+
+    #[test]
+    fn user_text_cannot_escape_code_spans() {
+        let e = one_error("/stage a`@everyone`");
+        assert!(
+            e.message.starts_with("`` a`@everyone` `` is not"),
+            "{}",
+            e.message
+        );
+        assert_eq!(code("x"), "`x`");
+        assert_eq!(code("`"), "`` ` ``");
+        let long = format!("/{}", "x".repeat(10_000));
+        let e = one_error(&long);
+        assert!(e.message.len() < 200 && e.line.chars().count() <= 201);
+    }
+
+    #[test]
+    fn canonical_form_round_trips() {
+        let commands = [
+            stage(None),
+            stage(Some("lite")),
+            promote(PromoteTarget::Staging),
+            promote(PromoteTarget::Production),
+            rollback(Preview, None),
+            rollback(Staging, Some(Release(3))),
+            rollback(Prod, Some(Release(u32::MAX))),
+            rollback(Prod, sha("abcd")),
+            Command::Teardown,
+            extend(36 * 3_600 + 61),
+            Command::Status,
+            Command::Help,
+        ];
+        for command in commands {
+            let text = command.to_string();
+            assert_eq!(parse_commands(&text), vec![Ok(command)], "{text}");
+        }
+        assert_eq!(
+            rollback(Prod, Some(Release(3))).to_string(),
+            "/rollback production 3"
+        );
+    }
+
+    #[test]
+    fn help_lists_every_command() {
+        let help = help_text();
+        for (name, usage, ..) in COMMANDS {
+            assert!(help.contains(&format!("- `{usage}`")), "{name}");
+            assert!(matches!(
+                parse_commands(&format!("/{name}")).as_slice(),
+                [Ok(_)] | [Err(_)]
+            ));
+        }
+        // Every example in the help is itself a valid command.
+        for (_, _, _, examples) in COMMANDS {
+            for example in *examples {
+                assert!(
+                    matches!(parse_commands(example).as_slice(), [Ok(_)]),
+                    "{example}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn durations() {
+        let d = |s| parse_duration(s).map(|d| d.as_secs());
+        assert_eq!(d("90m"), Some(5_400));
+        assert_eq!(d("2d"), Some(172_800));
+        assert_eq!(d("1w"), Some(604_800));
+        assert_eq!(d("12h"), Some(43_200));
+        assert_eq!(d("3d12h"), Some(302_400));
+        assert_eq!(d(" 1d 12h "), Some(129_600));
+        assert_eq!(d("2 days"), Some(172_800));
+        assert_eq!(d("1H30M"), None, "`M` is ambiguous");
+        assert_eq!(d("1h30m"), Some(5_400));
+        assert_eq!(d("45s"), Some(45));
+        for bad in [
+            "",
+            "0m",
+            "0d0h",
+            "5",
+            "d",
+            "1x",
+            "1.5h",
+            "-1d",
+            "1d,2h",
+            "5300w",
+            "99999999999999999999s",
+            "18446744073709551615w",
+        ] {
+            assert_eq!(d(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            parse_duration("5214w"),
+            Some(Duration::from_secs(5214 * 604_800))
+        );
+        let f = |s| format_duration(Duration::from_secs(s));
+        assert_eq!(f(172_800), "2d");
+        assert_eq!(f(129_600), "1d 12h");
+        assert_eq!(f(5_400), "1h 30m");
+        assert_eq!(f(604_800), "7d");
+        assert_eq!(f(0), "0s");
+        assert_eq!(format_duration(Duration::from_millis(1_500)), "1s");
+    }
+
+    #[test]
+    fn range_lookup() {
+        let ranges = merged(vec![10..20, 0..5, 12..30, 40..41]);
+        assert_eq!(ranges, vec![0..5, 10..30, 40..41]);
+        for (at, want) in [
+            (0, true),
+            (5, false),
+            (9, false),
+            (10, true),
+            (29, true),
+            (30, false),
+            (40, true),
+            (41, false),
+        ] {
+            assert_eq!(covers(&ranges, at), want, "{at}");
+        }
+        assert!(!covers(&[], 0));
+        // A line start inside a link, after a code span that ended inside the same link.
+        assert!(parse_commands("[`x`\n/stage](https://example.com)").is_empty());
+    }
+
+    #[test]
+    fn large_comments_are_fast() {
+        let body = "`a`\n/x\n".repeat(8_000);
+        let started = std::time::Instant::now();
+        assert_eq!(parse_commands(&body).len(), 8_000);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn edit_distance() {
+        assert_eq!(osa_distance("stgae", "stage"), 1);
+        assert_eq!(osa_distance("", "help"), 4);
+        assert_eq!(osa_distance("status", "status"), 0);
+        assert_eq!(closest("sta", ["stage", "status"]), Some("stage"));
+        assert_eq!(closest("xy", ["help"]), None);
+    }
+
+    proptest! {
+        #[test]
+        fn format_then_parse_is_identity(secs in 1u64..=MAX_DURATION.as_secs()) {
+            let d = Duration::from_secs(secs);
+            prop_assert_eq!(parse_duration(&format_duration(d)), Some(d));
+        }
+
+        #[test]
+        fn any_text_is_safe(body in "\\PC{0,300}") {
+            let _ = parse_commands(&body);
+        }
+
+        #[test]
+        fn markdownish_text_is_safe(body in "([ \t>`~*#/\\-\\[\\]\n\r]|/stage|/promote prod|```|\\w){0,120}") {
+            for result in parse_commands(&body) {
+                if let Err(e) = result {
+                    prop_assert!(!e.message.is_empty());
+                }
+            }
+        }
+    }
 }
