@@ -27,7 +27,8 @@ pub enum DemoError {
     Failed(String),
 }
 
-const APP_CONFIG: &str = "start: exec \"$STAGEBOT_DEMO_APP\" demo-app\nhealth: /healthz\npreview:\n  ttl: 3d\n";
+const APP_CONFIG: &str =
+    "start: exec \"$STAGEBOT_DEMO_APP\" demo-app\nhealth: /healthz\npreview:\n  ttl: 3d\n";
 
 fn files(greeting: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -59,7 +60,11 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
     let stack = Stack::start(stack_opts).await?;
     stack.mirror(&main_sha, &main_files);
     stack.grant("alice", crate::types::Permission::Admin);
-    println!("stagebot demo: fake GitHub at {}, stagebot at {}", stack.fake.url(), stack.url());
+    println!(
+        "stagebot demo: fake GitHub at {}, stagebot at {}",
+        stack.fake.url(),
+        stack.url()
+    );
     println!("repository {} ({})", stack.repo, git.dir().display());
 
     say("alice opens PR #1 from branch feature/login-page");
@@ -99,7 +104,9 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
     let merge_sha = git.merge("feature/login-page")?;
     stack.mirror(&merge_sha, &v2);
     stack.close_pr(&mut pr, true).await?;
-    stack.push("main", &main_sha, &merge_sha, &git.clone_url()).await?;
+    stack
+        .push("main", &main_sha, &merge_sha, &git.clone_url())
+        .await?;
     stack.settle().await?;
     let production = env_url(&stack, &Some(Slug::production()))?;
     show(&stack, &production).await?;
@@ -114,7 +121,11 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
             d.id,
             d.environment,
             &d.sha.to_string()[..7],
-            d.statuses.iter().map(|s| s.state.as_str()).collect::<Vec<_>>().join(" → ")
+            d.statuses
+                .iter()
+                .map(|s| s.state.as_str())
+                .collect::<Vec<_>>()
+                .join(" → ")
         );
     }
     println!(
@@ -150,7 +161,9 @@ fn tempdir() -> std::io::Result<PathBuf> {
 }
 
 fn env_url(stack: &Stack, slug: &Option<Slug>) -> Result<String, DemoError> {
-    let slug = slug.clone().ok_or_else(|| DemoError::Failed("bad slug".into()))?;
+    let slug = slug
+        .clone()
+        .ok_or_else(|| DemoError::Failed("bad slug".into()))?;
     let id = EnvId {
         repo: stack.repo.clone(),
         slug,
@@ -176,7 +189,10 @@ async fn show(stack: &Stack, url: &str) -> Result<(), DemoError> {
 
 fn print_sticky(stack: &Stack) {
     if let Some(text) = stack.sticky(1) {
-        println!("--- sticky comment on PR #1 ---\n{}\n-------------------------------", text.trim());
+        println!(
+            "--- sticky comment on PR #1 ---\n{}\n-------------------------------",
+            text.trim()
+        );
     }
 }
 
@@ -192,7 +208,10 @@ pub async fn demo_app() -> Result<(), DemoError> {
         "{} — {} at {}\n",
         greeting.trim(),
         std::env::var("STAGEBOT_ENV").unwrap_or_default(),
-        std::env::var("STAGEBOT_SHA").unwrap_or_default().get(..7).unwrap_or("?")
+        std::env::var("STAGEBOT_SHA")
+            .unwrap_or_default()
+            .get(..7)
+            .unwrap_or("?")
     );
     let router = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))

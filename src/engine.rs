@@ -60,7 +60,9 @@ impl App {
             Event::Installation(e) => {
                 let now = self.now();
                 match e.action {
-                    InstallationAction::Deleted => self.store().remove_installation(e.installation_id)?,
+                    InstallationAction::Deleted => {
+                        self.store().remove_installation(e.installation_id)?
+                    }
                     _ => self.store().put_installation(&InstallationRecord {
                         v: 1,
                         id: e.installation_id,
@@ -74,16 +76,17 @@ impl App {
             }
             Event::InstallationRepositories(e) => {
                 let now = self.now();
-                let mut rec = self.store().installation(e.installation_id)?.unwrap_or(
-                    InstallationRecord {
-                        v: 1,
-                        id: e.installation_id,
-                        account: e.account.clone(),
-                        suspended: false,
-                        repos: Vec::new(),
-                        updated_at: now,
-                    },
-                );
+                let mut rec =
+                    self.store()
+                        .installation(e.installation_id)?
+                        .unwrap_or(InstallationRecord {
+                            v: 1,
+                            id: e.installation_id,
+                            account: e.account.clone(),
+                            suspended: false,
+                            repos: Vec::new(),
+                            updated_at: now,
+                        });
                 rec.repos.retain(|r| !e.removed.contains(r));
                 for r in &e.added {
                     if !rec.repos.contains(r) {
@@ -102,7 +105,9 @@ impl App {
         let Some(repo) = event.repo().cloned() else {
             return Ok(Outcome::Ignored("event without a repository".into()));
         };
-        let client = self.repo_client(event.installation_id(), &repo.name).await?;
+        let client = self
+            .repo_client(event.installation_id(), &repo.name)
+            .await?;
         let installation = client.installation_id();
         let now = self.now();
 
@@ -114,7 +119,8 @@ impl App {
             Event::Push(e) if !e.deleted => (None, Some(e.after.to_string())),
             Event::Push(_) | Event::BranchDeleted(_) => (None, None),
             Event::Comment(e) => {
-                if e.author.is_bot || !e.is_pr || crate::command::parse_commands(&e.body).is_empty() {
+                if e.author.is_bot || !e.is_pr || crate::command::parse_commands(&e.body).is_empty()
+                {
                     (Some(e.number), None)
                 } else {
                     let info = client.pull_request(e.number).await?;
@@ -141,7 +147,9 @@ impl App {
                             )
                             .await?;
                     }
-                    return Ok(Outcome::Ignored(format!("invalid {CONFIG_PATH}: {message}")));
+                    return Ok(Outcome::Ignored(format!(
+                        "invalid {CONFIG_PATH}: {message}"
+                    )));
                 }
             },
             None => RepoConfig::default(),
@@ -233,16 +241,17 @@ impl App {
                 };
                 let existing = self.store().env(&id)?;
                 let rec = match existing {
-                    None => new_env(
-                        &id, &d.target, ctx.installation, clone_url, host, url, now,
-                    ),
+                    None => new_env(&id, &d.target, ctx.installation, clone_url, host, url, now),
                     Some(rec) => rec,
                 };
                 let mut rec = rec;
                 // The same commit already queued or deploying: nothing new to do.
                 let same_op = matches!(&rec.op, Some(Op::Deploy { sha, .. }) if *sha == d.sha)
                     && rec.is_active();
-                let expires = d.ttl.and_then(|t| chrono::Duration::from_std(t).ok()).map(|t| now + t);
+                let expires = d
+                    .ttl
+                    .and_then(|t| chrono::Duration::from_std(t).ok())
+                    .map(|t| now + t);
                 rec.last_activity = now;
                 rec.expires_at = expires.or(rec.expires_at);
                 rec.ttl_secs = d.ttl.map(|t| t.as_secs()).or(rec.ttl_secs);
@@ -420,7 +429,10 @@ impl App {
             let info = RepoInfo {
                 name: repo.clone(),
                 default_branch: String::new(),
-                clone_url: envs.first().map(|e| e.clone_url.clone()).unwrap_or_default(),
+                clone_url: envs
+                    .first()
+                    .map(|e| e.clone_url.clone())
+                    .unwrap_or_default(),
                 private: true,
             };
             let ctx = Ctx {
@@ -503,6 +515,9 @@ pub fn notice_text(n: &Notice) -> String {
 
 /// A reaction for an acknowledged command that is done.
 pub(crate) fn ack_reaction(ok: bool) -> Reaction {
-    if ok { Reaction::Rocket } else { Reaction::Confused }
+    if ok {
+        Reaction::Rocket
+    } else {
+        Reaction::Confused
+    }
 }
-

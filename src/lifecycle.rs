@@ -44,7 +44,11 @@ impl App {
 
     /// Number of environments with a runner at work.
     pub fn busy_runners(&self) -> usize {
-        self.0.runners.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.0
+            .runners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// Wait until no runner is at work.
@@ -455,7 +459,9 @@ impl App {
                 self.kick(&env.id, env.generation);
                 continue;
             }
-            if env.state == EnvState::Live || (env.state == EnvState::Failed && env.current_release.is_some()) {
+            if env.state == EnvState::Live
+                || (env.state == EnvState::Failed && env.current_release.is_some())
+            {
                 let status = self.provider().status(&env.id).await;
                 if matches!(status, Ok(ProviderStatus::Stopped))
                     && let Some(release) = env.current_release

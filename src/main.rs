@@ -19,7 +19,11 @@ use stagebot::types::{DeliveryId, EnvId, RepoName, Secret, Slug};
 use stagebot::webhook::WebhookSecrets;
 
 #[derive(Parser)]
-#[command(name = "stagebot", version, about = "A live environment for every branch and pull request")]
+#[command(
+    name = "stagebot",
+    version,
+    about = "A live environment for every branch and pull request"
+)]
 struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "STAGEBOT_LOG_JSON", global = true)]
@@ -38,14 +42,24 @@ enum Cmd {
     Env {
         #[command(subcommand)]
         cmd: EnvCmd,
-        #[arg(long, env = "STAGEBOT_DATA_DIR", default_value = "./stagebot-data", global = true)]
+        #[arg(
+            long,
+            env = "STAGEBOT_DATA_DIR",
+            default_value = "./stagebot-data",
+            global = true
+        )]
         data_dir: PathBuf,
     },
     /// Inspect or replay webhook deliveries.
     Deliveries {
         #[command(subcommand)]
         cmd: DeliveriesCmd,
-        #[arg(long, env = "STAGEBOT_DATA_DIR", default_value = "./stagebot-data", global = true)]
+        #[arg(
+            long,
+            env = "STAGEBOT_DATA_DIR",
+            default_value = "./stagebot-data",
+            global = true
+        )]
         data_dir: PathBuf,
     },
     /// Write a consistent export of the store (works while the server runs).
@@ -171,8 +185,11 @@ struct DemoArgs {
 struct Usage(String);
 
 fn duration(name: &str, s: &str) -> Result<Duration, Usage> {
-    stagebot::command::parse_duration(s)
-        .ok_or_else(|| Usage(format!("{name} must be a duration like 90m, 12h, 3d or 1w (got {s:?})")))
+    stagebot::command::parse_duration(s).ok_or_else(|| {
+        Usage(format!(
+            "{name} must be a duration like 90m, 12h, 3d or 1w (got {s:?})"
+        ))
+    })
 }
 
 fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
@@ -180,16 +197,24 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
         .webhook_secret
         .as_deref()
         .and_then(WebhookSecrets::parse)
-        .ok_or_else(|| Usage("WEBHOOK_SECRET is required (the secret set on the GitHub App's webhook)".into()))?;
+        .ok_or_else(|| {
+            Usage("WEBHOOK_SECRET is required (the secret set on the GitHub App's webhook)".into())
+        })?;
     let app_id = a
         .app_id
         .ok_or_else(|| Usage("APP_ID is required (the GitHub App's numeric id)".into()))?;
     let key = match (&a.private_key, &a.private_key_path) {
         (Some(k), _) => k.clone(),
-        (None, Some(p)) => std::fs::read_to_string(p)
-            .map_err(|e| Usage(format!("PRIVATE_KEY_PATH {} cannot be read: {e}", p.display())))?,
+        (None, Some(p)) => std::fs::read_to_string(p).map_err(|e| {
+            Usage(format!(
+                "PRIVATE_KEY_PATH {} cannot be read: {e}",
+                p.display()
+            ))
+        })?,
         (None, None) => {
-            return Err(Usage("PRIVATE_KEY or PRIVATE_KEY_PATH is required (the GitHub App's private key)".into()));
+            return Err(Usage(
+                "PRIVATE_KEY or PRIVATE_KEY_PATH is required (the GitHub App's private key)".into(),
+            ));
         }
     };
     let github = GitHub::new(GitHubConfig {
@@ -232,7 +257,10 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
         }
     };
     let store = Store::open(&a.data_dir).map_err(|e| {
-        Usage(format!("the data dir {} cannot be opened: {e}", a.data_dir.display()))
+        Usage(format!(
+            "the data dir {} cannot be opened: {e}",
+            a.data_dir.display()
+        ))
     })?;
     let app = App::new(Parts {
         settings,
@@ -249,7 +277,9 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -274,7 +304,9 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}
@@ -328,7 +360,9 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::DemoApp => {
-            stagebot::demo::demo_app().await.context("demo app failed")?;
+            stagebot::demo::demo_app()
+                .await
+                .context("demo app failed")?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Env { cmd, data_dir } => env_cmd(cmd, &data_dir).await,
@@ -338,18 +372,41 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             match open_store(&data_dir) {
                 Some(store) => {
                     let s = store.backup(&file).context("backup failed")?;
-                    println!("wrote {} ({} entries, {} bytes)", file.display(), s.entries, s.bytes);
+                    println!(
+                        "wrote {} ({} entries, {} bytes)",
+                        file.display(),
+                        s.entries,
+                        s.bytes
+                    );
                 }
                 None => {
-                    let v = admin(&data_dir, "POST", "/admin/backup", Some(serde_json::json!({ "path": file }))).await?;
-                    println!("wrote {} ({} entries, {} bytes) via the running server", file.display(), v["entries"], v["bytes"]);
+                    let v = admin(
+                        &data_dir,
+                        "POST",
+                        "/admin/backup",
+                        Some(serde_json::json!({ "path": file })),
+                    )
+                    .await?;
+                    println!(
+                        "wrote {} ({} entries, {} bytes) via the running server",
+                        file.display(),
+                        v["entries"],
+                        v["bytes"]
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Restore { file, data_dir, force } => {
+        Cmd::Restore {
+            file,
+            data_dir,
+            force,
+        } => {
             let store = Store::open(&data_dir).with_context(|| {
-                format!("cannot open {} (stop the server before restoring)", data_dir.display())
+                format!(
+                    "cannot open {} (stop the server before restoring)",
+                    data_dir.display()
+                )
             })?;
             let s = store.restore(&file, force).context("restore failed")?;
             println!("restored {} entries from {}", s.entries, file.display());
@@ -382,7 +439,12 @@ async fn admin(
     let sock = stagebot::serve::admin_socket(data_dir);
     stagebot::admin::call(&sock, method, path, body)
         .await
-        .with_context(|| format!("the store in {} is in use and the server's admin socket did not answer", data_dir.display()))
+        .with_context(|| {
+            format!(
+                "the store in {} is in use and the server's admin socket did not answer",
+                data_dir.display()
+            )
+        })
 }
 
 fn parse_env(repo: &str, slug: &str) -> anyhow::Result<EnvId> {
@@ -400,7 +462,10 @@ async fn env_cmd(cmd: EnvCmd, data_dir: &Path) -> anyhow::Result<ExitCode> {
                 Some(s) => serde_json::to_value(s.envs()?)?,
                 None => admin(data_dir, "GET", "/admin/environments", None).await?,
             };
-            println!("{:<28} {:<40} {:<11} {:<13} URL", "REPOSITORY", "ENVIRONMENT", "KIND", "STATE");
+            println!(
+                "{:<28} {:<40} {:<11} {:<13} URL",
+                "REPOSITORY", "ENVIRONMENT", "KIND", "STATE"
+            );
             for e in envs.as_array().into_iter().flatten() {
                 let repo = e.pointer("/id/repo").or_else(|| e.get("repo"));
                 let slug = e.pointer("/id/slug").or_else(|| e.get("slug"));
@@ -418,19 +483,37 @@ async fn env_cmd(cmd: EnvCmd, data_dir: &Path) -> anyhow::Result<ExitCode> {
             let id = parse_env(&repo, &slug)?;
             let v = match &store {
                 Some(s) => {
-                    let Some(env) = s.env(&id)? else { bail!("no environment {id}") };
+                    let Some(env) = s.env(&id)? else {
+                        bail!("no environment {id}")
+                    };
                     serde_json::json!({ "environment": env, "releases": s.releases(&id)? })
                 }
-                None => admin(data_dir, "GET", &format!("/admin/environments/{}/{}", id.repo, id.slug), None).await?,
+                None => {
+                    admin(
+                        data_dir,
+                        "GET",
+                        &format!("/admin/environments/{}/{}", id.repo, id.slug),
+                        None,
+                    )
+                    .await?
+                }
             };
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         EnvCmd::Teardown { repo, slug } => {
             let id = parse_env(&repo, &slug)?;
             if store.is_some() {
-                bail!("the server is not running: start `stagebot serve` so the provider can stop the environment's processes");
+                bail!(
+                    "the server is not running: start `stagebot serve` so the provider can stop the environment's processes"
+                );
             }
-            admin(data_dir, "POST", &format!("/admin/environments/{}/{}/teardown", id.repo, id.slug), None).await?;
+            admin(
+                data_dir,
+                "POST",
+                &format!("/admin/environments/{}/{}/teardown", id.repo, id.slug),
+                None,
+            )
+            .await?;
             println!("teardown of {id} requested");
         }
     }
@@ -448,9 +531,20 @@ async fn deliveries_cmd(cmd: DeliveriesCmd, data_dir: &Path) -> anyhow::Result<E
                         .filter(|d| !failed || d.is_failing())
                         .collect::<Vec<_>>(),
                 )?,
-                None => admin(data_dir, "GET", &format!("/admin/deliveries?failed={failed}"), None).await?,
+                None => {
+                    admin(
+                        data_dir,
+                        "GET",
+                        &format!("/admin/deliveries?failed={failed}"),
+                        None,
+                    )
+                    .await?
+                }
             };
-            println!("{:<38} {:<22} {:<10} {:>8}  ERROR / REASON", "DELIVERY", "EVENT", "STATE", "ATTEMPTS");
+            println!(
+                "{:<38} {:<22} {:<10} {:>8}  ERROR / REASON",
+                "DELIVERY", "EVENT", "STATE", "ATTEMPTS"
+            );
             for d in list.as_array().into_iter().flatten() {
                 let status = &d["status"];
                 let detail = d["last_error"]
@@ -475,7 +569,13 @@ async fn deliveries_cmd(cmd: DeliveriesCmd, data_dir: &Path) -> anyhow::Result<E
                     println!("{id} is back in the inbox; it is processed when the server runs");
                 }
                 None => {
-                    admin(data_dir, "POST", &format!("/admin/deliveries/{id}/replay"), None).await?;
+                    admin(
+                        data_dir,
+                        "POST",
+                        &format!("/admin/deliveries/{id}/replay"),
+                        None,
+                    )
+                    .await?;
                     println!("{id} replayed by the running server");
                 }
             }

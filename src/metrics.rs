@@ -41,22 +41,75 @@ impl Metrics {
             out,
             "# HELP stagebot_webhooks_total Webhook deliveries received, by event.\n# TYPE stagebot_webhooks_total counter"
         );
-        for (event, n) in self.webhooks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (event, n) in self
+            .webhooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             let _ = writeln!(out, "stagebot_webhooks_total{{event=\"{event}\"}} {n}");
         }
         let counters: [(&str, &str, &AtomicU64); 12] = [
-            ("stagebot_deliveries_processed_total", "Deliveries processed.", &self.deliveries_processed),
-            ("stagebot_deliveries_ignored_total", "Deliveries acknowledged and ignored.", &self.deliveries_ignored),
-            ("stagebot_delivery_failures_total", "Failed delivery attempts.", &self.deliveries_failed),
-            ("stagebot_deliveries_dead_total", "Deliveries given up on (dead letters).", &self.deliveries_dead),
-            ("stagebot_deploys_started_total", "Deploys started.", &self.deploys_started),
-            ("stagebot_deploys_succeeded_total", "Deploys that went live.", &self.deploys_succeeded),
-            ("stagebot_deploys_failed_total", "Deploys that failed.", &self.deploys_failed),
-            ("stagebot_deploys_superseded_total", "Deploys cancelled by a newer commit.", &self.deploys_superseded),
-            ("stagebot_teardowns_total", "Environments torn down.", &self.teardowns),
-            ("stagebot_report_failures_total", "Reports to GitHub that failed and wait for a retry.", &self.report_failures),
-            ("stagebot_deploy_duration_ms_sum", "Total time spent in successful deploys.", &self.deploy_ms_sum),
-            ("stagebot_deploy_duration_ms_count", "Successful deploys timed.", &self.deploy_ms_count),
+            (
+                "stagebot_deliveries_processed_total",
+                "Deliveries processed.",
+                &self.deliveries_processed,
+            ),
+            (
+                "stagebot_deliveries_ignored_total",
+                "Deliveries acknowledged and ignored.",
+                &self.deliveries_ignored,
+            ),
+            (
+                "stagebot_delivery_failures_total",
+                "Failed delivery attempts.",
+                &self.deliveries_failed,
+            ),
+            (
+                "stagebot_deliveries_dead_total",
+                "Deliveries given up on (dead letters).",
+                &self.deliveries_dead,
+            ),
+            (
+                "stagebot_deploys_started_total",
+                "Deploys started.",
+                &self.deploys_started,
+            ),
+            (
+                "stagebot_deploys_succeeded_total",
+                "Deploys that went live.",
+                &self.deploys_succeeded,
+            ),
+            (
+                "stagebot_deploys_failed_total",
+                "Deploys that failed.",
+                &self.deploys_failed,
+            ),
+            (
+                "stagebot_deploys_superseded_total",
+                "Deploys cancelled by a newer commit.",
+                &self.deploys_superseded,
+            ),
+            (
+                "stagebot_teardowns_total",
+                "Environments torn down.",
+                &self.teardowns,
+            ),
+            (
+                "stagebot_report_failures_total",
+                "Reports to GitHub that failed and wait for a retry.",
+                &self.report_failures,
+            ),
+            (
+                "stagebot_deploy_duration_ms_sum",
+                "Total time spent in successful deploys.",
+                &self.deploy_ms_sum,
+            ),
+            (
+                "stagebot_deploy_duration_ms_count",
+                "Successful deploys timed.",
+                &self.deploy_ms_count,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(
@@ -66,7 +119,10 @@ impl Metrics {
             );
         }
         for (name, help, value) in extra {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         }
         out
     }

@@ -121,18 +121,43 @@ pub enum Action {
         ack: Option<u64>,
     },
     /// Warn that a preview will be swept at `at`.
-    WarnExpiry { slug: Slug, at: DateTime<Utc> },
-    React { comment_id: u64, reaction: Reaction },
-    Reply { pr: PrNumber, body: String },
+    WarnExpiry {
+        slug: Slug,
+        at: DateTime<Utc>,
+    },
+    React {
+        comment_id: u64,
+        reaction: Reaction,
+    },
+    Reply {
+        pr: PrNumber,
+        body: String,
+    },
     /// Re-render the PR's sticky comment, with an optional notice.
-    Sticky { pr: PrNumber, notice: Option<Notice> },
+    Sticky {
+        pr: PrNumber,
+        notice: Option<Notice>,
+    },
     /// A maintainer approved this fork commit for deployment.
-    ApproveFork { pr: PrNumber, sha: Sha },
+    ApproveFork {
+        pr: PrNumber,
+        sha: Sha,
+    },
     /// Remember the commands a comment carried (edits with the same commands do nothing).
-    CommentHandled { pr: PrNumber, comment_id: u64, commands: String },
-    MarkPrClosed { pr: PrNumber, closed: bool },
+    CommentHandled {
+        pr: PrNumber,
+        comment_id: u64,
+        commands: String,
+    },
+    MarkPrClosed {
+        pr: PrNumber,
+        closed: bool,
+    },
     /// Record that the environment saw these commits (late deliveries naming them are stale).
-    Remember { slug: Slug, shas: Vec<Sha> },
+    Remember {
+        slug: Slug,
+        shas: Vec<Sha>,
+    },
 }
 
 /// The decision for one event: actions, or a reason to ignore it.
@@ -347,7 +372,10 @@ fn push(e: &PushEvent, config: &RepoConfig, state: &State) -> Decision {
     if e.deleted {
         let actions = teardown_branch(&e.branch, &e.sender.login, "the branch was deleted", state);
         return if actions.is_empty() {
-            Decision::Ignore(format!("branch {} deleted; it had no environment", e.branch))
+            Decision::Ignore(format!(
+                "branch {} deleted; it had no environment",
+                e.branch
+            ))
         } else {
             Decision::act(actions)
         };
@@ -395,7 +423,10 @@ fn push(e: &PushEvent, config: &RepoConfig, state: &State) -> Decision {
     // A branch environment without a PR follows its branch; PR previews follow `synchronize`.
     let mut actions = Vec::new();
     for env in state.envs.iter().filter(|env| {
-        env.kind == EnvKind::Preview && env.pr.is_none() && env.is_active() && env.branch == e.branch
+        env.kind == EnvKind::Preview
+            && env.pr.is_none()
+            && env.is_active()
+            && env.branch == e.branch
     }) {
         if env.seen_shas.contains(&e.after) {
             continue;
@@ -510,11 +541,7 @@ fn comment(e: &CommentEvent, config: &RepoConfig, state: &State) -> Decision {
             Err(err) => {
                 actions.push(Action::Reply {
                     pr,
-                    body: format!(
-                        "@{}: {err}\n\n{}",
-                        e.author.login,
-                        command::help_text()
-                    ),
+                    body: format!("@{}: {err}\n\n{}", e.author.login, command::help_text()),
                 });
                 refused = true;
                 continue;
@@ -632,7 +659,10 @@ fn run_command(
                 return Err(if known.is_empty() {
                     format!("unknown profile `{p}`: this repository defines no profiles.")
                 } else {
-                    format!("unknown profile `{p}`: known profiles are {}.", known.join(", "))
+                    format!(
+                        "unknown profile `{p}`: known profiles are {}.",
+                        known.join(", ")
+                    )
                 });
             }
             let slug = preview_slug(Some(info.number), &info.head_ref);
@@ -668,7 +698,9 @@ fn run_command(
             let env = state
                 .active_env(&slug)
                 .filter(|env| env.current_release.is_some())
-                .ok_or("this pull request has no live preview to promote: comment `/stage` first.")?;
+                .ok_or(
+                    "this pull request has no live preview to promote: comment `/stage` first.",
+                )?;
             let n = env.current_release.unwrap_or_default();
             let release = state
                 .releases_of(&slug)
@@ -800,9 +832,7 @@ fn pick_rollback<'a>(
                 .rev()
                 .filter(|r| r.n < current)
                 .find(|r| Some(&r.sha) != live_sha)
-                .ok_or_else(|| {
-                    format!("`{}` has no earlier release to roll back to.", env.id.slug)
-                })
+                .ok_or_else(|| format!("`{}` has no earlier release to roll back to.", env.id.slug))
         }
     }
 }
@@ -816,7 +846,9 @@ pub fn status_text(pr: PrNumber, state: &State) -> String {
         .filter(|e| e.pr == Some(pr) || e.kind != EnvKind::Preview)
         .collect();
     if relevant.is_empty() {
-        out.push_str("\nNo environments for this pull request yet. Comment `/stage` to create one.\n");
+        out.push_str(
+            "\nNo environments for this pull request yet. Comment `/stage` to create one.\n",
+        );
         return out;
     }
     for env in relevant {

@@ -44,10 +44,13 @@ impl App {
         };
         let context = format!("stagebot/{}", rec.kind);
         let environment = crate::types::environment_name(rec.kind, &rec.id.slug);
-        let (_, log_url) = self.log_location(id, match phase {
-            Phase::Failed => rec.releases + 1,
-            _ => rec.current_release.unwrap_or(rec.releases + 1),
-        });
+        let (_, log_url) = self.log_location(
+            id,
+            match phase {
+                Phase::Failed => rec.releases + 1,
+                _ => rec.current_release.unwrap_or(rec.releases + 1),
+            },
+        );
         if let Some(sha) = &sha {
             // One GitHub deployment per (environment, commit).
             let key = sha.to_string();
@@ -87,7 +90,9 @@ impl App {
                 Phase::Failed => (
                     DeploymentState::Failure,
                     None,
-                    rec.last_error.clone().unwrap_or_else(|| "Deploy failed".into()),
+                    rec.last_error
+                        .clone()
+                        .unwrap_or_else(|| "Deploy failed".into()),
                 ),
                 Phase::Destroyed => (
                     DeploymentState::Inactive,
@@ -110,18 +115,34 @@ impl App {
                     .await?;
             }
             let status = match phase {
-                Phase::Deploying => Some((StatusState::Pending, "Deploying…".to_string(), log_url.clone())),
-                Phase::Live => Some((StatusState::Success, format!("Live at {}", rec.url), rec.url.clone())),
+                Phase::Deploying => Some((
+                    StatusState::Pending,
+                    "Deploying…".to_string(),
+                    log_url.clone(),
+                )),
+                Phase::Live => Some((
+                    StatusState::Success,
+                    format!("Live at {}", rec.url),
+                    rec.url.clone(),
+                )),
                 Phase::Failed => Some((
                     StatusState::Failure,
-                    rec.last_error.clone().unwrap_or_else(|| "Deploy failed".into()),
+                    rec.last_error
+                        .clone()
+                        .unwrap_or_else(|| "Deploy failed".into()),
                     log_url.clone(),
                 )),
                 Phase::Destroyed => None,
             };
             if let Some((state, description, target)) = status {
                 client
-                    .set_status(sha, state, &context, &truncate(&description, 140), Some(&target))
+                    .set_status(
+                        sha,
+                        state,
+                        &context,
+                        &truncate(&description, 140),
+                        Some(&target),
+                    )
                     .await?;
             }
         }
@@ -145,7 +166,11 @@ impl App {
     }
 
     /// Re-render the PR's sticky comment from the store and upsert it.
-    pub async fn refresh_sticky(&self, client: &RepoClient, pr: PrNumber) -> Result<(), GitHubError> {
+    pub async fn refresh_sticky(
+        &self,
+        client: &RepoClient,
+        pr: PrNumber,
+    ) -> Result<(), GitHubError> {
         let repo = client.repo().clone();
         let record = self.store().pr(&repo, pr).unwrap_or_default();
         let envs: Vec<EnvRecord> = self
@@ -172,7 +197,9 @@ impl App {
             .upsert_sticky_comment(pr, record.sticky_comment_id, &body)
             .await?;
         if record.sticky_comment_id != Some(id) {
-            let _ = self.store().update_pr(&repo, pr, |r| r.sticky_comment_id = Some(id));
+            let _ = self
+                .store()
+                .update_pr(&repo, pr, |r| r.sticky_comment_id = Some(id));
         }
         Ok(())
     }
@@ -243,16 +270,26 @@ pub fn render_sticky(
     }
     if rows.is_empty() {
         if pr.notice.is_none() {
-            out.push_str("No environment for this pull request yet. Comment `/stage` to deploy one.\n\n");
+            out.push_str(
+                "No environment for this pull request yet. Comment `/stage` to deploy one.\n\n",
+            );
         }
     } else {
         out.push_str("| Environment | State | URL | Commit | Last deploy | Expires |\n");
         out.push_str("|---|---|---|---|---|---|\n");
         for (env, release, queue) in rows {
-            let url = if matches!(env.state, EnvState::Live | EnvState::Failed | EnvState::Deploying)
-                && release.is_some()
+            let url = if matches!(
+                env.state,
+                EnvState::Live | EnvState::Failed | EnvState::Deploying
+            ) && release.is_some()
             {
-                format!("[{}]({})", env.url.trim_start_matches("http://").trim_start_matches("https://"), env.url)
+                format!(
+                    "[{}]({})",
+                    env.url
+                        .trim_start_matches("http://")
+                        .trim_start_matches("https://"),
+                    env.url
+                )
             } else {
                 "—".into()
             };
@@ -263,7 +300,14 @@ pub fn render_sticky(
             };
             let last = release
                 .as_ref()
-                .map(|r| format!("#{} {} by @{}", r.n, r.at.format("%Y-%m-%d %H:%M UTC"), r.by))
+                .map(|r| {
+                    format!(
+                        "#{} {} by @{}",
+                        r.n,
+                        r.at.format("%Y-%m-%d %H:%M UTC"),
+                        r.by
+                    )
+                })
                 .unwrap_or_else(|| "—".into());
             let expires = match (env.state, env.expires_at) {
                 (EnvState::Destroyed, _) => "—".into(),

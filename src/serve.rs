@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::app::App;
-use crate::worker::tokio_util_lite::{Shutdown, shutdown};
+use crate::worker::tokio_util_lite::{Shutdown, Trigger, shutdown};
 
 /// How often the reconciler and sweeper run.
 #[derive(Debug, Clone, Copy)]
@@ -28,13 +28,30 @@ pub fn admin_socket(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("admin.sock")
 }
 
-/// Serve until `stop` resolves. Reconciles once before accepting work.
-pub async fn run(
-    app: App,
-    listener: TcpListener,
-    intervals: Intervals,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+/// A running server: the public listener, the admin socket, the worker and the periodic loop.
+pub struct Server {
+    trigger: Trigger,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Ask everything to stop (graceful: in-flight requests finish).
+    pub fn stop(&self) {
+        self.trigger.fire();
+    }
+
+    /// Wait until everything has stopped.
+    pub async fn wait(self) -> std::io::Result<()> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// Reconcile (so environments that were live before a restart come back and lost webhooks are
+/// made up for), then start serving. Returns once everything is started.
+pub async fn start(app: App, listener: TcpListener, intervals: Intervals) -> Server {
     let (trigger, signal) = shutdown();
     match app.reconcile().await {
         Ok(s) => tracing::info!(?s, "reconciled at start-up"),
@@ -61,22 +78,34 @@ pub async fn run(
     };
     let router = crate::server::router(app.clone());
     tracing::info!(addr = ?listener.local_addr().ok(), "listening");
-    let s = signal.clone();
-    tokio::spawn(async move {
-        stop.await;
-        trigger.fire();
+    let task = tokio::spawn(async move {
+        let s = signal.clone();
+        let result = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { s.wait().await })
+            .await;
+        let _ = worker.await;
+        let _ = ticker.await;
+        if let Some(a) = admin {
+            let _ = a.await;
+        }
+        let _ = std::fs::remove_file(&sock);
+        let _ = app.store().flush().await;
+        result
     });
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { s.wait().await })
-        .await;
-    let _ = worker.await;
-    let _ = ticker.await;
-    if let Some(a) = admin {
-        let _ = a.await;
-    }
-    let _ = std::fs::remove_file(&sock);
-    let _ = app.store().flush().await;
-    result
+    Server { trigger, task }
+}
+
+/// Serve until `stop` resolves.
+pub async fn run(
+    app: App,
+    listener: TcpListener,
+    intervals: Intervals,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let server = start(app, listener, intervals).await;
+    stop.await;
+    server.stop();
+    server.wait().await
 }
 
 async fn periodic(app: App, intervals: Intervals, signal: Shutdown) {

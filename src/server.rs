@@ -83,14 +83,42 @@ async fn metrics(State(app): State<App>) -> Response {
     let pending = app.store().pending().map(|p| p.len() as u64).unwrap_or(0);
     let gh = app.github().metrics();
     let body = app.metrics().render(&[
-        ("stagebot_environments_live", "Environments live.", count(EnvState::Live)),
-        ("stagebot_environments_deploying", "Environments deploying.", count(EnvState::Deploying)),
-        ("stagebot_environments_failed", "Environments failed.", count(EnvState::Failed)),
-        ("stagebot_environments_queued", "Previews waiting for capacity.", count(EnvState::Queued)),
-        ("stagebot_inbox_pending", "Deliveries waiting in the inbox.", pending),
+        (
+            "stagebot_environments_live",
+            "Environments live.",
+            count(EnvState::Live),
+        ),
+        (
+            "stagebot_environments_deploying",
+            "Environments deploying.",
+            count(EnvState::Deploying),
+        ),
+        (
+            "stagebot_environments_failed",
+            "Environments failed.",
+            count(EnvState::Failed),
+        ),
+        (
+            "stagebot_environments_queued",
+            "Previews waiting for capacity.",
+            count(EnvState::Queued),
+        ),
+        (
+            "stagebot_inbox_pending",
+            "Deliveries waiting in the inbox.",
+            pending,
+        ),
         ("stagebot_github_calls", "GitHub API calls made.", gh.calls),
-        ("stagebot_github_retries", "GitHub API calls retried.", gh.retries),
-        ("stagebot_github_failures", "GitHub API calls that failed for good.", gh.failures),
+        (
+            "stagebot_github_retries",
+            "GitHub API calls retried.",
+            gh.retries,
+        ),
+        (
+            "stagebot_github_failures",
+            "GitHub API calls that failed for good.",
+            gh.failures,
+        ),
     ]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
@@ -121,12 +149,9 @@ fn env_json(app: &App, env: &EnvRecord) -> serde_json::Value {
 
 async fn api_envs(State(app): State<App>) -> Response {
     match app.store().envs() {
-        Ok(envs) => Json(
-            envs.iter()
-                .map(|e| env_json(&app, e))
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
+        Ok(envs) => {
+            Json(envs.iter().map(|e| env_json(&app, e)).collect::<Vec<_>>()).into_response()
+        }
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -166,12 +191,11 @@ async fn logs(
     };
     let (path, _) = app.log_location(&id, n);
     match tokio::fs::read(&path).await {
-        Ok(bytes) => (
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            bytes,
-        )
-            .into_response(),
-        Err(_) => err(StatusCode::NOT_FOUND, format!("no log for {id} release {n}")),
+        Ok(bytes) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response(),
+        Err(_) => err(
+            StatusCode::NOT_FOUND,
+            format!("no log for {id} release {n}"),
+        ),
     }
 }
 
@@ -230,7 +254,11 @@ async fn admin_teardown(
         Err(r) => return *r,
     };
     match app.request_teardown(&id, "stagebot env teardown (operator)") {
-        Ok(true) => (StatusCode::ACCEPTED, Json(json!({ "teardown": id.to_string() }))).into_response(),
+        Ok(true) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "teardown": id.to_string() })),
+        )
+            .into_response(),
         Ok(false) => err(StatusCode::NOT_FOUND, format!("no active environment {id}")),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -272,17 +300,28 @@ struct BackupBody {
     path: PathBuf,
 }
 
-async fn admin_backup(State(app): State<App>, headers: HeaderMap, Json(body): Json<BackupBody>) -> Response {
+async fn admin_backup(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Json(body): Json<BackupBody>,
+) -> Response {
     let _ = headers;
     match app.store().backup(&body.path) {
-        Ok(summary) => Json(json!({ "path": body.path, "entries": summary.entries, "bytes": summary.bytes })).into_response(),
+        Ok(summary) => {
+            Json(json!({ "path": body.path, "entries": summary.entries, "bytes": summary.bytes }))
+                .into_response()
+        }
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
 impl App {
     /// Ask for an environment's teardown outside a webhook (operator CLI).
-    pub fn request_teardown(&self, id: &EnvId, reason: &str) -> Result<bool, crate::store::StoreError> {
+    pub fn request_teardown(
+        &self,
+        id: &EnvId,
+        reason: &str,
+    ) -> Result<bool, crate::store::StoreError> {
         let updated = self.store().update_env(id, |r| {
             if !r.is_active() {
                 return None;

@@ -22,7 +22,6 @@ use crate::proxy::Routes;
 use crate::store::Store;
 use crate::types::{Permission, PrNumber, RepoName, Sha};
 use crate::webhook::{WebhookSecrets, sign};
-use crate::worker::tokio_util_lite::{Trigger, shutdown};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KitError {
@@ -66,7 +65,14 @@ impl GitRepo {
 
     fn git(&self, args: &[&str]) -> Result<String, KitError> {
         let out = Command::new("git")
-            .args(["-c", "user.name=stagebot-test", "-c", "user.email=test@stagebot.invalid", "-c", "commit.gpgsign=false"])
+            .args([
+                "-c",
+                "user.name=stagebot-test",
+                "-c",
+                "user.email=test@stagebot.invalid",
+                "-c",
+                "commit.gpgsign=false",
+            ])
             .args(args)
             .current_dir(&self.dir)
             .output()?;
@@ -87,7 +93,12 @@ impl GitRepo {
         message: &str,
     ) -> Result<Sha, KitError> {
         let exists = self
-            .git(&["rev-parse", "--verify", "-q", &format!("refs/heads/{branch}")])
+            .git(&[
+                "rev-parse",
+                "--verify",
+                "-q",
+                &format!("refs/heads/{branch}"),
+            ])
             .is_ok();
         let has_commits = self.git(&["rev-parse", "--verify", "-q", "HEAD"]).is_ok();
         if exists || !has_commits {
@@ -113,7 +124,14 @@ impl GitRepo {
     /// Merge `branch` into `main` (a merge commit); returns the merge commit.
     pub fn merge(&self, branch: &str) -> Result<Sha, KitError> {
         self.git(&["checkout", "-q", "main"])?;
-        self.git(&["merge", "-q", "--no-ff", "-m", &format!("Merge {branch}"), branch])?;
+        self.git(&[
+            "merge",
+            "-q",
+            "--no-ff",
+            "-m",
+            &format!("Merge {branch}"),
+            branch,
+        ])?;
         let sha = self.git(&["rev-parse", "HEAD"])?;
         Sha::new(&sha).map_err(|e| KitError::Other(e.to_string()))
     }
@@ -179,8 +197,7 @@ pub struct Stack {
     pub clock: Option<ManualClock>,
     secret: String,
     http: reqwest::Client,
-    stop: Option<Trigger>,
-    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    server: Option<crate::serve::Server>,
     next_delivery: AtomicU64,
     next_comment: AtomicU64,
 }
@@ -199,7 +216,10 @@ impl Stack {
 
     /// Start the real server against an existing fake (a restart keeps the fake's state).
     pub async fn start_with(fake: FakeGitHub, opts: StackOptions) -> Result<Stack, KitError> {
-        let listener = tokio::net::TcpListener::bind(opts.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
+        let listener = tokio::net::TcpListener::bind(
+            opts.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+        )
+        .await?;
         let addr = listener.local_addr()?;
         let mut settings = Settings::new(
             opts.data_dir.clone(),
@@ -234,7 +254,8 @@ impl Stack {
             Some(c) => Arc::new(c.clone()),
             None => Arc::new(crate::clock::SystemClock),
         };
-        let secrets = WebhookSecrets::parse(SECRET).ok_or_else(|| KitError::Other("secret".into()))?;
+        let secrets =
+            WebhookSecrets::parse(SECRET).ok_or_else(|| KitError::Other("secret".into()))?;
         let app = App::new(Parts {
             settings,
             store,
@@ -244,15 +265,14 @@ impl Stack {
             clock: shared,
             secrets,
         });
-        let (trigger, signal) = shutdown();
-        let server = tokio::spawn(crate::serve::run(
+        let server = crate::serve::start(
             app.clone(),
             listener,
             crate::serve::Intervals {
                 reconcile: Duration::from_secs(3600),
             },
-            async move { signal.wait().await },
-        ));
+        )
+        .await;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -265,7 +285,6 @@ impl Stack {
             clock,
             secret: SECRET.into(),
             http,
-            stop: Some(trigger),
             server: Some(server),
             next_delivery: AtomicU64::new(1),
             next_comment: AtomicU64::new(1),
@@ -274,11 +293,9 @@ impl Stack {
 
     /// Stop the server (graceful), keeping the fake running; returns the fake for a restart.
     pub async fn stop(mut self) -> FakeGitHub {
-        if let Some(t) = self.stop.take() {
-            t.fire();
-        }
         if let Some(s) = self.server.take() {
-            let _ = s.await;
+            s.stop();
+            let _ = s.wait().await;
         }
         self.fake.clone()
     }
@@ -294,7 +311,12 @@ impl Stack {
         self.send_as(event, &id, payload).await
     }
 
-    pub async fn send_as(&self, event: &str, delivery: &str, payload: &Value) -> Result<(u16, Value), KitError> {
+    pub async fn send_as(
+        &self,
+        event: &str,
+        delivery: &str,
+        payload: &Value,
+    ) -> Result<(u16, Value), KitError> {
         let body = serde_json::to_vec(payload).map_err(|e| KitError::Other(e.to_string()))?;
         let resp = self
             .http
@@ -314,7 +336,10 @@ impl Stack {
 
     /// Process everything and wait for deploys to finish.
     pub async fn settle(&self) -> Result<(), KitError> {
-        self.app.settle().await.map_err(|e| KitError::Other(e.to_string()))
+        self.app
+            .settle()
+            .await
+            .map_err(|e| KitError::Other(e.to_string()))
     }
 
     /// Mirror a file into the fake's contents API at `sha`.
@@ -341,7 +366,12 @@ impl Stack {
     }
 
     /// Send a `pull_request` event for `pr` as it is now.
-    pub async fn pr_event(&self, action: &str, pr: &TestPr, before: Option<&Sha>) -> Result<(), KitError> {
+    pub async fn pr_event(
+        &self,
+        action: &str,
+        pr: &TestPr,
+        before: Option<&Sha>,
+    ) -> Result<(), KitError> {
         let mut p = PrPayload::new(action, &self.repo, pr.number);
         p.head_ref = pr.branch.clone();
         p.head_sha = pr.sha.to_string();
@@ -353,26 +383,36 @@ impl Stack {
         p.before = before.map(|b| b.to_string());
         p.merged = pr.merged;
         p.installation_id = Some(INSTALLATION);
-        let (status, body) = self.send("pull_request", &payloads::pull_request(&p)).await?;
+        let (status, body) = self
+            .send("pull_request", &payloads::pull_request(&p))
+            .await?;
         expect_accepted(status, &body)
     }
 
     /// New head for a PR: fake state + `pull_request.synchronize`.
     pub async fn synchronize(&self, pr: &mut TestPr, sha: Sha) -> Result<(), KitError> {
         let before = std::mem::replace(&mut pr.sha, sha);
-        self.fake.set_pr_head(&self.repo, PrNumber(pr.number), pr.sha.clone());
+        self.fake
+            .set_pr_head(&self.repo, PrNumber(pr.number), pr.sha.clone());
         self.pr_event("synchronize", pr, Some(&before)).await
     }
 
     /// Close (or merge) a PR.
     pub async fn close_pr(&self, pr: &mut TestPr, merged: bool) -> Result<(), KitError> {
         pr.merged = merged;
-        self.fake.set_pr_state(&self.repo, PrNumber(pr.number), false, merged);
+        self.fake
+            .set_pr_state(&self.repo, PrNumber(pr.number), false, merged);
         self.pr_event("closed", pr, None).await
     }
 
     /// A push to `branch`.
-    pub async fn push(&self, branch: &str, before: &Sha, after: &Sha, clone_url: &str) -> Result<(), KitError> {
+    pub async fn push(
+        &self,
+        branch: &str,
+        before: &Sha,
+        after: &Sha,
+        clone_url: &str,
+    ) -> Result<(), KitError> {
         let mut p = PushPayload::new(&self.repo, branch);
         p.before = before.to_string();
         p.after = after.to_string();
@@ -391,14 +431,18 @@ impl Stack {
 
     /// `user` comments `body` on PR `number`; returns the comment id.
     pub async fn comment(&self, user: &str, number: u64, body: &str) -> Result<u64, KitError> {
-        let id = self.fake.add_user_comment(&self.repo, PrNumber(number), user, body);
+        let id = self
+            .fake
+            .add_user_comment(&self.repo, PrNumber(number), user, body);
         let _ = self.next_comment.fetch_add(1, Ordering::Relaxed);
         let mut p = CommentPayload::new(&self.repo, number, body);
         p.comment_id = id;
         p.author_login = user.to_owned();
         p.author_association = "MEMBER".into();
         p.installation_id = Some(INSTALLATION);
-        let (status, resp) = self.send("issue_comment", &payloads::issue_comment(&p)).await?;
+        let (status, resp) = self
+            .send("issue_comment", &payloads::issue_comment(&p))
+            .await?;
         expect_accepted(status, &resp)?;
         Ok(id)
     }
@@ -433,7 +477,10 @@ impl Stack {
             .into_iter()
             .filter(|c| c.is_sticky())
             .collect();
-        assert!(stickies.len() <= 1, "more than one sticky comment on #{number}");
+        assert!(
+            stickies.len() <= 1,
+            "more than one sticky comment on #{number}"
+        );
         stickies.first().map(|c| c.text().to_owned())
     }
 
@@ -453,7 +500,9 @@ fn expect_accepted(status: u16, body: &Value) -> Result<(), KitError> {
     if status == 202 {
         Ok(())
     } else {
-        Err(KitError::Other(format!("webhook answered {status}: {body}")))
+        Err(KitError::Other(format!(
+            "webhook answered {status}: {body}"
+        )))
     }
 }
 

@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
@@ -127,7 +127,10 @@ pub async fn receive(State(app): State<App>, req: Request) -> Response {
         return error(StatusCode::BAD_REQUEST, "missing X-GitHub-Delivery header");
     };
     let Some(signature) = header(&headers, "x-hub-signature-256") else {
-        return error(StatusCode::UNAUTHORIZED, "missing X-Hub-Signature-256 header");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing X-Hub-Signature-256 header",
+        );
     };
     if !app.webhook_secrets().verify(signature, &body) {
         return error(

@@ -30,7 +30,8 @@ impl App {
             match result {
                 Ok(Outcome::Processed) => {
                     Metrics::inc(&self.metrics().deliveries_processed);
-                    self.store().finish_delivery(&id, DeliveryStatus::Processed, now)?;
+                    self.store()
+                        .finish_delivery(&id, DeliveryStatus::Processed, now)?;
                     tracing::info!("processed");
                 }
                 Ok(Outcome::Ignored(reason)) => {
@@ -43,8 +44,8 @@ impl App {
                     Metrics::inc(&self.metrics().deliveries_failed);
                     let attempts = d.record.attempts + 1;
                     let schedule = &self.settings().delivery_retry;
-                    let retry_at = (e.is_retryable() && attempts < schedule.max_attempts)
-                        .then(|| {
+                    let retry_at =
+                        (e.is_retryable() && attempts < schedule.max_attempts).then(|| {
                             now + chrono::Duration::from_std(schedule.delay(attempts))
                                 .unwrap_or(chrono::Duration::MAX)
                         });

@@ -2,6 +2,7 @@
 //! local provider with real processes, the fake GitHub over HTTP; assertions on what GitHub
 //! received and on what the preview URL serves.
 
+use stagebot::slug::preview_slug;
 use stagebot::store::EnvState;
 use stagebot::testkit::{GitRepo, Stack, StackOptions, TestPr, python_app_files};
 use stagebot::types::{EnvId, Permission, RepoName, Sha, Slug};
@@ -50,7 +51,16 @@ impl World {
             repo: self.stack.repo.clone(),
             slug: Slug::new(slug).unwrap(),
         };
-        self.stack.app.store().env(&id).unwrap().unwrap_or_else(|| panic!("no env {slug}"))
+        self.stack
+            .app
+            .store()
+            .env(&id)
+            .unwrap()
+            .unwrap_or_else(|| panic!("no env {slug}"))
+    }
+
+    pub fn preview(&self, n: u64, branch: &str) -> stagebot::store::EnvRecord {
+        self.env(preview_slug(Some(pr_no(n)), branch).as_str())
     }
 
     pub fn repo(&self) -> &RepoName {
@@ -66,24 +76,36 @@ async fn open_pr_gets_a_preview_then_push_redeploys_then_close_tears_down() {
     w.stack.open_pr(&pr).await.unwrap();
     w.stack.settle().await.unwrap();
 
-    let env = w.env("pr-7-feature-login");
+    let env = w.preview(7, "feature/login");
     assert_eq!(env.state, EnvState::Live, "{:?}", env.last_error);
     let (status, body) = w.stack.get(&env.url).await.unwrap();
     assert_eq!((status, body.as_str()), (200, sha1.as_str()));
 
     // GitHub: a transient deployment with in_progress → success carrying the URL
-    let deps = w.stack.fake.deployments(w.repo(), "preview/pr-7-feature-login");
+    let deps = w.stack.fake.deployments(
+        w.repo(),
+        &format!("preview/{}", preview_slug(Some(pr_no(7)), "feature/login")),
+    );
     assert_eq!(deps.len(), 1);
     assert!(deps[0].transient);
     let states: Vec<_> = deps[0].statuses.iter().map(|s| s.state.as_str()).collect();
     assert_eq!(states, ["in_progress", "success"]);
-    assert_eq!(deps[0].statuses[1].environment_url.as_deref(), Some(env.url.as_str()));
+    assert_eq!(
+        deps[0].statuses[1].environment_url.as_deref(),
+        Some(env.url.as_str())
+    );
     // a commit status pending → success pointing at the preview
     let statuses = w.stack.fake.statuses(w.repo(), &sha1);
-    let ours: Vec<_> = statuses.iter().filter(|s| s.context == "stagebot/preview").collect();
+    let ours: Vec<_> = statuses
+        .iter()
+        .filter(|s| s.context == "stagebot/preview")
+        .collect();
     assert_eq!(ours.first().map(|s| s.state.as_str()), Some("pending"));
     assert_eq!(ours.last().map(|s| s.state.as_str()), Some("success"));
-    assert_eq!(ours.last().and_then(|s| s.target_url.as_deref()), Some(env.url.as_str()));
+    assert_eq!(
+        ours.last().and_then(|s| s.target_url.as_deref()),
+        Some(env.url.as_str())
+    );
     // one sticky comment with the table
     let sticky = w.stack.sticky(7).expect("sticky comment");
     assert!(sticky.contains(&env.url), "{sticky}");
@@ -96,19 +118,435 @@ async fn open_pr_gets_a_preview_then_push_redeploys_then_close_tears_down() {
     w.stack.settle().await.unwrap();
     let (status, body) = w.stack.get(&env.url).await.unwrap();
     assert_eq!((status, body.as_str()), (200, sha2.as_str()));
-    assert_eq!(w.env("pr-7-feature-login").current_release, Some(2));
-    let comments = w.stack.fake.comments(w.repo(), stagebot::types::PrNumber(7));
-    assert_eq!(comments.iter().filter(|c| c.is_sticky()).count(), 1, "sticky edited in place");
+    assert_eq!(w.preview(7, "feature/login").current_release, Some(2));
+    let comments = w
+        .stack
+        .fake
+        .comments(w.repo(), stagebot::types::PrNumber(7));
+    assert_eq!(
+        comments.iter().filter(|c| c.is_sticky()).count(),
+        1,
+        "sticky edited in place"
+    );
 
     // close → teardown, deployment inactive, sticky says how to bring it back
     w.stack.close_pr(&mut pr, false).await.unwrap();
     w.stack.settle().await.unwrap();
-    assert_eq!(w.env("pr-7-feature-login").state, EnvState::Destroyed);
+    assert_eq!(w.preview(7, "feature/login").state, EnvState::Destroyed);
     let (status, _) = w.stack.get(&env.url).await.unwrap();
     assert_eq!(status, 404);
-    let deps = w.stack.fake.deployments(w.repo(), "preview/pr-7-feature-login");
+    let deps = w.stack.fake.deployments(
+        w.repo(),
+        &format!("preview/{}", preview_slug(Some(pr_no(7)), "feature/login")),
+    );
     assert_eq!(deps.last().and_then(|d| d.last_state()), Some("inactive"));
     let sticky = w.stack.sticky(7).unwrap();
     assert!(sticky.contains("/stage"), "{sticky}");
     assert!(sticky.contains("removed"), "{sticky}");
+}
+
+fn pr_no(n: u64) -> stagebot::types::PrNumber {
+    stagebot::types::PrNumber(n)
+}
+
+/// Open PR `n` on `branch` with one commit and wait for it to settle.
+async fn opened(w: &World, n: u64, branch: &str) -> (TestPr, Sha) {
+    let sha = w.commit(branch, &format!("{branch} v1"), "");
+    let pr = TestPr::new(n, branch, sha.clone(), &w.git.clone_url());
+    w.stack.open_pr(&pr).await.unwrap();
+    w.stack.settle().await.unwrap();
+    (pr, sha)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newest_commit_wins_and_late_deliveries_never_move_back() {
+    let w = World::new("").await;
+    let (mut pr, sha1) = opened(&w, 3, "race").await;
+    let url = w.preview(3, "race").url;
+    let sha2 = w.commit("race", "v2", "");
+    let sha3 = w.commit("race", "v3", "");
+    // two pushes in quick succession: the second supersedes the first
+    w.stack.synchronize(&mut pr, sha2.clone()).await.unwrap();
+    w.stack.synchronize(&mut pr, sha3.clone()).await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.stack.get(&url).await.unwrap().1, sha3.as_str());
+    // a late, redelivered synchronize for sha2 (before = sha1) changes nothing
+    let mut late = pr.clone();
+    late.sha = sha2.clone();
+    w.stack
+        .pr_event("synchronize", &late, Some(&sha1))
+        .await
+        .unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.stack.get(&url).await.unwrap().1, sha3.as_str());
+    let env = w.preview(3, "race");
+    let live = w
+        .stack
+        .app
+        .store()
+        .release(&env.id, env.current_release.unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(live.sha, sha3);
+    let deliveries = w.stack.app.store().deliveries().unwrap();
+    assert!(
+        deliveries.iter().any(|d| matches!(&d.status, stagebot::store::DeliveryStatus::Ignored { reason } if reason.contains("already seen"))),
+        "the late delivery is recorded as ignored with its reason"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_deploys_production_and_removes_the_preview() {
+    let w = World::new("").await;
+    let (mut pr, _) = opened(&w, 5, "feature/pay").await;
+    assert_eq!(w.preview(5, "feature/pay").state, EnvState::Live);
+    let merge = w.git.merge("feature/pay").unwrap();
+    w.stack.mirror(&merge, &python_app_files(""));
+    w.stack.close_pr(&mut pr, true).await.unwrap();
+    w.stack
+        .push("main", &w.main_sha, &merge, &w.git.clone_url())
+        .await
+        .unwrap();
+    w.stack.settle().await.unwrap();
+
+    assert_eq!(w.preview(5, "feature/pay").state, EnvState::Destroyed);
+    let prod = w.env("production");
+    assert_eq!(prod.state, EnvState::Live, "{:?}", prod.last_error);
+    assert_eq!(
+        w.stack.get(&prod.url).await.unwrap(),
+        (200, merge.to_string())
+    );
+    let releases = w.stack.app.store().releases(&prod.id).unwrap();
+    assert_eq!(releases.len(), 1);
+    assert_eq!(releases[0].trigger, stagebot::store::Trigger::Merge);
+    let deps = w.stack.fake.deployments(w.repo(), "production");
+    assert_eq!(deps.len(), 1);
+    assert!(deps[0].production && !deps[0].transient);
+    assert_eq!(deps[0].last_state(), Some("success"));
+    let st = w.stack.fake.statuses(w.repo(), &merge);
+    assert!(
+        st.iter()
+            .any(|s| s.context == "stagebot/production" && s.state == "success")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_branch_tears_the_preview_down() {
+    let w = World::new("").await;
+    opened(&w, 9, "gone").await;
+    let url = w.preview(9, "gone").url;
+    w.stack.delete_branch("gone").await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.preview(9, "gone").state, EnvState::Destroyed);
+    assert_eq!(w.stack.get(&url).await.unwrap().0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slash_commands_stage_promote_rollback_teardown() {
+    let w = World::new("").await;
+    // a draft waits for /stage
+    let sha1 = w.commit("cmds", "v1", "");
+    let mut pr = TestPr::new(11, "cmds", sha1.clone(), &w.git.clone_url());
+    pr.draft = true;
+    w.stack.open_pr(&pr).await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert!(
+        w.stack.app.store().envs().unwrap().is_empty(),
+        "drafts are not deployed"
+    );
+    assert!(w.stack.sticky(11).unwrap().contains("draft"));
+
+    let c = w.stack.comment("alice", 11, "/stage").await.unwrap();
+    w.stack.settle().await.unwrap();
+    let env = w.preview(11, "cmds");
+    assert_eq!(env.state, EnvState::Live);
+    assert_eq!(w.stack.fake.reactions(c), ["eyes", "rocket"]);
+    assert_eq!(w.stack.get(&env.url).await.unwrap().1, sha1.as_str());
+
+    let sha2 = w.commit("cmds", "v2", "");
+    w.stack.synchronize(&mut pr, sha2.clone()).await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.stack.get(&env.url).await.unwrap().1, sha2.as_str());
+
+    // /promote puts the preview's live commit on staging
+    let c = w.stack.comment("alice", 11, "/promote").await.unwrap();
+    w.stack.settle().await.unwrap();
+    let staging = w.env("staging");
+    assert_eq!(staging.state, EnvState::Live);
+    assert_eq!(w.stack.get(&staging.url).await.unwrap().1, sha2.as_str());
+    assert_eq!(w.stack.fake.reactions(c), ["eyes", "rocket"]);
+
+    // /promote production needs maintain: alice (write) is refused, maria (maintain) is not
+    let c = w
+        .stack
+        .comment("alice", 11, "/promote production")
+        .await
+        .unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.stack.fake.reactions(c), ["eyes", "confused"]);
+    assert!(w.stack.replies(11).last().unwrap().contains("maintain"));
+    assert!(
+        w.stack
+            .app
+            .store()
+            .envs()
+            .unwrap()
+            .iter()
+            .all(|e| e.id.slug.as_str() != "production")
+    );
+    let c = w
+        .stack
+        .comment("maria", 11, "/promote production")
+        .await
+        .unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.stack.fake.reactions(c), ["eyes", "rocket"]);
+    let prod = w.env("production");
+    assert_eq!(w.stack.get(&prod.url).await.unwrap().1, sha2.as_str());
+
+    // /rollback: the preview goes back to release 1's commit, as release 3
+    let c = w.stack.comment("alice", 11, "/rollback").await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.stack.fake.reactions(c), ["eyes", "rocket"]);
+    let env = w.preview(11, "cmds");
+    assert_eq!(env.current_release, Some(3));
+    assert_eq!(w.stack.get(&env.url).await.unwrap().1, sha1.as_str());
+    let r3 = w.stack.app.store().release(&env.id, 3).unwrap().unwrap();
+    assert_eq!(
+        r3.trigger,
+        stagebot::store::Trigger::Rollback { to_release: 1 }
+    );
+
+    // /rollback 2 by number
+    w.stack.comment("alice", 11, "/rollback 2").await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.stack.get(&env.url).await.unwrap().1, sha2.as_str());
+
+    // /status answers with the history; /help with the commands
+    w.stack.comment("alice", 11, "/status").await.unwrap();
+    w.stack.settle().await.unwrap();
+    let status = w.stack.replies(11).last().unwrap().clone();
+    assert!(
+        status.contains("#4 (live)") && status.contains(sha1.short()),
+        "{status}"
+    );
+    // an unknown command gets the help with a suggestion
+    let c = w.stack.comment("alice", 11, "/stgae").await.unwrap();
+    w.stack.settle().await.unwrap();
+    let help = w.stack.replies(11).last().unwrap().clone();
+    assert!(
+        help.contains("/stage") && help.contains("/rollback"),
+        "{help}"
+    );
+    assert_eq!(w.stack.fake.reactions(c), ["eyes", "confused"]);
+
+    // /teardown
+    let c = w.stack.comment("alice", 11, "/teardown").await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.preview(11, "cmds").state, EnvState::Destroyed);
+    assert_eq!(w.stack.fake.reactions(c), ["eyes", "rocket"]);
+    assert_eq!(w.stack.get(&env.url).await.unwrap().0, 404);
+    // one sticky comment through all of it
+    let stickies = w
+        .stack
+        .fake
+        .comments(w.repo(), pr_no(11))
+        .into_iter()
+        .filter(|c| c.is_sticky())
+        .count();
+    assert_eq!(stickies, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_are_refused_and_bots_are_ignored() {
+    let w = World::new("preview:\n  auto: false\n").await;
+    let sha = w.commit("auth", "v1", "preview:\n  auto: false\n");
+    let pr = TestPr::new(12, "auth", sha, &w.git.clone_url());
+    w.stack.open_pr(&pr).await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert!(w.stack.sticky(12).unwrap().contains("on demand"));
+    w.stack.grant("rita", Permission::Read);
+    let c = w.stack.comment("rita", 12, "/stage").await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.stack.fake.reactions(c), ["eyes", "confused"]);
+    let refusal = w.stack.replies(12).last().unwrap().clone();
+    assert!(
+        refusal.contains("write") && refusal.contains("read"),
+        "{refusal}"
+    );
+    assert!(w.stack.app.store().envs().unwrap().is_empty());
+    // the bot's own comments (and other bots') are never commands
+    let mut p = stagebot::event::payloads::CommentPayload::new(w.repo(), 12, "/stage");
+    p.author_login = "stagebot[bot]".into();
+    p.author_is_bot = true;
+    w.stack
+        .send(
+            "issue_comment",
+            &stagebot::event::payloads::issue_comment(&p),
+        )
+        .await
+        .unwrap();
+    w.stack.settle().await.unwrap();
+    assert!(w.stack.app.store().envs().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_prs_need_a_maintainer_stage_per_commit() {
+    let w = World::new("").await;
+    let sha1 = w.commit("fork-feature", "v1", "");
+    let mut pr = TestPr::new(20, "fork-feature", sha1.clone(), &w.git.clone_url());
+    pr.fork = true;
+    pr.author = "stranger".into();
+    w.stack.open_pr(&pr).await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert!(
+        w.stack.app.store().envs().unwrap().is_empty(),
+        "forks never deploy on their own"
+    );
+    assert!(w.stack.sticky(20).unwrap().contains("fork"));
+
+    w.stack.comment("maria", 20, "/stage").await.unwrap();
+    w.stack.settle().await.unwrap();
+    let env = w.preview(20, "fork-feature");
+    assert_eq!(w.stack.get(&env.url).await.unwrap().1, sha1.as_str());
+
+    // a new push to the fork is not deployed until approved again
+    let sha2 = w.commit("fork-feature", "v2", "");
+    w.stack.synchronize(&mut pr, sha2.clone()).await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.stack.get(&env.url).await.unwrap().1, sha1.as_str());
+    assert!(w.stack.sticky(20).unwrap().contains(sha2.short()));
+    w.stack.comment("maria", 20, "/stage").await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.stack.get(&env.url).await.unwrap().1, sha2.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_previews_are_warned_then_swept_and_extend_pushes_out() {
+    let start = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    let w = World::with("", |o| o.manual_clock = Some(start)).await;
+    opened(&w, 30, "idle").await;
+    opened(&w, 31, "busy").await;
+    let clock = w.stack.clock.clone().unwrap();
+    // the warning window is a quarter of the 3-day TTL (18 h, shorter than a day)
+    clock.advance(chrono::Duration::hours(54) - chrono::Duration::minutes(1));
+    w.stack.app.sweep().await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert!(w.stack.replies(30).is_empty());
+    // into the last day: one warning each
+    clock.advance(chrono::Duration::minutes(2));
+    w.stack.app.sweep().await.unwrap();
+    w.stack.app.sweep().await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.stack.replies(30).len(), 1, "warned once");
+    assert!(w.stack.replies(30)[0].contains("/extend"));
+    assert!(w.stack.sticky(30).unwrap().contains("will be removed"));
+    // #31 asks for two more days
+    let c = w.stack.comment("alice", 31, "/extend 2d").await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.stack.fake.reactions(c), ["eyes", "rocket"]);
+    // past the TTL: #30 goes, #31 stays
+    clock.advance(chrono::Duration::days(1));
+    w.stack.app.sweep().await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.preview(30, "idle").state, EnvState::Destroyed);
+    assert_eq!(w.preview(31, "busy").state, EnvState::Live);
+    assert!(w.stack.sticky(30).unwrap().contains("/stage"));
+    clock.advance(chrono::Duration::days(2));
+    w.stack.app.sweep().await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.preview(31, "busy").state, EnvState::Destroyed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_queues_previews_until_a_slot_frees() {
+    let w = World::with("", |o| o.max_previews = Some(1)).await;
+    let (mut first, _) = opened(&w, 40, "first").await;
+    let (_, sha2) = opened(&w, 41, "second").await;
+    let second = w.preview(41, "second");
+    assert_eq!(second.state, EnvState::Queued);
+    assert!(
+        w.stack.sticky(41).unwrap().contains("position 1"),
+        "{}",
+        w.stack.sticky(41).unwrap()
+    );
+    w.stack.close_pr(&mut first, false).await.unwrap();
+    w.stack.settle().await.unwrap();
+    let second = w.preview(41, "second");
+    assert_eq!(second.state, EnvState::Live);
+    assert_eq!(w.stack.get(&second.url).await.unwrap().1, sha2.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_build_is_reported_with_its_log_tail() {
+    let cfg = "build: \"echo compiling; echo 'error: missing semicolon' >&2; exit 3\"\n";
+    let w = World::new(cfg).await;
+    let sha = w.commit("broken", "v1", cfg);
+    let pr = TestPr::new(50, "broken", sha.clone(), &w.git.clone_url());
+    w.stack.open_pr(&pr).await.unwrap();
+    w.stack.settle().await.unwrap();
+    let env = w.preview(50, "broken");
+    assert_eq!(env.state, EnvState::Failed);
+    let sticky = w.stack.sticky(50).unwrap();
+    assert!(sticky.contains("missing semicolon"), "{sticky}");
+    let deps = w.stack.fake.deployments(
+        w.repo(),
+        &format!("preview/{}", preview_slug(Some(pr_no(50)), "broken")),
+    );
+    assert_eq!(deps[0].last_state(), Some("failure"));
+    let log_url = deps[0].statuses.last().unwrap().log_url.clone().unwrap();
+    let (status, log) = w.stack.get(&log_url).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(log.contains("missing semicolon"), "{log}");
+    let st = w.stack.fake.statuses(w.repo(), &sha);
+    assert_eq!(st.last().map(|s| s.state.as_str()), Some("failure"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_brings_live_environments_back_and_reconciles_closed_prs() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = World::with("", |o| o.data_dir = dir.path().join("data")).await;
+    let (_, sha) = opened(&w, 60, "stays").await;
+    opened(&w, 61, "closes").await;
+    let url = w.preview(60, "stays").url;
+    let addr = w.stack.addr;
+    let World {
+        stack, git: _git, ..
+    } = w;
+    let fake = stack.stop().await;
+    // while stagebot is down, #61 is closed and the webhook is lost
+    fake.set_pr_state(
+        &RepoName::new("acme", "webapp").unwrap(),
+        pr_no(61),
+        false,
+        false,
+    );
+    let mut opts = StackOptions::new(&dir.path().join("data"));
+    opts.listen = Some(addr);
+    let stack = Stack::start_with(fake, opts).await.unwrap();
+    stack.settle().await.unwrap();
+    let store = stack.app.store();
+    let stays = store
+        .env(&preview_id(&stack, 60, "stays"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(stays.state, EnvState::Live);
+    assert_eq!(
+        stays.current_release,
+        Some(1),
+        "a restart is not a new release"
+    );
+    let closes = store
+        .env(&preview_id(&stack, 61, "closes"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(closes.state, EnvState::Destroyed, "{closes:#?}");
+    assert_eq!(stack.get(&url).await.unwrap(), (200, sha.to_string()));
+}
+
+fn preview_id(stack: &Stack, n: u64, branch: &str) -> EnvId {
+    EnvId {
+        repo: stack.repo.clone(),
+        slug: preview_slug(Some(pr_no(n)), branch),
+    }
 }
