@@ -833,3 +833,107 @@ async fn the_clone_token_travels_in_git_config_environment_only() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn kubernetes_example_scripts() {
+    use std::os::unix::fs::PermissionsExt;
+    let rec = tempfile::tempdir().unwrap();
+    let fake = rec.path().join("kubectl");
+    std::fs::write(
+        &fake,
+        r#"#!/usr/bin/env bash
+set -euo pipefail
+{ printf 'CALL'; printf ' [%s]' "$@"; printf '\n'; } >> "$FAKE_KUBECTL_DIR/calls"
+case "$*" in
+  *"apply -k "*) cp "${@: -1}/kustomization.yaml" "$FAKE_KUBECTL_DIR/kustomization.yaml" ;;
+  *"apply -f -"*) cat >> "$FAKE_KUBECTL_DIR/applied" ;;
+  "get namespace "*managed-by*) printf stagebot ;;
+  "get namespace "*"stagebot\.dev/url"*) printf 'https://recorded.example' ;;
+  *readyReplicas*) printf 1 ;;
+  *"-o yaml"*) printf 'kind: Fake\n' ;;
+esac
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let provider = Provider::Command(CommandProvider::new(CommandConfig {
+        deploy_cmd: dir.join("deploy.sh"),
+        teardown_cmd: Some(dir.join("teardown.sh")),
+        status_cmd: Some(dir.join("status.sh")),
+        timeout: Duration::from_secs(20),
+    }));
+    let tag = format!("{:016x}", fastrand::u64(..));
+    let pwned = format!("/tmp/pwned-k8s-{tag}");
+    let mut s = command_spec(rec.path());
+    s.branch = format!("x';touch {pwned};'$(touch {pwned})\"");
+    s.vars
+        .insert("KUBECTL".to_owned(), fake.to_string_lossy().into_owned());
+    s.vars.insert(
+        "FAKE_KUBECTL_DIR".to_owned(),
+        rec.path().to_string_lossy().into_owned(),
+    );
+    s.vars
+        .insert("PREVIEW_DOMAIN".to_owned(), "preview.acme.dev".to_owned());
+
+    let deployed = provider.deploy(&s).await.expect("deploy.sh");
+    assert_eq!(deployed.url, "https://pr-7-login--webapp.preview.acme.dev");
+    let calls = std::fs::read_to_string(rec.path().join("calls")).unwrap();
+    assert!(
+        calls.contains(&format!("[--from-literal=STAGEBOT_BRANCH={}]", s.branch)),
+        "{calls}"
+    );
+    assert!(
+        calls.contains("[label] [namespace] [pr-7-login--webapp]"),
+        "{calls}"
+    );
+    let k = std::fs::read_to_string(rec.path().join("kustomization.yaml")).unwrap();
+    assert!(k.contains("namespace: pr-7-login--webapp"), "{k}");
+    assert!(k.contains(&format!("newTag: {}", "c".repeat(40))), "{k}");
+    assert!(
+        k.contains("value: pr-7-login--webapp.preview.acme.dev"),
+        "{k}"
+    );
+    assert!(
+        !std::path::Path::new(&pwned).exists(),
+        "a branch name was executed"
+    );
+
+    // Teardown and status get no spec variables: wrap them to point them at the stand-in.
+    let wrap = |name: &str| {
+        let w = rec.path().join(format!("wrap-{name}"));
+        std::fs::write(
+            &w,
+            format!(
+                "#!/bin/sh\nexport KUBECTL='{}' FAKE_KUBECTL_DIR='{}'\nexec '{}'\n",
+                fake.display(),
+                rec.path().display(),
+                dir.join(name).display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o755)).unwrap();
+        w
+    };
+    let wrapped = Provider::Command(CommandProvider::new(CommandConfig {
+        deploy_cmd: wrap("deploy.sh"),
+        teardown_cmd: Some(wrap("teardown.sh")),
+        status_cmd: Some(wrap("status.sh")),
+        timeout: Duration::from_secs(20),
+    }));
+    assert_eq!(
+        wrapped.status(&s.env).await.unwrap(),
+        ProviderStatus::Running {
+            url: "https://recorded.example".to_owned()
+        }
+    );
+    wrapped
+        .teardown(&teardown_spec(&s))
+        .await
+        .expect("teardown.sh");
+    let calls = std::fs::read_to_string(rec.path().join("calls")).unwrap();
+    assert!(
+        calls.contains("[delete] [namespace] [pr-7-login--webapp] [--ignore-not-found]"),
+        "{calls}"
+    );
+}
