@@ -87,8 +87,8 @@ pub struct RepoConfig {
     pub production: ProductionConfig,
 }
 
-/// Environment variables, in a deterministic order. Values may be written as YAML strings,
-/// numbers or booleans; they are passed on as text.
+/// Environment variables, in a deterministic order. Values may be any YAML scalar; they are
+/// passed on as the text written (`yes`, `1.50`, `0x10` unchanged).
 pub type EnvVars = BTreeMap<EnvName, EnvValue>;
 
 /// The health-check path: starts with `/`, defaults to `/`.
@@ -173,20 +173,9 @@ impl EnvValue {
 
 impl<'de> Deserialize<'de> for EnvValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Scalar {
-            Bool(bool),
-            Int(i64),
-            Float(f64),
-            Text(String),
-        }
-        Ok(Self(match Scalar::deserialize(d)? {
-            Scalar::Bool(b) => b.to_string(),
-            Scalar::Int(i) => i.to_string(),
-            Scalar::Float(f) => f.to_string(),
-            Scalar::Text(s) => s,
-        }))
+        // Plain scalars keep their text exactly as written: `yes`, `1.50` and `0x10` stay
+        // themselves instead of turning into a boolean or a number first.
+        String::deserialize(d).map(Self)
     }
 }
 
@@ -473,7 +462,7 @@ mod tests {
 build: make build
 start: ./server --port "$PORT"
 health: /healthz
-env: { RUST_LOG: info, WORKERS: 4, DEBUG: false }
+env: { RUST_LOG: info, WORKERS: 4, DEBUG: false, NORWAY: no, RATIO: 1.50 }
 seed: ./seed.sh
 postdeploy: ./notify.sh
 predestroy: ./dump.sh
@@ -503,6 +492,8 @@ production: { deploy_on_merge: false, permission: admin, env: { MODE: prod } }
         let e = c.effective(EnvKind::Preview, None).unwrap();
         assert_eq!(e.env["WORKERS"], "4");
         assert_eq!(e.env["DEBUG"], "false");
+        assert_eq!(e.env["NORWAY"], "no");
+        assert_eq!(e.env["RATIO"], "1.50");
         assert_eq!(e.env["MODE"], "preview");
         assert_eq!(e.seed.as_deref(), Some("./seed.sh"));
         assert_eq!(

@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -187,7 +188,7 @@ impl CommandProvider {
                 None => Stdio::inherit(),
             });
         let started = Instant::now();
-        let (mut child, mut guard) = process::spawn_in_group(&mut cmd).map_err(|e| {
+        let (mut child, mut guard) = spawn_retrying(&mut cmd).await.map_err(|e| {
             ProviderError::Config(format!("cannot run the {what} {}: {e}", exe.display()))
         })?;
         let stdout = child.stdout.take();
@@ -197,10 +198,11 @@ impl CommandProvider {
             let Some(stdout) = stdout else {
                 return printed;
             };
+            let mut file = reader_log.and_then(|log| log.file().ok());
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(log) = &reader_log {
-                    log.line(&line);
+                if let Some(f) = &mut file {
+                    let _ = writeln!(f, "{line}");
                 }
                 if let Some(url) = line.trim().strip_prefix("url=") {
                     printed.url = Some(url.trim().to_owned());
@@ -266,6 +268,23 @@ impl CommandProvider {
             "script finished"
         );
         Ok(printed)
+    }
+}
+
+/// Spawn, retrying briefly on ETXTBSY: an executable that was just written can be "busy" while
+/// another thread's fork still holds the writer's descriptor.
+async fn spawn_retrying(
+    cmd: &mut Command,
+) -> std::io::Result<(tokio::process::Child, process::GroupGuard)> {
+    let mut attempt = 0;
+    loop {
+        match process::spawn_in_group(cmd) {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < 5 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -65,7 +65,10 @@ impl LocalConfig {
     }
 }
 
-/// The local provider. Cheap to clone; clones share their state.
+/// The local provider. Cheap to clone; clones share their state. When the last clone is
+/// dropped (stagebot shuts down), every process it started is killed; after a restart the
+/// lifecycle deploys the live releases again, and processes left behind by a crash are killed
+/// by the next deploy or teardown of their environment.
 #[derive(Debug, Clone)]
 pub struct LocalProvider {
     inner: Arc<Inner>,
@@ -784,7 +787,7 @@ async fn wait_healthy(
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(format!(
-                "`start` did not become healthy within {}: GET {health} on port {} {last}",
+                "`start` did not become healthy within {}: GET {health} on port {}: {last}",
                 human(timeout),
                 addr.port()
             ));

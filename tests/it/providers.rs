@@ -704,3 +704,236 @@ async fn command_provider_failures() {
         .await
         .expect("no teardown script: nothing to do");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_profiles_and_file_urls() {
+    let repo = TestRepo::new();
+    let data = tempfile::tempdir().unwrap();
+    let proxy = ProxyServer::start().await;
+    let provider = local_provider(data.path(), &proxy.routes);
+    let host = proxy.host("pr-7-hooks--webapp");
+    let client = proxy.client(&[&host]);
+    let marks = data.path().join("marks");
+    let m = marks.display();
+    let sha = repo.commit_app(&format!(
+        "{APP_CONFIG}\
+         seed: echo \"seed $STAGEBOT_RELEASE\" >> '{m}'\n\
+         postdeploy: echo \"postdeploy $STAGEBOT_RELEASE $PORT\" >> '{m}'\n\
+         predestroy: echo \"predestroy $STAGEBOT_SLUG\" >> '{m}'\n\
+         env: {{ GREETING: hello, WORKERS: 2 }}\n\
+         preview: {{ env: {{ GREETING: preview-hello }}, profiles: {{ lite: {{ env: {{ LITE: yes }} }} }} }}\n"
+    ));
+    let mut s1 = spec(&repo, data.path(), "pr-7-hooks", &host, &sha, 1);
+    s1.clone_url = format!("file://{}", repo.path().display());
+    s1.profile = Some("lite".to_owned());
+    s1.vars.insert("WORKERS".to_owned(), "8".to_owned());
+    provider.deploy(&s1).await.expect("deploy r1");
+    let (_, env) = get(&client, &host, "/env").await.unwrap();
+    for line in ["GREETING=preview-hello", "LITE=yes", "WORKERS=8"] {
+        assert!(env.lines().any(|l| l == line), "{line} missing from\n{env}");
+    }
+    assert!(
+        !env.lines().any(|l| l.starts_with("CARGO")),
+        "stagebot's own environment leaked:\n{env}"
+    );
+
+    let mut s2 = spec(&repo, data.path(), "pr-7-hooks", &host, &sha, 2);
+    s2.profile = Some("lite".to_owned());
+    provider.deploy(&s2).await.expect("deploy r2 (same commit)");
+    let mut unknown = spec(&repo, data.path(), "pr-7-hooks", &host, &sha, 3);
+    unknown.profile = Some("huge".to_owned());
+    let err = provider.deploy(&unknown).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unknown profile `huge`: known profiles are lite"
+    );
+    provider
+        .teardown(&teardown_spec(&s2))
+        .await
+        .expect("teardown");
+
+    let marks = std::fs::read_to_string(&marks).unwrap();
+    let lines: Vec<&str> = marks.lines().collect();
+    assert_eq!(lines.len(), 4, "{marks}");
+    assert_eq!(lines[0], "seed 1");
+    assert!(lines[1].starts_with("postdeploy 1 "), "{marks}");
+    assert!(lines[2].starts_with("postdeploy 2 "), "{marks}");
+    assert_ne!(
+        lines[1][13..],
+        lines[2][13..],
+        "each release gets its own port"
+    );
+    assert_eq!(lines[3], "predestroy pr-7-hooks");
+}
+
+#[tokio::test]
+async fn the_clone_token_travels_in_git_config_environment_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    let record = data.path().join("git-calls");
+    // A stand-in for git that records how it was called and fails every fetch.
+    let fake_git = data.path().join("fake-git");
+    std::fs::write(
+        &fake_git,
+        format!(
+            "#!/bin/sh\nprintf 'ARGS: %s\\n' \"$*\" >> '{r}'\n\
+             printf 'ENV: %s %s %s\\n' \"$GIT_CONFIG_COUNT\" \"$GIT_CONFIG_KEY_0\" \"$GIT_CONFIG_VALUE_0\" >> '{r}'\n\
+             case \"$*\" in *fetch*) echo 'fatal: simulated network failure' >&2; exit 128;; esac\n",
+            r = record.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake_git, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let routes = stagebot::proxy::Routes::default();
+    let mut cfg = stagebot::provider::LocalConfig::new(data.path(), routes);
+    cfg.git = fake_git;
+    let provider = stagebot::provider::LocalProvider::new(cfg);
+    let repo = TestRepo::new();
+    let sha = stagebot::types::Sha::new(&"d".repeat(40)).unwrap();
+    let mut s = spec(&repo, data.path(), "pr-7-token", "h.localhost", &sha, 1);
+    s.clone_url = "https://github.com/acme/webapp.git".to_owned();
+    s.clone_token = Some(Secret::new("ghs_very_secret"));
+    let err = provider.deploy(&s).await.unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::Git(m) if m.contains("simulated network failure")),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("ghs_very_secret"));
+
+    let calls = std::fs::read_to_string(&record).unwrap();
+    let expected_header = {
+        use base64::Engine as _;
+        let b = base64::engine::general_purpose::STANDARD.encode("x-access-token:ghs_very_secret");
+        format!("ENV: 1 http.extraHeader Authorization: Basic {b}")
+    };
+    let mut fetches = 0;
+    let lines: Vec<&str> = calls.lines().collect();
+    for pair in lines.chunks(2) {
+        assert!(
+            !pair[0].contains("ghs_very_secret"),
+            "token in argv: {}",
+            pair[0]
+        );
+        if pair[0].contains(" fetch ") {
+            fetches += 1;
+            assert!(
+                pair[0].contains("-- https://github.com/acme/webapp.git"),
+                "{}",
+                pair[0]
+            );
+            assert_eq!(pair[1], expected_header);
+        } else {
+            assert_eq!(pair[1], "ENV:   ", "token only for fetches: {}", pair[0]);
+        }
+    }
+    assert!(fetches >= 1, "{calls}");
+    let log = std::fs::read_to_string(&s.log_path).unwrap();
+    assert!(
+        !log.contains("ghs_very_secret") && !log.contains("eC1hY2Nlc3MtdG9rZW46"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn kubernetes_example_scripts() {
+    use std::os::unix::fs::PermissionsExt;
+    let rec = tempfile::tempdir().unwrap();
+    let fake = rec.path().join("kubectl");
+    std::fs::write(
+        &fake,
+        r#"#!/usr/bin/env bash
+set -euo pipefail
+{ printf 'CALL'; printf ' [%s]' "$@"; printf '\n'; } >> "$FAKE_KUBECTL_DIR/calls"
+case "$*" in
+  *"apply -k "*) cp "${@: -1}/kustomization.yaml" "$FAKE_KUBECTL_DIR/kustomization.yaml" ;;
+  *"apply -f -"*) cat >> "$FAKE_KUBECTL_DIR/applied" ;;
+  "get namespace "*managed-by*) printf stagebot ;;
+  "get namespace "*"stagebot\.dev/url"*) printf 'https://recorded.example' ;;
+  *readyReplicas*) printf 1 ;;
+  *"-o yaml"*) printf 'kind: Fake\n' ;;
+esac
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let provider = Provider::Command(CommandProvider::new(CommandConfig {
+        deploy_cmd: dir.join("deploy.sh"),
+        teardown_cmd: Some(dir.join("teardown.sh")),
+        status_cmd: Some(dir.join("status.sh")),
+        timeout: Duration::from_secs(20),
+    }));
+    let tag = format!("{:016x}", fastrand::u64(..));
+    let pwned = format!("/tmp/pwned-k8s-{tag}");
+    let mut s = command_spec(rec.path());
+    s.branch = format!("x';touch {pwned};'$(touch {pwned})\"");
+    s.vars
+        .insert("KUBECTL".to_owned(), fake.to_string_lossy().into_owned());
+    s.vars.insert(
+        "FAKE_KUBECTL_DIR".to_owned(),
+        rec.path().to_string_lossy().into_owned(),
+    );
+    s.vars
+        .insert("PREVIEW_DOMAIN".to_owned(), "preview.acme.dev".to_owned());
+
+    let deployed = provider.deploy(&s).await.expect("deploy.sh");
+    assert_eq!(deployed.url, "https://pr-7-login--webapp.preview.acme.dev");
+    let calls = std::fs::read_to_string(rec.path().join("calls")).unwrap();
+    assert!(
+        calls.contains(&format!("[--from-literal=STAGEBOT_BRANCH={}]", s.branch)),
+        "{calls}"
+    );
+    assert!(
+        calls.contains("[label] [namespace] [pr-7-login--webapp]"),
+        "{calls}"
+    );
+    let k = std::fs::read_to_string(rec.path().join("kustomization.yaml")).unwrap();
+    assert!(k.contains("namespace: pr-7-login--webapp"), "{k}");
+    assert!(k.contains(&format!("newTag: {}", "c".repeat(40))), "{k}");
+    assert!(
+        k.contains("value: pr-7-login--webapp.preview.acme.dev"),
+        "{k}"
+    );
+    assert!(
+        !std::path::Path::new(&pwned).exists(),
+        "a branch name was executed"
+    );
+
+    // Teardown and status get no spec variables: wrap them to point them at the stand-in.
+    let wrap = |name: &str| {
+        let w = rec.path().join(format!("wrap-{name}"));
+        std::fs::write(
+            &w,
+            format!(
+                "#!/bin/sh\nexport KUBECTL='{}' FAKE_KUBECTL_DIR='{}'\nexec '{}'\n",
+                fake.display(),
+                rec.path().display(),
+                dir.join(name).display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o755)).unwrap();
+        w
+    };
+    let wrapped = Provider::Command(CommandProvider::new(CommandConfig {
+        deploy_cmd: wrap("deploy.sh"),
+        teardown_cmd: Some(wrap("teardown.sh")),
+        status_cmd: Some(wrap("status.sh")),
+        timeout: Duration::from_secs(20),
+    }));
+    assert_eq!(
+        wrapped.status(&s.env).await.unwrap(),
+        ProviderStatus::Running {
+            url: "https://recorded.example".to_owned()
+        }
+    );
+    wrapped
+        .teardown(&teardown_spec(&s))
+        .await
+        .expect("teardown.sh");
+    let calls = std::fs::read_to_string(rec.path().join("calls")).unwrap();
+    assert!(
+        calls.contains("[delete] [namespace] [pr-7-login--webapp] [--ignore-not-found]"),
+        "{calls}"
+    );
+}
