@@ -654,4 +654,9 @@ impl FakeGitHub {
             self.state().faults.push(fault);
         }
     }
+
+    /// Drop every pending injected fault (GitHub is back).
+    pub fn clear_faults(&self) {
+        self.state().faults.clear();
+    }
 }

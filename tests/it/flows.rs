@@ -12,6 +12,7 @@ pub struct World {
     pub git: GitRepo,
     pub main_sha: Sha,
     pub _dir: tempfile::TempDir,
+    pub _check: NoFailedDeliveries,
 }
 
 impl World {
@@ -30,6 +31,7 @@ impl World {
         stack.grant("alice", Permission::Write);
         stack.grant("maria", Permission::Maintain);
         World {
+            _check: NoFailedDeliveries(stack.app.store().clone()),
             stack,
             git,
             main_sha,
@@ -65,6 +67,27 @@ impl World {
 
     pub fn repo(&self) -> &RepoName {
         &self.stack.repo
+    }
+}
+
+/// Dropped with its [`World`]: the test fails if any delivery failed (a handler errored), even
+/// when its own assertions passed.
+pub struct NoFailedDeliveries(stagebot::store::Store);
+
+impl Drop for NoFailedDeliveries {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let failing: Vec<_> = self
+            .0
+            .deliveries()
+            .unwrap()
+            .into_iter()
+            .filter(|d| d.last_error.is_some())
+            .map(|d| format!("{} {}: {:?}", d.id, d.event, d.last_error))
+            .collect();
+        assert!(failing.is_empty(), "deliveries failed: {failing:#?}");
     }
 }
 
@@ -511,8 +534,12 @@ async fn restart_brings_live_environments_back_and_reconciles_closed_prs() {
     let url = w.preview(60, "stays").url;
     let addr = w.stack.addr;
     let World {
-        stack, git: _git, ..
+        stack,
+        git: _git,
+        _check,
+        ..
     } = w;
+    drop(_check);
     let fake = stack.stop().await;
     // while stagebot is down, #61 is closed and the webhook is lost
     fake.set_pr_state(
@@ -549,4 +576,115 @@ fn preview_id(stack: &Stack, n: u64, branch: &str) -> EnvId {
         repo: stack.repo.clone(),
         slug: preview_slug(Some(pr_no(n)), branch),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_config_is_explained_on_the_pr() {
+    let bad = "biuld: make\nstart: ./server\n";
+    let w = World::new("").await;
+    let sha = w
+        .git
+        .commit("typo", &[(".github/stagebot.yml", bad)], "typo")
+        .unwrap();
+    w.stack.mirror(&sha, &[(".github/stagebot.yml", bad)]);
+    let pr = TestPr::new(70, "typo", sha, &w.git.clone_url());
+    w.stack.open_pr(&pr).await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert!(w.stack.app.store().envs().unwrap().is_empty());
+    let reply = w.stack.replies(70).pop().expect("the error is posted");
+    assert!(
+        reply.contains("biuld") && reply.contains("stagebot.yml"),
+        "{reply}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_in_code_and_quotes_do_nothing_and_edits_rerun_only_changed_commands() {
+    let w = World::new("preview:\n  auto: false\n").await;
+    let sha = w.commit("quiet", "v1", "preview:\n  auto: false\n");
+    let pr = TestPr::new(80, "quiet", sha, &w.git.clone_url());
+    w.stack.open_pr(&pr).await.unwrap();
+    w.stack.settle().await.unwrap();
+    let body = "Try it with:\n\n```\n/stage\n```\n\n> /stage\n\nor `/stage` later, please /stage";
+    let c = w.stack.comment("alice", 80, body).await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert!(w.stack.fake.reactions(c).is_empty());
+    assert!(w.stack.app.store().envs().unwrap().is_empty());
+    // an edit that adds a real command runs it; editing again with the same command does not
+    let mut p = stagebot::event::payloads::CommentPayload::new(w.repo(), 80, "/stage");
+    p.action = "edited".into();
+    p.comment_id = c;
+    p.author_login = "alice".into();
+    p.previous_body = Some(body.into());
+    p.installation_id = Some(stagebot::testkit::INSTALLATION);
+    w.stack
+        .send(
+            "issue_comment",
+            &stagebot::event::payloads::issue_comment(&p),
+        )
+        .await
+        .unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.preview(80, "quiet").current_release, Some(1));
+    p.body = "/stage\n\n(typo fixed)".into();
+    p.previous_body = Some("/stage".into());
+    w.stack
+        .send(
+            "issue_comment",
+            &stagebot::event::payloads::issue_comment(&p),
+        )
+        .await
+        .unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(
+        w.preview(80, "quiet").current_release,
+        Some(1),
+        "same command: not re-run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_outage_delays_reports_but_loses_nothing() {
+    use stagebot::fake_github::{Fault, FaultKind};
+    let w = World::new("").await;
+    let sha = w.commit("outage", "v1", "");
+    let pr = TestPr::new(90, "outage", sha.clone(), &w.git.clone_url());
+    // GitHub fails every deployment and status call for a while (longer than our retries)
+    w.stack.fake.inject_fault(Fault::new(
+        "/repos/acme/webapp/deployments",
+        200,
+        FaultKind::Status500,
+    ));
+    w.stack.fake.inject_fault(Fault::new(
+        "/repos/acme/webapp/statuses",
+        200,
+        FaultKind::Status500,
+    ));
+    w.stack.open_pr(&pr).await.unwrap();
+    w.stack.settle().await.unwrap();
+    let env = w.preview(90, "outage");
+    assert_eq!(
+        env.state,
+        EnvState::Live,
+        "the deploy itself does not need GitHub"
+    );
+    assert!(env.report_pending, "the report waits for GitHub");
+    assert_eq!(w.stack.get(&env.url).await.unwrap().1, sha.as_str());
+    // GitHub comes back; the reconciler sends what was missed
+    w.stack.fake.clear_faults();
+    w.stack.app.reconcile().await.unwrap();
+    w.stack.settle().await.unwrap();
+    let env = w.preview(90, "outage");
+    assert!(!env.report_pending);
+    let deps = w
+        .stack
+        .fake
+        .deployments(w.repo(), &format!("preview/{}", env.id.slug));
+    assert_eq!(deps.len(), 1, "one deployment, created late");
+    assert_eq!(deps[0].last_state(), Some("success"));
+    let st = w.stack.fake.statuses(w.repo(), &sha);
+    assert!(
+        st.iter()
+            .any(|s| s.context == "stagebot/preview" && s.state == "success")
+    );
 }
