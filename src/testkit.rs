@@ -155,6 +155,8 @@ pub struct StackOptions {
     pub vars: Vec<(String, String)>,
     /// Use a manual clock (tests of the sweeper) starting at this time.
     pub manual_clock: Option<chrono::DateTime<chrono::Utc>>,
+    /// The webhook secrets, comma-separated (rotation); [`Stack::send`] signs with the first.
+    pub secrets: String,
 }
 
 impl StackOptions {
@@ -166,6 +168,7 @@ impl StackOptions {
             max_previews: None,
             vars: Vec::new(),
             manual_clock: None,
+            secrets: SECRET.to_owned(),
         }
     }
 }
@@ -234,7 +237,15 @@ impl Stack {
             Some(c) => Arc::new(c.clone()),
             None => Arc::new(crate::clock::SystemClock),
         };
-        let secrets = WebhookSecrets::parse(SECRET).ok_or_else(|| KitError::Other("secret".into()))?;
+        let secrets = WebhookSecrets::parse(&opts.secrets)
+            .ok_or_else(|| KitError::Other("StackOptions::secrets holds no secret".into()))?;
+        let secret = opts
+            .secrets
+            .split(',')
+            .map(str::trim)
+            .find(|s| !s.is_empty())
+            .unwrap_or_default()
+            .to_owned();
         let app = App::new(Parts {
             settings,
             store,
@@ -263,7 +274,7 @@ impl Stack {
             addr,
             repo: opts.repo,
             clock,
-            secret: SECRET.into(),
+            secret,
             http,
             stop: Some(trigger),
             server: Some(server),

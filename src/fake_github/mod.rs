@@ -654,4 +654,9 @@ impl FakeGitHub {
             self.state().faults.push(fault);
         }
     }
+
+    /// Drop every injected fault that has not fired yet.
+    pub fn clear_faults(&self) {
+        self.state().faults.clear();
+    }
 }
