@@ -989,6 +989,22 @@ async fn a_delivery_failing_past_its_retries_is_kept_listed_by_the_cli_and_repla
         "a dead letter leaves the inbox"
     );
 
+    // While the server holds the store, the CLI asks it over the admin socket.
+    let (code, out, err) = cli(&data, &["deliveries", "list", "--failed"]);
+    assert_eq!(code, 0, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains(id))
+        .unwrap_or_else(|| panic!("{id} not listed:\n{out}"));
+    assert!(
+        line.contains("dead") && line.contains(&format!(" {max_attempts} ")),
+        "{line}"
+    );
+    assert!(
+        !out.contains("fine-1"),
+        "--failed lists a delivery that did not fail:\n{out}"
+    );
+
     let fake = stack.stop().await;
     fake.clear_faults();
 
