@@ -25,7 +25,8 @@ pub enum EngineError {
     /// The payload cannot be understood: retrying will not help.
     #[error("malformed payload: {0}")]
     Malformed(#[from] crate::event::EventError),
-    #[error("GitHub: {0}")]
+    /// GitHub's errors already say "GitHub: …".
+    #[error(transparent)]
     GitHub(#[from] GitHubError),
     #[error("store: {0}")]
     Store(#[from] StoreError),

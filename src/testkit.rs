@@ -173,6 +173,8 @@ pub struct StackOptions {
     pub vars: Vec<(String, String)>,
     /// Use a manual clock (tests of the sweeper) starting at this time.
     pub manual_clock: Option<chrono::DateTime<chrono::Utc>>,
+    /// The webhook secrets, comma-separated (rotation); [`Stack::send`] signs with the first.
+    pub secrets: String,
 }
 
 impl StackOptions {
@@ -184,6 +186,7 @@ impl StackOptions {
             max_previews: None,
             vars: Vec::new(),
             manual_clock: None,
+            secrets: SECRET.to_owned(),
         }
     }
 }
@@ -254,8 +257,15 @@ impl Stack {
             Some(c) => Arc::new(c.clone()),
             None => Arc::new(crate::clock::SystemClock),
         };
-        let secrets =
-            WebhookSecrets::parse(SECRET).ok_or_else(|| KitError::Other("secret".into()))?;
+        let secrets = WebhookSecrets::parse(&opts.secrets)
+            .ok_or_else(|| KitError::Other("StackOptions::secrets holds no secret".into()))?;
+        let secret = opts
+            .secrets
+            .split(',')
+            .map(str::trim)
+            .find(|s| !s.is_empty())
+            .unwrap_or_default()
+            .to_owned();
         let app = App::new(Parts {
             settings,
             store,
@@ -283,7 +293,7 @@ impl Stack {
             addr,
             repo: opts.repo,
             clock,
-            secret: SECRET.into(),
+            secret,
             http,
             server: Some(server),
             next_delivery: AtomicU64::new(1),

@@ -2,5 +2,6 @@
 
 mod flows;
 mod github;
+mod ingress;
 mod providers;
 mod support;

@@ -1,0 +1,1132 @@
+//! The webhook ingress contract (DESIGN §1.1) over real HTTP, and crash safety with the real
+//! binary: a delivery answered 202 survives `kill -9`, a failing one is kept as a dead letter the
+//! CLI lists and replays, and settings errors stop `serve` before it binds.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use stagebot::event::payloads::{self, PrPayload};
+use stagebot::fake_github::{FakeGitHub, FakePr, Fault, FaultKind};
+use stagebot::store::{DeliveryRecord, DeliveryStatus, Store};
+use stagebot::testkit::{GitRepo, INSTALLATION, SECRET, Stack, StackOptions, python_app_files};
+use stagebot::types::{DeliveryId, RepoName, Sha};
+use stagebot::webhook::{MAX_BODY, sign};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::flows::World;
+
+const BIN: &str = env!("CARGO_BIN_EXE_stagebot");
+/// Every wait in this file is bounded by this.
+const WAIT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// An answer: status, content type, JSON body (`Null` when the body is not JSON).
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    content_type: String,
+    json: Value,
+}
+
+async fn stack() -> (Stack, TempDir) {
+    stack_with(|_| {}).await
+}
+
+async fn stack_with(tweak: impl FnOnce(&mut StackOptions)) -> (Stack, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = StackOptions::new(&dir.path().join("data"));
+    tweak(&mut opts);
+    (Stack::start(opts).await.unwrap(), dir)
+}
+
+fn deliveries(stack: &Stack) -> Vec<DeliveryRecord> {
+    stack.app.store().deliveries().unwrap()
+}
+
+/// Headers of a well-formed delivery of `body` signed with `secret`.
+fn signed(event: &str, delivery: &str, secret: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+    vec![
+        ("X-GitHub-Event", event.to_owned()),
+        ("X-GitHub-Delivery", delivery.to_owned()),
+        ("X-Hub-Signature-256", sign(secret, body)),
+        ("Content-Type", "application/json".to_owned()),
+    ]
+}
+
+fn without(mut headers: Vec<(&'static str, String)>, name: &str) -> Vec<(&'static str, String)> {
+    headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    headers
+}
+
+fn with(
+    mut headers: Vec<(&'static str, String)>,
+    name: &'static str,
+    value: &str,
+) -> Vec<(&'static str, String)> {
+    headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    headers.push((name, value.to_owned()));
+    headers
+}
+
+/// POST /webhook with exactly these headers and body (reqwest, Content-Length set).
+async fn post(addr: SocketAddr, headers: &[(&str, String)], body: impl Into<Vec<u8>>) -> Reply {
+    let client = reqwest::Client::builder().timeout(WAIT).build().unwrap();
+    let mut req = client
+        .post(format!("http://{addr}/webhook"))
+        .body(body.into());
+    for (name, value) in headers {
+        req = req.header(*name, value);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let json = resp.json().await.unwrap_or(Value::Null);
+    Reply {
+        status,
+        content_type,
+        json,
+    }
+}
+
+/// What a raw request sends after its head.
+enum RawBody {
+    /// `Content-Length: <announced>`, then only `sent` bytes of it.
+    Announced { announced: u64, sent: usize },
+    /// `Transfer-Encoding: chunked`, this body in 64 KiB chunks, then the last chunk.
+    Chunked(Vec<u8>),
+}
+
+/// One hand-written HTTP/1.1 request to `POST /webhook`. The body is written while the answer is
+/// read, so a server that answers early (413) is seen answering early.
+async fn raw(addr: SocketAddr, headers: &[(&str, String)], body: RawBody) -> Reply {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let mut head = format!("POST /webhook HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    match &body {
+        RawBody::Announced { announced, .. } => {
+            head.push_str(&format!("Content-Length: {announced}\r\n"))
+        }
+        RawBody::Chunked(_) => head.push_str("Transfer-Encoding: chunked\r\n"),
+    }
+    head.push_str("\r\n");
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        match body {
+            RawBody::Announced { sent, .. } => wr.write_all(&vec![b' '; sent]).await?,
+            RawBody::Chunked(bytes) => {
+                for chunk in bytes.chunks(64 * 1024) {
+                    wr.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                        .await?;
+                    wr.write_all(chunk).await?;
+                    wr.write_all(b"\r\n").await?;
+                }
+                wr.write_all(b"0\r\n\r\n").await?;
+            }
+        }
+        wr.flush().await?;
+        // Keep the write half open: closing it could end the exchange before the answer.
+        std::future::pending::<()>().await;
+        Ok::<_, std::io::Error>(())
+    });
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(WAIT, async {
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some(reply) = parse_response(&buf) {
+                return Some(reply);
+            }
+            match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => return parse_response(&buf),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    writer.abort();
+    match read {
+        Ok(Some(reply)) => reply,
+        Ok(None) => panic!(
+            "no complete HTTP answer; got {:?}",
+            String::from_utf8_lossy(&buf)
+        ),
+        Err(_) => panic!(
+            "no answer within {WAIT:?}; got {:?}",
+            String::from_utf8_lossy(&buf)
+        ),
+    }
+}
+
+/// A complete HTTP/1.1 response with a Content-Length body, if `buf` holds one.
+fn parse_response(buf: &[u8]) -> Option<Reply> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&buf[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let mut content_type = String::new();
+    let mut length = 0usize;
+    for line in lines {
+        let (name, value) = line.split_once(':')?;
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-type" => content_type = value.trim().to_owned(),
+            "content-length" => length = value.trim().parse().ok()?,
+            _ => {}
+        }
+    }
+    let body = buf.get(end + 4..end + 4 + length)?;
+    Some(Reply {
+        status,
+        content_type,
+        json: serde_json::from_slice(body).unwrap_or(Value::Null),
+    })
+}
+
+/// The answer is `status` with a JSON `{"error": "..."}` mentioning `needle`.
+#[track_caller]
+fn assert_error(reply: &Reply, status: u16, needle: &str) {
+    assert_eq!(reply.status, status, "{reply:?}");
+    assert!(
+        reply.content_type.starts_with("application/json"),
+        "{reply:?}"
+    );
+    let obj = reply
+        .json
+        .as_object()
+        .unwrap_or_else(|| panic!("not a JSON object: {reply:?}"));
+    assert_eq!(obj.len(), 1, "{reply:?}");
+    let message = obj["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error text: {reply:?}"));
+    assert!(
+        message.to_lowercase().contains(&needle.to_lowercase()),
+        "{message:?} should mention {needle:?}"
+    );
+}
+
+/// Nothing was stored, and the rejected delivery id is still free: the same id, sent properly,
+/// is accepted as new.
+async fn assert_nothing_stored(stack: &Stack, rejected_id: &str) {
+    assert_eq!(
+        deliveries(stack),
+        [],
+        "a rejected request left a delivery record"
+    );
+    assert_eq!(
+        stack.app.store().pending().unwrap(),
+        [],
+        "a rejected request reached the inbox"
+    );
+    let body = br#"{"action":"completed"}"#;
+    let reply = post(
+        stack.addr,
+        &signed("check_run", rejected_id, SECRET, body),
+        &body[..],
+    )
+    .await;
+    assert_eq!(
+        reply.status, 202,
+        "the id of a rejected request was remembered: {reply:?}"
+    );
+}
+
+/// A valid JSON object of exactly `len` bytes.
+fn json_object_of_len(len: usize) -> Vec<u8> {
+    let mut body = br#"{"zen":""#.to_vec();
+    body.resize(len - 2, b'a');
+    body.extend_from_slice(br#""}"#);
+    assert_eq!(body.len(), len);
+    body
+}
+
+async fn poll<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 413
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_413_when_content_length_announces_more_than_25_mib() {
+    let (stack, _dir) = stack().await;
+    let id = "too-big-announced";
+    // Well-formed headers otherwise; the server must answer without reading 25 MiB.
+    let headers = signed("pull_request", id, SECRET, b"{}");
+    let reply = raw(
+        stack.addr,
+        &headers,
+        RawBody::Announced {
+            announced: MAX_BODY as u64 + 1,
+            sent: 1024,
+        },
+    )
+    .await;
+    assert_error(&reply, 413, "25 MiB");
+    // Size is checked first: no headers at all is still 413.
+    let reply = raw(
+        stack.addr,
+        &[],
+        RawBody::Announced {
+            announced: 100 * 1024 * 1024,
+            sent: 0,
+        },
+    )
+    .await;
+    assert_error(&reply, 413, "25 MiB");
+    assert_nothing_stored(&stack, id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_413_for_a_chunked_body_over_25_mib_without_content_length() {
+    let (stack, _dir) = stack().await;
+    let id = "too-big-chunked";
+    // A correctly signed JSON object: only its size is wrong.
+    let body = json_object_of_len(MAX_BODY + 1);
+    let headers = signed("pull_request", id, SECRET, &body);
+    let reply = raw(stack.addr, &headers, RawBody::Chunked(body)).await;
+    assert_error(&reply, 413, "25 MiB");
+    assert_nothing_stored(&stack, id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_accepts_a_chunked_body_of_exactly_25_mib() {
+    let (stack, _dir) = stack().await;
+    let body = json_object_of_len(MAX_BODY);
+    let headers = signed("check_run", "exactly-the-limit", SECRET, &body);
+    let reply = raw(stack.addr, &headers, RawBody::Chunked(body)).await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    let id = DeliveryId::new("exactly-the-limit").unwrap();
+    let stored = stack
+        .app
+        .store()
+        .payload(&id)
+        .unwrap()
+        .expect("payload stored");
+    assert_eq!(stored.len(), MAX_BODY);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 400 headers, 401 signature, 400 JSON
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_400_without_the_event_or_the_delivery_header() {
+    let (stack, _dir) = stack().await;
+    let id = "missing-headers";
+    let body = br#"{"action":"opened"}"#;
+    let ok = signed("pull_request", id, SECRET, body);
+
+    let reply = post(
+        stack.addr,
+        &without(ok.clone(), "X-GitHub-Event"),
+        &body[..],
+    )
+    .await;
+    assert_error(&reply, 400, "X-GitHub-Event");
+    let reply = post(
+        stack.addr,
+        &without(ok.clone(), "X-GitHub-Delivery"),
+        &body[..],
+    )
+    .await;
+    assert_error(&reply, 400, "X-GitHub-Delivery");
+    // Headers are checked before the signature.
+    let reply = post(
+        stack.addr,
+        &without(
+            without(ok.clone(), "X-GitHub-Delivery"),
+            "X-Hub-Signature-256",
+        ),
+        &body[..],
+    )
+    .await;
+    assert_error(&reply, 400, "X-GitHub-Delivery");
+    let reply = post(
+        stack.addr,
+        &with(
+            without(ok, "X-GitHub-Event"),
+            "X-Hub-Signature-256",
+            "sha256=00",
+        ),
+        &body[..],
+    )
+    .await;
+    assert_error(&reply, 400, "X-GitHub-Event");
+    assert_nothing_stored(&stack, id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_401_for_a_missing_malformed_or_wrong_signature() {
+    let (stack, _dir) = stack().await;
+    let id = "bad-signature";
+    let body = br#"{"action":"opened"}"#;
+    let ok = signed("pull_request", id, SECRET, body);
+
+    let reply = post(
+        stack.addr,
+        &without(ok.clone(), "X-Hub-Signature-256"),
+        &body[..],
+    )
+    .await;
+    assert_error(&reply, 401, "X-Hub-Signature-256");
+    let good_hex = sign(SECRET, body).trim_start_matches("sha256=").to_owned();
+    for malformed in [
+        String::new(),
+        "sha256=".to_owned(),
+        "sha256=zz".to_owned(),
+        good_hex.clone(),                      // no prefix
+        format!("sha1={good_hex}"),            // another algorithm
+        format!("sha256={}", &good_hex[..32]), // truncated
+        format!("sha256={good_hex}00"),        // too long
+    ] {
+        let reply = post(
+            stack.addr,
+            &with(ok.clone(), "X-Hub-Signature-256", &malformed),
+            &body[..],
+        )
+        .await;
+        assert_error(&reply, 401, "X-Hub-Signature-256");
+    }
+    // Well-formed but wrong: another body, another secret.
+    let reply = post(
+        stack.addr,
+        &with(ok.clone(), "X-Hub-Signature-256", &sign(SECRET, b"{}")),
+        &body[..],
+    )
+    .await;
+    assert_error(&reply, 401, "X-Hub-Signature-256");
+    let reply = post(
+        stack.addr,
+        &signed("pull_request", id, "another-secret", body),
+        &body[..],
+    )
+    .await;
+    assert_error(&reply, 401, "X-Hub-Signature-256");
+    // The signature is checked before the JSON.
+    let reply = post(
+        stack.addr,
+        &signed("pull_request", id, "another-secret", b"[]"),
+        "[]",
+    )
+    .await;
+    assert_error(&reply, 401, "X-Hub-Signature-256");
+    assert_nothing_stored(&stack, id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_400_for_a_body_that_is_not_a_json_object() {
+    let (stack, _dir) = stack().await;
+    let id = "not-an-object";
+    for body in [
+        "[]",
+        r#""x""#,
+        "not json",
+        "",
+        "null",
+        "42",
+        r#"{"unterminated":"#,
+    ] {
+        let reply = post(
+            stack.addr,
+            &signed("pull_request", id, SECRET, body.as_bytes()),
+            body,
+        )
+        .await;
+        assert_error(&reply, 400, "JSON");
+    }
+    assert_nothing_stored(&stack, id).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 200 ping, 200 duplicate, 202 (unknown events too), rotation
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_answers_ping_200_and_stores_nothing() {
+    let (stack, _dir) = stack().await;
+    let (status, body) = stack
+        .send_as(
+            "ping",
+            "ping-1",
+            &payloads::ping("Keep it logically awesome.", 42),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(deliveries(&stack), []);
+    // A ping is still authenticated.
+    let payload = serde_json::to_vec(&payloads::ping("zen", 42)).unwrap();
+    let reply = post(
+        stack.addr,
+        &signed("ping", "ping-2", "another-secret", &payload),
+        payload.clone(),
+    )
+    .await;
+    assert_error(&reply, 401, "X-Hub-Signature-256");
+}
+
+fn pr_payload(
+    repo: &RepoName,
+    action: &str,
+    number: u64,
+    branch: &str,
+    sha: &Sha,
+    clone_url: &str,
+) -> Value {
+    let mut p = PrPayload::new(action, repo, number);
+    p.head_ref = branch.to_owned();
+    p.head_sha = sha.to_string();
+    p.clone_url = Some(clone_url.to_owned());
+    p.head_clone_url = Some(clone_url.to_owned());
+    p.installation_id = Some(INSTALLATION);
+    payloads::pull_request(&p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_answers_a_repeated_delivery_200_duplicate_and_processes_it_once() {
+    let w = World::new("").await;
+    let sha = w.commit("feature/dup", "v1", "");
+    let clone = w.git.clone_url();
+    w.stack.fake.upsert_pr(
+        w.repo(),
+        FakePr::new(9, "feature/dup", sha.clone()).clone_url(&clone),
+    );
+    let payload = pr_payload(w.repo(), "opened", 9, "feature/dup", &sha, &clone);
+    let id = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
+
+    let (status, body) = w.stack.send_as("pull_request", id, &payload).await.unwrap();
+    assert_eq!(
+        (status, &body),
+        (202, &json!({"accepted": true, "delivery": id}))
+    );
+    // Redelivered before it was processed …
+    let (status, body) = w.stack.send_as("pull_request", id, &payload).await.unwrap();
+    assert_eq!((status, body), (200, json!({"duplicate": true})));
+    w.stack.settle().await.unwrap();
+    let calls = w.stack.fake.requests();
+    let deployments = w
+        .stack
+        .fake
+        .deployments(w.repo(), "preview/pr-9-feature-dup");
+    assert_eq!(deployments.len(), 1, "{deployments:?}");
+    // … and after: still not processed again.
+    let (status, body) = w.stack.send_as("pull_request", id, &payload).await.unwrap();
+    assert_eq!((status, body), (200, json!({"duplicate": true})));
+    w.stack.settle().await.unwrap();
+    assert_eq!(
+        w.stack.fake.requests(),
+        calls,
+        "the duplicate made GitHub calls"
+    );
+
+    let records = deliveries(&w.stack);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].id.as_str(), id);
+    assert_eq!(records[0].status, DeliveryStatus::Processed);
+    assert_eq!(records[0].attempts, 0);
+    assert_eq!(
+        w.stack
+            .fake
+            .deployments(w.repo(), "preview/pr-9-feature-dup")
+            .len(),
+        1
+    );
+
+    // Stop the preview's process.
+    w.stack
+        .fake
+        .set_pr_state(w.repo(), stagebot::types::PrNumber(9), false, false);
+    let (status, _) = w
+        .stack
+        .send(
+            "pull_request",
+            &pr_payload(w.repo(), "closed", 9, "feature/dup", &sha, &clone),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202);
+    w.stack.settle().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_acknowledges_unknown_events_202_and_records_them_ignored() {
+    let (stack, _dir) = stack().await;
+    let payload = json!({"action": "completed", "check_run": {"id": 4, "status": "completed"}});
+    let (status, body) = stack
+        .send_as("check_run", "unknown-1", &payload)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body),
+        (202, json!({"accepted": true, "delivery": "unknown-1"}))
+    );
+    // Stored before the answer: the record exists whether or not the worker got to it.
+    assert!(
+        stack
+            .app
+            .store()
+            .delivery(&DeliveryId::new("unknown-1").unwrap())
+            .unwrap()
+            .is_some()
+    );
+    stack.settle().await.unwrap();
+    let records = deliveries(&stack);
+    assert_eq!(records.len(), 1);
+    match &records[0].status {
+        DeliveryStatus::Ignored { reason } => assert!(reason.contains("check_run"), "{reason}"),
+        other => panic!("expected ignored, got {other:?}"),
+    }
+    assert_eq!(stack.app.store().pending().unwrap(), []);
+    assert!(
+        stack.fake.requests().is_empty(),
+        "an unknown event called GitHub"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_accepts_every_secret_of_a_rotation() {
+    let (stack, _dir) = stack_with(|o| o.secrets = "new-secret, old-secret".into()).await;
+    let body = br#"{"action":"completed"}"#;
+    let reply = post(
+        stack.addr,
+        &signed("check_run", "rot-new", "new-secret", body),
+        &body[..],
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    let reply = post(
+        stack.addr,
+        &signed("check_run", "rot-old", "old-secret", body),
+        &body[..],
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    let reply = post(
+        stack.addr,
+        &signed("check_run", "rot-other", SECRET, body),
+        &body[..],
+    )
+    .await;
+    assert_error(&reply, 401, "X-Hub-Signature-256");
+    let mut ids: Vec<_> = deliveries(&stack)
+        .into_iter()
+        .map(|d| d.id.as_str().to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["rot-new", "rot-old"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_200() {
+    let (stack, _dir) = stack().await;
+    let resp = reqwest::get(format!("{}/healthz", stack.url()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real binary
+
+/// A `stagebot serve` child process, SIGKILLed if the test fails.
+struct Server {
+    child: Option<Child>,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(fake: &FakeGitHub, data_dir: &Path, addr: SocketAddr, log: &Path) -> Server {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .env("WEBHOOK_SECRET", SECRET)
+            .env("APP_ID", fake.app_id().to_string())
+            .env("PRIVATE_KEY", fake.private_key_pem().expose())
+            .env("GITHUB_API_URL", fake.url())
+            .env("STAGEBOT_DATA_DIR", data_dir)
+            .env("STAGEBOT_LISTEN", addr.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Server {
+            child: Some(child),
+            addr,
+        }
+    }
+
+    async fn wait_healthy(&mut self) {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let url = format!("http://{}/healthz", self.addr);
+        let child = self.child.as_mut().unwrap();
+        poll("the server to answer /healthz", async || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("stagebot serve exited early: {status}");
+            }
+            let resp = client.get(&url).send().await.ok()?;
+            (resp.status().as_u16() == 200).then_some(())
+        })
+        .await;
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    fn kill9(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for the graceful exit.
+    async fn terminate(&mut self) {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0);
+        let status = poll("stagebot serve to exit after SIGTERM", async || {
+            child.try_wait().unwrap()
+        })
+        .await;
+        assert!(status.success(), "stagebot serve exited with {status}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Run the binary (not `serve`) on a data dir; returns (exit code, stdout, stderr).
+fn cli(data_dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .env("STAGEBOT_DATA_DIR", data_dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The store of a data dir no server holds (sled allows one process at a time).
+fn read_store<T>(data_dir: &Path, f: impl FnOnce(&Store) -> T) -> T {
+    let store = Store::open(data_dir).unwrap();
+    f(&store)
+}
+
+fn record(store: &Store, id: &str) -> DeliveryRecord {
+    store
+        .delivery(&DeliveryId::new(id).unwrap())
+        .unwrap()
+        .unwrap_or_else(|| panic!("no delivery {id}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_answered_202_survives_kill_9_and_is_processed_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("serve.log");
+    let repo = RepoName::new("acme", "webapp").unwrap();
+    let fake = FakeGitHub::start().await;
+    fake.add_installation(INSTALLATION, repo.owner());
+    fake.add_repo(&repo, "main", INSTALLATION);
+    let files = python_app_files("");
+    let (git, _) = GitRepo::init(&dir.path().join("src"), &files).unwrap();
+    let sha = git.commit("feature/crash", &files, "crash").unwrap();
+    for (path, content) in &files {
+        fake.set_file(&repo, sha.as_str(), path, content);
+    }
+    fake.upsert_pr(
+        &repo,
+        FakePr::new(11, "feature/crash", sha.clone()).clone_url(&git.clone_url()),
+    );
+    fake.upsert_pr(&repo, FakePr::new(12, "feature/draft", sha.clone()).draft());
+
+    let addr = free_addr();
+    let mut server = Server::start(&fake, &data, addr, &log);
+    server.wait_healthy().await;
+    // GitHub fails every repository call: nothing can finish.
+    fake.inject_fault(Fault::new("/repos/", 100_000, FaultKind::Status500));
+
+    let opened = serde_json::to_vec(&pr_payload(
+        &repo,
+        "opened",
+        11,
+        "feature/crash",
+        &sha,
+        &git.clone_url(),
+    ))
+    .unwrap();
+    let reply = post(
+        addr,
+        &signed("pull_request", "crash-opened", SECRET, &opened),
+        opened.clone(),
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    // The worker is inside that delivery, stuck on GitHub …
+    poll("the worker to hit the failing GitHub", async || {
+        fake.requests()
+            .iter()
+            .any(|r| r.path.starts_with("/repos/") && r.status == 500)
+            .then_some(())
+    })
+    .await;
+    // … when a second one arrives; the process dies right after answering it.
+    let mut draft = PrPayload::new("opened", &repo, 12);
+    draft.draft = true;
+    draft.head_ref = "feature/draft".into();
+    draft.head_sha = sha.to_string();
+    draft.installation_id = Some(INSTALLATION);
+    let draft = serde_json::to_vec(&payloads::pull_request(&draft)).unwrap();
+    let reply = post(
+        addr,
+        &signed("pull_request", "crash-draft", SECRET, &draft),
+        draft.clone(),
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    server.kill9();
+
+    let pending: Vec<String> = read_store(&data, |s| {
+        s.pending()
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id.as_str().to_owned())
+            .collect()
+    });
+    assert_eq!(
+        pending,
+        ["crash-opened", "crash-draft"],
+        "the inbox after kill -9"
+    );
+
+    fake.clear_faults();
+    let mut server = Server::start(&fake, &data, addr, &log);
+    server.wait_healthy().await;
+    let client = reqwest::Client::new();
+    let env = poll("the preview to go live after the restart", async || {
+        let envs: Value = client
+            .get(format!("http://{addr}/api/environments"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let env = envs
+            .as_array()?
+            .iter()
+            .find(|e| e["slug"] == "pr-11-feature-crash")?
+            .clone();
+        assert_ne!(
+            env["state"],
+            "failed",
+            "{env}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        (env["state"] == "live").then_some(env)
+    })
+    .await;
+    let url = env["url"].as_str().unwrap().to_owned();
+
+    // Tear the preview down so its process does not outlive the test.
+    fake.set_pr_state(&repo, stagebot::types::PrNumber(11), false, false);
+    let closed = serde_json::to_vec(&pr_payload(
+        &repo,
+        "closed",
+        11,
+        "feature/crash",
+        &sha,
+        &git.clone_url(),
+    ))
+    .unwrap();
+    let reply = post(
+        addr,
+        &signed("pull_request", "crash-closed", SECRET, &closed),
+        closed.clone(),
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    poll("the preview to be torn down", async || {
+        let envs: Value = client
+            .get(format!("http://{addr}/api/environments"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let env = envs
+            .as_array()?
+            .iter()
+            .find(|e| e["slug"] == "pr-11-feature-crash")?
+            .clone();
+        (env["state"] == "destroyed").then_some(())
+    })
+    .await;
+    server.terminate().await;
+
+    read_store(&data, |s| {
+        assert_eq!(s.pending().unwrap(), [], "the inbox after the restart");
+        assert_eq!(record(s, "crash-opened").status, DeliveryStatus::Processed);
+        assert!(
+            matches!(
+                record(s, "crash-draft").status,
+                DeliveryStatus::Processed | DeliveryStatus::Ignored { .. }
+            ),
+            "{:?}",
+            record(s, "crash-draft")
+        );
+        assert_eq!(record(s, "crash-closed").status, DeliveryStatus::Processed);
+    });
+    // Deployed once, with the URL the preview had.
+    let deps = fake.deployments(&repo, "preview/pr-11-feature-crash");
+    assert_eq!(deps.len(), 1, "{deps:?}");
+    assert!(
+        deps[0]
+            .statuses
+            .iter()
+            .any(|s| s.environment_url.as_deref() == Some(url.as_str())),
+        "{deps:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_failing_past_its_retries_is_kept_listed_by_the_cli_and_replayable() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let opts = || StackOptions::new(&data);
+    let stack = Stack::start(opts()).await.unwrap();
+    // An ignored delivery, so the listing has something that is not failing.
+    let (status, _) = stack
+        .send_as("check_run", "fine-1", &json!({"action": "completed"}))
+        .await
+        .unwrap();
+    assert_eq!(status, 202);
+    stack.settle().await.unwrap();
+
+    // GitHub answers 500 to every repository call, longer than every retry budget.
+    stack
+        .fake
+        .inject_fault(Fault::new("/repos/", 100_000, FaultKind::Status500));
+    let mut p = PrPayload::new("opened", &stack.repo, 21);
+    p.draft = true; // processed without deploying anything once GitHub is back
+    stack.fake.upsert_pr(
+        &stack.repo,
+        FakePr::new(21, &p.head_ref, Sha::new(&p.head_sha).unwrap()).draft(),
+    );
+    p.installation_id = Some(INSTALLATION);
+    let id = "doomed-1";
+    let (status, body) = stack
+        .send_as("pull_request", id, &payloads::pull_request(&p))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    let dead = poll("the delivery to become a dead letter", async || {
+        let r = stack
+            .app
+            .store()
+            .delivery(&DeliveryId::new(id).unwrap())
+            .unwrap()?;
+        (r.status == DeliveryStatus::Dead).then_some(r)
+    })
+    .await;
+    let max_attempts = stack.app.settings().delivery_retry.max_attempts;
+    assert_eq!(dead.attempts, max_attempts, "{dead:?}");
+    let error = dead.last_error.clone().expect("the error is kept");
+    assert!(error.contains("500"), "{error}");
+    assert!(
+        !error.contains("GitHub: GitHub:"),
+        "the error text stutters: {error}"
+    );
+    assert!(dead.is_failing());
+    assert_eq!(
+        stack.app.store().pending().unwrap(),
+        [],
+        "a dead letter leaves the inbox"
+    );
+
+    // While the server holds the store, the CLI asks it over the admin socket.
+    let (code, out, err) = cli(&data, &["deliveries", "list", "--failed"]);
+    assert_eq!(code, 0, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains(id))
+        .unwrap_or_else(|| panic!("{id} not listed:\n{out}"));
+    assert!(
+        line.contains("dead") && line.contains(&format!(" {max_attempts} ")),
+        "{line}"
+    );
+    assert!(
+        !out.contains("fine-1"),
+        "--failed lists a delivery that did not fail:\n{out}"
+    );
+
+    let fake = stack.stop().await;
+    fake.clear_faults();
+
+    // The CLI on the stopped server's data dir.
+    let (code, out, err) = cli(&data, &["deliveries", "list", "--failed"]);
+    assert_eq!(code, 0, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains(id))
+        .unwrap_or_else(|| panic!("{id} not listed:\n{out}"));
+    assert!(line.contains("dead"), "{line}");
+    assert!(line.contains("pull_request"), "{line}");
+    assert!(line.contains(&format!(" {max_attempts} ")), "{line}");
+    assert!(
+        line.contains(error.lines().next().unwrap()),
+        "{line}\nvs {error}"
+    );
+    assert!(
+        !out.contains("fine-1"),
+        "--failed lists a delivery that did not fail:\n{out}"
+    );
+    let (code, out, err) = cli(&data, &["deliveries", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("fine-1") && out.contains(id), "{out}");
+
+    let (code, out, err) = cli(&data, &["deliveries", "replay", id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(id), "{out}");
+    read_store(&data, |s| {
+        let r = record(s, id);
+        assert_eq!(r.status, DeliveryStatus::Pending, "{r:?}");
+        assert_eq!(s.pending().unwrap().len(), 1);
+    });
+
+    // Back in the inbox: processed once the server runs and GitHub answers.
+    let stack = Stack::start_with(fake, opts()).await.unwrap();
+    stack.settle().await.unwrap();
+    let r = stack
+        .app
+        .store()
+        .delivery(&DeliveryId::new(id).unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(
+            r.status,
+            DeliveryStatus::Processed | DeliveryStatus::Ignored { .. }
+        ),
+        "{r:?}"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_bad_settings_with_exit_2_and_one_sentence_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Hold the port: a server that bound before checking its settings would fail differently.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap();
+    let fake = FakeGitHub::start().await;
+    let key = fake.private_key_pem().expose().to_owned();
+    let app_id = fake.app_id().to_string();
+    let base: Vec<(&str, &str)> = vec![
+        ("APP_ID", app_id.as_str()),
+        ("PRIVATE_KEY", key.as_str()),
+        ("STAGEBOT_LISTEN", ""),
+    ];
+    let listen = addr.to_string();
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (vec![], "WEBHOOK_SECRET"),
+        (vec![("WEBHOOK_SECRET", " , ")], "WEBHOOK_SECRET"),
+        (vec![("WEBHOOK_SECRET", "s"), ("APP_ID", "")], "APP_ID"),
+        (
+            vec![("WEBHOOK_SECRET", "s"), ("PRIVATE_KEY", "")],
+            "PRIVATE_KEY",
+        ),
+        (
+            vec![
+                ("WEBHOOK_SECRET", "s"),
+                ("STAGEBOT_RECONCILE_INTERVAL", "soon"),
+            ],
+            "STAGEBOT_RECONCILE_INTERVAL",
+        ),
+    ];
+    for (overrides, needle) in cases {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve").env_clear().env("STAGEBOT_DATA_DIR", &data);
+        for (k, v) in base.iter().chain(&overrides) {
+            match (*k, *v) {
+                ("STAGEBOT_LISTEN", _) => cmd.env(k, &listen),
+                (_, "") => cmd.env_remove(k),
+                _ => cmd.env(k, v),
+            };
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = poll("stagebot serve to exit", async || child.try_wait().unwrap()).await;
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(status.code(), Some(2), "{needle}: {stderr}");
+        let lines: Vec<_> = stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{needle}: one line expected, got {stderr:?}"
+        );
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(needle),
+            "{stderr:?}"
+        );
+        assert!(
+            !lines[0].contains("cannot listen"),
+            "it tried to bind: {stderr:?}"
+        );
+        assert!(!data.exists(), "{needle}: the data dir was created");
+    }
+    // The port was never taken from us.
+    drop(held);
+    std::net::TcpListener::bind(addr).expect("the port is still free");
+}
