@@ -305,6 +305,11 @@ fn pull_request(e: &PullRequestEvent, config: &RepoConfig, state: &State) -> Dec
                     actions.push(sticky(Some(Notice::ForkNeedsApproval {
                         sha: pr.head_sha.clone(),
                     })));
+                } else if actions.is_empty() {
+                    return Decision::Ignore(
+                        "fork pull request without a preview: waiting for a maintainer's `/stage`"
+                            .into(),
+                    );
                 }
                 return Decision::act(actions);
             }

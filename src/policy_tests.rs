@@ -380,7 +380,11 @@ fn assert_refused(actions: &[Action], reply_contains: &[&str]) {
 // ---------------------------------------------------------------------------------------------
 // 1. PR opened / reopened / ready for review
 
-const OPENING: [PrAction; 3] = [PrAction::Opened, PrAction::Reopened, PrAction::ReadyForReview];
+const OPENING: [PrAction; 3] = [
+    PrAction::Opened,
+    PrAction::Reopened,
+    PrAction::ReadyForReview,
+];
 
 #[test]
 fn opening_a_same_repo_pr_deploys_its_head() {
@@ -463,12 +467,8 @@ fn draft_conversion_and_labels_are_ignored() {
     st.envs.push(pr_preview(EnvState::Live));
     for action in [
         PrAction::ConvertedToDraft,
-        PrAction::Labeled {
-            label: "x".into(),
-        },
-        PrAction::Unlabeled {
-            label: "x".into(),
-        },
+        PrAction::Labeled { label: "x".into() },
+        PrAction::Unlabeled { label: "x".into() },
     ] {
         ignored(decide(&pr_event(action, pull("abc0001")), &config(), &st));
     }
@@ -551,7 +551,11 @@ fn synchronize_naming_a_seen_commit_is_ignored() {
     let reason = ignored(decide(&sync("aaa0001", pull("bbb0002")), &config(), &st));
     assert!(reason.contains("already seen"), "{reason}");
     // Same for forks.
-    ignored(decide(&sync("aaa0001", fork_pull("bbb0002")), &config(), &st));
+    ignored(decide(
+        &sync("aaa0001", fork_pull("bbb0002")),
+        &config(),
+        &st,
+    ));
 }
 
 #[test]
@@ -572,7 +576,11 @@ fn synchronize_without_a_preview_follows_the_opening_rules() {
         ..pull("bbb0002")
     };
     // auto, not draft: deploy (e.g. the `opened` delivery was lost).
-    let a = acts(decide(&sync("aaa0001", pull("bbb0002")), &config(), &state()));
+    let a = acts(decide(
+        &sync("aaa0001", pull("bbb0002")),
+        &config(),
+        &state(),
+    ));
     assert_eq!(one_deploy(&a).sha, sha("bbb0002"));
     assert_eq!(one_deploy(&a).trigger, Trigger::Push);
     assert!(
@@ -581,7 +589,11 @@ fn synchronize_without_a_preview_follows_the_opening_rules() {
     );
     // draft or auto off: nothing.
     ignored(decide(&sync("aaa0001", draft), &config(), &state()));
-    ignored(decide(&sync("aaa0001", pull("bbb0002")), &no_auto, &state()));
+    ignored(decide(
+        &sync("aaa0001", pull("bbb0002")),
+        &no_auto,
+        &state(),
+    ));
 }
 
 #[test]
@@ -592,7 +604,11 @@ fn fork_synchronize_deploys_only_the_approved_commit() {
         approved_sha: Some(sha("bbb0002")),
         ..PrRecord::default()
     });
-    let a = acts(decide(&sync("aaa0001", fork_pull("bbb0002")), &config(), &st));
+    let a = acts(decide(
+        &sync("aaa0001", fork_pull("bbb0002")),
+        &config(),
+        &st,
+    ));
     let d = one_deploy(&a);
     assert_eq!(d.sha, sha("bbb0002"));
     assert_eq!(
@@ -601,7 +617,11 @@ fn fork_synchronize_deploys_only_the_approved_commit() {
     );
 
     // A new, unapproved commit: the notice asks for approval, nothing deploys.
-    let a = acts(decide(&sync("bbb0002", fork_pull("ccc0003")), &config(), &st));
+    let a = acts(decide(
+        &sync("bbb0002", fork_pull("ccc0003")),
+        &config(),
+        &st,
+    ));
     assert!(deploys(&a).is_empty(), "{a:#?}");
     assert_eq!(
         notices(&a),
@@ -615,7 +635,11 @@ fn fork_synchronize_deploys_only_the_approved_commit() {
 fn fork_synchronize_with_a_preview_but_no_approval_asks_for_one() {
     let mut st = state();
     st.envs.push(pr_preview(EnvState::Live));
-    let a = acts(decide(&sync("aaa0001", fork_pull("bbb0002")), &config(), &st));
+    let a = acts(decide(
+        &sync("aaa0001", fork_pull("bbb0002")),
+        &config(),
+        &st,
+    ));
     assert!(deploys(&a).is_empty(), "{a:#?}");
     assert_eq!(
         notices(&a),
@@ -898,11 +922,7 @@ fn edits_that_keep_the_commands_are_ignored() {
         })
     };
     // Known from the record.
-    ignored(decide(
-        &edited("/stage\n\nthanks!", None),
-        &config(),
-        &st,
-    ));
+    ignored(decide(&edited("/stage\n\nthanks!", None), &config(), &st));
     // Known from the previous body (the record missed it).
     let fresh = State {
         pr_record: Some(PrRecord::default()),
@@ -925,7 +945,10 @@ fn unreadable_commands_get_a_suggestion_and_the_help_text() {
     let st = comment_state(Permission::Admin);
     for (body, needles) in [
         ("/stgae", &["Did you mean `/stage`?"][..]),
-        ("/promote productoin", &["Did you mean `/promote production`?"]),
+        (
+            "/promote productoin",
+            &["Did you mean `/promote production`?"],
+        ),
         ("/teardown now", &["takes no arguments"]),
         ("/extend soon", &["not a duration"]),
         ("/lgtm", &["not a stagebot command"]),
@@ -963,10 +986,22 @@ fn required_permissions() {
         ("/rollback", Permission::Write, Permission::Write),
         ("/rollback preview 2", Permission::Write, Permission::Write),
         ("/rollback staging", Permission::Write, Permission::Write),
-        ("/promote production", Permission::Maintain, Permission::Admin),
+        (
+            "/promote production",
+            Permission::Maintain,
+            Permission::Admin,
+        ),
         ("/promote prod", Permission::Maintain, Permission::Admin),
-        ("/rollback production", Permission::Maintain, Permission::Admin),
-        ("/rollback prod abc1234", Permission::Maintain, Permission::Admin),
+        (
+            "/rollback production",
+            Permission::Maintain,
+            Permission::Admin,
+        ),
+        (
+            "/rollback prod abc1234",
+            Permission::Maintain,
+            Permission::Admin,
+        ),
     ];
     for (body, default, with_admin) in cases {
         let cmd = command::parse_commands(body)
@@ -1036,7 +1071,11 @@ fn production_commands_need_the_configured_permission() {
             &promotable(Permission::Maintain),
         ));
         assert_refused(&a, &["**admin**", "**maintain**"]);
-        let a = acts(decide(&comment(body), &admin, &promotable(Permission::Admin)));
+        let a = acts(decide(
+            &comment(body),
+            &admin,
+            &promotable(Permission::Admin),
+        ));
         assert_eq!(one_deploy(&a).target.kind, EnvKind::Production, "{body}");
     }
 }
