@@ -790,7 +790,8 @@ fn run_command(
             let cap = state.now
                 + chrono::Duration::from_std(state.limits.max_extend)
                     .unwrap_or(chrono::Duration::MAX);
-            let until = wanted.min(cap);
+            // The cap limits how far an extension goes; it never shortens the current expiry.
+            let until = wanted.min(cap).max(base);
             let mut actions = vec![Action::Extend {
                 slug,
                 until,

@@ -1656,3 +1656,22 @@ fn sweep_leaves_busy_shared_and_destroyed_environments_alone() {
         .is_empty()
     );
 }
+
+#[test]
+fn extend_never_brings_the_expiry_forward() {
+    // A 30-day TTL already reaches past the 14-day extension cap.
+    let mut st = comment_state(Permission::Write);
+    let mut e = pr_preview(EnvState::Live);
+    e.expires_at = Some(now() + secs(20 * DAY));
+    st.envs.push(e);
+    let a = acts(decide(&comment("/extend 2d"), &config(), &st));
+    let until = extends(&a);
+    assert_eq!(until.len(), 1, "{a:#?}");
+    assert!(
+        until[0] >= now() + secs(20 * DAY),
+        "/extend moved the expiry from {} to {}",
+        now() + secs(20 * DAY),
+        until[0]
+    );
+    assert_eq!(replies(&a).len(), 1, "the cap is explained: {a:#?}");
+}
