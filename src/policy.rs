@@ -213,6 +213,11 @@ fn must_queue(state: &State, slug: &Slug) -> bool {
     }
 }
 
+/// An environment new commits redeploy: not destroyed and not on its way out.
+fn follows_commits(env: &EnvRecord) -> bool {
+    env.is_active() && env.state != EnvState::TearingDown
+}
+
 fn deploy_preview(
     target: Target,
     sha: Sha,
@@ -270,6 +275,11 @@ fn pull_request(e: &PullRequestEvent, config: &RepoConfig, state: &State) -> Dec
             Decision::act(actions)
         }
         PrAction::Synchronize { before } => {
+            if state.pr_record.as_ref().is_some_and(|r| r.closed) {
+                return Decision::Ignore(
+                    "the pull request is closed: a late push never brings its preview back".into(),
+                );
+            }
             let existing = state.env(&target.slug);
             if existing.is_some_and(|env| env.seen_shas.contains(&pr.head_sha)) {
                 return Decision::Ignore(format!(
@@ -285,8 +295,8 @@ fn pull_request(e: &PullRequestEvent, config: &RepoConfig, state: &State) -> Dec
                     shas: vec![before.clone()],
                 });
             }
-            let active = existing.is_some_and(|env| env.is_active());
-            let destroyed = existing.is_some_and(|env| !env.is_active());
+            let active = existing.is_some_and(follows_commits);
+            let destroyed = existing.is_some() && !active;
             if pr.fork {
                 let approved = state
                     .pr_record
@@ -430,7 +440,7 @@ fn push(e: &PushEvent, config: &RepoConfig, state: &State) -> Decision {
     for env in state.envs.iter().filter(|env| {
         env.kind == EnvKind::Preview
             && env.pr.is_none()
-            && env.is_active()
+            && follows_commits(env)
             && env.branch == e.branch
     }) {
         if env.seen_shas.contains(&e.after) {

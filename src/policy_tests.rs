@@ -1675,3 +1675,57 @@ fn extend_never_brings_the_expiry_forward() {
     );
     assert_eq!(replies(&a).len(), 1, "the cap is explained: {a:#?}");
 }
+
+fn tearing_down(mut e: EnvRecord) -> EnvRecord {
+    e.state = EnvState::TearingDown;
+    e.op = Some(Op::Teardown {
+        reason: "/teardown by @bob".into(),
+        by: "bob".into(),
+        ack: None,
+    });
+    e
+}
+
+#[test]
+fn a_push_during_teardown_does_not_bring_the_preview_back() {
+    let mut st = state();
+    st.envs.push(tearing_down(pr_preview(EnvState::Live)));
+    let d = decide(&sync("aaa0001", pull("bbb0002")), &config(), &st);
+    if let Decision::Act(a) = &d {
+        assert!(deploys(a).is_empty(), "{a:#?}");
+    }
+
+    let st = State {
+        envs: vec![tearing_down(branch_env("demo", EnvState::Live))],
+        ..state()
+    };
+    ignored(decide(
+        &Event::Push(push_event("demo", "aaa0001", "bbb0002")),
+        &config(),
+        &st,
+    ));
+}
+
+#[test]
+fn a_late_synchronize_after_close_does_not_deploy() {
+    // `closed` was processed first (the preview is gone or going); the push that preceded it
+    // arrives late.
+    for envs in [
+        vec![],
+        vec![pr_preview(EnvState::Destroyed)],
+        vec![tearing_down(pr_preview(EnvState::Live))],
+    ] {
+        let st = State {
+            envs,
+            pr_record: Some(PrRecord {
+                closed: true,
+                ..PrRecord::default()
+            }),
+            ..state()
+        };
+        let d = decide(&sync("aaa0001", pull("bbb0002")), &config(), &st);
+        if let Decision::Act(a) = &d {
+            assert!(deploys(a).is_empty(), "{a:#?}");
+        }
+    }
+}
