@@ -466,7 +466,7 @@ fn push(e: &PushEvent, config: &RepoConfig, state: &State) -> Decision {
             ack: None,
             force: false,
             profile: env.profile.clone(),
-            queue: false,
+            queue: must_queue(state, &env.id.slug),
             ttl: Some(ttl_of(config)),
         }));
     }
@@ -758,6 +758,7 @@ fn run_command(
             let releases = state.releases_of(&slug);
             let release = pick_rollback(env, releases, to.as_ref())?;
             let (kind, branch) = (env.kind, env.branch.clone());
+            let queue = kind == EnvKind::Preview && must_queue(state, &slug);
             Ok(CommandOutcome::Deferred(vec![Action::Deploy(Deploy {
                 target: Target {
                     kind,
@@ -774,7 +775,7 @@ fn run_command(
                 ack: Some(e.comment_id),
                 force: true,
                 profile: env.profile.clone(),
-                queue: false,
+                queue,
                 ttl: env.ttl_secs.map(Duration::from_secs),
             })]))
         }

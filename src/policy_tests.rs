@@ -1729,3 +1729,47 @@ fn a_late_synchronize_after_close_does_not_deploy() {
         }
     }
 }
+
+#[test]
+fn redeploys_of_a_queued_preview_keep_waiting_for_a_slot() {
+    // A branch environment waiting for a slot gets a new commit.
+    let mut e = branch_env("demo", EnvState::Queued);
+    e.op = queued("br-demo", 5).op;
+    let st = full(State {
+        envs: vec![e],
+        ..state()
+    });
+    let a = acts(decide(
+        &Event::Push(push_event("demo", "aaa0001", "bbb0002")),
+        &config(),
+        &st,
+    ));
+    assert!(one_deploy(&a).queue, "{a:#?}");
+
+    // A preview torn down earlier and re-staged while full is queued with its old history;
+    // `/rollback` must not start it past the limit.
+    let mut st = full(comment_state(Permission::Write));
+    let mut p = with_releases(
+        pr_preview(EnvState::Queued),
+        &["aaa0001", "bbb0002"],
+        &mut st,
+    );
+    p.op = queued(pr_slug().as_str(), 5).op;
+    st.envs.push(p);
+    let a = acts(decide(&comment("/rollback"), &config(), &st));
+    assert!(one_deploy(&a).queue, "{a:#?}");
+
+    // Shared environments never queue.
+    let st = full(promotable(Permission::Maintain));
+    for body in ["/rollback staging", "/rollback production", "/promote"] {
+        let a = acts(decide(&comment(body), &config(), &st));
+        assert!(!one_deploy(&a).queue, "{body}");
+    }
+    let st = full(state());
+    let a = acts(decide(
+        &Event::Push(push_event("main", "aaa0001", "bbb0002")),
+        &config(),
+        &st,
+    ));
+    assert!(!one_deploy(&a).queue);
+}
