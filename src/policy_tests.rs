@@ -400,7 +400,7 @@ fn opening_a_same_repo_pr_deploys_its_head() {
             Deploy {
                 target: Target {
                     kind: EnvKind::Preview,
-                    slug: slug("pr-42-feature-login"),
+                    slug: pr_slug(),
                     branch: BRANCH.into(),
                     pr: Some(PrNumber(PR)),
                     clone_url: Some("https://github.com/octo/webapp.git".into()),
@@ -1322,7 +1322,7 @@ fn rollback_refusals() {
         &config(),
         &comment_state(Permission::Write),
     ));
-    assert_refused(&a, &["no `pr-42-feature-login` environment"]);
+    assert_refused(&a, &[&format!("no `{}` environment", pr_slug())]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1439,7 +1439,7 @@ fn status_and_help_answer_anyone() {
 fn status_lists_the_prs_environments_and_releases() {
     let st = promotable(Permission::Read);
     let text = status_text(PrNumber(PR), &st);
-    assert!(text.contains("`pr-42-feature-login`"), "{text}");
+    assert!(text.contains(&format!("`{}`", pr_slug())), "{text}");
     assert!(text.contains("#2 (live)"), "{text}");
     assert!(text.contains("`bbb0002`"), "{text}");
     assert!(text.contains("`staging`"), "{text}");
@@ -1772,4 +1772,24 @@ fn redeploys_of_a_queued_preview_keep_waiting_for_a_slot() {
         &st,
     ));
     assert!(!one_deploy(&a).queue);
+}
+
+#[test]
+fn a_long_branch_name_still_gets_its_own_preview() {
+    let branch = "dependabot/npm_and_yarn/babel/plugin-transform-runtime-7.23.2-and-more";
+    let pr = PullRequest {
+        head_ref: branch.into(),
+        ..pull("abc0001")
+    };
+    let a = acts(decide(&pr_event(PrAction::Opened, pr), &config(), &state()));
+    let d = one_deploy(&a);
+    assert_eq!(d.target.kind, EnvKind::Preview);
+    assert!(
+        d.target.slug.as_str().starts_with("pr-42-"),
+        "{}",
+        d.target.slug
+    );
+    assert!(d.target.slug.as_str().len() <= 63);
+    assert_ne!(d.target.slug, Slug::staging());
+    assert_ne!(d.target.slug, Slug::production());
 }
