@@ -213,6 +213,11 @@ fn must_queue(state: &State, slug: &Slug) -> bool {
     }
 }
 
+/// An environment new commits redeploy: not destroyed and not on its way out.
+fn follows_commits(env: &EnvRecord) -> bool {
+    env.is_active() && env.state != EnvState::TearingDown
+}
+
 fn deploy_preview(
     target: Target,
     sha: Sha,
@@ -270,6 +275,11 @@ fn pull_request(e: &PullRequestEvent, config: &RepoConfig, state: &State) -> Dec
             Decision::act(actions)
         }
         PrAction::Synchronize { before } => {
+            if state.pr_record.as_ref().is_some_and(|r| r.closed) {
+                return Decision::Ignore(
+                    "the pull request is closed: a late push never brings its preview back".into(),
+                );
+            }
             let existing = state.env(&target.slug);
             if existing.is_some_and(|env| env.seen_shas.contains(&pr.head_sha)) {
                 return Decision::Ignore(format!(
@@ -285,8 +295,8 @@ fn pull_request(e: &PullRequestEvent, config: &RepoConfig, state: &State) -> Dec
                     shas: vec![before.clone()],
                 });
             }
-            let active = existing.is_some_and(|env| env.is_active());
-            let destroyed = existing.is_some_and(|env| !env.is_active());
+            let active = existing.is_some_and(follows_commits);
+            let destroyed = existing.is_some() && !active;
             if pr.fork {
                 let approved = state
                     .pr_record
@@ -305,6 +315,11 @@ fn pull_request(e: &PullRequestEvent, config: &RepoConfig, state: &State) -> Dec
                     actions.push(sticky(Some(Notice::ForkNeedsApproval {
                         sha: pr.head_sha.clone(),
                     })));
+                } else if actions.is_empty() {
+                    return Decision::Ignore(
+                        "fork pull request without a preview: waiting for a maintainer's `/stage`"
+                            .into(),
+                    );
                 }
                 return Decision::act(actions);
             }
@@ -425,7 +440,7 @@ fn push(e: &PushEvent, config: &RepoConfig, state: &State) -> Decision {
     for env in state.envs.iter().filter(|env| {
         env.kind == EnvKind::Preview
             && env.pr.is_none()
-            && env.is_active()
+            && follows_commits(env)
             && env.branch == e.branch
     }) {
         if env.seen_shas.contains(&e.after) {
@@ -451,7 +466,7 @@ fn push(e: &PushEvent, config: &RepoConfig, state: &State) -> Decision {
             ack: None,
             force: false,
             profile: env.profile.clone(),
-            queue: false,
+            queue: must_queue(state, &env.id.slug),
             ttl: Some(ttl_of(config)),
         }));
     }
@@ -743,6 +758,7 @@ fn run_command(
             let releases = state.releases_of(&slug);
             let release = pick_rollback(env, releases, to.as_ref())?;
             let (kind, branch) = (env.kind, env.branch.clone());
+            let queue = kind == EnvKind::Preview && must_queue(state, &slug);
             Ok(CommandOutcome::Deferred(vec![Action::Deploy(Deploy {
                 target: Target {
                     kind,
@@ -759,7 +775,7 @@ fn run_command(
                 ack: Some(e.comment_id),
                 force: true,
                 profile: env.profile.clone(),
-                queue: false,
+                queue,
                 ttl: env.ttl_secs.map(Duration::from_secs),
             })]))
         }
@@ -785,7 +801,8 @@ fn run_command(
             let cap = state.now
                 + chrono::Duration::from_std(state.limits.max_extend)
                     .unwrap_or(chrono::Duration::MAX);
-            let until = wanted.min(cap);
+            // The cap limits how far an extension goes; it never shortens the current expiry.
+            let until = wanted.min(cap).max(base);
             let mut actions = vec![Action::Extend {
                 slug,
                 until,

@@ -1,1 +1,1795 @@
 //! The policy's decision table.
+
+use std::collections::BTreeMap;
+
+use chrono::TimeZone;
+
+use super::*;
+use crate::event::{Actor, PullRequest, RepoInfo};
+use crate::repo_config::{self, Profile};
+use crate::types::{EnvId, RepoName};
+
+// ---------------------------------------------------------------------------------------------
+// Builders
+
+const PR: u64 = 42;
+const BRANCH: &str = "feature/login";
+const COMMENT_ID: u64 = 777;
+const DAY: i64 = 24 * 3600;
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 1, 10, 12, 0, 0).unwrap()
+}
+
+fn secs(s: i64) -> chrono::Duration {
+    chrono::Duration::seconds(s)
+}
+
+/// A 40-digit sha starting with `prefix`.
+fn sha(prefix: &str) -> Sha {
+    Sha::new(&format!("{prefix:0<40}")).unwrap()
+}
+
+fn slug(s: &str) -> Slug {
+    Slug::new(s).unwrap()
+}
+
+fn pr_slug() -> Slug {
+    preview_slug(Some(PrNumber(PR)), BRANCH)
+}
+
+fn repo() -> RepoName {
+    RepoName::new("octo", "webapp").unwrap()
+}
+
+fn repo_info() -> RepoInfo {
+    RepoInfo {
+        name: repo(),
+        default_branch: "main".into(),
+        clone_url: "https://github.com/octo/webapp.git".into(),
+        private: false,
+    }
+}
+
+fn actor(login: &str) -> Actor {
+    Actor {
+        login: login.into(),
+        is_bot: login.ends_with("[bot]"),
+    }
+}
+
+fn env(slug_: &str, kind: EnvKind, state: EnvState) -> EnvRecord {
+    EnvRecord {
+        v: 1,
+        id: EnvId {
+            repo: repo(),
+            slug: slug(slug_),
+        },
+        kind,
+        state,
+        branch: "main".into(),
+        pr: None,
+        installation_id: Some(1),
+        clone_url: "https://github.com/octo/webapp.git".into(),
+        host: format!("{slug_}--webapp"),
+        url: format!("http://{slug_}--webapp.localhost:3000"),
+        generation: 1,
+        op: None,
+        deploying: None,
+        current_release: None,
+        releases: 0,
+        last_error: None,
+        last_log_tail: None,
+        profile: None,
+        created_at: now() - secs(DAY),
+        updated_at: now() - secs(DAY),
+        last_activity: now() - secs(DAY),
+        expires_at: None,
+        warned_at: None,
+        ttl_secs: None,
+        queued_at: None,
+        seen_shas: Vec::new(),
+        deployments: BTreeMap::new(),
+        report_pending: false,
+    }
+}
+
+/// The preview of PR 42 on `feature/login`, idle for a day with a 3-day TTL.
+fn pr_preview(state: EnvState) -> EnvRecord {
+    let mut e = env(pr_slug().as_str(), EnvKind::Preview, state);
+    e.branch = BRANCH.into();
+    e.pr = Some(PrNumber(PR));
+    e.ttl_secs = Some(3 * DAY as u64);
+    e.expires_at = Some(now() + secs(2 * DAY));
+    e
+}
+
+fn release(n: u32, sha_: &str) -> Release {
+    Release {
+        v: 1,
+        n,
+        sha: sha(sha_),
+        git_ref: BRANCH.into(),
+        by: "alice".into(),
+        trigger: Trigger::PullRequest,
+        at: now() - secs(DAY) + secs(n as i64 * 60),
+        url: "http://x.localhost".into(),
+        log: "http://x.localhost/log".into(),
+        pr: Some(PrNumber(PR)),
+    }
+}
+
+/// A live environment with releases `shas` (1-based), the last one live.
+fn with_releases(mut e: EnvRecord, shas: &[&str], st: &mut State) -> EnvRecord {
+    e.releases = shas.len() as u32;
+    e.current_release = Some(shas.len() as u32);
+    e.seen_shas = shas.iter().map(|s| sha(s)).collect();
+    st.releases.push((
+        e.id.slug.clone(),
+        shas.iter()
+            .enumerate()
+            .map(|(i, s)| release(i as u32 + 1, s))
+            .collect(),
+    ));
+    e
+}
+
+fn state() -> State {
+    State {
+        now: now(),
+        envs: Vec::new(),
+        releases: Vec::new(),
+        pr_record: Some(PrRecord::default()),
+        pr_info: None,
+        permission: None,
+        previews_in_use: 0,
+        limits: Limits::default(),
+    }
+}
+
+fn config() -> RepoConfig {
+    RepoConfig::default()
+}
+
+fn pull(head: &str) -> PullRequest {
+    PullRequest {
+        number: PrNumber(PR),
+        title: "Login page".into(),
+        author: actor("alice"),
+        head_ref: BRANCH.into(),
+        head_sha: sha(head),
+        head_clone_url: "https://github.com/octo/webapp.git".into(),
+        base_ref: "main".into(),
+        draft: false,
+        fork: false,
+        merged: false,
+        merge_commit_sha: None,
+        open: true,
+    }
+}
+
+fn fork_pull(head: &str) -> PullRequest {
+    PullRequest {
+        fork: true,
+        head_clone_url: "https://github.com/mallory/webapp.git".into(),
+        ..pull(head)
+    }
+}
+
+fn pr_event(action: PrAction, pr: PullRequest) -> Event {
+    Event::PullRequest(PullRequestEvent {
+        action,
+        repo: repo_info(),
+        installation_id: Some(1),
+        sender: actor("alice"),
+        pr,
+    })
+}
+
+fn sync(before: &str, pr: PullRequest) -> Event {
+    pr_event(
+        PrAction::Synchronize {
+            before: Some(sha(before)),
+        },
+        pr,
+    )
+}
+
+fn push_event(branch: &str, before: &str, after: &str) -> PushEvent {
+    PushEvent {
+        repo: repo_info(),
+        installation_id: Some(1),
+        branch: branch.into(),
+        before: sha(before),
+        after: sha(after),
+        created: false,
+        deleted: false,
+        forced: false,
+        is_default_branch: branch == "main",
+        sender: actor("alice"),
+    }
+}
+
+fn deleted_push(branch: &str) -> Event {
+    Event::Push(PushEvent {
+        deleted: true,
+        ..push_event(branch, "c0ffee1", "0000000")
+    })
+}
+
+fn branch_deleted(branch: &str) -> Event {
+    Event::BranchDeleted(BranchDeletedEvent {
+        repo: repo_info(),
+        installation_id: Some(1),
+        branch: branch.into(),
+        sender: actor("alice"),
+    })
+}
+
+fn comment_event(body: &str) -> CommentEvent {
+    CommentEvent {
+        action: CommentAction::Created,
+        repo: repo_info(),
+        installation_id: Some(1),
+        number: PrNumber(PR),
+        is_pr: true,
+        comment_id: COMMENT_ID,
+        body: body.into(),
+        author: actor("bob"),
+        author_association: "MEMBER".into(),
+    }
+}
+
+fn comment(body: &str) -> Event {
+    Event::Comment(comment_event(body))
+}
+
+fn pr_info(head: &str) -> PrInfo {
+    PrInfo {
+        number: PrNumber(PR),
+        open: true,
+        merged: false,
+        draft: false,
+        title: "Login page".into(),
+        head_ref: BRANCH.into(),
+        head_sha: sha(head),
+        base_ref: "main".into(),
+        fork: false,
+        author: "alice".into(),
+        head_clone_url: "https://github.com/octo/webapp.git".into(),
+    }
+}
+
+/// The state a comment event is decided in: the PR's head is `ddd0001`.
+fn comment_state(permission: Permission) -> State {
+    State {
+        pr_info: Some(pr_info("ddd0001")),
+        permission: Some(permission),
+        ..state()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading decisions
+
+#[track_caller]
+fn acts(d: Decision) -> Vec<Action> {
+    match d {
+        Decision::Act(a) => a,
+        Decision::Ignore(r) => panic!("expected actions, got Ignore({r:?})"),
+    }
+}
+
+#[track_caller]
+fn ignored(d: Decision) -> String {
+    match d {
+        Decision::Ignore(r) => r,
+        Decision::Act(a) => panic!("expected Ignore, got {a:#?}"),
+    }
+}
+
+fn deploys(actions: &[Action]) -> Vec<&Deploy> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Deploy(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
+#[track_caller]
+fn one_deploy(actions: &[Action]) -> &Deploy {
+    let d = deploys(actions);
+    assert_eq!(d.len(), 1, "expected one deploy in {actions:#?}");
+    d[0]
+}
+
+fn teardowns(actions: &[Action]) -> Vec<(&Slug, &str)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Teardown { slug, reason, .. } => Some((slug, reason.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn reactions(actions: &[Action]) -> Vec<Reaction> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::React {
+                comment_id,
+                reaction,
+            } => {
+                assert_eq!(*comment_id, COMMENT_ID);
+                Some(*reaction)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn replies(actions: &[Action]) -> Vec<&str> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Reply { pr, body } => {
+                assert_eq!(*pr, PrNumber(PR));
+                Some(body.as_str())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn notices(actions: &[Action]) -> Vec<Option<Notice>> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Sticky { notice, .. } => Some(notice.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A command comment that was refused: 👀, a reply, 😕, and no work.
+#[track_caller]
+fn assert_refused(actions: &[Action], reply_contains: &[&str]) {
+    assert_eq!(
+        reactions(actions),
+        vec![Reaction::Eyes, Reaction::Confused],
+        "{actions:#?}"
+    );
+    let r = replies(actions);
+    assert_eq!(r.len(), 1, "{actions:#?}");
+    for needle in reply_contains {
+        assert!(r[0].contains(needle), "reply {:?} lacks {needle:?}", r[0]);
+    }
+    assert!(deploys(actions).is_empty(), "{actions:#?}");
+    assert!(teardowns(actions).is_empty(), "{actions:#?}");
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Extend { .. } | Action::ApproveFork { .. })),
+        "{actions:#?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. PR opened / reopened / ready for review
+
+const OPENING: [PrAction; 3] = [
+    PrAction::Opened,
+    PrAction::Reopened,
+    PrAction::ReadyForReview,
+];
+
+#[test]
+fn opening_a_same_repo_pr_deploys_its_head() {
+    for action in OPENING {
+        let a = acts(decide(
+            &pr_event(action.clone(), pull("abc0001")),
+            &config(),
+            &state(),
+        ));
+        let d = one_deploy(&a);
+        assert_eq!(
+            *d,
+            Deploy {
+                target: Target {
+                    kind: EnvKind::Preview,
+                    slug: pr_slug(),
+                    branch: BRANCH.into(),
+                    pr: Some(PrNumber(PR)),
+                    clone_url: Some("https://github.com/octo/webapp.git".into()),
+                },
+                sha: sha("abc0001"),
+                trigger: Trigger::PullRequest,
+                by: "alice".into(),
+                ack: None,
+                force: false,
+                profile: None,
+                queue: false,
+                ttl: Some(Duration::from_secs(3 * DAY as u64)),
+            },
+            "{action:?}"
+        );
+        assert!(notices(&a).is_empty(), "{action:?}: {a:#?}");
+        let reopened = a
+            .iter()
+            .any(|x| matches!(x, Action::MarkPrClosed { closed: false, .. }));
+        assert_eq!(reopened, action == PrAction::Reopened, "{action:?}");
+    }
+}
+
+#[test]
+fn opening_uses_the_configured_ttl() {
+    let cfg = repo_config::parse("preview:\n  ttl: 12h\n").unwrap();
+    let a = acts(decide(
+        &pr_event(PrAction::Opened, pull("abc0001")),
+        &cfg,
+        &state(),
+    ));
+    assert_eq!(one_deploy(&a).ttl, Some(Duration::from_secs(12 * 3600)));
+}
+
+#[test]
+fn opening_without_deploy_leaves_a_notice() {
+    let no_auto = repo_config::parse("preview:\n  auto: false\n").unwrap();
+    let draft = PullRequest {
+        draft: true,
+        ..pull("abc0001")
+    };
+    let draft_fork = PullRequest {
+        draft: true,
+        ..fork_pull("abc0001")
+    };
+    let cases: [(&str, PullRequest, &RepoConfig, Notice); 4] = [
+        ("draft", draft, &config(), Notice::Draft),
+        ("draft fork", draft_fork, &config(), Notice::Draft),
+        ("fork", fork_pull("abc0001"), &config(), Notice::Fork),
+        ("auto off", pull("abc0001"), &no_auto, Notice::OnDemand),
+    ];
+    for (name, pr, cfg, notice) in cases {
+        for action in OPENING {
+            let a = acts(decide(&pr_event(action.clone(), pr.clone()), cfg, &state()));
+            assert!(deploys(&a).is_empty(), "{name} {action:?}: {a:#?}");
+            assert_eq!(notices(&a), vec![Some(notice.clone())], "{name} {action:?}");
+        }
+    }
+}
+
+#[test]
+fn draft_conversion_and_labels_are_ignored() {
+    let mut st = state();
+    st.envs.push(pr_preview(EnvState::Live));
+    for action in [
+        PrAction::ConvertedToDraft,
+        PrAction::Labeled { label: "x".into() },
+        PrAction::Unlabeled { label: "x".into() },
+    ] {
+        ignored(decide(&pr_event(action, pull("abc0001")), &config(), &st));
+    }
+}
+
+#[test]
+fn non_repository_events_are_ignored() {
+    let st = state();
+    ignored(decide(
+        &Event::Ping {
+            zen: None,
+            hook_id: None,
+        },
+        &config(),
+        &st,
+    ));
+    assert_eq!(
+        ignored(decide(
+            &Event::Ignored {
+                reason: "check_run".into()
+            },
+            &config(),
+            &st
+        )),
+        "check_run"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. synchronize
+
+#[test]
+fn synchronize_redeploys_an_active_preview_and_remembers_the_old_head() {
+    for env_state in [
+        EnvState::Live,
+        EnvState::Deploying,
+        EnvState::Failed,
+        EnvState::Pending,
+    ] {
+        let mut st = state();
+        let mut e = pr_preview(env_state);
+        e.seen_shas = vec![sha("aaa0001")];
+        st.envs.push(e);
+        let a = acts(decide(&sync("aaa0001", pull("bbb0002")), &config(), &st));
+        assert_eq!(
+            a[0],
+            Action::Remember {
+                slug: pr_slug(),
+                shas: vec![sha("aaa0001")]
+            },
+            "{env_state:?}"
+        );
+        let d = one_deploy(&a);
+        assert_eq!(d.sha, sha("bbb0002"));
+        assert_eq!(d.trigger, Trigger::Push);
+        assert_eq!(d.target.slug, pr_slug());
+        assert!(!d.force && !d.queue && d.ack.is_none());
+    }
+}
+
+#[test]
+fn synchronize_keeps_a_drafts_existing_preview_up_to_date() {
+    let mut st = state();
+    st.envs.push(pr_preview(EnvState::Live));
+    let draft = PullRequest {
+        draft: true,
+        ..pull("bbb0002")
+    };
+    let a = acts(decide(&sync("aaa0001", draft), &config(), &st));
+    assert_eq!(one_deploy(&a).sha, sha("bbb0002"));
+}
+
+#[test]
+fn synchronize_naming_a_seen_commit_is_ignored() {
+    let mut st = state();
+    let mut e = pr_preview(EnvState::Live);
+    e.seen_shas = vec![sha("aaa0001"), sha("bbb0002"), sha("ccc0003")];
+    st.envs.push(e);
+    // A late delivery of the push that made bbb0002 the head: never moves back.
+    let reason = ignored(decide(&sync("aaa0001", pull("bbb0002")), &config(), &st));
+    assert!(reason.contains("already seen"), "{reason}");
+    // Same for forks.
+    ignored(decide(
+        &sync("aaa0001", fork_pull("bbb0002")),
+        &config(),
+        &st,
+    ));
+}
+
+#[test]
+fn synchronize_after_teardown_does_not_deploy() {
+    let mut st = state();
+    st.envs.push(pr_preview(EnvState::Destroyed));
+    let d = decide(&sync("aaa0001", pull("bbb0002")), &config(), &st);
+    if let Decision::Act(a) = &d {
+        assert!(deploys(a).is_empty(), "{a:#?}");
+    }
+}
+
+#[test]
+fn synchronize_without_a_preview_follows_the_opening_rules() {
+    let no_auto = repo_config::parse("preview:\n  auto: false\n").unwrap();
+    let draft = PullRequest {
+        draft: true,
+        ..pull("bbb0002")
+    };
+    // auto, not draft: deploy (e.g. the `opened` delivery was lost).
+    let a = acts(decide(
+        &sync("aaa0001", pull("bbb0002")),
+        &config(),
+        &state(),
+    ));
+    assert_eq!(one_deploy(&a).sha, sha("bbb0002"));
+    assert_eq!(one_deploy(&a).trigger, Trigger::Push);
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::Remember { .. })),
+        "nothing to remember for an environment that does not exist: {a:#?}"
+    );
+    // draft or auto off: nothing.
+    ignored(decide(&sync("aaa0001", draft), &config(), &state()));
+    ignored(decide(
+        &sync("aaa0001", pull("bbb0002")),
+        &no_auto,
+        &state(),
+    ));
+}
+
+#[test]
+fn fork_synchronize_deploys_only_the_approved_commit() {
+    let mut st = state();
+    st.envs.push(pr_preview(EnvState::Live));
+    st.pr_record = Some(PrRecord {
+        approved_sha: Some(sha("bbb0002")),
+        ..PrRecord::default()
+    });
+    let a = acts(decide(
+        &sync("aaa0001", fork_pull("bbb0002")),
+        &config(),
+        &st,
+    ));
+    let d = one_deploy(&a);
+    assert_eq!(d.sha, sha("bbb0002"));
+    assert_eq!(
+        d.target.clone_url.as_deref(),
+        Some("https://github.com/mallory/webapp.git")
+    );
+
+    // A new, unapproved commit: the notice asks for approval, nothing deploys.
+    let a = acts(decide(
+        &sync("bbb0002", fork_pull("ccc0003")),
+        &config(),
+        &st,
+    ));
+    assert!(deploys(&a).is_empty(), "{a:#?}");
+    assert_eq!(
+        notices(&a),
+        vec![Some(Notice::ForkNeedsApproval {
+            sha: sha("ccc0003")
+        })]
+    );
+}
+
+#[test]
+fn fork_synchronize_with_a_preview_but_no_approval_asks_for_one() {
+    let mut st = state();
+    st.envs.push(pr_preview(EnvState::Live));
+    let a = acts(decide(
+        &sync("aaa0001", fork_pull("bbb0002")),
+        &config(),
+        &st,
+    ));
+    assert!(deploys(&a).is_empty(), "{a:#?}");
+    assert_eq!(
+        notices(&a),
+        vec![Some(Notice::ForkNeedsApproval {
+            sha: sha("bbb0002")
+        })]
+    );
+}
+
+#[test]
+fn fork_synchronize_never_staged_does_nothing() {
+    // No preview, no approval: the `Fork` notice from `opened` still applies.
+    let d = decide(&sync("aaa0001", fork_pull("bbb0002")), &config(), &state());
+    ignored(d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. closed
+
+#[test]
+fn closing_tears_down_the_active_preview() {
+    for (merged, word) in [(true, "merged"), (false, "closed")] {
+        for env_state in [EnvState::Live, EnvState::Failed, EnvState::Queued] {
+            let mut st = state();
+            st.envs.push(pr_preview(env_state));
+            let a = acts(decide(
+                &pr_event(PrAction::Closed { merged }, pull("abc0001")),
+                &config(),
+                &st,
+            ));
+            let t = teardowns(&a);
+            assert_eq!(t.len(), 1, "{a:#?}");
+            assert_eq!(t[0].0, &pr_slug());
+            assert!(t[0].1.contains(word), "{:?} lacks {word}", t[0].1);
+            assert!(a.contains(&Action::MarkPrClosed {
+                pr: PrNumber(PR),
+                closed: true
+            }));
+            assert!(deploys(&a).is_empty());
+        }
+    }
+}
+
+#[test]
+fn closing_without_a_preview_updates_the_sticky() {
+    for envs in [vec![], vec![pr_preview(EnvState::Destroyed)]] {
+        for merged in [true, false] {
+            let st = State {
+                envs: envs.clone(),
+                ..state()
+            };
+            let a = acts(decide(
+                &pr_event(PrAction::Closed { merged }, pull("abc0001")),
+                &config(),
+                &st,
+            ));
+            assert!(teardowns(&a).is_empty(), "{a:#?}");
+            assert_eq!(notices(&a), vec![Some(Notice::Closed)]);
+            assert!(a.contains(&Action::MarkPrClosed {
+                pr: PrNumber(PR),
+                closed: true
+            }));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. push and branch deletion
+
+#[test]
+fn push_to_the_default_branch_deploys_production() {
+    let a = acts(decide(
+        &Event::Push(push_event("main", "aaa0001", "bbb0002")),
+        &config(),
+        &state(),
+    ));
+    let d = one_deploy(&a);
+    assert_eq!(d.target.kind, EnvKind::Production);
+    assert_eq!(d.target.slug, Slug::production());
+    assert_eq!(d.target.branch, "main");
+    assert_eq!(d.target.pr, None);
+    assert_eq!(d.sha, sha("bbb0002"));
+    assert_eq!(d.trigger, Trigger::Merge);
+    assert_eq!((d.queue, d.ttl, d.ack), (false, None, None));
+
+    // With a production environment, the old head is remembered.
+    let mut st = state();
+    st.envs
+        .push(env("production", EnvKind::Production, EnvState::Live));
+    let a = acts(decide(
+        &Event::Push(push_event("main", "aaa0001", "bbb0002")),
+        &config(),
+        &st,
+    ));
+    assert!(a.contains(&Action::Remember {
+        slug: Slug::production(),
+        shas: vec![sha("aaa0001")]
+    }));
+    assert_eq!(one_deploy(&a).sha, sha("bbb0002"));
+}
+
+#[test]
+fn push_to_the_default_branch_without_deploy_on_merge_is_ignored() {
+    let cfg = repo_config::parse("production:\n  deploy_on_merge: false\n").unwrap();
+    ignored(decide(
+        &Event::Push(push_event("main", "aaa0001", "bbb0002")),
+        &cfg,
+        &state(),
+    ));
+}
+
+#[test]
+fn push_to_the_default_branch_of_a_seen_commit_is_ignored() {
+    let mut st = state();
+    let mut prod = env("production", EnvKind::Production, EnvState::Live);
+    prod.seen_shas = vec![sha("aaa0001"), sha("bbb0002")];
+    st.envs.push(prod);
+    ignored(decide(
+        &Event::Push(push_event("main", "aaa0001", "bbb0002")),
+        &config(),
+        &st,
+    ));
+}
+
+fn branch_env(branch: &str, state: EnvState) -> EnvRecord {
+    let s = preview_slug(None, branch);
+    let mut e = env(s.as_str(), EnvKind::Preview, state);
+    e.branch = branch.into();
+    e.profile = Some("lite".into());
+    e.ttl_secs = Some(3 * DAY as u64);
+    e
+}
+
+#[test]
+fn push_redeploys_a_branch_environment_but_not_a_pr_preview() {
+    let mut st = state();
+    st.envs.push(branch_env("demo", EnvState::Live));
+    st.envs.push(pr_preview(EnvState::Live));
+    let a = acts(decide(
+        &Event::Push(push_event("demo", "aaa0001", "bbb0002")),
+        &config(),
+        &st,
+    ));
+    let d = one_deploy(&a);
+    assert_eq!(d.target.slug, slug("br-demo"));
+    assert_eq!(d.sha, sha("bbb0002"));
+    assert_eq!(d.trigger, Trigger::Push);
+    assert_eq!(d.profile.as_deref(), Some("lite"));
+    assert!(a.contains(&Action::Remember {
+        slug: slug("br-demo"),
+        shas: vec![sha("aaa0001")]
+    }));
+
+    // The PR's branch: `synchronize` redeploys it, not `push`.
+    ignored(decide(
+        &Event::Push(push_event(BRANCH, "aaa0001", "bbb0002")),
+        &config(),
+        &st,
+    ));
+    // A destroyed branch environment does not come back.
+    let st = State {
+        envs: vec![branch_env("demo", EnvState::Destroyed)],
+        ..state()
+    };
+    ignored(decide(
+        &Event::Push(push_event("demo", "aaa0001", "bbb0002")),
+        &config(),
+        &st,
+    ));
+    // Nor does a seen commit redeploy.
+    let mut e = branch_env("demo", EnvState::Live);
+    e.seen_shas = vec![sha("bbb0002")];
+    let st = State {
+        envs: vec![e],
+        ..state()
+    };
+    ignored(decide(
+        &Event::Push(push_event("demo", "aaa0001", "bbb0002")),
+        &config(),
+        &st,
+    ));
+}
+
+#[test]
+fn deleting_a_branch_tears_down_its_active_previews() {
+    let mut st = state();
+    st.envs.push(pr_preview(EnvState::Live));
+    let mut other = branch_env("other", EnvState::Live);
+    other.profile = None;
+    st.envs.push(other);
+    let mut gone = branch_env(BRANCH, EnvState::Destroyed);
+    gone.id.slug = slug("br-old");
+    st.envs.push(gone);
+    for event in [deleted_push(BRANCH), branch_deleted(BRANCH)] {
+        let a = acts(decide(&event, &config(), &st));
+        let t = teardowns(&a);
+        assert_eq!(t.len(), 1, "{a:#?}");
+        assert_eq!(t[0].0, &pr_slug());
+        assert!(t[0].1.contains("deleted"));
+        assert!(deploys(&a).is_empty());
+    }
+    for event in [deleted_push("nothing-here"), branch_deleted("nothing-here")] {
+        ignored(decide(&event, &config(), &st));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. comments
+
+#[test]
+fn comments_that_carry_no_command_are_ignored() {
+    let st = comment_state(Permission::Admin);
+    let bot = CommentEvent {
+        author: actor("renovate[bot]"),
+        ..comment_event("/stage")
+    };
+    let issue = CommentEvent {
+        is_pr: false,
+        ..comment_event("/stage")
+    };
+    for e in [
+        Event::Comment(bot),
+        Event::Comment(issue),
+        comment("looks good to me"),
+        comment("please /stage this"),
+        comment("```\n/stage\n```"),
+        comment("> /stage\n\nquoting"),
+        comment("use `/stage`"),
+    ] {
+        ignored(decide(&e, &config(), &st));
+    }
+}
+
+#[test]
+fn every_command_comment_is_acknowledged_and_recorded_first() {
+    let mut st = comment_state(Permission::Admin);
+    st.envs.push(pr_preview(EnvState::Live));
+    for body in [
+        "/stage",
+        "/status",
+        "/help",
+        "/teardown",
+        "/extend 1d",
+        "/promote",
+        "/stgae",
+        "/teardown now",
+    ] {
+        let a = acts(decide(&comment(body), &config(), &st));
+        assert_eq!(
+            a[0],
+            Action::React {
+                comment_id: COMMENT_ID,
+                reaction: Reaction::Eyes
+            },
+            "{body}"
+        );
+        assert!(
+            matches!(&a[1], Action::CommentHandled { comment_id, commands, .. }
+                if *comment_id == COMMENT_ID && *commands == command_signature(body)),
+            "{body}: {a:#?}"
+        );
+    }
+}
+
+#[test]
+fn edits_that_keep_the_commands_are_ignored() {
+    let st = State {
+        pr_record: Some(PrRecord {
+            handled_comments: BTreeMap::from([(COMMENT_ID, command_signature("/stage"))]),
+            ..PrRecord::default()
+        }),
+        ..comment_state(Permission::Write)
+    };
+    let edited = |body: &str, previous: Option<&str>| {
+        Event::Comment(CommentEvent {
+            action: CommentAction::Edited {
+                previous_body: previous.map(str::to_owned),
+            },
+            ..comment_event(body)
+        })
+    };
+    // Known from the record.
+    ignored(decide(&edited("/stage\n\nthanks!", None), &config(), &st));
+    // Known from the previous body (the record missed it).
+    let fresh = State {
+        pr_record: Some(PrRecord::default()),
+        ..comment_state(Permission::Write)
+    };
+    ignored(decide(
+        &edited("/status\nfixed a typo", Some("/status\nfixed a tpyo")),
+        &config(),
+        &fresh,
+    ));
+    // New commands act.
+    let a = acts(decide(&edited("/stage\n/status", None), &config(), &st));
+    assert_eq!(one_deploy(&a).trigger, Trigger::Stage);
+    let a = acts(decide(&edited("/status", Some("hello")), &config(), &fresh));
+    assert_eq!(replies(&a).len(), 1);
+}
+
+#[test]
+fn unreadable_commands_get_a_suggestion_and_the_help_text() {
+    let st = comment_state(Permission::Admin);
+    for (body, needles) in [
+        ("/stgae", &["Did you mean `/stage`?"][..]),
+        (
+            "/promote productoin",
+            &["Did you mean `/promote production`?"],
+        ),
+        ("/teardown now", &["takes no arguments"]),
+        ("/extend soon", &["not a duration"]),
+        ("/lgtm", &["not a stagebot command"]),
+    ] {
+        let a = acts(decide(&comment(body), &config(), &st));
+        let mut all = needles.to_vec();
+        all.push("**stagebot commands**");
+        assert_refused(&a, &all);
+    }
+}
+
+#[test]
+fn a_bad_line_does_not_stop_the_good_ones() {
+    let st = comment_state(Permission::Write);
+    let a = acts(decide(&comment("/stgae\n/stage"), &config(), &st));
+    assert_eq!(one_deploy(&a).sha, sha("ddd0001"));
+    assert_eq!(reactions(&a), vec![Reaction::Eyes, Reaction::Confused]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. authorization
+
+#[test]
+fn required_permissions() {
+    let admin = repo_config::parse("production:\n  permission: admin\n").unwrap();
+    let cases = [
+        ("/status", Permission::None, Permission::None),
+        ("/help", Permission::None, Permission::None),
+        ("/stage", Permission::Write, Permission::Write),
+        ("/stage lite", Permission::Write, Permission::Write),
+        ("/teardown", Permission::Write, Permission::Write),
+        ("/extend 2d", Permission::Write, Permission::Write),
+        ("/promote", Permission::Write, Permission::Write),
+        ("/promote staging", Permission::Write, Permission::Write),
+        ("/rollback", Permission::Write, Permission::Write),
+        ("/rollback preview 2", Permission::Write, Permission::Write),
+        ("/rollback staging", Permission::Write, Permission::Write),
+        (
+            "/promote production",
+            Permission::Maintain,
+            Permission::Admin,
+        ),
+        ("/promote prod", Permission::Maintain, Permission::Admin),
+        (
+            "/rollback production",
+            Permission::Maintain,
+            Permission::Admin,
+        ),
+        (
+            "/rollback prod abc1234",
+            Permission::Maintain,
+            Permission::Admin,
+        ),
+    ];
+    for (body, default, with_admin) in cases {
+        let cmd = command::parse_commands(body)
+            .pop()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{body}: {e}"));
+        assert_eq!(required_permission(&cmd, &config()), default, "{body}");
+        assert_eq!(required_permission(&cmd, &admin), with_admin, "{body}");
+    }
+}
+
+#[test]
+fn readers_cannot_stage() {
+    for (have, word) in [
+        (Permission::None, "none"),
+        (Permission::Read, "read"),
+        (Permission::Triage, "triage"),
+    ] {
+        let a = acts(decide(&comment("/stage"), &config(), &comment_state(have)));
+        assert_refused(&a, &["/stage", "**write**", &format!("**{word}**")]);
+    }
+}
+
+/// A PR with a live preview (release 1 = aaa0001, release 2 = bbb0002 live) plus live staging
+/// and production environments with releases of their own.
+fn promotable(permission: Permission) -> State {
+    let mut st = comment_state(permission);
+    let p = with_releases(pr_preview(EnvState::Live), &["aaa0001", "bbb0002"], &mut st);
+    st.envs.push(p);
+    let s = with_releases(
+        env("staging", EnvKind::Staging, EnvState::Live),
+        &["5a0001", "5b0002"],
+        &mut st,
+    );
+    st.envs.push(s);
+    let prod = with_releases(
+        env("production", EnvKind::Production, EnvState::Live),
+        &["abc1234", "a0e0002", "a0e0003", "a0e0003"],
+        &mut st,
+    );
+    st.envs.push(prod);
+    st
+}
+
+#[test]
+fn production_commands_need_the_configured_permission() {
+    let admin = repo_config::parse("production:\n  permission: admin\n").unwrap();
+    for body in ["/promote production", "/rollback production"] {
+        // Write is not enough by default.
+        let a = acts(decide(
+            &comment(body),
+            &config(),
+            &promotable(Permission::Write),
+        ));
+        assert_refused(&a, &["**maintain**", "**write**"]);
+        // Maintain is.
+        let a = acts(decide(
+            &comment(body),
+            &config(),
+            &promotable(Permission::Maintain),
+        ));
+        assert_eq!(one_deploy(&a).target.kind, EnvKind::Production, "{body}");
+        // With `permission: admin`, maintain is not.
+        let a = acts(decide(
+            &comment(body),
+            &admin,
+            &promotable(Permission::Maintain),
+        ));
+        assert_refused(&a, &["**admin**", "**maintain**"]);
+        let a = acts(decide(
+            &comment(body),
+            &admin,
+            &promotable(Permission::Admin),
+        ));
+        assert_eq!(one_deploy(&a).target.kind, EnvKind::Production, "{body}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. /stage
+
+#[test]
+fn stage_deploys_the_prs_current_head() {
+    let mut st = comment_state(Permission::Write);
+    st.envs.push(pr_preview(EnvState::Live));
+    let a = acts(decide(&comment("/stage"), &config(), &st));
+    let d = one_deploy(&a);
+    assert_eq!(d.sha, sha("ddd0001"));
+    assert_eq!(d.target.slug, pr_slug());
+    assert_eq!(d.target.pr, Some(PrNumber(PR)));
+    assert_eq!(d.trigger, Trigger::Stage);
+    assert_eq!(d.ack, Some(COMMENT_ID));
+    assert!(d.force);
+    assert_eq!(d.by, "bob");
+    assert_eq!(d.profile, None);
+    assert_eq!(d.ttl, Some(Duration::from_secs(3 * DAY as u64)));
+    assert!(!a.iter().any(|x| matches!(x, Action::ApproveFork { .. })));
+    // Deferred: 👀 now, the outcome reacts later.
+    assert_eq!(reactions(&a), vec![Reaction::Eyes]);
+}
+
+#[test]
+fn stage_works_without_a_preview_and_with_auto_off() {
+    let cfg = repo_config::parse("preview:\n  auto: false\n").unwrap();
+    let a = acts(decide(
+        &comment("/stage"),
+        &cfg,
+        &comment_state(Permission::Write),
+    ));
+    assert_eq!(one_deploy(&a).sha, sha("ddd0001"));
+}
+
+#[test]
+fn stage_on_a_fork_approves_the_commit() {
+    let mut st = comment_state(Permission::Write);
+    st.pr_info = Some(PrInfo {
+        fork: true,
+        head_clone_url: "https://github.com/mallory/webapp.git".into(),
+        ..pr_info("ddd0001")
+    });
+    let a = acts(decide(&comment("/stage"), &config(), &st));
+    assert!(a.contains(&Action::ApproveFork {
+        pr: PrNumber(PR),
+        sha: sha("ddd0001")
+    }));
+    let d = one_deploy(&a);
+    assert_eq!(d.sha, sha("ddd0001"));
+    assert_eq!(
+        d.target.clone_url.as_deref(),
+        Some("https://github.com/mallory/webapp.git")
+    );
+}
+
+#[test]
+fn stage_on_a_closed_pr_is_refused() {
+    let mut st = comment_state(Permission::Write);
+    st.pr_info = Some(PrInfo {
+        open: false,
+        merged: true,
+        ..pr_info("ddd0001")
+    });
+    let a = acts(decide(&comment("/stage"), &config(), &st));
+    assert_refused(&a, &["closed"]);
+}
+
+fn with_profiles(names: &[&str]) -> RepoConfig {
+    let mut cfg = config();
+    for n in names {
+        cfg.preview.profiles.insert((*n).into(), Profile::default());
+    }
+    cfg
+}
+
+#[test]
+fn stage_with_a_profile() {
+    let st = comment_state(Permission::Write);
+    let a = acts(decide(
+        &comment("/stage lite"),
+        &with_profiles(&["full", "lite"]),
+        &st,
+    ));
+    assert_eq!(one_deploy(&a).profile.as_deref(), Some("lite"));
+
+    let a = acts(decide(
+        &comment("/stage lite"),
+        &with_profiles(&["full", "big"]),
+        &st,
+    ));
+    assert_refused(&a, &["`lite`", "big, full"]);
+
+    let a = acts(decide(&comment("/stage lite"), &config(), &st));
+    assert_refused(&a, &["`lite`", "no profiles"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. /promote
+
+#[test]
+fn promote_deploys_the_previews_live_release_not_the_head() {
+    let mut st = promotable(Permission::Write);
+    // The head moved on (ddd0001) and release 2 (bbb0002) is still live.
+    st.envs[0].deploying = Some(sha("ddd0001"));
+    let a = acts(decide(&comment("/promote"), &config(), &st));
+    let d = one_deploy(&a);
+    assert_eq!(d.target.kind, EnvKind::Staging);
+    assert_eq!(d.target.slug, Slug::staging());
+    assert_eq!(d.sha, sha("bbb0002"));
+    assert_eq!(d.trigger, Trigger::Promote { from: pr_slug() });
+    assert_eq!(d.ack, Some(COMMENT_ID));
+    assert_eq!(d.by, "bob");
+    assert!(!d.queue);
+
+    // The live release is what counts, not the newest one.
+    st.envs[0].current_release = Some(1);
+    let a = acts(decide(&comment("/promote staging"), &config(), &st));
+    assert_eq!(one_deploy(&a).sha, sha("aaa0001"));
+}
+
+#[test]
+fn promote_production() {
+    let st = promotable(Permission::Maintain);
+    let a = acts(decide(&comment("/promote production"), &config(), &st));
+    let d = one_deploy(&a);
+    assert_eq!(d.target.kind, EnvKind::Production);
+    assert_eq!(d.target.slug, Slug::production());
+    assert_eq!(d.sha, sha("bbb0002"));
+    assert_eq!(d.trigger, Trigger::Promote { from: pr_slug() });
+}
+
+#[test]
+fn promote_without_a_live_preview_is_refused() {
+    // None at all.
+    let a = acts(decide(
+        &comment("/promote"),
+        &config(),
+        &comment_state(Permission::Write),
+    ));
+    assert_refused(&a, &["no live preview"]);
+    // Never deployed successfully.
+    let mut st = comment_state(Permission::Write);
+    st.envs.push(pr_preview(EnvState::Deploying));
+    let a = acts(decide(&comment("/promote"), &config(), &st));
+    assert_refused(&a, &["no live preview"]);
+    // Torn down (it keeps its history, but nothing runs).
+    let mut st = promotable(Permission::Write);
+    st.envs[0].state = EnvState::Destroyed;
+    let a = acts(decide(&comment("/promote"), &config(), &st));
+    assert_refused(&a, &["no live preview"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. /rollback
+
+#[test]
+fn rollback_goes_to_the_previous_different_commit() {
+    let mut st = comment_state(Permission::Write);
+    // Release 3 redeployed release 2's commit: the rollback skips it.
+    let p = with_releases(
+        pr_preview(EnvState::Live),
+        &["aaa0001", "bbb0002", "bbb0002"],
+        &mut st,
+    );
+    st.envs.push(p);
+    let a = acts(decide(&comment("/rollback"), &config(), &st));
+    let d = one_deploy(&a);
+    assert_eq!(d.target.slug, pr_slug());
+    assert_eq!(d.target.kind, EnvKind::Preview);
+    assert_eq!(d.sha, sha("aaa0001"));
+    assert_eq!(d.trigger, Trigger::Rollback { to_release: 1 });
+    assert_eq!(d.ack, Some(COMMENT_ID));
+    assert!(d.force);
+    assert_eq!(d.ttl, Some(Duration::from_secs(3 * DAY as u64)));
+}
+
+#[test]
+fn rollback_after_a_rollback_goes_further_back() {
+    let mut st = comment_state(Permission::Write);
+    // 1 aaa, 2 bbb, 3 ccc, 4 = rollback to bbb (live): previous different commit is ccc? No:
+    // "the newest one older than the live one that ran a different commit" is release 3.
+    let p = with_releases(
+        pr_preview(EnvState::Live),
+        &["aaa0001", "bbb0002", "ccc0003", "bbb0002"],
+        &mut st,
+    );
+    st.envs.push(p);
+    let a = acts(decide(&comment("/rollback"), &config(), &st));
+    assert_eq!(one_deploy(&a).sha, sha("ccc0003"));
+}
+
+#[test]
+fn rollback_to_a_named_release() {
+    let st = promotable(Permission::Maintain);
+    let a = acts(decide(&comment("/rollback 1"), &config(), &st));
+    let d = one_deploy(&a);
+    assert_eq!(d.sha, sha("aaa0001"));
+    assert_eq!(d.trigger, Trigger::Rollback { to_release: 1 });
+
+    let a = acts(decide(&comment("/rollback staging #1"), &config(), &st));
+    let d = one_deploy(&a);
+    assert_eq!(d.target.slug, Slug::staging());
+    assert_eq!(d.target.kind, EnvKind::Staging);
+    assert_eq!(d.sha, sha("5a0001"));
+
+    let a = acts(decide(
+        &comment("/rollback production abc1234"),
+        &config(),
+        &st,
+    ));
+    let d = one_deploy(&a);
+    assert_eq!(d.target.slug, Slug::production());
+    assert_eq!(d.target.kind, EnvKind::Production);
+    assert_eq!(d.sha, sha("abc1234"));
+    assert_eq!(d.trigger, Trigger::Rollback { to_release: 1 });
+
+    // Production's previous different commit: 4 and 3 are a0e0003, so release 2.
+    let a = acts(decide(&comment("/rollback production"), &config(), &st));
+    assert_eq!(one_deploy(&a).trigger, Trigger::Rollback { to_release: 2 });
+}
+
+#[test]
+fn rollback_refusals() {
+    let mut st = comment_state(Permission::Maintain);
+    let p = with_releases(pr_preview(EnvState::Live), &["aaa0001", "aaa0001"], &mut st);
+    st.envs.push(p);
+    // Only one commit was ever deployed.
+    let a = acts(decide(&comment("/rollback"), &config(), &st));
+    assert_refused(&a, &["no earlier release"]);
+    // Unknown release number and unknown commit.
+    let a = acts(decide(&comment("/rollback 9"), &config(), &st));
+    assert_refused(&a, &["no release #9"]);
+    let a = acts(decide(&comment("/rollback fedcba9"), &config(), &st));
+    assert_refused(&a, &["no release of commit `fedcba9`"]);
+    // No environment.
+    let a = acts(decide(&comment("/rollback staging"), &config(), &st));
+    assert_refused(&a, &["`staging`"]);
+    let a = acts(decide(
+        &comment("/rollback"),
+        &config(),
+        &comment_state(Permission::Write),
+    ));
+    assert_refused(&a, &[&format!("no `{}` environment", pr_slug())]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. /teardown and /extend
+
+#[test]
+fn teardown_command() {
+    let mut st = comment_state(Permission::Write);
+    st.envs.push(pr_preview(EnvState::Live));
+    let a = acts(decide(&comment("/teardown"), &config(), &st));
+    assert!(a.contains(&Action::Teardown {
+        slug: pr_slug(),
+        reason: "/teardown by @bob".into(),
+        by: "bob".into(),
+        ack: Some(COMMENT_ID),
+    }));
+    assert_eq!(reactions(&a), vec![Reaction::Eyes]);
+
+    for envs in [vec![], vec![pr_preview(EnvState::Destroyed)]] {
+        let st = State {
+            envs,
+            ..comment_state(Permission::Write)
+        };
+        let a = acts(decide(&comment("/teardown"), &config(), &st));
+        assert_refused(&a, &["no environment to tear down"]);
+    }
+}
+
+fn extends(actions: &[Action]) -> Vec<DateTime<Utc>> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Extend { slug, until, ack } => {
+                assert_eq!(slug, &pr_slug());
+                assert_eq!(*ack, Some(COMMENT_ID));
+                Some(*until)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn extend_pushes_the_expiry_out() {
+    let mut st = comment_state(Permission::Write);
+    st.envs.push(pr_preview(EnvState::Live)); // expires in 2 days
+    let a = acts(decide(&comment("/extend 2d"), &config(), &st));
+    assert_eq!(extends(&a), vec![now() + secs(4 * DAY)]);
+    assert!(replies(&a).is_empty(), "{a:#?}");
+    assert_eq!(reactions(&a), vec![Reaction::Eyes, Reaction::Rocket]);
+
+    // An expiry in the past (or none) counts from now.
+    for expires in [Some(now() - secs(3600)), None] {
+        st.envs[0].expires_at = expires;
+        let a = acts(decide(&comment("/extend 12h"), &config(), &st));
+        assert_eq!(extends(&a), vec![now() + secs(DAY / 2)], "{expires:?}");
+    }
+}
+
+#[test]
+fn extend_is_capped() {
+    let mut st = comment_state(Permission::Write);
+    st.envs.push(pr_preview(EnvState::Live)); // expires in 2 days
+    st.limits.max_extend = Duration::from_secs(7 * DAY as u64);
+    let a = acts(decide(&comment("/extend 6d"), &config(), &st));
+    assert_eq!(extends(&a), vec![now() + secs(7 * DAY)]);
+    let r = replies(&a);
+    assert_eq!(r.len(), 1, "{a:#?}");
+    assert!(r[0].contains("at most 7d"), "{}", r[0]);
+    assert_eq!(reactions(&a), vec![Reaction::Eyes, Reaction::Rocket]);
+
+    // Exactly at the cap: no complaint.
+    let a = acts(decide(&comment("/extend 5d"), &config(), &st));
+    assert_eq!(extends(&a), vec![now() + secs(7 * DAY)]);
+    assert!(replies(&a).is_empty());
+}
+
+#[test]
+fn extend_without_a_preview_is_refused() {
+    let a = acts(decide(
+        &comment("/extend 2d"),
+        &config(),
+        &comment_state(Permission::Write),
+    ));
+    assert_refused(&a, &["no preview to extend"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. /status and /help
+
+#[test]
+fn status_and_help_answer_anyone() {
+    let mut st = promotable(Permission::Read);
+    for perm in [Permission::None, Permission::Read] {
+        st.permission = Some(perm);
+        for (body, needle) in [
+            ("/status", "stagebot status"),
+            ("/help", "**stagebot commands**"),
+        ] {
+            let a = acts(decide(&comment(body), &config(), &st));
+            let r = replies(&a);
+            assert_eq!(r.len(), 1, "{body}");
+            assert!(r[0].contains(needle), "{body}: {}", r[0]);
+            assert_eq!(
+                reactions(&a),
+                vec![Reaction::Eyes, Reaction::Rocket],
+                "{body} {perm:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn status_lists_the_prs_environments_and_releases() {
+    let st = promotable(Permission::Read);
+    let text = status_text(PrNumber(PR), &st);
+    assert!(text.contains(&format!("`{}`", pr_slug())), "{text}");
+    assert!(text.contains("#2 (live)"), "{text}");
+    assert!(text.contains("`bbb0002`"), "{text}");
+    assert!(text.contains("`staging`"), "{text}");
+    // Another PR's preview is not listed.
+    let mut st = comment_state(Permission::Read);
+    let mut other = pr_preview(EnvState::Live);
+    other.pr = Some(PrNumber(7));
+    other.id.slug = slug("pr-7-other");
+    st.envs.push(other);
+    let text = status_text(PrNumber(PR), &st);
+    assert!(!text.contains("pr-7-other"), "{text}");
+    assert!(text.contains("No environments"), "{text}");
+}
+
+#[test]
+fn an_immediate_command_next_to_a_deferred_one_waits_for_it() {
+    let st = comment_state(Permission::Write);
+    let a = acts(decide(&comment("/stage\n/status"), &config(), &st));
+    assert_eq!(one_deploy(&a).trigger, Trigger::Stage);
+    assert_eq!(replies(&a).len(), 1);
+    assert_eq!(reactions(&a), vec![Reaction::Eyes]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12. capacity
+
+fn full(mut st: State) -> State {
+    st.limits.max_previews = Some(2);
+    st.previews_in_use = 2;
+    st
+}
+
+#[test]
+fn a_new_preview_queues_when_capacity_is_used_up() {
+    // Opened.
+    let a = acts(decide(
+        &pr_event(PrAction::Opened, pull("abc0001")),
+        &config(),
+        &full(state()),
+    ));
+    assert!(one_deploy(&a).queue);
+    // /stage.
+    let a = acts(decide(
+        &comment("/stage"),
+        &config(),
+        &full(comment_state(Permission::Write)),
+    ));
+    assert!(one_deploy(&a).queue);
+    // A destroyed preview no longer holds its slot.
+    let mut st = full(state());
+    st.envs.push(pr_preview(EnvState::Destroyed));
+    let a = acts(decide(
+        &pr_event(PrAction::Reopened, pull("abc0001")),
+        &config(),
+        &st,
+    ));
+    assert!(one_deploy(&a).queue);
+    // Below the limit: no queue.
+    let mut st = full(state());
+    st.previews_in_use = 1;
+    let a = acts(decide(
+        &pr_event(PrAction::Opened, pull("abc0001")),
+        &config(),
+        &st,
+    ));
+    assert!(!one_deploy(&a).queue);
+}
+
+#[test]
+fn a_preview_holding_a_slot_redeploys_without_queueing() {
+    for env_state in [
+        EnvState::Live,
+        EnvState::Deploying,
+        EnvState::Failed,
+        EnvState::Pending,
+    ] {
+        let mut st = full(comment_state(Permission::Write));
+        st.envs.push(pr_preview(env_state));
+        let a = acts(decide(&sync("aaa0001", pull("bbb0002")), &config(), &st));
+        assert!(!one_deploy(&a).queue, "{env_state:?}");
+        let a = acts(decide(&comment("/stage"), &config(), &st));
+        assert!(!one_deploy(&a).queue, "{env_state:?}");
+    }
+    // A queued one keeps waiting.
+    let mut st = full(state());
+    st.envs.push(pr_preview(EnvState::Queued));
+    let a = acts(decide(&sync("aaa0001", pull("bbb0002")), &config(), &st));
+    assert!(one_deploy(&a).queue);
+}
+
+fn queued(name: &str, minutes_ago: i64) -> EnvRecord {
+    let mut e = env(name, EnvKind::Preview, EnvState::Queued);
+    e.queued_at = Some(now() - secs(minutes_ago * 60));
+    e.op = Some(Op::Deploy {
+        sha: sha("abc0001"),
+        git_ref: "x".into(),
+        trigger: Trigger::PullRequest,
+        by: "alice".into(),
+        ack: None,
+        force: false,
+    });
+    e
+}
+
+#[test]
+fn dequeue_starts_the_oldest_queued_previews_that_fit() {
+    let limits = Limits {
+        max_previews: Some(3),
+        ..Limits::default()
+    };
+    let mut not_queued = queued("pr-9-live", 100);
+    not_queued.state = EnvState::Live;
+    let mut no_op = queued("pr-8-idle", 90);
+    no_op.op = None;
+    let envs = vec![
+        queued("pr-3-c", 10),
+        queued("pr-1-a", 30),
+        not_queued,
+        no_op,
+        queued("pr-2-b", 20),
+    ];
+    assert_eq!(
+        dequeue(&envs, 1, &limits),
+        vec![slug("pr-1-a"), slug("pr-2-b")]
+    );
+    assert_eq!(dequeue(&envs, 2, &limits), vec![slug("pr-1-a")]);
+    assert!(dequeue(&envs, 3, &limits).is_empty());
+    assert!(dequeue(&envs, 5, &limits).is_empty());
+    assert_eq!(
+        dequeue(&envs, 100, &Limits::default()),
+        vec![slug("pr-1-a"), slug("pr-2-b"), slug("pr-3-c")]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 13. sweeper
+
+fn idle_preview(name: &str, ttl: i64, expires_in: i64) -> EnvRecord {
+    let mut e = env(name, EnvKind::Preview, EnvState::Live);
+    e.pr = Some(PrNumber(1));
+    e.ttl_secs = Some(ttl as u64);
+    e.expires_at = Some(now() + secs(expires_in));
+    e
+}
+
+#[test]
+fn sweep_tears_down_expired_previews() {
+    for expires_in in [0, -1, -10 * DAY] {
+        let e = idle_preview("pr-1-a", 3 * DAY, expires_in);
+        let a = sweep(&[e], now());
+        assert_eq!(a.len(), 1, "{a:#?}");
+        assert!(
+            matches!(&a[0], Action::Teardown { slug: s, by, ack: None, .. } if *s == slug("pr-1-a") && by == "stagebot"),
+            "{a:#?}"
+        );
+    }
+}
+
+#[test]
+fn sweep_warns_once_within_the_window() {
+    // (ttl, expires in, warn?): the window is min(1 day, ttl / 4).
+    let cases = [
+        (3 * DAY, 18 * 3600, true),
+        (3 * DAY, 18 * 3600 + 1, false),
+        (3 * DAY, 3600, true),
+        (4 * 3600, 3600, true),
+        (4 * 3600, 3601, false),
+        (8 * DAY, DAY, true),
+        (8 * DAY, DAY + 1, false),
+    ];
+    for (ttl, expires_in, warn) in cases {
+        let e = idle_preview("pr-1-a", ttl, expires_in);
+        let a = sweep(std::slice::from_ref(&e), now());
+        let expected = if warn {
+            vec![Action::WarnExpiry {
+                slug: slug("pr-1-a"),
+                at: now() + secs(expires_in),
+            }]
+        } else {
+            vec![]
+        };
+        assert_eq!(a, expected, "ttl {ttl} expires in {expires_in}");
+        // Once warned, nothing more until it expires.
+        let mut warned = e;
+        warned.warned_at = Some(now() - secs(60));
+        assert!(sweep(&[warned], now()).is_empty());
+    }
+}
+
+#[test]
+fn sweep_leaves_busy_shared_and_destroyed_environments_alone() {
+    let mut busy = idle_preview("pr-1-a", 3 * DAY, -DAY);
+    busy.op = Some(Op::Teardown {
+        reason: "x".into(),
+        by: "x".into(),
+        ack: None,
+    });
+    let mut deploying = idle_preview("pr-2-b", 3 * DAY, -DAY);
+    deploying.state = EnvState::Deploying;
+    deploying.op = Some(Op::Restart { release: 1 });
+    let mut destroyed = idle_preview("pr-3-c", 3 * DAY, -DAY);
+    destroyed.state = EnvState::Destroyed;
+    let mut staging = idle_preview("staging", 3 * DAY, -DAY);
+    staging.kind = EnvKind::Staging;
+    let mut production = idle_preview("production", 3 * DAY, -DAY);
+    production.kind = EnvKind::Production;
+    let mut no_expiry = idle_preview("pr-4-d", 3 * DAY, 0);
+    no_expiry.expires_at = None;
+    assert!(
+        sweep(
+            &[busy, deploying, destroyed, staging, production, no_expiry],
+            now()
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn extend_never_brings_the_expiry_forward() {
+    // A 30-day TTL already reaches past the 14-day extension cap.
+    let mut st = comment_state(Permission::Write);
+    let mut e = pr_preview(EnvState::Live);
+    e.expires_at = Some(now() + secs(20 * DAY));
+    st.envs.push(e);
+    let a = acts(decide(&comment("/extend 2d"), &config(), &st));
+    let until = extends(&a);
+    assert_eq!(until.len(), 1, "{a:#?}");
+    assert!(
+        until[0] >= now() + secs(20 * DAY),
+        "/extend moved the expiry from {} to {}",
+        now() + secs(20 * DAY),
+        until[0]
+    );
+    assert_eq!(replies(&a).len(), 1, "the cap is explained: {a:#?}");
+}
+
+fn tearing_down(mut e: EnvRecord) -> EnvRecord {
+    e.state = EnvState::TearingDown;
+    e.op = Some(Op::Teardown {
+        reason: "/teardown by @bob".into(),
+        by: "bob".into(),
+        ack: None,
+    });
+    e
+}
+
+#[test]
+fn a_push_during_teardown_does_not_bring_the_preview_back() {
+    let mut st = state();
+    st.envs.push(tearing_down(pr_preview(EnvState::Live)));
+    let d = decide(&sync("aaa0001", pull("bbb0002")), &config(), &st);
+    if let Decision::Act(a) = &d {
+        assert!(deploys(a).is_empty(), "{a:#?}");
+    }
+
+    let st = State {
+        envs: vec![tearing_down(branch_env("demo", EnvState::Live))],
+        ..state()
+    };
+    ignored(decide(
+        &Event::Push(push_event("demo", "aaa0001", "bbb0002")),
+        &config(),
+        &st,
+    ));
+}
+
+#[test]
+fn a_late_synchronize_after_close_does_not_deploy() {
+    // `closed` was processed first (the preview is gone or going); the push that preceded it
+    // arrives late.
+    for envs in [
+        vec![],
+        vec![pr_preview(EnvState::Destroyed)],
+        vec![tearing_down(pr_preview(EnvState::Live))],
+    ] {
+        let st = State {
+            envs,
+            pr_record: Some(PrRecord {
+                closed: true,
+                ..PrRecord::default()
+            }),
+            ..state()
+        };
+        let d = decide(&sync("aaa0001", pull("bbb0002")), &config(), &st);
+        if let Decision::Act(a) = &d {
+            assert!(deploys(a).is_empty(), "{a:#?}");
+        }
+    }
+}
+
+#[test]
+fn redeploys_of_a_queued_preview_keep_waiting_for_a_slot() {
+    // A branch environment waiting for a slot gets a new commit.
+    let mut e = branch_env("demo", EnvState::Queued);
+    e.op = queued("br-demo", 5).op;
+    let st = full(State {
+        envs: vec![e],
+        ..state()
+    });
+    let a = acts(decide(
+        &Event::Push(push_event("demo", "aaa0001", "bbb0002")),
+        &config(),
+        &st,
+    ));
+    assert!(one_deploy(&a).queue, "{a:#?}");
+
+    // A preview torn down earlier and re-staged while full is queued with its old history;
+    // `/rollback` must not start it past the limit.
+    let mut st = full(comment_state(Permission::Write));
+    let mut p = with_releases(
+        pr_preview(EnvState::Queued),
+        &["aaa0001", "bbb0002"],
+        &mut st,
+    );
+    p.op = queued(pr_slug().as_str(), 5).op;
+    st.envs.push(p);
+    let a = acts(decide(&comment("/rollback"), &config(), &st));
+    assert!(one_deploy(&a).queue, "{a:#?}");
+
+    // Shared environments never queue.
+    let st = full(promotable(Permission::Maintain));
+    for body in ["/rollback staging", "/rollback production", "/promote"] {
+        let a = acts(decide(&comment(body), &config(), &st));
+        assert!(!one_deploy(&a).queue, "{body}");
+    }
+    let st = full(state());
+    let a = acts(decide(
+        &Event::Push(push_event("main", "aaa0001", "bbb0002")),
+        &config(),
+        &st,
+    ));
+    assert!(!one_deploy(&a).queue);
+}
+
+#[test]
+fn a_long_branch_name_still_gets_its_own_preview() {
+    let branch = "dependabot/npm_and_yarn/babel/plugin-transform-runtime-7.23.2-and-more";
+    let pr = PullRequest {
+        head_ref: branch.into(),
+        ..pull("abc0001")
+    };
+    let a = acts(decide(&pr_event(PrAction::Opened, pr), &config(), &state()));
+    let d = one_deploy(&a);
+    assert_eq!(d.target.kind, EnvKind::Preview);
+    assert!(
+        d.target.slug.as_str().starts_with("pr-42-"),
+        "{}",
+        d.target.slug
+    );
+    assert!(d.target.slug.as_str().len() <= 63);
+    assert_ne!(d.target.slug, Slug::staging());
+    assert_ne!(d.target.slug, Slug::production());
+}
