@@ -522,10 +522,13 @@ async fn ingress_answers_a_repeated_delivery_200_duplicate_and_processes_it_once
     assert_eq!((status, body), (200, json!({"duplicate": true})));
     w.stack.settle().await.unwrap();
     let calls = w.stack.fake.requests();
-    let deployments = w
-        .stack
-        .fake
-        .deployments(w.repo(), "preview/pr-9-feature-dup");
+    let deployments = w.stack.fake.deployments(
+        w.repo(),
+        &format!(
+            "preview/{}",
+            stagebot::slug::preview_slug(Some(stagebot::types::PrNumber(9)), "feature/dup")
+        ),
+    );
     assert_eq!(deployments.len(), 1, "{deployments:?}");
     // … and after: still not processed again.
     let (status, body) = w.stack.send_as("pull_request", id, &payload).await.unwrap();
@@ -545,7 +548,13 @@ async fn ingress_answers_a_repeated_delivery_200_duplicate_and_processes_it_once
     assert_eq!(
         w.stack
             .fake
-            .deployments(w.repo(), "preview/pr-9-feature-dup")
+            .deployments(
+                w.repo(),
+                &format!(
+                    "preview/{}",
+                    stagebot::slug::preview_slug(Some(stagebot::types::PrNumber(9)), "feature/dup")
+                )
+            )
             .len(),
         1
     );
@@ -859,7 +868,14 @@ async fn a_delivery_answered_202_survives_kill_9_and_is_processed_after_restart(
         let env = envs
             .as_array()?
             .iter()
-            .find(|e| e["slug"] == "pr-11-feature-crash")?
+            .find(|e| {
+                e["slug"]
+                    == stagebot::slug::preview_slug(
+                        Some(stagebot::types::PrNumber(11)),
+                        "feature/crash",
+                    )
+                    .as_str()
+            })?
             .clone();
         assert_ne!(
             env["state"],
@@ -902,7 +918,14 @@ async fn a_delivery_answered_202_survives_kill_9_and_is_processed_after_restart(
         let env = envs
             .as_array()?
             .iter()
-            .find(|e| e["slug"] == "pr-11-feature-crash")?
+            .find(|e| {
+                e["slug"]
+                    == stagebot::slug::preview_slug(
+                        Some(stagebot::types::PrNumber(11)),
+                        "feature/crash",
+                    )
+                    .as_str()
+            })?
             .clone();
         (env["state"] == "destroyed").then_some(())
     })
@@ -923,7 +946,13 @@ async fn a_delivery_answered_202_survives_kill_9_and_is_processed_after_restart(
         assert_eq!(record(s, "crash-closed").status, DeliveryStatus::Processed);
     });
     // Deployed once, with the URL the preview had.
-    let deps = fake.deployments(&repo, "preview/pr-11-feature-crash");
+    let deps = fake.deployments(
+        &repo,
+        &format!(
+            "preview/{}",
+            stagebot::slug::preview_slug(Some(stagebot::types::PrNumber(11)), "feature/crash")
+        ),
+    );
     assert_eq!(deps.len(), 1, "{deps:?}");
     assert!(
         deps[0]
