@@ -106,6 +106,7 @@ impl App {
         let Some(repo) = event.repo().cloned() else {
             return Ok(Outcome::Ignored("event without a repository".into()));
         };
+        tracing::Span::current().record("repo", tracing::field::display(&repo.name));
         let client = self
             .repo_client(event.installation_id(), &repo.name)
             .await?;

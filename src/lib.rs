@@ -19,6 +19,7 @@ pub mod repo_config;
 pub mod reporter;
 pub mod serve;
 pub mod server;
+pub mod shutdown;
 pub mod slug;
 pub mod store;
 pub mod testkit;

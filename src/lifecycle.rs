@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::app::{App, RunnerSlot};
 use crate::metrics::Metrics;
@@ -34,12 +35,8 @@ impl App {
         runners.insert(id.clone(), RunnerSlot { generation: tx });
         let app = self.clone();
         let id = id.clone();
-        tokio::spawn(async move {
-            let span = tracing::info_span!("env", repo = %id.repo, env = %id.slug);
-            let _guard = span.enter();
-            drop(_guard);
-            app.run_env(&id, rx).await;
-        });
+        let span = tracing::info_span!("env", repo = %id.repo, env = %id.slug);
+        tokio::spawn(async move { app.run_env(&id, rx).await }.instrument(span));
     }
 
     /// Number of environments with a runner at work.
@@ -208,8 +205,8 @@ impl App {
             log_path,
         };
         let started = Instant::now();
-        let span = tracing::info_span!("deploy", repo = %id.repo, env = %id.slug, sha = %sha.short(), release = n);
-        let outcome = {
+        let span = tracing::info_span!("deploy", sha = %sha.short(), release = n);
+        let outcome = async {
             let deploy = self.provider().deploy(&spec);
             tokio::pin!(deploy);
             loop {
@@ -222,9 +219,9 @@ impl App {
                     }
                 }
             }
-        };
-        let _e = span.enter();
-        drop(_e);
+        }
+        .instrument(span)
+        .await;
         let Some(outcome) = outcome else {
             // Superseded: the newer op runs next; the dropped deploy cleaned up after itself.
             Metrics::inc(&self.metrics().deploys_superseded);

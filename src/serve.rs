@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::app::App;
-use crate::worker::tokio_util_lite::{Shutdown, Trigger, shutdown};
+use crate::shutdown::{Shutdown, Trigger, shutdown};
 
 /// How often the reconciler and sweeper run.
 #[derive(Debug, Clone, Copy)]
@@ -79,10 +79,7 @@ pub async fn start(app: App, listener: TcpListener, intervals: Intervals) -> Ser
     let router = crate::server::router(app.clone());
     tracing::info!(addr = ?listener.local_addr().ok(), "listening");
     let task = tokio::spawn(async move {
-        let s = signal.clone();
-        let result = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { s.wait().await })
-            .await;
+        let result = serve_http(listener, router, signal.clone()).await;
         let _ = worker.await;
         let _ = ticker.await;
         if let Some(a) = admin {
@@ -106,6 +103,71 @@ pub async fn run(
     stop.await;
     server.stop();
     server.wait().await
+}
+
+/// A client that has not sent its request headers by then is disconnected (slowloris).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// In-flight requests get this long to finish on shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The public HTTP server: HTTP/1.1 with a header read timeout (axum's `serve` has none),
+/// the peer address as `ConnectInfo` (for `X-Forwarded-For`), and graceful shutdown.
+async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    signal: Shutdown,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
+    let graceful = GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = signal.wait() => break,
+        };
+        let service = router
+            .clone()
+            .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish in time");
+    }
+    Ok(())
 }
 
 async fn periodic(app: App, intervals: Intervals, signal: Shutdown) {

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use crate::app::App;
 use crate::engine::Outcome;
 use crate::metrics::Metrics;
@@ -18,13 +20,13 @@ impl App {
         while let Some(d) = self.store().next_ready(self.now())? {
             n += 1;
             let id = d.record.id.clone();
-            let span = tracing::info_span!("delivery", delivery = %id, event = %d.record.event);
-            let result = {
-                let _e = span.enter();
-                tracing::debug!("processing");
-                drop(_e);
-                tracing::Instrument::instrument(self.handle_delivery(&d), span.clone()).await
-            };
+            let span = tracing::info_span!(
+                "delivery",
+                delivery = %id,
+                event = %d.record.event,
+                repo = tracing::field::Empty
+            );
+            let result = self.handle_delivery(&d).instrument(span.clone()).await;
             let _e = span.enter();
             let now = self.now();
             match result {
@@ -74,7 +76,7 @@ impl App {
     }
 
     /// The worker loop: drain, then wait for a new delivery or the next retry.
-    pub async fn run_worker(self, shutdown: tokio_util_lite::Shutdown) {
+    pub async fn run_worker(self, shutdown: crate::shutdown::Shutdown) {
         loop {
             if let Err(e) = self.drain().await {
                 tracing::error!(error = %e, "worker could not read the inbox");
@@ -88,38 +90,6 @@ impl App {
                 _ = self.0.worker_wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.wait() => return,
-            }
-        }
-    }
-}
-
-/// A tiny shutdown signal (a watch channel), so no extra crate is needed.
-pub mod tokio_util_lite {
-    use tokio::sync::watch;
-
-    #[derive(Clone)]
-    pub struct Shutdown(watch::Receiver<bool>);
-
-    pub struct Trigger(watch::Sender<bool>);
-
-    pub fn shutdown() -> (Trigger, Shutdown) {
-        let (tx, rx) = watch::channel(false);
-        (Trigger(tx), Shutdown(rx))
-    }
-
-    impl Trigger {
-        pub fn fire(&self) {
-            self.0.send_replace(true);
-        }
-    }
-
-    impl Shutdown {
-        pub async fn wait(&self) {
-            let mut rx = self.0.clone();
-            while !*rx.borrow_and_update() {
-                if rx.changed().await.is_err() {
-                    return;
-                }
             }
         }
     }
