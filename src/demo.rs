@@ -59,6 +59,7 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
     stack_opts.vars = vec![("STAGEBOT_DEMO_APP".into(), exe.display().to_string())];
     let stack = Stack::start(stack_opts).await?;
     stack.mirror(&main_sha, &main_files);
+    stack.mirror_ref("main", &main_files);
     stack.grant("alice", crate::types::Permission::Admin);
     println!(
         "stagebot demo: fake GitHub at {}, stagebot at {}",

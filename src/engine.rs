@@ -113,48 +113,50 @@ impl App {
         let installation = client.installation_id();
         let now = self.now();
 
-        // Gather what the policy needs.
+        // Gather what the policy needs. Product rules (auto previews, TTL, who may touch
+        // production) come from the config on the default branch, never from the pull request:
+        // a PR must not be able to change who may deploy production. What to build and run
+        // comes from the deployed commit (the provider reads it there).
         let mut pr_info: Option<PrInfo> = None;
         let mut permission: Option<Permission> = None;
-        let (pr_number, config_ref): (Option<PrNumber>, Option<String>) = match &event {
-            Event::PullRequest(e) => (Some(e.pr.number), Some(e.pr.head_sha.to_string())),
-            Event::Push(e) if !e.deleted => (None, Some(e.after.to_string())),
-            Event::Push(_) | Event::BranchDeleted(_) => (None, None),
+        let mut head_profiles: Option<Vec<String>> = None;
+        let mut needs_config = true;
+        let pr_number: Option<PrNumber> = match &event {
+            Event::PullRequest(e) => Some(e.pr.number),
+            Event::Push(e) => {
+                needs_config = !e.deleted;
+                None
+            }
+            Event::BranchDeleted(_) => {
+                needs_config = false;
+                None
+            }
             Event::Comment(e) => {
                 if e.author.is_bot || !e.is_pr || crate::command::parse_commands(&e.body).is_empty()
                 {
-                    (Some(e.number), None)
+                    needs_config = false;
                 } else {
                     let info = client.pull_request(e.number).await?;
-                    let head = info.head_sha.to_string();
                     permission = Some(client.permission(&e.author.login).await?);
+                    if let Ok(head) = self.repo_config(&client, info.head_sha.as_str()).await? {
+                        head_profiles = Some(head.preview.profiles.keys().cloned().collect());
+                    }
                     pr_info = Some(info);
-                    (Some(e.number), Some(head))
                 }
+                Some(e.number)
             }
-            _ => (None, None),
+            _ => None,
         };
-        let config = match &config_ref {
-            Some(git_ref) => match self.repo_config(&client, git_ref).await? {
+        let config = if needs_config {
+            match self.repo_config(&client, &repo.default_branch).await? {
                 Ok(c) => c,
                 Err(message) => {
-                    if let Some(pr) = pr_number {
-                        client
-                            .reply(
-                                pr,
-                                &format!(
-                                    "stagebot could not read `{CONFIG_PATH}` at `{}`:\n\n```\n{message}\n```\n\nFix the file and push again.",
-                                    git_ref.get(..7).unwrap_or(git_ref)
-                                ),
-                            )
-                            .await?;
-                    }
-                    return Ok(Outcome::Ignored(format!(
-                        "invalid {CONFIG_PATH}: {message}"
-                    )));
+                    tracing::warn!(%message, branch = %repo.default_branch, "invalid {CONFIG_PATH} on the default branch; using the defaults");
+                    RepoConfig::default()
                 }
-            },
-            None => RepoConfig::default(),
+            }
+        } else {
+            RepoConfig::default()
         };
         let envs = self.store().envs_of_repo(&repo.name)?;
         let mut releases = Vec::new();
@@ -172,6 +174,7 @@ impl App {
             },
             pr_info,
             permission,
+            head_profiles,
             limits: self.settings().limits.clone(),
         };
         match policy::decide(&event, &config, &state) {

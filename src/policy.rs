@@ -48,6 +48,9 @@ pub struct State {
     pub pr_info: Option<PrInfo>,
     /// The commenter's permission (comment events only).
     pub permission: Option<Permission>,
+    /// Profiles defined by the config at the PR's head commit (what a `/stage <profile>` will
+    /// build); `None` means: check the trusted config's profiles.
+    pub head_profiles: Option<Vec<String>>,
     /// Previews occupying a slot in the installation (for the capacity limit).
     pub previews_in_use: usize,
     pub limits: Limits,
@@ -525,28 +528,25 @@ fn comment(e: &CommentEvent, config: &RepoConfig, state: &State) -> Decision {
         return Decision::Ignore("no command in the comment".into());
     }
     let signature = command_signature(&e.body);
+    let handled = state
+        .pr_record
+        .as_ref()
+        .and_then(|r| r.handled_comments.get(&e.comment_id));
+    if handled == Some(&signature) {
+        // A redelivered or replayed comment, or an edit that kept the commands.
+        return Decision::Ignore("these commands were already handled for this comment".into());
+    }
     if let CommentAction::Edited { previous_body } = &e.action {
-        let handled = state
-            .pr_record
-            .as_ref()
-            .and_then(|r| r.handled_comments.get(&e.comment_id));
         let before = previous_body.as_deref().map(command_signature);
-        if handled == Some(&signature) || before.as_ref() == Some(&signature) {
+        if before.as_ref() == Some(&signature) {
             return Decision::Ignore("edited comment: its commands did not change".into());
         }
     }
     let pr = e.number;
-    let mut actions = vec![
-        Action::React {
-            comment_id: e.comment_id,
-            reaction: Reaction::Eyes,
-        },
-        Action::CommentHandled {
-            pr,
-            comment_id: e.comment_id,
-            commands: signature,
-        },
-    ];
+    let mut actions = vec![Action::React {
+        comment_id: e.comment_id,
+        reaction: Reaction::Eyes,
+    }];
     let mut refused = false;
     let mut immediate_ok = false;
     let mut deferred = false;
@@ -608,6 +608,12 @@ fn comment(e: &CommentEvent, config: &RepoConfig, state: &State) -> Decision {
             reaction: Reaction::Rocket,
         });
     }
+    // Last, so a delivery that failed half-way is retried in full.
+    actions.push(Action::CommentHandled {
+        pr,
+        comment_id: e.comment_id,
+        commands: signature,
+    });
     Decision::act(actions)
 }
 
@@ -667,10 +673,13 @@ fn run_command(
             if !info.open {
                 return Err("this pull request is closed: reopen it to get a preview.".into());
             }
+            let known: Vec<&str> = match &state.head_profiles {
+                Some(list) => list.iter().map(String::as_str).collect(),
+                None => config.preview.profiles.keys().map(String::as_str).collect(),
+            };
             if let Some(p) = profile
-                && !config.preview.profiles.contains_key(p)
+                && !known.contains(&p.as_str())
             {
-                let known: Vec<&str> = config.preview.profiles.keys().map(String::as_str).collect();
                 return Err(if known.is_empty() {
                     format!("unknown profile `{p}`: this repository defines no profiles.")
                 } else {

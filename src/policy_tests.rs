@@ -142,6 +142,7 @@ fn state() -> State {
         pr_record: Some(PrRecord::default()),
         pr_info: None,
         permission: None,
+        head_profiles: None,
         previews_in_use: 0,
         limits: Limits::default(),
     }

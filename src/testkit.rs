@@ -352,6 +352,14 @@ impl Stack {
             .map_err(|e| KitError::Other(e.to_string()))
     }
 
+    /// Mirror files into the fake's contents API at `git_ref` (a branch name).
+    pub fn mirror_ref<P: AsRef<str>, C: AsRef<str>>(&self, git_ref: &str, files: &[(P, C)]) {
+        for (path, content) in files {
+            self.fake
+                .set_file(&self.repo, git_ref, path.as_ref(), content.as_ref());
+        }
+    }
+
     /// Mirror a file into the fake's contents API at `sha`.
     pub fn mirror<P: AsRef<str>, C: AsRef<str>>(&self, sha: &Sha, files: &[(P, C)]) {
         for (path, content) in files {

@@ -28,6 +28,7 @@ impl World {
         tweak(&mut opts);
         let stack = Stack::start(opts).await.unwrap();
         stack.mirror(&main_sha, &files);
+        stack.mirror_ref("main", &files);
         stack.grant("alice", Permission::Write);
         stack.grant("maria", Permission::Maintain);
         World {
@@ -587,14 +588,41 @@ async fn an_invalid_config_is_explained_on_the_pr() {
         .commit("typo", &[(".github/stagebot.yml", bad)], "typo")
         .unwrap();
     w.stack.mirror(&sha, &[(".github/stagebot.yml", bad)]);
-    let pr = TestPr::new(70, "typo", sha, &w.git.clone_url());
+    let pr = TestPr::new(70, "typo", sha.clone(), &w.git.clone_url());
     w.stack.open_pr(&pr).await.unwrap();
     w.stack.settle().await.unwrap();
-    assert!(w.stack.app.store().envs().unwrap().is_empty());
-    let reply = w.stack.replies(70).pop().expect("the error is posted");
+    let env = w.preview(70, "typo");
+    assert_eq!(env.state, EnvState::Failed);
+    let sticky = w.stack.sticky(70).unwrap();
+    assert!(sticky.contains("biuld"), "{sticky}");
+    let st = w.stack.fake.statuses(w.repo(), &sha);
+    assert_eq!(st.last().map(|s| s.state.as_str()), Some("failure"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_cannot_lower_the_production_permission() {
+    let w = World::new("").await;
+    let lax = "production:\n  permission: write\n";
+    let sha = w.commit("sneaky", "v1", lax);
+    let pr = TestPr::new(71, "sneaky", sha, &w.git.clone_url());
+    w.stack.open_pr(&pr).await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.preview(71, "sneaky").state, EnvState::Live);
+    let c = w
+        .stack
+        .comment("alice", 71, "/promote production")
+        .await
+        .unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.stack.fake.reactions(c), ["eyes", "confused"]);
     assert!(
-        reply.contains("biuld") && reply.contains("stagebot.yml"),
-        "{reply}"
+        w.stack
+            .app
+            .store()
+            .envs()
+            .unwrap()
+            .iter()
+            .all(|e| e.id.slug.as_str() != "production")
     );
 }
 
