@@ -875,7 +875,7 @@ fn comments_that_carry_no_command_are_ignored() {
 }
 
 #[test]
-fn every_command_comment_is_acknowledged_and_recorded_first() {
+fn every_command_comment_is_acknowledged_first_and_recorded_last() {
     let mut st = comment_state(Permission::Admin);
     st.envs.push(pr_preview(EnvState::Live));
     for body in [
@@ -897,12 +897,28 @@ fn every_command_comment_is_acknowledged_and_recorded_first() {
             },
             "{body}"
         );
+        // recorded last, so a delivery that fails half-way is retried in full
         assert!(
-            matches!(&a[1], Action::CommentHandled { comment_id, commands, .. }
+            matches!(a.last(), Some(Action::CommentHandled { comment_id, commands, .. })
                 if *comment_id == COMMENT_ID && *commands == command_signature(body)),
             "{body}: {a:#?}"
         );
     }
+}
+
+#[test]
+fn a_redelivered_comment_is_not_run_again() {
+    let st = State {
+        pr_record: Some(PrRecord {
+            handled_comments: BTreeMap::from([(COMMENT_ID, command_signature("/stage"))]),
+            ..PrRecord::default()
+        }),
+        ..comment_state(Permission::Write)
+    };
+    assert!(matches!(
+        decide(&comment("/stage"), &config(), &st),
+        Decision::Ignore(_)
+    ));
 }
 
 #[test]
