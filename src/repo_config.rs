@@ -395,35 +395,24 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
     duration(d).map(Some)
 }
 
+/// `production.permission`: write, maintain or admin. Anything weaker would let people who
+/// cannot push to the repository deploy production, so it is refused.
 fn permission<'de, D: Deserializer<'de>>(d: D) -> Result<Permission, D::Error> {
     let s = String::deserialize(d)?;
-    s.parse().map_err(|_| {
-        serde::de::Error::custom(format!(
-            "invalid permission {s:?}: expected read, triage, write, maintain or admin"
-        ))
-    })
+    match s.parse::<Permission>() {
+        Ok(p) if p >= Permission::Write => Ok(p),
+        _ => Err(serde::de::Error::custom(format!(
+            "invalid permission {s:?}: expected write, maintain or admin"
+        ))),
+    }
 }
 
-/// `30s`, `90m`, `12h`, `3d`, `1w`: a positive whole number and one unit.
+/// `30s`, `90m`, `12h`, `3d`, `1w`, `1d 12h`: the same syntax as `/extend` and the server's
+/// duration settings (one parser, [`crate::command::parse_duration`]).
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad =
-        || format!("invalid duration {s:?}: expected a number and a unit, like 90m, 12h, 3d or 1w");
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => return Err(bad()),
-    };
-    if n == 0 {
-        return Err(format!("invalid duration {s:?}: must be more than zero"));
-    }
-    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(bad)
+    crate::command::parse_duration(s).ok_or_else(|| {
+        format!("invalid duration {s:?}: expected a positive number and a unit, like 90m, 12h, 3d, 1w or 1d 12h")
+    })
 }
 
 #[cfg(test)]
@@ -566,12 +555,16 @@ production: { deploy_on_merge: false, permission: admin, env: { MODE: prod } }
 
     #[test]
     fn bad_values_are_explained() {
-        let d = invalid("preview: { ttl: 3 days }");
-        assert!(d.contains("invalid duration \"3 days\""), "{d}");
+        let d = invalid("preview: { ttl: 3 fortnights }");
+        assert!(d.contains("invalid duration \"3 fortnights\""), "{d}");
         assert!(d.contains("line 1"), "{d}");
         let p = invalid("production:\n  permission: owner\n");
         assert!(p.contains("invalid permission \"owner\""), "{p}");
         assert!(p.contains("line 2"), "{p}");
+        for weak in ["none", "read", "triage"] {
+            let w = invalid(&format!("production:\n  permission: {weak}\n"));
+            assert!(w.contains("expected write, maintain or admin"), "{w}");
+        }
         let h = invalid("health: healthz");
         assert!(h.contains("starting with `/`"), "{h}");
         let e = invalid("env: { PORT: 80 }");
@@ -598,7 +591,6 @@ production: { deploy_on_merge: false, permission: admin, env: { MODE: prod } }
             "1.5h",
             "-1d",
             "0m",
-            "3 d",
             "1y",
             "99999999999999999999w",
         ] {
