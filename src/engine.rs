@@ -62,6 +62,13 @@ impl App {
                 let now = self.now();
                 match e.action {
                     InstallationAction::Deleted => {
+                        // The app is gone from these repositories: stop their environments.
+                        let envs = self.store().envs()?;
+                        for env in envs.iter().filter(|env| {
+                            env.installation_id == Some(e.installation_id) && env.is_active()
+                        }) {
+                            self.request_teardown(&env.id, "the GitHub App was uninstalled")?;
+                        }
                         self.store().remove_installation(e.installation_id)?
                     }
                     _ => self.store().put_installation(&InstallationRecord {
@@ -97,6 +104,17 @@ impl App {
                 rec.updated_at = now;
                 for r in &e.removed {
                     self.store().remove_repo_installation(r)?;
+                    for env in self
+                        .store()
+                        .envs_of_repo(r)?
+                        .iter()
+                        .filter(|env| env.is_active())
+                    {
+                        self.request_teardown(
+                            &env.id,
+                            "the repository was removed from the GitHub App's installation",
+                        )?;
+                    }
                 }
                 self.store().put_installation(&rec)?;
                 return Ok(Outcome::Processed);
@@ -258,7 +276,13 @@ impl App {
                     .and_then(|t| chrono::Duration::from_std(t).ok())
                     .map(|t| now + t);
                 rec.last_activity = now;
-                rec.expires_at = expires.or(rec.expires_at);
+                // never earlier than what `/extend` granted
+                rec.expires_at = match (expires, rec.expires_at) {
+                    (Some(new), Some(old)) if rec.state != EnvState::Destroyed => {
+                        Some(new.max(old))
+                    }
+                    (new, old) => new.or(old),
+                };
                 rec.ttl_secs = d.ttl.map(|t| t.as_secs()).or(rec.ttl_secs);
                 rec.warned_at = None;
                 rec.remember(&d.sha);
@@ -430,7 +454,15 @@ impl App {
                 continue;
             }
             let installation = envs.iter().find_map(|e| e.installation_id);
-            let client = self.repo_client(installation, &repo).await?;
+            // One repository's trouble (GitHub down for it, app removed) must not stop the sweep
+            // of the others.
+            let client = match self.repo_client(installation, &repo).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(%repo, error = %e, "sweep skipped this repository");
+                    continue;
+                }
+            };
             let info = RepoInfo {
                 name: repo.clone(),
                 default_branch: String::new(),
@@ -448,7 +480,9 @@ impl App {
             };
             for action in actions {
                 n += 1;
-                self.apply(&ctx, action).await?;
+                if let Err(e) = self.apply(&ctx, action).await {
+                    tracing::warn!(%repo, error = %e, "sweep action failed; retried next pass");
+                }
             }
         }
         Ok(n)
@@ -501,6 +535,10 @@ fn new_env(
         seen_shas: Vec::new(),
         deployments: Default::default(),
         report_pending: false,
+        attempted: None,
+        seeded: false,
+        restart_failures: 0,
+        next_restart_at: None,
     }
 }
 

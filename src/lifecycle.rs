@@ -60,6 +60,7 @@ impl App {
     }
 
     async fn run_env(&self, id: &EnvId, mut generation: watch::Receiver<u64>) {
+        let mut teardown_failures = 0u32;
         loop {
             let rec = match self.store().env(id) {
                 Ok(Some(rec)) => rec,
@@ -93,7 +94,7 @@ impl App {
                 Op::Deploy { .. } | Op::Restart { .. } => {
                     self.run_deploy(rec, &mut generation).await
                 }
-                Op::Teardown { .. } => self.run_teardown(rec).await,
+                Op::Teardown { .. } => self.run_teardown(rec, &mut teardown_failures).await,
             };
             if let Err(e) = result {
                 tracing::error!(env = %id, error = %e, "runner step failed; will retry");
@@ -166,8 +167,10 @@ impl App {
             }
             r.state = EnvState::Deploying;
             r.deploying = Some(sha.clone());
+            r.attempted = Some(sha.clone());
             r.last_error = None;
             r.last_log_tail = None;
+            r.report_pending = restart_of.is_none();
             true
         })?
         else {
@@ -200,7 +203,7 @@ impl App {
             host: rec.host.clone(),
             public_url: rec.url.clone(),
             profile: rec.profile.clone(),
-            first_deploy: rec.releases == 0,
+            first_deploy: !rec.seeded,
             vars: self.settings().vars.clone(),
             log_path,
         };
@@ -241,6 +244,9 @@ impl App {
                         e.op = None;
                         e.deploying = None;
                         e.current_release = Some(r);
+                        e.seeded = true;
+                        e.restart_failures = 0;
+                        e.next_restart_at = None;
                         true
                     })?;
                     if matches!(done, Some((_, true))) {
@@ -266,6 +272,10 @@ impl App {
                     e.deploying = None;
                     e.url = deployed.url.clone();
                     e.last_error = None;
+                    e.seeded = true;
+                    e.restart_failures = 0;
+                    e.next_restart_at = None;
+                    e.report_pending = true;
                 })?;
                 if committed.is_none() {
                     return Ok(());
@@ -281,6 +291,7 @@ impl App {
             }
             Err(err) => {
                 let (message, tail) = (err.to_string(), err.log_tail().map(str::to_owned));
+                let now = self.now();
                 let failed = self.store().update_env(&id, |e| {
                     if e.generation != gen_now {
                         return false;
@@ -290,6 +301,15 @@ impl App {
                     e.deploying = None;
                     e.last_error = Some(message.clone());
                     e.last_log_tail = tail.clone();
+                    if let Some(n) = restart_of {
+                        // A restart that fails backs off: 1, 2, 4 … 60 minutes.
+                        e.restart_failures += 1;
+                        let minutes = 1i64 << e.restart_failures.min(6);
+                        e.next_restart_at = Some(now + chrono::Duration::minutes(minutes.min(60)));
+                        e.current_release = Some(n);
+                    } else {
+                        e.report_pending = true;
+                    }
                     true
                 })?;
                 if !matches!(failed, Some((_, true))) {
@@ -306,7 +326,7 @@ impl App {
         Ok(())
     }
 
-    async fn run_teardown(&self, rec: EnvRecord) -> Result<(), StoreError> {
+    async fn run_teardown(&self, rec: EnvRecord, failures: &mut u32) -> Result<(), StoreError> {
         let id = rec.id.clone();
         let gen_now = rec.generation;
         let ack = match &rec.op {
@@ -342,7 +362,11 @@ impl App {
             self.store().update_env(&id, |r| {
                 r.last_error = Some(format!("teardown failed: {e}"));
             })?;
-            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            // 2 s, 4 s, 8 s … capped at 5 minutes; a newer op (a redeploy) ends the wait.
+            *failures += 1;
+            let wait = std::time::Duration::from_secs(1u64 << (*failures).min(8))
+                .min(std::time::Duration::from_secs(300));
+            tokio::time::sleep(wait).await;
             return Ok(());
         }
         let done = self.store().update_env(&id, |r| {
@@ -354,6 +378,8 @@ impl App {
             r.deploying = None;
             r.expires_at = None;
             r.warned_at = None;
+            r.seeded = false;
+            r.report_pending = true;
             true
         })?;
         if matches!(done, Some((_, true))) {
@@ -415,23 +441,98 @@ impl App {
         }
     }
 
-    /// Compare stored state with reality and repair it (DESIGN §1.6): unfinished ops are resumed,
-    /// live environments whose process died are restarted, PRs closed while webhooks were lost
-    /// are torn down, and reports GitHub missed are sent again.
+    /// Compare stored state with reality and repair it (DESIGN §1.6): both passes below.
     pub async fn reconcile(&self) -> Result<ReconcileSummary, StoreError> {
+        let mut summary = self.reconcile_local().await?;
+        let remote = self.reconcile_github().await?;
+        summary.closed = remote.closed;
+        summary.reported = remote.reported;
+        Ok(summary)
+    }
+
+    /// What needs no GitHub: unfinished ops (a crash mid-deploy) are resumed, live environments
+    /// whose process died are restarted (with backoff when the restart itself fails), and queued
+    /// previews start when there is room. Fast: runs before the server accepts webhooks.
+    pub async fn reconcile_local(&self) -> Result<ReconcileSummary, StoreError> {
         let mut summary = ReconcileSummary::default();
-        let envs = self.store().envs()?;
-        // PRs closed on GitHub while we were not looking.
-        for env in envs.iter().filter(|e| {
-            e.kind == EnvKind::Preview && e.is_active() && e.pr.is_some() && e.op.is_none()
-        }) {
-            let Some(pr) = env.pr else { continue };
-            let Ok(client) = self.repo_client(env.installation_id, &env.id.repo).await else {
+        let now = self.now();
+        for env in self.store().envs()? {
+            if env.state == EnvState::Queued {
+                continue;
+            }
+            if env.op.is_some() {
+                summary.resumed += 1;
+                self.kick(&env.id, env.generation);
+                continue;
+            }
+            let restartable = env.state == EnvState::Live
+                || (env.state == EnvState::Failed
+                    && env.restart_failures > 0
+                    && env.next_restart_at.is_none_or(|t| t <= now));
+            let Some(release) = env.current_release.filter(|_| restartable) else {
                 continue;
             };
-            if let Ok(info) = client.pull_request(pr).await
-                && !info.open
-            {
+            if matches!(
+                self.provider().status(&env.id).await,
+                Ok(ProviderStatus::Stopped)
+            ) {
+                let updated = self.store().update_env(&env.id, |r| {
+                    r.op = Some(Op::Restart { release });
+                    r.generation += 1;
+                    r.generation
+                })?;
+                if let Some((_, g)) = updated {
+                    summary.restarted += 1;
+                    self.kick(&env.id, g);
+                }
+            }
+        }
+        let installations: std::collections::BTreeSet<u64> = self
+            .store()
+            .envs()?
+            .iter()
+            .filter(|e| e.state == EnvState::Queued)
+            .filter_map(|e| e.installation_id)
+            .collect();
+        for inst in installations {
+            self.start_queued(Some(inst)).await;
+        }
+        Ok(summary)
+    }
+
+    /// What needs GitHub: previews of PRs closed while webhooks were lost are torn down (one
+    /// `list open pulls` call per repository, not one per preview), and reports GitHub missed
+    /// are sent again. A GitHub outage only delays this pass.
+    pub async fn reconcile_github(&self) -> Result<ReconcileSummary, StoreError> {
+        let mut summary = ReconcileSummary::default();
+        let envs = self.store().envs()?;
+        let mut repos: std::collections::BTreeMap<&crate::types::RepoName, Option<u64>> =
+            Default::default();
+        // A closed PR's preview goes even if it is being (re)started or deployed right now.
+        let closable = |e: &EnvRecord| {
+            e.kind == EnvKind::Preview
+                && e.is_active()
+                && e.pr.is_some()
+                && !matches!(e.op, Some(Op::Teardown { .. }))
+        };
+        for env in envs.iter().filter(|e| closable(e)) {
+            repos.entry(&env.id.repo).or_insert(env.installation_id);
+        }
+        for (repo, installation) in repos {
+            let open = match self.repo_client(installation, repo).await {
+                Ok(client) => client.open_pulls().await,
+                Err(e) => Err(e),
+            };
+            let open: Vec<_> = match open {
+                Ok(list) => list.into_iter().map(|p| p.number).collect(),
+                Err(e) => {
+                    tracing::warn!(%repo, error = %e, "cannot list open pull requests; will retry");
+                    continue;
+                }
+            };
+            for env in envs.iter().filter(|e| {
+                &e.id.repo == repo && closable(e) && e.pr.is_some_and(|pr| !open.contains(&pr))
+            }) {
                 let updated = self.store().update_env(&env.id, |r| {
                     r.op = Some(Op::Teardown {
                         reason: "the pull request is closed".into(),
@@ -448,33 +549,7 @@ impl App {
             }
         }
         for env in self.store().envs()? {
-            if env.state == EnvState::Queued {
-                continue;
-            }
-            if env.op.is_some() {
-                summary.resumed += 1;
-                self.kick(&env.id, env.generation);
-                continue;
-            }
-            if env.state == EnvState::Live
-                || (env.state == EnvState::Failed && env.current_release.is_some())
-            {
-                let status = self.provider().status(&env.id).await;
-                if matches!(status, Ok(ProviderStatus::Stopped))
-                    && let Some(release) = env.current_release
-                {
-                    let updated = self.store().update_env(&env.id, |r| {
-                        r.op = Some(Op::Restart { release });
-                        r.generation += 1;
-                        r.generation
-                    })?;
-                    if let Some((_, g)) = updated {
-                        summary.restarted += 1;
-                        self.kick(&env.id, g);
-                    }
-                }
-            }
-            if env.report_pending {
+            if env.report_pending && env.op.is_none() {
                 summary.reported += 1;
                 let phase = match env.state {
                     EnvState::Live => Phase::Live,
@@ -484,16 +559,6 @@ impl App {
                 };
                 self.report(&env.id, phase).await;
             }
-        }
-        for inst in self
-            .store()
-            .envs()?
-            .iter()
-            .filter(|e| e.state == EnvState::Queued)
-            .filter_map(|e| e.installation_id)
-            .collect::<std::collections::BTreeSet<_>>()
-        {
-            self.start_queued(Some(inst)).await;
         }
         Ok(summary)
     }

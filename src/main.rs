@@ -26,7 +26,13 @@ use stagebot::webhook::WebhookSecrets;
 )]
 struct Cli {
     /// Log as JSON lines instead of text.
-    #[arg(long, env = "STAGEBOT_LOG_JSON", global = true)]
+    #[arg(
+        long,
+        env = "STAGEBOT_LOG_JSON",
+        global = true,
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     log_json: bool,
     #[command(subcommand)]
     command: Cmd,
@@ -317,9 +323,21 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Open the store directly, or say that the server holds it (then the admin socket is used).
-fn open_store(data_dir: &Path) -> Option<Store> {
-    Store::open(data_dir).ok()
+/// Open the store directly; `None` when the running server holds it (then the CLI goes through
+/// the server's admin socket).
+fn open_store(data_dir: &Path) -> anyhow::Result<Option<Store>> {
+    match Store::open(data_dir) {
+        Ok(store) => Ok(Some(store)),
+        // sled reports its file lock as an `Other` I/O error with this text.
+        Err(stagebot::store::StoreError::Sled(sled::Error::Io(e)))
+            if e.to_string().contains("could not acquire lock") =>
+        {
+            Ok(None)
+        }
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot open the store in {}", data_dir.display()))
+        }
+    }
 }
 
 async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
@@ -369,7 +387,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Deliveries { cmd, data_dir } => deliveries_cmd(cmd, &data_dir).await,
         Cmd::Backup { file, data_dir } => {
             let file = std::path::absolute(&file).context("backup path")?;
-            match open_store(&data_dir) {
+            match open_store(&data_dir)? {
                 Some(store) => {
                     let s = store.backup(&file).context("backup failed")?;
                     println!(
@@ -437,14 +455,16 @@ async fn admin(
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<serde_json::Value> {
     let sock = stagebot::serve::admin_socket(data_dir);
-    stagebot::admin::call(&sock, method, path, body)
-        .await
-        .with_context(|| {
+    match stagebot::admin::call(&sock, method, path, body).await {
+        Ok(v) => Ok(v),
+        Err(e @ stagebot::admin::AdminError::Connect { .. }) => Err(e).with_context(|| {
             format!(
-                "the store in {} is in use and the server's admin socket did not answer",
+                "the store in {} is in use, but the server's admin socket did not answer",
                 data_dir.display()
             )
-        })
+        }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn parse_env(repo: &str, slug: &str) -> anyhow::Result<EnvId> {
@@ -455,7 +475,7 @@ fn parse_env(repo: &str, slug: &str) -> anyhow::Result<EnvId> {
 }
 
 async fn env_cmd(cmd: EnvCmd, data_dir: &Path) -> anyhow::Result<ExitCode> {
-    let store = open_store(data_dir);
+    let store = open_store(data_dir)?;
     match cmd {
         EnvCmd::List => {
             let envs: serde_json::Value = match &store {
@@ -521,7 +541,7 @@ async fn env_cmd(cmd: EnvCmd, data_dir: &Path) -> anyhow::Result<ExitCode> {
 }
 
 async fn deliveries_cmd(cmd: DeliveriesCmd, data_dir: &Path) -> anyhow::Result<ExitCode> {
-    let store = open_store(data_dir);
+    let store = open_store(data_dir)?;
     match cmd {
         DeliveriesCmd::List { failed } => {
             let list: serde_json::Value = match &store {

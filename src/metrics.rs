@@ -34,8 +34,12 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Render every counter; `extra` adds gauges computed by the caller.
-    pub fn render(&self, extra: &[(&str, &str, u64)]) -> String {
+    /// Render every counter; `gauges` and `counters` add values computed by the caller.
+    pub fn render(
+        &self,
+        gauges: &[(&str, &str, u64)],
+        extra_counters: &[(&str, &str, u64)],
+    ) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -118,10 +122,16 @@ impl Metrics {
                 value.load(Ordering::Relaxed)
             );
         }
-        for (name, help, value) in extra {
+        for (name, help, value) in gauges {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        for (name, help, value) in extra_counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
             );
         }
         out

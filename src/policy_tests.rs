@@ -91,6 +91,10 @@ fn env(slug_: &str, kind: EnvKind, state: EnvState) -> EnvRecord {
         seen_shas: Vec::new(),
         deployments: BTreeMap::new(),
         report_pending: false,
+        attempted: None,
+        seeded: false,
+        restart_failures: 0,
+        next_restart_at: None,
     }
 }
 

@@ -19,7 +19,8 @@ impl App {
     /// Report an environment's phase; failures are remembered for the reconciler.
     pub async fn report(&self, id: &EnvId, phase: Phase) {
         let result = self.try_report(id, phase).await;
-        let pending = result.is_err();
+        // Retryable failures wait for the reconciler; a final answer (404, 422…) will not change.
+        let pending = matches!(&result, Err(e) if e.is_retryable());
         if let Err(e) = &result {
             Metrics::inc(&self.metrics().report_failures);
             tracing::warn!(env = %id, ?phase, error = %e, "report to GitHub failed; will retry");
@@ -40,7 +41,7 @@ impl App {
         let sha = match phase {
             Phase::Deploying => rec.deploying.clone(),
             Phase::Live | Phase::Destroyed => release.as_ref().map(|r| r.sha.clone()),
-            Phase::Failed => rec.seen_shas.last().cloned(),
+            Phase::Failed => rec.attempted.clone(),
         };
         let context = format!("stagebot/{}", rec.kind);
         let environment = crate::types::environment_name(rec.kind, &rec.id.slug);

@@ -32,12 +32,24 @@ pub fn admin_socket(data_dir: &Path) -> std::path::PathBuf {
 pub struct Server {
     trigger: Trigger,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    startup: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Server {
     /// Ask everything to stop (graceful: in-flight requests finish).
     pub fn stop(&self) {
         self.trigger.fire();
+    }
+
+    /// Wait until the start-up reconcile with GitHub is done (it runs in the background so a
+    /// slow GitHub never delays accepting webhooks).
+    pub async fn started(&self) {
+        let mut rx = self.startup.clone();
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Wait until everything has stopped.
@@ -49,14 +61,24 @@ impl Server {
     }
 }
 
-/// Reconcile (so environments that were live before a restart come back and lost webhooks are
-/// made up for), then start serving. Returns once everything is started.
+/// Reconcile what needs no GitHub (unfinished deploys resume, live environments come back),
+/// then start serving; the reconcile with GitHub (PRs closed while webhooks were lost, missed
+/// reports) follows in the background. Returns once everything is started.
 pub async fn start(app: App, listener: TcpListener, intervals: Intervals) -> Server {
     let (trigger, signal) = shutdown();
-    match app.reconcile().await {
+    match app.reconcile_local().await {
         Ok(s) => tracing::info!(?s, "reconciled at start-up"),
         Err(e) => tracing::error!(error = %e, "reconcile at start-up failed"),
     }
+    let (startup_tx, startup) = tokio::sync::watch::channel(false);
+    let remote = app.clone();
+    tokio::spawn(async move {
+        match remote.reconcile_github().await {
+            Ok(s) => tracing::info!(?s, "reconciled with GitHub at start-up"),
+            Err(e) => tracing::error!(error = %e, "reconcile with GitHub at start-up failed"),
+        }
+        startup_tx.send_replace(true);
+    });
     let worker = tokio::spawn(app.clone().run_worker(signal.clone()));
     let ticker = tokio::spawn(periodic(app.clone(), intervals, signal.clone()));
     let sock = admin_socket(&app.settings().data_dir);
@@ -89,7 +111,11 @@ pub async fn start(app: App, listener: TcpListener, intervals: Intervals) -> Ser
         let _ = app.store().flush().await;
         result
     });
-    Server { trigger, task }
+    Server {
+        trigger,
+        task,
+        startup,
+    }
 }
 
 /// Serve until `stop` resolves.

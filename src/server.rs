@@ -82,44 +82,52 @@ async fn metrics(State(app): State<App>) -> Response {
     let count = |s: EnvState| envs.iter().filter(|e| e.state == s).count() as u64;
     let pending = app.store().pending().map(|p| p.len() as u64).unwrap_or(0);
     let gh = app.github().metrics();
-    let body = app.metrics().render(&[
-        (
-            "stagebot_environments_live",
-            "Environments live.",
-            count(EnvState::Live),
-        ),
-        (
-            "stagebot_environments_deploying",
-            "Environments deploying.",
-            count(EnvState::Deploying),
-        ),
-        (
-            "stagebot_environments_failed",
-            "Environments failed.",
-            count(EnvState::Failed),
-        ),
-        (
-            "stagebot_environments_queued",
-            "Previews waiting for capacity.",
-            count(EnvState::Queued),
-        ),
-        (
-            "stagebot_inbox_pending",
-            "Deliveries waiting in the inbox.",
-            pending,
-        ),
-        ("stagebot_github_calls", "GitHub API calls made.", gh.calls),
-        (
-            "stagebot_github_retries",
-            "GitHub API calls retried.",
-            gh.retries,
-        ),
-        (
-            "stagebot_github_failures",
-            "GitHub API calls that failed for good.",
-            gh.failures,
-        ),
-    ]);
+    let body = app.metrics().render(
+        &[
+            (
+                "stagebot_environments_live",
+                "Environments live.",
+                count(EnvState::Live),
+            ),
+            (
+                "stagebot_environments_deploying",
+                "Environments deploying.",
+                count(EnvState::Deploying),
+            ),
+            (
+                "stagebot_environments_failed",
+                "Environments failed.",
+                count(EnvState::Failed),
+            ),
+            (
+                "stagebot_environments_queued",
+                "Previews waiting for capacity.",
+                count(EnvState::Queued),
+            ),
+            (
+                "stagebot_inbox_pending",
+                "Deliveries waiting in the inbox.",
+                pending,
+            ),
+        ],
+        &[
+            (
+                "stagebot_github_calls_total",
+                "GitHub API calls made.",
+                gh.calls,
+            ),
+            (
+                "stagebot_github_retries_total",
+                "GitHub API calls retried.",
+                gh.retries,
+            ),
+            (
+                "stagebot_github_failures_total",
+                "GitHub API calls that failed for good.",
+                gh.failures,
+            ),
+        ],
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

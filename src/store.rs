@@ -245,8 +245,20 @@ pub struct EnvRecord {
     pub seen_shas: Vec<Sha>,
     /// GitHub deployment id per commit (so a retried report never creates a second one).
     pub deployments: BTreeMap<String, u64>,
-    /// A report to GitHub could not be made; the reconciler retries it.
+    /// A transition GitHub has not been told about yet (set with the transition, cleared when
+    /// the report went through; the reconciler retries it).
     pub report_pending: bool,
+    /// The commit of the last deploy attempt (what a failure report is about).
+    #[serde(default)]
+    pub attempted: Option<Sha>,
+    /// The `seed` hook has run for this incarnation of the environment.
+    #[serde(default)]
+    pub seeded: bool,
+    /// Consecutive failed restarts (reconciler backoff) and when the next one may happen.
+    #[serde(default)]
+    pub restart_failures: u32,
+    #[serde(default)]
+    pub next_restart_at: Option<DateTime<Utc>>,
 }
 
 impl EnvRecord {
@@ -610,6 +622,10 @@ impl Store {
                 Ok(r)
             })
             .map_err(tx_err)
+            .and_then(|r| {
+                self.db.flush()?;
+                Ok(r)
+            })
     }
 
     /// Apply `f` to a delivery; when it returns true the delivery leaves the inbox (same
@@ -851,12 +867,14 @@ impl Store {
 
     pub fn remove_repo_installation(&self, repo: &RepoName) -> Result<()> {
         self.installations.remove(format!("r/{repo}").as_bytes())?;
+        self.db.flush()?;
         Ok(())
     }
 
     pub fn set_repo_installation(&self, repo: &RepoName, id: u64) -> Result<()> {
         self.installations
             .insert(format!("r/{repo}").as_bytes(), encode(&id)?)?;
+        self.db.flush()?;
         Ok(())
     }
 

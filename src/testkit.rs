@@ -283,6 +283,7 @@ impl Stack {
             },
         )
         .await;
+        server.started().await;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

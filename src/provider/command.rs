@@ -121,7 +121,7 @@ impl CommandProvider {
         let mut vars = BTreeMap::new();
         vars.insert(
             "STAGEBOT_ENV".to_owned(),
-            format!("{}/{}", spec.kind, spec.env.slug),
+            crate::types::environment_name(spec.kind, &spec.env.slug),
         );
         vars.insert("STAGEBOT_SLUG".to_owned(), spec.env.slug.to_string());
         vars.insert("STAGEBOT_KIND".to_owned(), spec.kind.to_string());
