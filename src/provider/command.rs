@@ -118,26 +118,7 @@ impl CommandProvider {
             log.header("teardown: no teardown script configured, nothing to do");
             return Ok(());
         };
-        let mut vars = BTreeMap::new();
-        vars.insert(
-            "STAGEBOT_ENV".to_owned(),
-            crate::types::environment_name(spec.kind, &spec.env.slug),
-        );
-        vars.insert("STAGEBOT_SLUG".to_owned(), spec.env.slug.to_string());
-        vars.insert("STAGEBOT_KIND".to_owned(), spec.kind.to_string());
-        vars.insert("STAGEBOT_REPO".to_owned(), spec.env.repo.to_string());
-        vars.insert("STAGEBOT_BRANCH".to_owned(), spec.branch.clone());
-        vars.insert(
-            "STAGEBOT_SHA".to_owned(),
-            spec.sha
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-        );
-        vars.insert(
-            "STAGEBOT_PR".to_owned(),
-            spec.pr.map(|p| p.to_string()).unwrap_or_default(),
-        );
+        let mut vars = spec.stagebot_vars();
         vars.insert(
             "STAGEBOT_LOG".to_owned(),
             spec.log_path.to_string_lossy().into_owned(),

@@ -143,20 +143,7 @@ pub struct DeploySpec {
 impl DeploySpec {
     /// The `STAGEBOT_*` variables every environment's processes get (DESIGN §5).
     pub fn stagebot_vars(&self) -> BTreeMap<String, String> {
-        let mut v = BTreeMap::new();
-        v.insert(
-            "STAGEBOT_ENV".into(),
-            crate::types::environment_name(self.kind, &self.env.slug),
-        );
-        v.insert("STAGEBOT_SLUG".into(), self.env.slug.to_string());
-        v.insert("STAGEBOT_KIND".into(), self.kind.to_string());
-        v.insert("STAGEBOT_REPO".into(), self.env.repo.to_string());
-        v.insert("STAGEBOT_BRANCH".into(), self.branch.clone());
-        v.insert("STAGEBOT_SHA".into(), self.sha.to_string());
-        v.insert(
-            "STAGEBOT_PR".into(),
-            self.pr.map(|p| p.to_string()).unwrap_or_default(),
-        );
+        let mut v = identity_vars(&self.env, self.kind, &self.branch, Some(&self.sha), self.pr);
         v.insert("STAGEBOT_RELEASE".into(), self.release.to_string());
         v.insert(
             "STAGEBOT_PREVIOUS_SHA".into(),
@@ -186,6 +173,48 @@ pub struct TeardownSpec {
     pub sha: Option<Sha>,
     pub pr: Option<PrNumber>,
     pub log_path: PathBuf,
+}
+
+impl TeardownSpec {
+    /// The `STAGEBOT_*` variables a teardown sees (the same identity as its deploys).
+    pub fn stagebot_vars(&self) -> BTreeMap<String, String> {
+        identity_vars(
+            &self.env,
+            self.kind,
+            &self.branch,
+            self.sha.as_ref(),
+            self.pr,
+        )
+    }
+}
+
+/// The variables that say which environment a process belongs to (DESIGN §5), so apps can tag
+/// their errors and metrics per environment.
+fn identity_vars(
+    env: &EnvId,
+    kind: EnvKind,
+    branch: &str,
+    sha: Option<&Sha>,
+    pr: Option<PrNumber>,
+) -> BTreeMap<String, String> {
+    let mut v = BTreeMap::new();
+    v.insert(
+        "STAGEBOT_ENV".into(),
+        crate::types::environment_name(kind, &env.slug),
+    );
+    v.insert("STAGEBOT_SLUG".into(), env.slug.to_string());
+    v.insert("STAGEBOT_KIND".into(), kind.to_string());
+    v.insert("STAGEBOT_REPO".into(), env.repo.to_string());
+    v.insert("STAGEBOT_BRANCH".into(), branch.to_owned());
+    v.insert(
+        "STAGEBOT_SHA".into(),
+        sha.map(ToString::to_string).unwrap_or_default(),
+    );
+    v.insert(
+        "STAGEBOT_PR".into(),
+        pr.map(|p| p.to_string()).unwrap_or_default(),
+    );
+    v
 }
 
 /// What a provider can tell about an environment right now.
