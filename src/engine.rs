@@ -347,7 +347,7 @@ impl App {
                     self.kick(&id, generation);
                 }
             }
-            Action::Extend { slug, until, ack } => {
+            Action::Extend { slug, until } => {
                 let id = EnvId {
                     repo: repo.clone(),
                     slug,
@@ -357,7 +357,6 @@ impl App {
                     rec.warned_at = None;
                     rec.last_activity = ctx.now;
                 })?;
-                let _ = ack;
             }
             Action::WarnExpiry { slug, at } => {
                 let id = EnvId {

@@ -39,6 +39,33 @@ impl App {
         tokio::spawn(async move { app.run_env(&id, rx).await }.instrument(span));
     }
 
+    /// Ask for an environment's teardown outside a webhook (operator CLI).
+    pub fn request_teardown(
+        &self,
+        id: &EnvId,
+        reason: &str,
+    ) -> Result<bool, crate::store::StoreError> {
+        let updated = self.store().update_env(id, |r| {
+            if !r.is_active() {
+                return None;
+            }
+            r.op = Some(Op::Teardown {
+                reason: reason.to_owned(),
+                by: "operator".into(),
+                ack: None,
+            });
+            r.generation += 1;
+            Some(r.generation)
+        })?;
+        match updated {
+            Some((_, Some(g))) => {
+                self.kick(id, g);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Number of environments with a runner at work.
     pub fn busy_runners(&self) -> usize {
         self.0

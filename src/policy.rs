@@ -117,11 +117,10 @@ pub enum Action {
         by: String,
         ack: Option<u64>,
     },
-    /// Push a preview's expiry out.
+    /// Push a preview's expiry out (acknowledged at once: the policy adds the reaction).
     Extend {
         slug: Slug,
         until: DateTime<Utc>,
-        ack: Option<u64>,
     },
     /// Warn that a preview will be swept at `at`.
     WarnExpiry {
@@ -812,11 +811,7 @@ fn run_command(
                     .unwrap_or(chrono::Duration::MAX);
             // The cap limits how far an extension goes; it never shortens the current expiry.
             let until = wanted.min(cap).max(base);
-            let mut actions = vec![Action::Extend {
-                slug,
-                until,
-                ack: Some(e.comment_id),
-            }];
+            let mut actions = vec![Action::Extend { slug, until }];
             if wanted > cap {
                 actions.push(Action::Reply {
                     pr,

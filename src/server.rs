@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -308,46 +308,12 @@ struct BackupBody {
     path: PathBuf,
 }
 
-async fn admin_backup(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Json(body): Json<BackupBody>,
-) -> Response {
-    let _ = headers;
+async fn admin_backup(State(app): State<App>, Json(body): Json<BackupBody>) -> Response {
     match app.store().backup(&body.path) {
         Ok(summary) => {
             Json(json!({ "path": body.path, "entries": summary.entries, "bytes": summary.bytes }))
                 .into_response()
         }
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
-}
-
-impl App {
-    /// Ask for an environment's teardown outside a webhook (operator CLI).
-    pub fn request_teardown(
-        &self,
-        id: &EnvId,
-        reason: &str,
-    ) -> Result<bool, crate::store::StoreError> {
-        let updated = self.store().update_env(id, |r| {
-            if !r.is_active() {
-                return None;
-            }
-            r.op = Some(Op::Teardown {
-                reason: reason.to_owned(),
-                by: "operator".into(),
-                ack: None,
-            });
-            r.generation += 1;
-            Some(r.generation)
-        })?;
-        match updated {
-            Some((_, Some(g))) => {
-                self.kick(id, g);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
     }
 }
