@@ -360,7 +360,10 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             stagebot::serve::run(
                 app,
                 listener,
-                stagebot::serve::Intervals { reconcile },
+                stagebot::serve::Intervals {
+                    reconcile,
+                    ..Default::default()
+                },
                 shutdown_signal(),
             )
             .await

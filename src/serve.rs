@@ -9,16 +9,20 @@ use tokio::net::{TcpListener, UnixListener};
 use crate::app::App;
 use crate::shutdown::{Shutdown, Trigger, shutdown};
 
-/// How often the reconciler and sweeper run.
+/// Timing of the server's background work and connection limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Intervals {
+    /// How often the reconciler and sweeper run.
     pub reconcile: Duration,
+    /// A client that has not sent its request headers by then is disconnected (slowloris).
+    pub header_read_timeout: Duration,
 }
 
 impl Default for Intervals {
     fn default() -> Self {
         Self {
             reconcile: Duration::from_secs(60),
+            header_read_timeout: HEADER_READ_TIMEOUT,
         }
     }
 }
@@ -101,7 +105,13 @@ pub async fn start(app: App, listener: TcpListener, intervals: Intervals) -> Ser
     let router = crate::server::router(app.clone());
     tracing::info!(addr = ?listener.local_addr().ok(), "listening");
     let task = tokio::spawn(async move {
-        let result = serve_http(listener, router, signal.clone()).await;
+        let result = serve_http(
+            listener,
+            router,
+            intervals.header_read_timeout,
+            signal.clone(),
+        )
+        .await;
         let _ = worker.await;
         let _ = ticker.await;
         if let Some(a) = admin {
@@ -131,7 +141,7 @@ pub async fn run(
     server.wait().await
 }
 
-/// A client that has not sent its request headers by then is disconnected (slowloris).
+/// The default [`Intervals::header_read_timeout`].
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// In-flight requests get this long to finish on shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -141,6 +151,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 async fn serve_http(
     listener: TcpListener,
     router: axum::Router,
+    header_read_timeout: Duration,
     signal: Shutdown,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -154,7 +165,7 @@ async fn serve_http(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(header_read_timeout);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -173,6 +173,7 @@ pub struct StackOptions {
     pub vars: Vec<(String, String)>,
     /// Use a manual clock (tests of the sweeper) starting at this time.
     pub manual_clock: Option<chrono::DateTime<chrono::Utc>>,
+    pub header_read_timeout: Duration,
     /// The webhook secrets, comma-separated (rotation); [`Stack::send`] signs with the first.
     pub secrets: String,
 }
@@ -186,6 +187,7 @@ impl StackOptions {
             max_previews: None,
             vars: Vec::new(),
             manual_clock: None,
+            header_read_timeout: crate::serve::HEADER_READ_TIMEOUT,
             secrets: SECRET.to_owned(),
         }
     }
@@ -280,6 +282,7 @@ impl Stack {
             listener,
             crate::serve::Intervals {
                 reconcile: Duration::from_secs(3600),
+                header_read_timeout: opts.header_read_timeout,
             },
         )
         .await;

@@ -1159,3 +1159,156 @@ async fn serve_refuses_bad_settings_with_exit_2_and_one_sentence_before_binding(
     drop(held);
     std::net::TcpListener::bind(addr).expect("the port is still free");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_after_the_header_read_timeout() {
+    let (stack, _dir) = stack_with(|o| o.header_read_timeout = Duration::from_millis(300)).await;
+    let mut conn = TcpStream::connect(stack.addr).await.unwrap();
+    // half a request, then nothing
+    conn.write_all(b"POST /webhook HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was held open");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(deliveries(&stack).is_empty());
+}
+
+/// `GET` a preview URL through the server at `addr` (the preview's host resolves to it).
+async fn get_via(addr: SocketAddr, url: &str) -> Option<(u16, String)> {
+    let host = reqwest::Url::parse(url).ok()?.host_str()?.to_owned();
+    let client = reqwest::Client::builder()
+        .resolve(&host, addr)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?;
+    let resp = client.get(url).send().await.ok()?;
+    Some((resp.status().as_u16(), resp.text().await.ok()?))
+}
+
+async fn env_state(addr: SocketAddr, slug: &str) -> Option<(String, String)> {
+    let envs: Value = reqwest::get(format!("http://{addr}/api/environments"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let env = envs.as_array()?.iter().find(|e| e["slug"] == slug)?;
+    Some((
+        env["state"].as_str()?.to_owned(),
+        env["url"].as_str()?.to_owned(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_interrupted_by_kill_9_is_finished_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("serve.log");
+    let repo = RepoName::new("acme", "webapp").unwrap();
+    let fake = FakeGitHub::start().await;
+    fake.add_installation(INSTALLATION, repo.owner());
+    fake.add_repo(&repo, "main", INSTALLATION);
+    // a build slow enough to be killed in the middle of
+    let files = python_app_files("build: sleep 2\n");
+    let (git, main_sha) = GitRepo::init(&dir.path().join("src"), &files).unwrap();
+    for (path, content) in &files {
+        fake.set_file(&repo, "main", path, content);
+        fake.set_file(&repo, main_sha.as_str(), path, content);
+    }
+    let sha = git.commit("slow", &files, "slow").unwrap();
+    fake.upsert_pr(
+        &repo,
+        FakePr::new(21, "slow", sha.clone()).clone_url(&git.clone_url()),
+    );
+    let slug = stagebot::slug::preview_slug(Some(stagebot::types::PrNumber(21)), "slow");
+
+    let addr = free_addr();
+    let mut server = Server::start(&fake, &data, addr, &log);
+    server.wait_healthy().await;
+    let payload = pr_payload(&repo, "opened", 21, "slow", &sha, &git.clone_url());
+    let body = serde_json::to_vec(&payload).unwrap();
+    let reply = post(
+        addr,
+        &signed("pull_request", "crash-mid-deploy", SECRET, &body),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(reply.status, 202);
+    poll("the deploy to start", async || {
+        let (state, _) = env_state(addr, slug.as_str()).await?;
+        (state == "deploying").then_some(())
+    })
+    .await;
+    server.kill9();
+
+    let mut server = Server::start(&fake, &data, addr, &log);
+    server.wait_healthy().await;
+    let url = poll("the interrupted deploy to finish", async || {
+        let (state, url) = env_state(addr, slug.as_str()).await?;
+        (state == "live").then_some(url)
+    })
+    .await;
+    let served = poll("the preview to answer", async || {
+        get_via(addr, &url).await.filter(|(s, _)| *s == 200)
+    })
+    .await;
+    assert_eq!(served.1, sha.as_str());
+    server.terminate().await;
+    read_store(&data, |store| {
+        let id = stagebot::types::EnvId {
+            repo: repo.clone(),
+            slug: slug.clone(),
+        };
+        assert_eq!(
+            store.releases(&id).unwrap().len(),
+            1,
+            "one release, not two"
+        );
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_while_serving_then_restore_gives_identical_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("serve.log");
+    let fake = FakeGitHub::start().await;
+    let addr = free_addr();
+    let mut server = Server::start(&fake, &data, addr, &log);
+    server.wait_healthy().await;
+    for n in 0..5 {
+        let body = serde_json::to_vec(&json!({ "zen": n, "action": "completed" })).unwrap();
+        let reply = post(
+            addr,
+            &signed("check_run", &format!("backup-{n}"), SECRET, &body),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(reply.status, 202);
+    }
+    let file = dir.path().join("backup.json");
+    let (code, out, err) = cli(&data, &["backup", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("via the running server"), "{out}");
+    server.terminate().await;
+
+    let restored = dir.path().join("restored");
+    let (code, out, err) = cli(&restored, &["restore", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    // a second restore into a data dir that now holds data is refused without --force
+    let (code, _, err) = cli(&restored, &["restore", file.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--force"), "{err}");
+    let original = read_store(&data, |s| s.dump().unwrap());
+    let copy = read_store(&restored, |s| s.dump().unwrap());
+    // the export was taken before the last deliveries finished, so compare what it held
+    assert_eq!(
+        original["deliveries"].len(),
+        copy["deliveries"].len(),
+        "every delivery made it"
+    );
+    assert_eq!(original["environments"], copy["environments"]);
+}
