@@ -218,6 +218,17 @@ impl App {
     }
 }
 
+/// A code fence longer than any run of backticks in `text`, so a log cannot close it early.
+fn fence_for(text: &str) -> String {
+    let mut longest = 0;
+    let mut run = 0;
+    for c in text.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    "`".repeat((longest + 1).max(3))
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_owned()
@@ -331,9 +342,10 @@ pub fn render_sticky(
             {
                 out.push_str(&format!("**`{}` failed:** {}\n", env.id.slug, err));
                 if let Some(tail) = &env.last_log_tail {
+                    let fence = fence_for(tail);
                     out.push_str(&format!(
-                        "\n<details><summary>Log tail</summary>\n\n```\n{}\n```\n</details>\n\n",
-                        tail.replace("```", "` ` `")
+                        "\n<details><summary>Log tail</summary>\n\n{fence}\n{}\n{fence}\n</details>\n\n",
+                        tail.trim_end()
                     ));
                 }
             }
@@ -359,4 +371,157 @@ pub fn render_sticky(
     out.push_str(&crate::command::help_text());
     out.push_str("\n</details>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    //! Golden files for the messages people read: a reviewer sees the exact text in
+    //! `fixtures/messages/`. `STAGEBOT_BLESS=1 cargo test --lib reporter` rewrites them after an
+    //! intended change.
+    use super::*;
+    use crate::store::{Op, Trigger};
+    use crate::types::{EnvKind, RepoName, Sha, Slug};
+
+    fn at(h: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + h * 3600, 0).unwrap_or_default()
+    }
+
+    fn sha(c: char) -> Sha {
+        Sha::new(&c.to_string().repeat(40)).unwrap()
+    }
+
+    fn env(slug: &str, kind: EnvKind, state: EnvState) -> EnvRecord {
+        let repo: RepoName = "acme/webapp".parse().unwrap();
+        EnvRecord {
+            v: 1,
+            id: crate::types::EnvId {
+                repo,
+                slug: Slug::new(slug).unwrap(),
+            },
+            kind,
+            state,
+            branch: "feature/login".into(),
+            pr: Some(PrNumber(42)),
+            installation_id: Some(1),
+            clone_url: String::new(),
+            host: format!("{slug}--webapp.previews.example.com"),
+            url: format!("https://{slug}--webapp.previews.example.com"),
+            generation: 3,
+            op: None,
+            deploying: None,
+            current_release: Some(2),
+            releases: 2,
+            last_error: None,
+            last_log_tail: None,
+            profile: None,
+            created_at: at(0),
+            updated_at: at(1),
+            last_activity: at(1),
+            expires_at: Some(at(1 + 72)),
+            warned_at: None,
+            ttl_secs: Some(3 * 86_400),
+            queued_at: None,
+            seen_shas: vec![],
+            deployments: Default::default(),
+            report_pending: false,
+            attempted: None,
+            seeded: true,
+            restart_failures: 0,
+            next_restart_at: None,
+        }
+    }
+
+    fn release(n: u32, c: char) -> Release {
+        Release {
+            v: 1,
+            n,
+            sha: sha(c),
+            git_ref: "feature/login".into(),
+            by: "alice".into(),
+            trigger: Trigger::Push,
+            at: at(1),
+            url: String::new(),
+            log: String::new(),
+            pr: Some(PrNumber(42)),
+        }
+    }
+
+    fn golden(name: &str, actual: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/messages")
+            .join(name);
+        if std::env::var_os("STAGEBOT_BLESS").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, actual).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with STAGEBOT_BLESS=1)", path.display()));
+        assert_eq!(actual, expected, "{name} changed; bless it if intended");
+    }
+
+    #[test]
+    fn sticky_live_with_staging() {
+        let preview = env("pr-42-feature-login", EnvKind::Preview, EnvState::Live);
+        let mut staging = env("staging", EnvKind::Staging, EnvState::Live);
+        staging.expires_at = None;
+        staging.current_release = Some(1);
+        let rows = vec![
+            (preview, Some(release(2, 'b')), None),
+            (staging, Some(release(1, 'b')), None),
+        ];
+        golden(
+            "sticky-live.md",
+            &render_sticky(&PrRecord::default(), &rows, at(2)),
+        );
+    }
+
+    #[test]
+    fn sticky_failed_deploying_queued_removed() {
+        let mut failed = env("pr-42-feature-login", EnvKind::Preview, EnvState::Failed);
+        failed.last_error = Some("`build` exited with status 2".into());
+        failed.last_log_tail = Some("npm ERR! missing script: build\n```oops```".into());
+        let mut deploying = env("pr-42-feature-login", EnvKind::Preview, EnvState::Deploying);
+        deploying.deploying = Some(sha('c'));
+        deploying.op = Some(Op::Teardown {
+            reason: String::new(),
+            by: String::new(),
+            ack: None,
+        });
+        let mut queued = env("pr-42-feature-login", EnvKind::Preview, EnvState::Queued);
+        queued.current_release = None;
+        let mut removed = env("pr-42-feature-login", EnvKind::Preview, EnvState::Destroyed);
+        removed.expires_at = None;
+        let mut warned = env("pr-42-feature-login", EnvKind::Preview, EnvState::Live);
+        warned.warned_at = Some(at(60));
+        let mut out = String::new();
+        for (title, rows) in [
+            ("failed", vec![(failed, Some(release(2, 'b')), None)]),
+            ("deploying", vec![(deploying, Some(release(2, 'b')), None)]),
+            ("queued", vec![(queued, None, Some(3))]),
+            ("removed", vec![(removed, Some(release(2, 'b')), None)]),
+            ("warned", vec![(warned, Some(release(2, 'b')), None)]),
+        ] {
+            out.push_str(&format!("<!-- {title} -->\n"));
+            out.push_str(&render_sticky(&PrRecord::default(), &rows, at(62)));
+        }
+        golden("sticky-states.md", &out);
+    }
+
+    #[test]
+    fn sticky_notices() {
+        let mut out = String::new();
+        for notice in [
+            crate::policy::Notice::Draft,
+            crate::policy::Notice::Fork,
+            crate::policy::Notice::ForkNeedsApproval { sha: sha('d') },
+            crate::policy::Notice::OnDemand,
+        ] {
+            let pr = PrRecord {
+                notice: Some(crate::engine::notice_text(&notice)),
+                ..PrRecord::default()
+            };
+            out.push_str(&render_sticky(&pr, &[], at(0)));
+        }
+        golden("sticky-notices.md", &out);
+    }
 }
