@@ -38,7 +38,12 @@ fn files(greeting: &str) -> Vec<(&'static str, String)> {
 }
 
 fn say(step: &str) {
-    println!("\n\x1b[1m==> {step}\x1b[0m");
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        println!("\n\x1b[1m==> {step}\x1b[0m");
+    } else {
+        println!("\n==> {step}");
+    }
 }
 
 /// Run the scripted flow; prints what happens.
@@ -76,7 +81,9 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
     pr.author = "alice".into();
     stack.open_pr(&pr).await?;
     stack.settle().await?;
-    let preview = env_url(&stack, &Slug::new("pr-1-feature-login-page").ok())?;
+    let preview_slug =
+        crate::slug::preview_slug(Some(crate::types::PrNumber(1)), "feature/login-page");
+    let preview = env_url(&stack, &Some(preview_slug))?;
     show(&stack, &preview).await?;
     print_sticky(&stack);
 

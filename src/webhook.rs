@@ -14,6 +14,7 @@ use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 use sha2::Sha256;
+use tracing::Instrument;
 
 use crate::app::App;
 use crate::store::Inserted;
@@ -154,7 +155,11 @@ pub async fn receive(State(app): State<App>, req: Request) -> Response {
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("payload is not JSON: {e}")),
     }
     let span = tracing::info_span!("webhook", delivery = %delivery, event);
-    let _enter = span.enter();
+    record(&app, &delivery, event, &body).instrument(span).await
+}
+
+/// Answer a verified delivery: `ping` at once, a duplicate 200, anything else durable then 202.
+async fn record(app: &App, delivery: &DeliveryId, event: &str, body: &Bytes) -> Response {
     app.metrics().webhook(event);
     if event == "ping" {
         tracing::info!("ping");
@@ -162,7 +167,7 @@ pub async fn receive(State(app): State<App>, req: Request) -> Response {
     }
     match app
         .store()
-        .insert_delivery(&delivery, event, &body, app.now())
+        .insert_delivery(delivery, event, body, app.now())
         .await
     {
         Ok(Inserted::Duplicate) => {

@@ -1312,3 +1312,32 @@ async fn backup_while_serving_then_restore_gives_identical_state() {
     );
     assert_eq!(original["environments"], copy["environments"]);
 }
+
+/// The README's first command: `stagebot demo` runs the whole flow and cleans up after itself.
+#[test]
+fn the_demo_runs_the_whole_flow() {
+    let addr = free_addr();
+    let out = Command::new(BIN)
+        .args(["demo", "--listen", &addr.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for needle in [
+        "is live at http://pr-1-feature-login-page",
+        "Hello from the login page, v1",
+        "Hello from the login page, v2 — preview/",
+        "Hello from the login page, v2 — staging at",
+        "Hello from the login page, v2 — production at",
+        "now answers 404 (the preview is gone)",
+        "production                       ",
+        "done.",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
+    // nothing left listening
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
