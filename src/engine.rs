@@ -290,6 +290,9 @@ impl App {
                     rec.pr = d.target.pr;
                 }
                 rec.branch = d.target.branch.clone();
+                if d.target.kind == EnvKind::Preview {
+                    rec.fork = d.target.fork;
+                }
                 rec.clone_url = d.target.clone_url.clone().unwrap_or(rec.clone_url);
                 rec.installation_id = Some(ctx.installation);
                 if d.profile.is_some() || d.trigger == crate::store::Trigger::Stage {
@@ -538,6 +541,7 @@ fn new_env(
         seeded: false,
         restart_failures: 0,
         next_restart_at: None,
+        fork: target.fork,
     }
 }
 

@@ -81,6 +81,8 @@ pub struct Target {
     pub pr: Option<PrNumber>,
     /// Where to fetch the code from (a fork's clone URL for fork PRs).
     pub clone_url: Option<String>,
+    /// The code comes from a fork (its branch names are not this repository's).
+    pub fork: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +203,7 @@ fn preview_target(pr: &crate::event::PullRequest) -> Target {
         branch: pr.head_ref.clone(),
         pr: Some(pr.number),
         clone_url: Some(pr.head_clone_url.clone()),
+        fork: pr.fork,
     }
 }
 
@@ -375,7 +378,8 @@ fn teardown_branch(branch: &str, by: &str, reason: &str, state: &State) -> Vec<A
     state
         .envs
         .iter()
-        .filter(|e| e.kind == EnvKind::Preview && e.is_active() && e.branch == branch)
+        // A fork's branch of the same name is another branch: deleting ours leaves it alone.
+        .filter(|e| e.kind == EnvKind::Preview && e.is_active() && !e.fork && e.branch == branch)
         .map(|e| Action::Teardown {
             slug: e.id.slug.clone(),
             reason: reason.to_owned(),
@@ -425,6 +429,7 @@ fn push(e: &PushEvent, config: &RepoConfig, state: &State) -> Decision {
                 branch: e.branch.clone(),
                 pr: None,
                 clone_url: None,
+                fork: false,
             },
             sha: e.after.clone(),
             trigger: Trigger::Merge,
@@ -461,6 +466,7 @@ fn push(e: &PushEvent, config: &RepoConfig, state: &State) -> Decision {
                 branch: e.branch.clone(),
                 pr: None,
                 clone_url: None,
+                fork: false,
             },
             sha: e.after.clone(),
             trigger: Trigger::Push,
@@ -704,6 +710,7 @@ fn run_command(
                     branch: info.head_ref.clone(),
                     pr: Some(pr),
                     clone_url: Some(info.head_clone_url.clone()),
+                    fork: info.fork,
                 },
                 sha: info.head_sha.clone(),
                 trigger: Trigger::Stage,
@@ -741,6 +748,7 @@ fn run_command(
                     branch: env.branch.clone(),
                     pr: Some(pr),
                     clone_url: Some(env.clone_url.clone()),
+                    fork: env.fork,
                 },
                 sha: release.sha.clone(),
                 trigger: Trigger::Promote { from: slug },
@@ -774,6 +782,7 @@ fn run_command(
                     branch,
                     pr: env.pr,
                     clone_url: Some(env.clone_url.clone()),
+                    fork: env.fork,
                 },
                 sha: release.sha.clone(),
                 trigger: Trigger::Rollback {

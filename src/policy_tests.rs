@@ -95,6 +95,7 @@ fn env(slug_: &str, kind: EnvKind, state: EnvState) -> EnvRecord {
         seeded: false,
         restart_failures: 0,
         next_restart_at: None,
+        fork: false,
     }
 }
 
@@ -409,6 +410,7 @@ fn opening_a_same_repo_pr_deploys_its_head() {
                     branch: BRANCH.into(),
                     pr: Some(PrNumber(PR)),
                     clone_url: Some("https://github.com/octo/webapp.git".into()),
+                    fork: false,
                 },
                 sha: sha("abc0001"),
                 trigger: Trigger::PullRequest,
@@ -847,6 +849,17 @@ fn deleting_a_branch_tears_down_its_active_previews() {
         assert!(deploys(&a).is_empty());
     }
     for event in [deleted_push("nothing-here"), branch_deleted("nothing-here")] {
+        ignored(decide(&event, &config(), &st));
+    }
+}
+
+#[test]
+fn deleting_our_branch_leaves_a_fork_preview_of_the_same_name_alone() {
+    let mut st = state();
+    let mut fork = pr_preview(EnvState::Live);
+    fork.fork = true;
+    st.envs.push(fork);
+    for event in [deleted_push(BRANCH), branch_deleted(BRANCH)] {
         ignored(decide(&event, &config(), &st));
     }
 }

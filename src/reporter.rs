@@ -428,6 +428,7 @@ mod tests {
             seeded: true,
             restart_failures: 0,
             next_restart_at: None,
+            fork: false,
         }
     }
 

@@ -259,6 +259,9 @@ pub struct EnvRecord {
     pub restart_failures: u32,
     #[serde(default)]
     pub next_restart_at: Option<DateTime<Utc>>,
+    /// A fork PR's preview (its branch name is the fork's, not this repository's).
+    #[serde(default)]
+    pub fork: bool,
 }
 
 impl EnvRecord {
