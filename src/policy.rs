@@ -573,7 +573,7 @@ fn comment(e: &CommentEvent, config: &RepoConfig, state: &State) -> Decision {
             actions.push(Action::Reply {
                 pr,
                 body: format!(
-                    "@{}: `{}` needs **{}** permission on this repository; you have **{}**. Nothing was changed.",
+                    "@{}: `{}` needs **{}** permission on this repository; you have **{}**. That command was not run.",
                     e.author.login,
                     command_name(&cmd),
                     needed,
@@ -814,10 +814,8 @@ fn run_command(
                 .active_env(&slug)
                 .ok_or("this pull request has no preview to extend.")?;
             let base = env.expires_at.unwrap_or(state.now).max(state.now);
-            let wanted = base + chrono::Duration::from_std(*extra).unwrap_or(chrono::Duration::MAX);
-            let cap = state.now
-                + chrono::Duration::from_std(state.limits.max_extend)
-                    .unwrap_or(chrono::Duration::MAX);
+            let wanted = add(base, *extra);
+            let cap = add(state.now, state.limits.max_extend);
             // The cap limits how far an extension goes; it never shortens the current expiry.
             let until = wanted.min(cap).max(base);
             let mut actions = vec![Action::Extend { slug, until }];
@@ -835,6 +833,14 @@ fn run_command(
             Ok(CommandOutcome::Done(actions))
         }
     }
+}
+
+/// `t + d`, saturating at the latest representable time instead of panicking.
+fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The release a rollback goes to: the one named, or the newest one older than the live one
