@@ -121,7 +121,10 @@ impl App {
                 Op::Deploy { .. } | Op::Restart { .. } => {
                     self.run_deploy(rec, &mut generation).await
                 }
-                Op::Teardown { .. } => self.run_teardown(rec, &mut teardown_failures).await,
+                Op::Teardown { .. } => {
+                    self.run_teardown(rec, &mut teardown_failures, &mut generation)
+                        .await
+                }
             };
             if let Err(e) = result {
                 tracing::error!(env = %id, error = %e, "runner step failed; will retry");
@@ -197,7 +200,9 @@ impl App {
             r.attempted = Some(sha.clone());
             r.last_error = None;
             r.last_log_tail = None;
-            r.report_pending = restart_of.is_none();
+            if restart_of.is_none() {
+                r.report_pending = true;
+            }
             true
         })?
         else {
@@ -276,8 +281,12 @@ impl App {
                         e.next_restart_at = None;
                         true
                     })?;
-                    if matches!(done, Some((_, true))) {
+                    if let Some((e, true)) = done {
                         tracing::info!(env = %id, release = r, "restarted");
+                        // A report owed from before the crash goes out now.
+                        if e.report_pending {
+                            self.report(&id, Phase::Live).await;
+                        }
                     }
                     return Ok(());
                 }
@@ -329,7 +338,7 @@ impl App {
                     e.last_error = Some(message.clone());
                     e.last_log_tail = tail.clone();
                     if let Some(n) = restart_of {
-                        // A restart that fails backs off: 1, 2, 4 … 60 minutes.
+                        // A restart that fails backs off: 2, 4, 8, 16, 32, then 60 minutes.
                         e.restart_failures += 1;
                         let minutes = 1i64 << e.restart_failures.min(6);
                         e.next_restart_at = Some(now + chrono::Duration::minutes(minutes.min(60)));
@@ -353,7 +362,12 @@ impl App {
         Ok(())
     }
 
-    async fn run_teardown(&self, rec: EnvRecord, failures: &mut u32) -> Result<(), StoreError> {
+    async fn run_teardown(
+        &self,
+        rec: EnvRecord,
+        failures: &mut u32,
+        generation: &mut watch::Receiver<u64>,
+    ) -> Result<(), StoreError> {
         let id = rec.id.clone();
         let gen_now = rec.generation;
         let ack = match &rec.op {
@@ -393,7 +407,10 @@ impl App {
             *failures += 1;
             let wait = std::time::Duration::from_secs(1u64 << (*failures).min(8))
                 .min(std::time::Duration::from_secs(300));
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = generation.changed() => {}
+            }
             return Ok(());
         }
         let done = self.store().update_env(&id, |r| {
