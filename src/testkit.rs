@@ -176,6 +176,8 @@ pub struct StackOptions {
     pub header_read_timeout: Duration,
     /// The webhook secrets, comma-separated (rotation); [`Stack::send`] signs with the first.
     pub secrets: String,
+    /// Use the command provider with these scripts instead of the local provider.
+    pub command_provider: Option<crate::provider::command::CommandConfig>,
 }
 
 impl StackOptions {
@@ -188,6 +190,7 @@ impl StackOptions {
             vars: Vec::new(),
             manual_clock: None,
             header_read_timeout: crate::serve::HEADER_READ_TIMEOUT,
+            command_provider: None,
             secrets: SECRET.to_owned(),
         }
     }
@@ -252,7 +255,10 @@ impl Stack {
         let routes = Routes::default();
         let mut local = LocalConfig::new(opts.data_dir.clone(), routes.clone());
         local.health_timeout = Duration::from_secs(20);
-        let provider = Provider::Local(LocalProvider::new(local));
+        let provider = match opts.command_provider.clone() {
+            Some(cfg) => Provider::Command(crate::provider::command::CommandProvider::new(cfg)),
+            None => Provider::Local(LocalProvider::new(local)),
+        };
         let store = Store::open(&opts.data_dir).map_err(|e| KitError::Other(e.to_string()))?;
         let clock = opts.manual_clock.map(ManualClock::new);
         let shared: SharedClock = match &clock {

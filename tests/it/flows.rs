@@ -716,3 +716,70 @@ async fn a_github_outage_delays_reports_but_loses_nothing() {
             .any(|s| s.context == "stagebot/preview" && s.state == "success")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_provider_drives_the_same_flow_with_the_teams_scripts() {
+    use std::os::unix::fs::PermissionsExt;
+    let scripts = tempfile::tempdir().unwrap();
+    let journal = scripts.path().join("journal");
+    let write = |name: &str, body: String| {
+        let p = scripts.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    };
+    let deploy = write(
+        "deploy.sh",
+        format!(
+            "#!/bin/sh\nset -eu\necho \"deploy $STAGEBOT_ENV $STAGEBOT_SHA $STAGEBOT_BRANCH\" >> '{}'\necho rolling out\necho \"url=https://$STAGEBOT_SLUG.k8s.example.dev\"\n",
+            journal.display()
+        ),
+    );
+    let teardown = write(
+        "teardown.sh",
+        format!(
+            "#!/bin/sh\nset -eu\necho \"teardown $STAGEBOT_ENV\" >> '{}'\n",
+            journal.display()
+        ),
+    );
+    let w = World::with("", |o| {
+        o.command_provider = Some(stagebot::provider::command::CommandConfig {
+            deploy_cmd: deploy,
+            teardown_cmd: Some(teardown),
+            status_cmd: None,
+            timeout: std::time::Duration::from_secs(20),
+        })
+    })
+    .await;
+    let marker = format!("/tmp/stagebot-pwned-{}", std::process::id());
+    let branch_owned = format!("x;touch${{IFS}}{marker};$(id)");
+    let branch = branch_owned.as_str();
+    let (mut pr, sha) = opened(&w, 95, branch).await;
+    let env = w.preview(95, branch);
+    assert_eq!(env.state, EnvState::Live, "{:?}", env.last_error);
+    let url = format!("https://{}.k8s.example.dev", env.id.slug);
+    assert_eq!(env.url, url);
+    let deps = w
+        .stack
+        .fake
+        .deployments(w.repo(), &format!("preview/{}", env.id.slug));
+    assert_eq!(
+        deps[0].statuses.last().unwrap().environment_url.as_deref(),
+        Some(url.as_str())
+    );
+    assert!(w.stack.sticky(95).unwrap().contains(&url));
+    w.stack.close_pr(&mut pr, false).await.unwrap();
+    w.stack.settle().await.unwrap();
+    let log = std::fs::read_to_string(&journal).unwrap();
+    assert_eq!(
+        log,
+        format!(
+            "deploy preview/{slug} {sha} {branch}\nteardown preview/{slug}\n",
+            slug = env.id.slug
+        )
+    );
+    assert!(
+        !std::path::Path::new(&marker).exists(),
+        "the branch name ran as a command"
+    );
+}
