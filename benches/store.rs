@@ -186,7 +186,13 @@ fn main() {
         }
         n
     });
-    cpu_row("envs_of_repo + releases of each", &label, r);
+    cpu_row(
+        "envs_of_repo + releases of each (before the fix: every delivery)",
+        &label,
+        r,
+    );
+    let r = common::ops(|| store.envs_of_repo(&repo).unwrap().len());
+    cpu_row("envs_of_repo alone (every delivery)", &label, r);
     let r = common::ops(|| {
         store
             .envs()
@@ -195,7 +201,11 @@ fn main() {
             .filter(|e| e.kind == EnvKind::Preview && e.state.occupies_slot())
             .count()
     });
-    cpu_row("envs() (previews_in_use)", &label, r);
+    cpu_row(
+        "envs() (previews_in_use; now only with a preview limit)",
+        &label,
+        r,
+    );
     let one = fixtures::env(&repo, 500, releases).id;
     let r = common::ops(|| store.env(&one).unwrap().is_some());
     cpu_row("env(id) (point read)", &label, r);

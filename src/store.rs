@@ -1165,9 +1165,10 @@ mod tests {
                 .unwrap();
             store.db.flush().unwrap();
         }
-        assert!(matches!(
-            Store::open(dir.path()),
-            Err(StoreError::TooNew { .. })
-        ));
+        let reopened = Store::open(dir.path());
+        assert!(
+            matches!(reopened, Err(StoreError::TooNew { .. })),
+            "{reopened:?}"
+        );
     }
 }
