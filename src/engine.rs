@@ -177,13 +177,27 @@ impl App {
             RepoConfig::default()
         };
         let envs = self.store().envs_of_repo(&repo.name)?;
+        // Only commands read releases (`/promote`, `/rollback`, `/status`), and only those of
+        // the PR's own environments and the shared ones. Reading every release of every
+        // environment the repository ever had, for every delivery, cost ~25 ms per delivery
+        // at 1,000 environments × 10 releases (docs/performance.md).
         let mut releases = Vec::new();
-        for env in &envs {
-            releases.push((env.id.slug.clone(), self.store().releases(&env.id)?));
+        if let (Event::Comment(_), Some(pr)) = (&event, pr_number) {
+            for env in envs
+                .iter()
+                .filter(|e| e.pr == Some(pr) || e.kind != EnvKind::Preview)
+            {
+                releases.push((env.id.slug.clone(), self.store().releases(&env.id)?));
+            }
         }
+        // The count scans every environment of every repository: only when a limit needs it.
+        let previews_in_use = match self.settings().limits.max_previews {
+            Some(_) => self.previews_in_use(installation)?,
+            None => 0,
+        };
         let state = State {
             now,
-            previews_in_use: self.previews_in_use(installation)?,
+            previews_in_use,
             envs,
             releases,
             pr_record: match pr_number {

@@ -445,8 +445,17 @@ impl Store {
     }
 
     /// Make everything written so far durable.
+    ///
+    /// Not `flush_async`: in sled 0.34 several `flush_async` futures awaited at once deadlock
+    /// sled's I/O thread pool (spacejam/sled#1308, fixed only on sled's unreleased main), which
+    /// hung the webhook handler as soon as two deliveries arrived together. The blocking flush
+    /// runs on tokio's blocking pool instead, so concurrent callers neither deadlock nor stall
+    /// the runtime's worker threads.
     pub async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
         Ok(())
     }
 
@@ -1054,6 +1063,48 @@ mod tests {
         );
     }
 
+    /// sled 0.34's `flush_async` deadlocks when several flushes are awaited at once
+    /// (spacejam/sled#1308): concurrent webhooks then never got their 202. Many deliveries
+    /// inserted at the same time must all complete. Runs on its own thread and runtime, so a
+    /// hang fails the test instead of hanging the suite.
+    #[test]
+    fn concurrent_inserts_all_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let inserting = store.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut tasks = Vec::new();
+                for t in 0..32 {
+                    let store = inserting.clone();
+                    tasks.push(tokio::spawn(async move {
+                        for i in 0..20 {
+                            let id = id(&format!("d-{t}-{i}"));
+                            store
+                                .insert_delivery(&id, "push", b"{}", now())
+                                .await
+                                .unwrap();
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            });
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("concurrent inserts hung (sled flush_async deadlock)");
+        assert_eq!(store.pending().unwrap().len(), 32 * 20);
+    }
+
     #[tokio::test]
     async fn failures_retry_then_die_and_can_be_replayed() {
         let dir = tempfile::tempdir().unwrap();
@@ -1135,9 +1186,10 @@ mod tests {
                 .unwrap();
             store.db.flush().unwrap();
         }
-        assert!(matches!(
-            Store::open(dir.path()),
-            Err(StoreError::TooNew { .. })
-        ));
+        let reopened = Store::open(dir.path());
+        assert!(
+            matches!(reopened, Err(StoreError::TooNew { .. })),
+            "{reopened:?}"
+        );
     }
 }
