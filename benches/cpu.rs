@@ -163,6 +163,7 @@ fn main() {
             pr_record: None,
             pr_info: None,
             permission: None,
+            head_profiles: None,
             previews_in_use: envs,
             limits: Limits::default(),
         };

@@ -224,7 +224,7 @@ async fn run(dir: &std::path::Path, runs: usize) {
     for task in tasks {
         task.await.unwrap();
     }
-    let failures = failures.lock().unwrap();
+    let failures = std::mem::take(&mut *failures.lock().unwrap());
     println!("## zero downtime");
     println!();
     println!(

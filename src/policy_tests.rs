@@ -59,43 +59,18 @@ fn actor(login: &str) -> Actor {
 }
 
 fn env(slug_: &str, kind: EnvKind, state: EnvState) -> EnvRecord {
+    let id = EnvId {
+        repo: repo(),
+        slug: slug(slug_),
+    };
     EnvRecord {
-        v: 1,
-        id: EnvId {
-            repo: repo(),
-            slug: slug(slug_),
-        },
-        kind,
         state,
-        branch: "main".into(),
-        pr: None,
         installation_id: Some(1),
         clone_url: "https://github.com/octo/webapp.git".into(),
         host: format!("{slug_}--webapp"),
         url: format!("http://{slug_}--webapp.localhost:3000"),
         generation: 1,
-        op: None,
-        deploying: None,
-        current_release: None,
-        releases: 0,
-        last_error: None,
-        last_log_tail: None,
-        profile: None,
-        created_at: now() - secs(DAY),
-        updated_at: now() - secs(DAY),
-        last_activity: now() - secs(DAY),
-        expires_at: None,
-        warned_at: None,
-        ttl_secs: None,
-        queued_at: None,
-        seen_shas: Vec::new(),
-        deployments: BTreeMap::new(),
-        report_pending: false,
-        attempted: None,
-        seeded: false,
-        restart_failures: 0,
-        next_restart_at: None,
-        fork: false,
+        ..EnvRecord::new(id, kind, "main", now() - secs(DAY))
     }
 }
 

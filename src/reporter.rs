@@ -392,43 +392,25 @@ mod tests {
 
     fn env(slug: &str, kind: EnvKind, state: EnvState) -> EnvRecord {
         let repo: RepoName = "acme/webapp".parse().unwrap();
+        let id = crate::types::EnvId {
+            repo,
+            slug: Slug::new(slug).unwrap(),
+        };
         EnvRecord {
-            v: 1,
-            id: crate::types::EnvId {
-                repo,
-                slug: Slug::new(slug).unwrap(),
-            },
-            kind,
             state,
-            branch: "feature/login".into(),
             pr: Some(PrNumber(42)),
             installation_id: Some(1),
-            clone_url: String::new(),
             host: format!("{slug}--webapp.previews.example.com"),
             url: format!("https://{slug}--webapp.previews.example.com"),
             generation: 3,
-            op: None,
-            deploying: None,
             current_release: Some(2),
             releases: 2,
-            last_error: None,
-            last_log_tail: None,
-            profile: None,
-            created_at: at(0),
             updated_at: at(1),
             last_activity: at(1),
             expires_at: Some(at(1 + 72)),
-            warned_at: None,
             ttl_secs: Some(3 * 86_400),
-            queued_at: None,
-            seen_shas: vec![],
-            deployments: Default::default(),
-            report_pending: false,
-            attempted: None,
             seeded: true,
-            restart_failures: 0,
-            next_restart_at: None,
-            fork: false,
+            ..EnvRecord::new(id, kind, "feature/login", at(0))
         }
     }
 

@@ -265,6 +265,46 @@ pub struct EnvRecord {
 }
 
 impl EnvRecord {
+    /// A new environment in `pending`, with nothing deployed yet; callers fill in where it
+    /// comes from (`pr`, `installation_id`, `clone_url`, `host`, `url`…) with struct update.
+    pub fn new(id: EnvId, kind: EnvKind, branch: &str, now: DateTime<Utc>) -> Self {
+        Self {
+            v: 1,
+            id,
+            kind,
+            state: EnvState::Pending,
+            branch: branch.to_owned(),
+            pr: None,
+            installation_id: None,
+            clone_url: String::new(),
+            host: String::new(),
+            url: String::new(),
+            generation: 0,
+            op: None,
+            deploying: None,
+            current_release: None,
+            releases: 0,
+            last_error: None,
+            last_log_tail: None,
+            profile: None,
+            created_at: now,
+            updated_at: now,
+            last_activity: now,
+            expires_at: None,
+            warned_at: None,
+            ttl_secs: None,
+            queued_at: None,
+            seen_shas: Vec::new(),
+            deployments: BTreeMap::new(),
+            report_pending: false,
+            attempted: None,
+            seeded: false,
+            restart_failures: 0,
+            next_restart_at: None,
+            fork: false,
+        }
+    }
+
     pub fn is_active(&self) -> bool {
         !matches!(self.state, EnvState::Destroyed)
     }

@@ -178,47 +178,35 @@ pub mod fixtures {
     pub fn env(repo: &RepoName, pr: u64, releases: u32) -> EnvRecord {
         let slug = preview_slug(Some(PrNumber(pr)), &format!("feature/change-number-{pr}"));
         let host = format!("{slug}--{}.preview.example.com", repo.name());
+        let id = EnvId {
+            repo: repo.clone(),
+            slug,
+        };
+        let branch = format!("feature/change-number-{pr}");
         EnvRecord {
-            v: 1,
-            id: EnvId {
-                repo: repo.clone(),
-                slug,
-            },
-            kind: EnvKind::Preview,
             // A third are long gone: destroyed environments stay in the store.
-            state: if pr % 3 == 0 {
+            state: if pr.is_multiple_of(3) {
                 EnvState::Destroyed
             } else {
                 EnvState::Live
             },
-            branch: format!("feature/change-number-{pr}"),
             pr: Some(PrNumber(pr)),
             installation_id: Some(1),
             clone_url: format!("https://github.com/{repo}.git"),
             url: format!("https://{host}"),
             host,
             generation: u64::from(releases),
-            op: None,
-            deploying: None,
             current_release: Some(releases),
             releases,
-            last_error: None,
-            last_log_tail: None,
-            profile: None,
-            created_at: now(),
-            updated_at: now(),
-            last_activity: now(),
             expires_at: Some(now() + chrono::Duration::days(3)),
-            warned_at: None,
             ttl_secs: Some(3 * 24 * 3600),
-            queued_at: None,
             seen_shas: (0..u64::from(releases))
                 .map(|r| sha(pr * 1000 + r))
                 .collect(),
             deployments: (0..u64::from(releases))
                 .map(|r| (sha(pr * 1000 + r).to_string(), pr * 1000 + r))
                 .collect::<BTreeMap<_, _>>(),
-            report_pending: false,
+            ..EnvRecord::new(id, EnvKind::Preview, &branch, now())
         }
     }
 
