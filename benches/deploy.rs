@@ -224,7 +224,7 @@ async fn run(dir: &std::path::Path, runs: usize) {
     for task in tasks {
         task.await.unwrap();
     }
-    let failures = failures.lock().unwrap();
+    let failures = std::mem::take(&mut *failures.lock().unwrap());
     println!("## zero downtime");
     println!();
     println!(
@@ -324,6 +324,9 @@ fn print_redeploy(v: &[Redeploy]) {
 }
 
 fn main() {
+    if common::skip_unless_cargo_bench() {
+        return;
+    }
     common::header("deploy latency (local provider, Python test app)");
     let runs = std::env::var("BENCH_RUNS")
         .ok()
