@@ -54,6 +54,9 @@ fn big_comment() -> String {
 }
 
 fn main() {
+    if common::skip_unless_cargo_bench() {
+        return;
+    }
     common::header("pure CPU paths (one core)");
     println!("| path | input | time/op | ops/s | spread of rounds |");
     println!("|---|---|---|---|---|");

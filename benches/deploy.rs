@@ -324,6 +324,9 @@ fn print_redeploy(v: &[Redeploy]) {
 }
 
 fn main() {
+    if common::skip_unless_cargo_bench() {
+        return;
+    }
     common::header("deploy latency (local provider, Python test app)");
     let runs = std::env::var("BENCH_RUNS")
         .ok()

@@ -204,6 +204,9 @@ fn row(label: &str, c: usize, s: &Samples) {
 }
 
 fn main() {
+    if common::skip_unless_cargo_bench() {
+        return;
+    }
     common::header("webhook ingress");
     let payload = std::fs::read(examples_dir().join(PAYLOAD)).expect("example payload");
     let body = Body {

@@ -64,6 +64,9 @@ fn row(label: &str, s: &Samples) {
 }
 
 fn main() {
+    if common::skip_unless_cargo_bench() {
+        return;
+    }
     common::header("proxy overhead");
     let base = std::env::var("BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").into());
     std::fs::create_dir_all(&base).unwrap();

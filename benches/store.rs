@@ -31,6 +31,9 @@ fn lat_row(name: &str, s: &Samples) {
 }
 
 fn main() {
+    if common::skip_unless_cargo_bench() {
+        return;
+    }
     common::header("store (sled)");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -106,7 +109,7 @@ fn main() {
             commit.latencies.push(t.elapsed());
             assert!(done.is_some());
         }
-        if pr % 3 == 0 {
+        if pr.is_multiple_of(3) {
             store
                 .update_env(&env.id, |r| r.state = stagebot::store::EnvState::Destroyed)
                 .unwrap();

@@ -45,7 +45,7 @@ pub fn median(mut v: Vec<f64>) -> f64 {
         return 0.0;
     }
     let n = v.len();
-    if n % 2 == 1 {
+    if !n.is_multiple_of(2) {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
@@ -228,4 +228,14 @@ pub mod fixtures {
             pr: env.pr,
         }
     }
+}
+
+/// `cargo bench` passes `--bench`; `cargo test --all-targets` (which also runs bench targets)
+/// does not: then do nothing, so the test suite never runs a benchmark in a debug build.
+pub fn skip_unless_cargo_bench() -> bool {
+    if std::env::args().any(|a| a == "--bench") {
+        return false;
+    }
+    eprintln!("benchmark skipped: run it with `cargo bench --bench <name>`");
+    true
 }
