@@ -340,11 +340,18 @@ impl LocalProvider {
             if old.host != spec.host {
                 cfg.routes.remove(&old.host);
             }
-            tokio::time::sleep(cfg.drain).await;
-            log.header(&format!("stopping release {}", old.release));
-            process::stop_group(&mut old.child, &mut old.guard, cfg.stop_grace).await;
-            let _ = tokio::fs::remove_file(pgid_file(&old.dir)).await;
-            let _ = tokio::fs::remove_dir_all(&old.dir).await;
+            // The new release is serving: retire the old one in the background so the deploy
+            // is reported live now, not after the drain. Requests already sent to the old
+            // process get `drain` to finish; its group guard kills it even if this task is
+            // dropped at shutdown.
+            let (drain, grace, log) = (cfg.drain, cfg.stop_grace, log.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(drain).await;
+                log.header(&format!("stopping release {}", old.release));
+                process::stop_group(&mut old.child, &mut old.guard, grace).await;
+                let _ = tokio::fs::remove_file(pgid_file(&old.dir)).await;
+                let _ = tokio::fs::remove_dir_all(&old.dir).await;
+            });
         }
 
         // 6. postdeploy: the release is live already, so a failure is reported in the log only.
@@ -752,7 +759,7 @@ fn free_port() -> io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// Poll `http://addr<health>` with backoff until it answers 2xx. Fails at once if the process
+/// Poll `http://addr<health>` until it answers 2xx (every 25 ms for a second, then backing off). Fails at once if the process
 /// exits, and after `timeout` otherwise.
 async fn wait_healthy(
     child: &mut Child,
@@ -801,7 +808,12 @@ async fn wait_healthy(
             }
             () = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_millis(500));
+        // Every 25 ms for the first second (most apps are ready within it, and a doubling
+        // schedule rounds readiness up to the next poll: ~100 ms of a 250 ms deploy), then
+        // backing off to 500 ms for slow starters.
+        if tokio::time::Instant::now() + timeout >= deadline + Duration::from_secs(1) {
+            delay = (delay * 2).min(Duration::from_millis(500));
+        }
     }
 }
 

@@ -115,11 +115,20 @@ async fn deploy_route_redeploy_without_downtime_then_teardown() {
         get(&client, &host, "/").await.unwrap(),
         (200, sha2.to_string())
     );
-    assert!(!alive(old_pgid), "the previous release's process is gone");
-    assert!(
-        !data.path().join("envs/acme/webapp/pr-7-login/r1").exists(),
-        "old checkout removed"
-    );
+    // The old release is retired in the background, after the drain.
+    eventually(
+        "the previous release's process to be gone",
+        Duration::from_secs(10),
+        || !alive(old_pgid),
+    )
+    .await;
+    let old_checkout = data.path().join("envs/acme/webapp/pr-7-login/r1");
+    eventually(
+        "the old checkout to be removed",
+        Duration::from_secs(10),
+        || !old_checkout.exists(),
+    )
+    .await;
 
     // The app got the STAGEBOT_* variables.
     let (_, env) = get(&client, &host, "/env").await.unwrap();
