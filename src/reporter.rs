@@ -109,7 +109,7 @@ impl App {
                             state,
                             environment_url: env_url,
                             log_url: Some(log_url.clone()),
-                            description: truncate(&description, 140),
+                            description: description,
                             auto_inactive: None,
                         },
                     )
@@ -137,13 +137,7 @@ impl App {
             };
             if let Some((state, description, target)) = status {
                 client
-                    .set_status(
-                        sha,
-                        state,
-                        &context,
-                        &truncate(&description, 140),
-                        Some(&target),
-                    )
+                    .set_status(sha, state, &context, &description, Some(&target))
                     .await?;
             }
         }
@@ -227,16 +221,6 @@ fn fence_for(text: &str) -> String {
         longest = longest.max(run);
     }
     "`".repeat((longest + 1).max(3))
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_owned()
-    } else {
-        let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
-        t.push('…');
-        t
-    }
 }
 
 fn state_label(env: &EnvRecord) -> String {
