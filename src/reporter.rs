@@ -109,7 +109,7 @@ impl App {
                             state,
                             environment_url: env_url,
                             log_url: Some(log_url.clone()),
-                            description: description,
+                            description,
                             auto_inactive: None,
                         },
                     )
