@@ -262,7 +262,8 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
             }))
         }
     };
-    let store = Store::open(&a.data_dir).map_err(|e| {
+    // A previous stagebot may still be exiting (a restart): give it a moment to let go.
+    let store = Store::open_waiting(&a.data_dir, Duration::from_secs(10)).map_err(|e| {
         Usage(format!(
             "the data dir {} cannot be opened: {e}",
             a.data_dir.display()
@@ -328,12 +329,7 @@ async fn shutdown_signal() {
 fn open_store(data_dir: &Path) -> anyhow::Result<Option<Store>> {
     match Store::open(data_dir) {
         Ok(store) => Ok(Some(store)),
-        // sled reports its file lock as an `Other` I/O error with this text.
-        Err(stagebot::store::StoreError::Sled(sled::Error::Io(e)))
-            if e.to_string().contains("could not acquire lock") =>
-        {
-            Ok(None)
-        }
+        Err(stagebot::store::StoreError::Sled(e)) if Store::is_locked(&e) => Ok(None),
         Err(e) => {
             Err(e).with_context(|| format!("cannot open the store in {}", data_dir.display()))
         }

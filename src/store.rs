@@ -436,11 +436,27 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Open (or create) the store in `dir`, migrating an older schema.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_waiting(dir, std::time::Duration::ZERO)
+    }
+
+    /// Like [`Store::open`], but while another handle (a previous process still exiting, or
+    /// sled's own background flusher of a handle just dropped) holds the store's file lock,
+    /// keep trying for up to `wait`.
+    pub fn open_waiting(dir: &Path, wait: std::time::Duration) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        let deadline = std::time::Instant::now() + wait;
+        let db = loop {
+            match sled::Config::new()
+                .path(dir.join("db"))
+                .mode(sled::Mode::HighThroughput)
+                .open()
+            {
+                Err(e) if Self::is_locked(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         let store = Self {
             inbox: db.open_tree("inbox")?,
             deliveries: db.open_tree("deliveries")?,
@@ -454,6 +470,12 @@ impl Store {
         };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Is this the error sled gives when another handle holds the store's file lock?
+    pub fn is_locked(e: &sled::Error) -> bool {
+        // sled reports its file lock as an `Other` I/O error with this text.
+        matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
     }
 
     fn migrate(&self) -> Result<()> {
@@ -1182,7 +1204,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open_waiting(dir.path(), std::time::Duration::from_secs(5)).unwrap();
         assert_eq!(store.pending().unwrap().len(), 1);
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     }
@@ -1226,7 +1248,7 @@ mod tests {
                 .unwrap();
             store.db.flush().unwrap();
         }
-        let reopened = Store::open(dir.path());
+        let reopened = Store::open_waiting(dir.path(), std::time::Duration::from_secs(5));
         assert!(
             matches!(reopened, Err(StoreError::TooNew { .. })),
             "{reopened:?}"

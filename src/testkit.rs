@@ -259,7 +259,8 @@ impl Stack {
             Some(cfg) => Provider::Command(crate::provider::command::CommandProvider::new(cfg)),
             None => Provider::Local(LocalProvider::new(local)),
         };
-        let store = Store::open(&opts.data_dir).map_err(|e| KitError::Other(e.to_string()))?;
+        let store = Store::open_waiting(&opts.data_dir, Duration::from_secs(10))
+            .map_err(|e| KitError::Other(e.to_string()))?;
         let clock = opts.manual_clock.map(ManualClock::new);
         let shared: SharedClock = match &clock {
             Some(c) => Arc::new(c.clone()),

@@ -761,7 +761,7 @@ fn cli(data_dir: &Path, args: &[&str]) -> (i32, String, String) {
 
 /// The store of a data dir no server holds (sled allows one process at a time).
 fn read_store<T>(data_dir: &Path, f: impl FnOnce(&Store) -> T) -> T {
-    let store = Store::open(data_dir).unwrap();
+    let store = Store::open_waiting(data_dir, Duration::from_secs(10)).unwrap();
     f(&store)
 }
 
