@@ -197,6 +197,11 @@ async fn show(stack: &Stack, url: &str) -> Result<(), DemoError> {
 
 fn print_sticky(stack: &Stack) {
     if let Some(text) = stack.sticky(1) {
+        // The command list at the end of every sticky comment is the same each time.
+        let text = text
+            .split("<details><summary>Commands</summary>")
+            .next()
+            .unwrap_or_default();
         println!(
             "--- sticky comment on PR #1 ---\n{}\n-------------------------------",
             text.trim()

@@ -281,9 +281,9 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
     Ok((app, reconcile))
 }
 
-fn init_tracing(json: bool) {
+fn init_tracing(json: bool, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -297,7 +297,13 @@ fn init_tracing(json: bool) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_json);
+    // The demo narrates on stdout; its logs stay quiet unless RUST_LOG asks for them.
+    let default_level = if matches!(cli.command, Cmd::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_tracing(cli.log_json, default_level);
     match run(cli.command).await {
         Ok(code) => code,
         Err(e) => {
