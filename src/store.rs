@@ -165,8 +165,6 @@ pub enum Trigger {
     Promote { from: Slug },
     Rollback { to_release: u32 },
     Merge,
-    Reconcile,
-    Cli,
 }
 
 impl Trigger {
@@ -178,8 +176,6 @@ impl Trigger {
             Trigger::Promote { from } => format!("/promote from {from}"),
             Trigger::Rollback { to_release } => format!("/rollback to #{to_release}"),
             Trigger::Merge => "merge".into(),
-            Trigger::Reconcile => "reconcile".into(),
-            Trigger::Cli => "cli".into(),
         }
     }
 }
