@@ -278,6 +278,15 @@ mod tests {
         ]
     }
 
+    /// Found by proptest: a branch that sanitizes to nothing must not share the empty branch's slug.
+    #[test]
+    fn an_all_symbol_branch_differs_from_the_empty_one() {
+        assert_ne!(
+            preview_slug(Some(PrNumber(0)), ""),
+            preview_slug(Some(PrNumber(0)), "\u{1e01b}")
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2_000))]
 
