@@ -164,14 +164,7 @@ async fn fire(
             (lat, errors)
         }));
     }
-    let mut s = Samples::default();
-    for t in tasks {
-        let (lat, errors) = t.await.unwrap();
-        s.latencies.extend(lat);
-        s.errors += errors;
-    }
-    s.wall = started.elapsed();
-    s
+    Samples::gather(tasks, started).await
 }
 
 /// Where and what to send.

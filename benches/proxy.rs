@@ -39,14 +39,7 @@ async fn load(client: reqwest::Client, url: String, total: usize, c: usize) -> S
             (lat, errors)
         }));
     }
-    let mut s = Samples::default();
-    for t in tasks {
-        let (lat, errors) = t.await.unwrap();
-        s.latencies.extend(lat);
-        s.errors += errors;
-    }
-    s.wall = started.elapsed();
-    s
+    Samples::gather(tasks, started).await
 }
 
 fn row(label: &str, s: &Samples) {

@@ -14,6 +14,21 @@ pub struct Samples {
 }
 
 impl Samples {
+    /// Gather the `(latencies, errors)` of load tasks started at `started`.
+    pub async fn gather(
+        tasks: Vec<tokio::task::JoinHandle<(Vec<Duration>, usize)>>,
+        started: std::time::Instant,
+    ) -> Samples {
+        let mut s = Samples::default();
+        for t in tasks {
+            let (lat, errors) = t.await.unwrap();
+            s.latencies.extend(lat);
+            s.errors += errors;
+        }
+        s.wall = started.elapsed();
+        s
+    }
+
     pub fn percentile(&self, p: f64) -> Duration {
         let mut v = self.latencies.clone();
         v.sort_unstable();
