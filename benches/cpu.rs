@@ -19,7 +19,7 @@ use stagebot::types::{PrNumber, RepoName};
 use stagebot::webhook::{WebhookSecrets, sign};
 
 fn examples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/github-webhook-examples")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/github-webhook-examples")
 }
 
 fn row(name: &str, input: &str, rounds: Vec<f64>) {

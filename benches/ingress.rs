@@ -33,7 +33,7 @@ const SECRET: &str = "bench-secret";
 const PAYLOAD: &str = "pull_request/00-opened.json";
 
 fn examples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/github-webhook-examples")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/github-webhook-examples")
 }
 
 pub fn bench_dir() -> tempfile::TempDir {

@@ -41,7 +41,7 @@ fn main() {
         .unwrap();
     let payload = std::fs::read(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/github-webhook-examples/pull_request/00-opened.json"),
+            .join("fixtures/github-webhook-examples/pull_request/00-opened.json"),
     )
     .unwrap();
 

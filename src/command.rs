@@ -1,4 +1,4 @@
-//! The slash-command grammar of PR comments (DESIGN §3).
+//! The slash-command grammar of PR comments (docs/commands.md).
 //!
 //! A command is a line of plain paragraph text that starts (after at most three spaces, as in
 //! markdown) with `/` and a command word. Code (fenced, indented, inline), quotes (`>`), HTML
@@ -72,7 +72,7 @@ pub enum EnvTarget {
 /// The release `/rollback` returns to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RollbackTo {
-    /// A release number (`n` of DESIGN §2), at least 1.
+    /// A release number (`n` of docs/commands.md), at least 1.
     Release(u32),
     /// A commit sha prefix: 4 to 40 hex digits, lowercased.
     Sha(String),

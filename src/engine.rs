@@ -1,4 +1,4 @@
-//! From a stored delivery to actions applied (DESIGN §1.3–1.5): parse the event, gather the
+//! From a stored delivery to actions applied (docs/architecture.md, "The parts and the flow"): parse the event, gather the
 //! state the policy needs (store, repo config at the commit, the commenter's permission), ask the
 //! policy, and apply its actions. Every action is idempotent, so a delivery processed twice
 //! (after a crash, or a retry) changes nothing the second time.
@@ -455,7 +455,7 @@ impl App {
         Ok(())
     }
 
-    /// Run the sweeper once over every repository (DESIGN §1.6): warnings, then teardowns.
+    /// Run the sweeper once over every repository (docs/architecture.md, "The reconciler and the sweeper"): warnings, then teardowns.
     pub async fn sweep(&self) -> Result<usize, EngineError> {
         let now = self.now();
         let envs = self.store().envs()?;

@@ -1,4 +1,4 @@
-//! Typed webhook events (DESIGN §1.3). The raw payload becomes exactly one [`Event`]; past this
+//! Typed webhook events (docs/architecture.md, "The parts and the flow"). The raw payload becomes exactly one [`Event`]; past this
 //! module nothing looks at JSON.
 
 use serde::de::{DeserializeOwned, Deserializer};
@@ -768,7 +768,7 @@ mod tests {
     }
 
     fn examples_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/github-webhook-examples")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/github-webhook-examples")
     }
 
     fn fixture(name: &str) -> Event {
@@ -817,7 +817,7 @@ mod tests {
         let dir = examples_dir();
         let folders = std::fs::read_dir(&dir).unwrap_or_else(|e| {
             panic!(
-                "the conformance corpus {} is missing ({e}); it must sit beside the repository",
+                "the conformance corpus {} is missing ({e}); it is vendored under fixtures/",
                 dir.display()
             )
         });

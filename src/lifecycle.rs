@@ -1,4 +1,4 @@
-//! The environment state machine in motion (DESIGN §2, §1.5). One runner task per environment
+//! The environment state machine in motion (docs/architecture.md, "The environment state machine"). One runner task per environment
 //! executes the environment's durable `op`; every transition is persisted before the side effect
 //! it announces. A newer op (a newer commit) bumps the environment's generation, which cancels a
 //! running deploy of an older one: newest wins.
@@ -485,7 +485,7 @@ impl App {
         }
     }
 
-    /// Compare stored state with reality and repair it (DESIGN §1.6): both passes below.
+    /// Compare stored state with reality and repair it (docs/architecture.md, "The reconciler and the sweeper"): both passes below.
     pub async fn reconcile(&self) -> Result<ReconcileSummary, StoreError> {
         let mut summary = self.reconcile_local().await?;
         let remote = self.reconcile_github().await?;

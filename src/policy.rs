@@ -1,4 +1,4 @@
-//! Every product rule, and nothing else (DESIGN §1.4): a pure function from an event, the
+//! Every product rule, and nothing else (docs/architecture.md, "The parts and the flow"): a pure function from an event, the
 //! repository's config and the current state to the actions to take. No I/O, no clock reads:
 //! the caller gathers the state (including the commenter's permission and the PR's head) first.
 

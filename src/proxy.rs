@@ -1,4 +1,4 @@
-//! The built-in reverse proxy (DESIGN §5, local provider): requests whose `Host` names a live
+//! The built-in reverse proxy (docs/providers.md, local provider): requests whose `Host` names a live
 //! environment are forwarded to that environment's process; everything else is left to
 //! stagebot's own routes.
 //!

@@ -1,4 +1,4 @@
-//! The repository's own configuration, `.github/stagebot.yml` at the deployed commit (DESIGN §6).
+//! The repository's own configuration, `.github/stagebot.yml` at the deployed commit (docs/configuration.md).
 //!
 //! ```yaml
 //! build: make build              # optional, run once per release in the checkout

@@ -1,4 +1,4 @@
-//! Telling GitHub (DESIGN §4): deployments and their statuses, commit statuses, the PR's sticky
+//! Telling GitHub (docs/architecture.md, "Talking to GitHub"): deployments and their statuses, commit statuses, the PR's sticky
 //! comment and command reactions. Reports are rebuilt from the store, so sending one twice is
 //! harmless; one that fails marks the environment `report_pending` and the reconciler sends it
 //! again later. A GitHub outage delays reports; it never loses state.

@@ -1,4 +1,4 @@
-//! The HTTP surface (DESIGN §8): the webhook, health, metrics, the dashboard and JSON API, release
+//! The HTTP surface (docs/operations.md): the webhook, health, metrics, the dashboard and JSON API, release
 //! logs, and the built-in reverse proxy in front of them all (requests whose Host is a preview's
 //! go to the preview). Also the admin API the CLI uses over a Unix socket in the data dir while
 //! the server holds the store.

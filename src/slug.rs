@@ -1,4 +1,4 @@
-//! Environment slugs and preview hosts (DESIGN §2).
+//! Environment slugs and preview hosts (docs/architecture.md, "The environment state machine").
 //!
 //! A slug is a DNS label: lowercase `[a-z0-9-]`, at most 63 characters, no leading or trailing
 //! `-`. A preview's slug is `pr-<number>-<branch>` (`br-<branch>` without a pull request), the
@@ -43,7 +43,7 @@ pub fn preview_slug(pr: Option<PrNumber>, branch: &str) -> Slug {
     into_slug(fit(readable, lossy, branch))
 }
 
-/// The host label of an environment: `<slug>--<repository name>` (DESIGN §2), e.g.
+/// The host label of an environment: `<slug>--<repository name>` (docs/architecture.md, "The environment state machine"), e.g.
 /// `pr-42-new-cool-page--webapp`, to be followed by the preview domain.
 ///
 /// The repository name is lowercased (GitHub names are case-insensitive) and its `.` and `_`

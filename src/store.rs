@@ -1,4 +1,4 @@
-//! The one module that owns sled (DESIGN §7): every tree, every key layout, every (de)serialization.
+//! The one module that owns sled (docs/architecture.md, "Store layout"): every tree, every key layout, every (de)serialization.
 //! The rest of the code calls typed methods.
 //!
 //! Trees:
@@ -120,7 +120,7 @@ pub enum Inserted {
     Duplicate,
 }
 
-/// The environment state machine's states (DESIGN §2).
+/// The environment state machine's states (docs/architecture.md, "The environment state machine").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EnvState {
@@ -315,7 +315,7 @@ impl EnvRecord {
     }
 }
 
-/// One successful deploy (DESIGN §2).
+/// One successful deploy (docs/architecture.md, "The environment state machine").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Release {
     pub v: u32,

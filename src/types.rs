@@ -281,7 +281,7 @@ impl From<DeliveryId> for String {
     }
 }
 
-/// The three kinds of environment (DESIGN §2).
+/// The three kinds of environment (docs/architecture.md, "The environment state machine").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EnvKind {

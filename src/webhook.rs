@@ -1,4 +1,4 @@
-//! `POST /webhook`: the front door (DESIGN §1.1). Checks run in this order and nothing is stored
+//! `POST /webhook`: the front door (docs/architecture.md, "The parts and the flow"). Checks run in this order and nothing is stored
 //! on any error: size (413), headers (400), signature (401), JSON object (400); then `ping` is
 //! answered 200, a delivery id seen before 200 `{"duplicate":true}`, and everything else is
 //! written to the inbox and flushed to disk before the 202.

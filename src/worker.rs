@@ -1,4 +1,4 @@
-//! Drains the inbox (DESIGN §1.2). A delivery leaves the inbox only when its outcome is
+//! Drains the inbox (docs/architecture.md, "The parts and the flow"). A delivery leaves the inbox only when its outcome is
 //! recorded, so a crash at any point means it is processed again after restart. Failures are
 //! retried with backoff, then kept as dead letters an operator can replay.
 

@@ -1,4 +1,4 @@
-//! GitHub App authentication: the app's RS256 JWT (DESIGN §4).
+//! GitHub App authentication: the app's RS256 JWT (docs/architecture.md, "Talking to GitHub").
 
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};

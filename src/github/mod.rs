@@ -1,4 +1,4 @@
-//! The GitHub client (DESIGN §4): GitHub App authentication, installation-token caching, retries
+//! The GitHub client (docs/architecture.md, "Talking to GitHub"): GitHub App authentication, installation-token caching, retries
 //! with backoff, and the handful of REST calls stagebot makes.
 //!
 //! HTTP goes through [`octocrab`] pointed at [`GitHubConfig::api_url`] (so GitHub Enterprise
@@ -93,7 +93,7 @@ pub struct GitHubMetrics {
     pub failures: u64,
 }
 
-/// The reactions the bot puts on command comments (DESIGN §3).
+/// The reactions the bot puts on command comments (docs/commands.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reaction {
     /// 👀 received.

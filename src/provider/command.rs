@@ -1,4 +1,4 @@
-//! The command provider (DESIGN §5): operator-configured executables do the work, so stagebot can
+//! The command provider (docs/providers.md): operator-configured executables do the work, so stagebot can
 //! drive Kubernetes, Terraform or a PaaS. See `deploy/README.md` for the contract.
 //!
 //! - Executables run directly (no shell), in their own process group, stdin from /dev/null,

@@ -1,4 +1,4 @@
-//! The embedded default provider (DESIGN §5): fetch the commit into a bare cache, check it out
+//! The embedded default provider (docs/providers.md): fetch the commit into a bare cache, check it out
 //! per release, run the repository's `build` and `start`, wait for the health path, then switch
 //! the built-in proxy's route to the new process and stop the previous one (zero downtime).
 //!

@@ -1,4 +1,4 @@
-//! Providers make environments real (DESIGN §5). Two are built in: `local` (embedded, default)
+//! Providers make environments real (docs/providers.md). Two are built in: `local` (embedded, default)
 //! and `command` (operator scripts). A plain enum keeps dispatch obvious.
 
 pub mod command;
@@ -141,7 +141,7 @@ pub struct DeploySpec {
 }
 
 impl DeploySpec {
-    /// The `STAGEBOT_*` variables every environment's processes get (DESIGN §5).
+    /// The `STAGEBOT_*` variables every environment's processes get (docs/providers.md).
     pub fn stagebot_vars(&self) -> BTreeMap<String, String> {
         let mut v = identity_vars(&self.env, self.kind, &self.branch, Some(&self.sha), self.pr);
         v.insert("STAGEBOT_RELEASE".into(), self.release.to_string());
@@ -188,7 +188,7 @@ impl TeardownSpec {
     }
 }
 
-/// The variables that say which environment a process belongs to (DESIGN §5), so apps can tag
+/// The variables that say which environment a process belongs to (docs/providers.md), so apps can tag
 /// their errors and metrics per environment.
 fn identity_vars(
     env: &EnvId,

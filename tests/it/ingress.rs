@@ -1,4 +1,4 @@
-//! The webhook ingress contract (DESIGN §1.1) over real HTTP, and crash safety with the real
+//! The webhook ingress contract (docs/architecture.md, "The parts and the flow") over real HTTP, and crash safety with the real
 //! binary: a delivery answered 202 survives `kill -9`, a failing one is kept as a dead letter the
 //! CLI lists and replays, and settings errors stop `serve` before it binds.
 
