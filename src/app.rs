@@ -93,6 +93,12 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     pub(crate) worker_wake: Notify,
     pub(crate) worker_lock: tokio::sync::Mutex<()>,
+    /// A delivery task finished (its key is free again).
+    pub(crate) worker_done: Notify,
+    pub(crate) dispatch: Mutex<crate::worker::Dispatch>,
+    /// Capacity decisions are serialized per installation (deliveries of its repositories run
+    /// concurrently otherwise).
+    pub(crate) installation_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) runners: Mutex<HashMap<EnvId, RunnerSlot>>,
     pub(crate) runners_idle: Notify,
 }
@@ -126,6 +132,9 @@ impl App {
             metrics: Metrics::default(),
             worker_wake: Notify::new(),
             worker_lock: tokio::sync::Mutex::new(()),
+            worker_done: Notify::new(),
+            dispatch: Mutex::new(crate::worker::Dispatch::default()),
+            installation_locks: Mutex::new(HashMap::new()),
             runners: Mutex::new(HashMap::new()),
             runners_idle: Notify::new(),
         }))
@@ -160,6 +169,16 @@ impl App {
     }
     pub fn wake_worker(&self) {
         self.0.worker_wake.notify_one();
+    }
+
+    /// The lock that serializes capacity decisions of one installation.
+    pub(crate) fn installation_lock(&self, installation: u64) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .0
+            .installation_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.entry(installation).or_default().clone()
     }
 
     /// The GitHub client for a repository, finding its installation when the event lacked it.

@@ -191,6 +191,18 @@ impl App {
             }
         }
         // The count scans every environment of every repository: only when a limit needs it.
+        // Deliveries of different repositories run concurrently; under a limit, counting,
+        // deciding and applying are serialized per installation so two repositories cannot
+        // both take the last slot.
+        let capacity_lock = self
+            .settings()
+            .limits
+            .max_previews
+            .map(|_| self.installation_lock(installation));
+        let _capacity_guard = match &capacity_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
         let previews_in_use = match self.settings().limits.max_previews {
             Some(_) => self.previews_in_use(installation)?,
             None => 0,

@@ -1,66 +1,236 @@
-//! Drains the inbox (docs/architecture.md, "The parts and the flow"). A delivery leaves the inbox only when its outcome is
-//! recorded, so a crash at any point means it is processed again after restart. Failures are
-//! retried with backoff, then kept as dead letters an operator can replay.
+//! Drains the inbox (docs/architecture.md, "The parts and the flow"). A delivery leaves the inbox
+//! only when its outcome is recorded, so a crash at any point means it is processed again after
+//! restart. Failures are retried with backoff, then kept as dead letters an operator can replay.
+//!
+//! Deliveries of different repositories are processed concurrently (at most [`MAX_IN_FLIGHT`] at
+//! once), so a repository whose GitHub calls are slow never delays another's. Within one
+//! repository (its [`OrderKey`]) they are processed strictly in arrival order, one at a time. A
+//! delivery waiting for a retry holds back the later deliveries of its repository for at most one
+//! base retry interval after its failure; then they proceed and it is retried when its time comes.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use tracing::Instrument;
 
-use crate::app::App;
+use crate::app::{App, RetrySchedule};
 use crate::engine::Outcome;
 use crate::metrics::Metrics;
-use crate::store::{DeliveryStatus, StoreError};
+use crate::store::{DeliveryRecord, DeliveryStatus, PendingDelivery, StoreError};
+use crate::types::DeliveryId;
+
+/// How many deliveries are processed at the same time (each of a different [`OrderKey`]).
+pub const MAX_IN_FLIGHT: usize = 8;
+
+/// What orders deliveries: the repository they are about, or the installation for installation
+/// events. Deliveries with the same key are processed one at a time, in arrival order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum OrderKey {
+    Repo(String),
+    Installation(u64),
+    /// A payload that names neither (ping, unknown events, malformed JSON): it touches no
+    /// environment, so it needs no order beyond its own.
+    Alone(DeliveryId),
+}
+
+impl OrderKey {
+    /// Read the key from a raw payload without building a JSON tree. Repository names are
+    /// case-insensitive on GitHub, so the key is too.
+    pub fn of(id: &DeliveryId, event: &str, payload: &[u8]) -> Self {
+        #[derive(Deserialize)]
+        struct Named {
+            full_name: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Installation {
+            id: Option<u64>,
+        }
+        #[derive(Deserialize)]
+        struct Head {
+            repository: Option<Named>,
+            installation: Option<Installation>,
+        }
+        let Ok(head) = serde_json::from_slice::<Head>(payload) else {
+            return Self::Alone(id.clone());
+        };
+        let installation = head.installation.and_then(|i| i.id);
+        match (
+            event,
+            head.repository.and_then(|r| r.full_name),
+            installation,
+        ) {
+            ("installation" | "installation_repositories", _, Some(i)) => Self::Installation(i),
+            (_, Some(name), _) => Self::Repo(name.to_ascii_lowercase()),
+            (_, None, Some(i)) => Self::Installation(i),
+            _ => Self::Alone(id.clone()),
+        }
+    }
+}
+
+/// The worker's view of what is running: keys with a delivery in flight.
+#[derive(Debug, Default)]
+pub(crate) struct Dispatch {
+    in_flight: HashSet<OrderKey>,
+    /// Keys read from payloads, so a delivery held back is not parsed again on every pass.
+    keys: HashMap<DeliveryId, OrderKey>,
+}
+
+/// Where a delivery stands when the dispatcher looks at it.
+enum Ready {
+    Now,
+    /// Waiting for its retry; later deliveries of its key are held until `hold_until`.
+    Later {
+        hold_until: DateTime<Utc>,
+    },
+}
 
 impl App {
-    /// Process every delivery that is ready now, in arrival order. Returns how many were
-    /// attempted. Only one drain runs at a time.
+    /// Process every delivery that is ready now and wait until they are done (deliveries that
+    /// become ready meanwhile, because an earlier one of their repository finished or because
+    /// they arrived, are processed too). Returns how many were attempted. Only one dispatcher
+    /// runs at a time.
     pub async fn drain(&self) -> Result<usize, StoreError> {
         let _guard = self.0.worker_lock.lock().await;
-        let mut n = 0;
-        while let Some(d) = self.store().next_ready(self.now())? {
-            n += 1;
-            let id = d.record.id.clone();
-            let span = tracing::info_span!(
-                "delivery",
-                delivery = %id,
-                event = %d.record.event,
-                repo = tracing::field::Empty
-            );
-            let result = self.handle_delivery(&d).instrument(span.clone()).await;
-            let _e = span.enter();
-            let now = self.now();
-            match result {
-                Ok(Outcome::Processed) => {
-                    Metrics::inc(&self.metrics().deliveries_processed);
-                    self.store()
-                        .finish_delivery(&id, DeliveryStatus::Processed, now)?;
-                    tracing::info!("processed");
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut attempted = 0;
+        loop {
+            // Register interest before looking, so a completion or an arrival between the scan
+            // and the wait is not missed.
+            let done = self.0.worker_done.notified();
+            let arrived = self.0.worker_wake.notified();
+            tokio::pin!(done, arrived);
+            done.as_mut().enable();
+            arrived.as_mut().enable();
+
+            for (d, key) in self.dispatchable()? {
+                attempted += 1;
+                let app = self.clone();
+                tasks.spawn(async move { app.process_one(d, key).await });
+            }
+            while let Some(joined) = tasks.try_join_next() {
+                log_join(joined);
+            }
+            if tasks.is_empty() {
+                return Ok(attempted);
+            }
+            tokio::select! {
+                Some(joined) = tasks.join_next() => log_join(joined),
+                _ = &mut done => {}
+                _ = &mut arrived => {}
+            }
+        }
+    }
+
+    /// The deliveries that may start now, each marked in flight under its key.
+    fn dispatchable(&self) -> Result<Vec<(PendingDelivery, OrderKey)>, StoreError> {
+        let now = self.now();
+        let pending = self.store().pending()?;
+        let mut dispatch = self
+            .0
+            .dispatch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ids: HashSet<&DeliveryId> = pending.iter().map(|r| &r.id).collect();
+        dispatch.keys.retain(|id, _| ids.contains(id));
+        let mut held: HashSet<OrderKey> = HashSet::new();
+        let mut out = Vec::new();
+        for record in pending {
+            let key = match dispatch.keys.get(&record.id) {
+                Some(k) => k.clone(),
+                None => {
+                    let payload = self.store().payload(&record.id)?.unwrap_or_default();
+                    let k = OrderKey::of(&record.id, &record.event, &payload);
+                    dispatch.keys.insert(record.id.clone(), k.clone());
+                    k
                 }
-                Ok(Outcome::Ignored(reason)) => {
-                    Metrics::inc(&self.metrics().deliveries_ignored);
-                    tracing::info!(%reason, "ignored");
-                    self.store()
-                        .finish_delivery(&id, DeliveryStatus::Ignored { reason }, now)?;
-                }
-                Err(e) => {
-                    Metrics::inc(&self.metrics().deliveries_failed);
-                    let attempts = d.record.attempts + 1;
-                    let schedule = &self.settings().delivery_retry;
-                    let retry_at =
-                        (e.is_retryable() && attempts < schedule.max_attempts).then(|| {
-                            now + chrono::Duration::from_std(schedule.delay(attempts))
-                                .unwrap_or(chrono::Duration::MAX)
-                        });
-                    if retry_at.is_none() {
-                        Metrics::inc(&self.metrics().deliveries_dead);
+            };
+            if held.contains(&key) || dispatch.in_flight.contains(&key) {
+                held.insert(key);
+                continue;
+            }
+            match self.readiness(&record, now) {
+                Ready::Later { hold_until } => {
+                    if hold_until > now {
+                        held.insert(key);
                     }
-                    tracing::warn!(error = %e, attempts, ?retry_at, "delivery failed");
-                    self.store()
-                        .fail_delivery(&id, &e.to_string(), retry_at, now)?;
+                }
+                Ready::Now => {
+                    if dispatch.in_flight.len() >= MAX_IN_FLIGHT {
+                        break;
+                    }
+                    let payload = self.store().payload(&record.id)?.unwrap_or_default();
+                    dispatch.in_flight.insert(key.clone());
+                    held.insert(key.clone());
+                    out.push((PendingDelivery { record, payload }, key));
                 }
             }
         }
-        Ok(n)
+        Ok(out)
+    }
+
+    fn readiness(&self, record: &DeliveryRecord, now: DateTime<Utc>) -> Ready {
+        readiness(record, &self.settings().delivery_retry, now)
+    }
+
+    /// Handle one delivery and record its outcome; then free its key and wake the dispatcher
+    /// (also if the handler panics: the guard does it on drop).
+    async fn process_one(&self, d: PendingDelivery, key: OrderKey) {
+        let id = d.record.id.clone();
+        let _release = InFlight { app: self, key };
+        let span = tracing::info_span!(
+            "delivery",
+            delivery = %id,
+            event = %d.record.event,
+            repo = tracing::field::Empty
+        );
+        let result = self.handle_delivery(&d).instrument(span.clone()).await;
+        let recorded = {
+            let _e = span.enter();
+            self.record_outcome(&d, result)
+        };
+        if let Err(e) = recorded {
+            // The delivery stays in the inbox and is attempted again on the next pass.
+            tracing::error!(parent: &span, error = %e, "could not record the delivery's outcome");
+        }
+    }
+
+    fn record_outcome(
+        &self,
+        d: &PendingDelivery,
+        result: Result<Outcome, crate::engine::EngineError>,
+    ) -> Result<(), StoreError> {
+        let id = &d.record.id;
+        let now = self.now();
+        match result {
+            Ok(Outcome::Processed) => {
+                Metrics::inc(&self.metrics().deliveries_processed);
+                self.store()
+                    .finish_delivery(id, DeliveryStatus::Processed, now)?;
+                tracing::info!("processed");
+            }
+            Ok(Outcome::Ignored(reason)) => {
+                Metrics::inc(&self.metrics().deliveries_ignored);
+                tracing::info!(%reason, "ignored");
+                self.store()
+                    .finish_delivery(id, DeliveryStatus::Ignored { reason }, now)?;
+            }
+            Err(e) => {
+                Metrics::inc(&self.metrics().deliveries_failed);
+                let attempts = d.record.attempts + 1;
+                let schedule = &self.settings().delivery_retry;
+                let retry_at = (e.is_retryable() && attempts < schedule.max_attempts)
+                    .then(|| now + chrono_duration(schedule.delay(attempts)));
+                if retry_at.is_none() {
+                    Metrics::inc(&self.metrics().deliveries_dead);
+                }
+                tracing::warn!(error = %e, attempts, ?retry_at, "delivery failed");
+                self.store()
+                    .fail_delivery(id, &e.to_string(), retry_at, now)?;
+            }
+        }
+        Ok(())
     }
 
     /// Process everything that can be processed now and wait for the resulting deploys and
@@ -78,8 +248,15 @@ impl App {
     /// The worker loop: drain, then wait for a new delivery or the next retry.
     pub async fn run_worker(self, shutdown: crate::shutdown::Shutdown) {
         loop {
-            if let Err(e) = self.drain().await {
-                tracing::error!(error = %e, "worker could not read the inbox");
+            tokio::select! {
+                drained = self.drain() => {
+                    if let Err(e) = drained {
+                        tracing::error!(error = %e, "worker could not read the inbox");
+                    }
+                }
+                // In-flight deliveries are abandoned, not recorded: they stay in the inbox and
+                // are processed after the restart, like after a crash.
+                _ = shutdown.wait() => return,
             }
             let wait = match self.store().next_retry_at() {
                 Ok(Some(t)) => (t - self.now()).to_std().unwrap_or(Duration::ZERO),
@@ -92,5 +269,134 @@ impl App {
                 _ = shutdown.wait() => return,
             }
         }
+    }
+}
+
+/// Frees a delivery's key when its task ends, however it ends.
+struct InFlight<'a> {
+    app: &'a App,
+    key: OrderKey,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut dispatch = self
+            .app
+            .0
+            .dispatch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        dispatch.in_flight.remove(&self.key);
+        drop(dispatch);
+        self.app.0.worker_done.notify_one();
+    }
+}
+
+/// A delivery waiting for its retry holds later deliveries of its key back for one base retry
+/// interval after it failed (never past its own retry time), then lets them pass.
+fn readiness(record: &DeliveryRecord, schedule: &RetrySchedule, now: DateTime<Utc>) -> Ready {
+    match record.next_attempt_at {
+        Some(at) if at > now => {
+            let failed_at = at - chrono_duration(schedule.delay(record.attempts));
+            Ready::Later {
+                hold_until: (failed_at + chrono_duration(schedule.base)).min(at),
+            }
+        }
+        _ => Ready::Now,
+    }
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn log_join(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = joined {
+        // A panic in a handler is a bug; the delivery stays in the inbox and is retried.
+        tracing::error!(error = %e, "a delivery task ended abnormally");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retrying_delivery_holds_its_repository_back_for_one_base_interval() {
+        let schedule = RetrySchedule {
+            max_attempts: 8,
+            base: Duration::from_secs(5),
+            max: Duration::from_secs(600),
+        };
+        let t0 = DateTime::parse_from_rfc3339("2026-11-29T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let secs = chrono::Duration::seconds;
+        let mut r = DeliveryRecord {
+            v: 1,
+            id: id("11111111-2222-3333-4444-555555555555"),
+            event: "pull_request".into(),
+            seq: 1,
+            received_at: t0,
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            last_error: None,
+            next_attempt_at: None,
+            finished_at: None,
+        };
+        assert!(matches!(readiness(&r, &schedule, t0), Ready::Now));
+        // Third failure at t0: retried after delay(3) = 20 s; holds the others for 5 s only.
+        r.attempts = 3;
+        r.last_error = Some("GitHub answered 502".into());
+        r.next_attempt_at = Some(t0 + secs(20));
+        match readiness(&r, &schedule, t0 + secs(1)) {
+            Ready::Later { hold_until } => assert_eq!(hold_until, t0 + secs(5)),
+            Ready::Now => panic!("not ready before its retry time"),
+        }
+        // First failure: the hold never outlasts the retry itself.
+        r.attempts = 1;
+        r.next_attempt_at = Some(t0 + secs(5));
+        match readiness(&r, &schedule, t0) {
+            Ready::Later { hold_until } => assert_eq!(hold_until, t0 + secs(5)),
+            Ready::Now => panic!("not ready before its retry time"),
+        }
+        assert!(matches!(readiness(&r, &schedule, t0 + secs(5)), Ready::Now));
+    }
+
+    fn id(s: &str) -> DeliveryId {
+        DeliveryId::try_from(s.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn order_key_of_payloads() {
+        let d = id("11111111-2222-3333-4444-555555555555");
+        let pr = br#"{"action":"opened","repository":{"full_name":"Octo/WebApp","x":[1,2]},"installation":{"id":7}}"#;
+        assert_eq!(
+            OrderKey::of(&d, "pull_request", pr),
+            OrderKey::Repo("octo/webapp".into())
+        );
+        let inst = br#"{"action":"created","installation":{"id":7},"repositories":[]}"#;
+        assert_eq!(
+            OrderKey::of(&d, "installation", inst),
+            OrderKey::Installation(7)
+        );
+        // installation_repositories carries no top-level repository, only the installation.
+        assert_eq!(
+            OrderKey::of(&d, "installation_repositories", inst),
+            OrderKey::Installation(7)
+        );
+        assert_eq!(
+            OrderKey::of(&d, "ping", br#"{"zen":"x","hook_id":1}"#),
+            OrderKey::Alone(d.clone())
+        );
+        assert_eq!(
+            OrderKey::of(&d, "push", b"not json"),
+            OrderKey::Alone(d.clone())
+        );
+        // A repository field of the wrong shape is not a key, and nothing panics.
+        assert_eq!(
+            OrderKey::of(&d, "push", br#"{"repository":"x"}"#),
+            OrderKey::Alone(d.clone())
+        );
     }
 }

@@ -244,6 +244,11 @@ pub enum FaultKind {
     },
     /// 422 Validation Failed.
     Unprocessable422,
+    /// Served normally, but only after this many milliseconds (a slow GitHub).
+    Delay {
+        /// How long the answer is held back.
+        ms: u64,
+    },
 }
 
 /// The next `times` requests whose path starts with `path_prefix` (and whose method is `method`,

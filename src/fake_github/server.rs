@@ -105,8 +105,17 @@ async fn handle(
     };
     let path = uri.path().to_owned();
     let query = uri.query().map(str::to_owned);
+    let fault = take_fault(&mut fake.state(), &method, &path);
+    let fault = match fault {
+        Some(FaultKind::Delay { ms }) => {
+            // A slow GitHub: hold the answer back, then serve it normally.
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            None
+        }
+        other => other,
+    };
     let mut st = fake.state();
-    let reply = match take_fault(&mut st, &method, &path) {
+    let reply = match fault {
         Some(kind) => fault_reply(&kind),
         None => {
             let req = Req {
@@ -157,6 +166,8 @@ fn fault_reply(kind: &FaultKind) -> Reply {
         )
         .header(http::header::RETRY_AFTER, retry_after_s.to_string()),
         FaultKind::Unprocessable422 => Reply::unprocessable("injected fault"),
+        // Taken care of in `handle`: a delay is served normally after it.
+        FaultKind::Delay { .. } => Reply::error(StatusCode::INTERNAL_SERVER_ERROR, "delay"),
     }
 }
 

@@ -5,3 +5,4 @@ mod github;
 mod ingress;
 mod providers;
 mod support;
+mod worker;
