@@ -532,13 +532,17 @@ async fn deployments_and_their_statuses() {
             description: "Preview of #42".into(),
             transient_environment: true,
             production_environment: false,
+            payload: serde_json::json!({ "stagebot": { "attempt": 7 } }),
         })
         .await
         .unwrap();
     let sent = &w.fake.requests_to("POST", "/repos/octo/web/deployments")[0].body;
     assert_eq!(sent["auto_merge"], false);
     assert_eq!(sent["required_contexts"], serde_json::json!([]));
-    assert_eq!(sent["payload"], serde_json::json!({}));
+    assert_eq!(
+        sent["payload"],
+        serde_json::json!({ "stagebot": { "attempt": 7 } })
+    );
     assert_eq!(sent["ref"], HEAD);
 
     let status = |state, url: Option<&str>| NewDeploymentStatus {
@@ -859,6 +863,7 @@ async fn unprocessable_and_not_found_are_final_at_once() {
             description: String::new(),
             transient_environment: false,
             production_environment: false,
+            payload: serde_json::json!({}),
         })
         .await
         .unwrap_err();
