@@ -78,15 +78,34 @@ pub enum Access {
     Write,
 }
 
-/// An injected failure: the next `times` accesses of kind `access` to `tree` fail with
-/// [`StoreError::Injected`] before touching sled. A seam for tests and failure drills (the fake
+/// An injected failure: after `skip` matching accesses that go through, the next `times`
+/// accesses of kind `access` to `tree` fail with [`StoreError::Injected`] before touching sled. A seam for tests and failure drills (the fake
 /// GitHub injects faults the same way); production code never injects any, and the check is one
 /// uncontended lock per access.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreFault {
     pub tree: &'static str,
     pub access: Access,
+    pub skip: u32,
     pub times: u32,
+}
+
+impl StoreFault {
+    /// The next `times` accesses fail.
+    pub fn new(tree: &'static str, access: Access, times: u32) -> Self {
+        Self {
+            tree,
+            access,
+            skip: 0,
+            times,
+        }
+    }
+
+    /// Let the first `n` matching accesses through.
+    pub fn after(mut self, n: u32) -> Self {
+        self.skip = n;
+        self
+    }
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -599,6 +618,10 @@ impl Store {
         else {
             return Ok(());
         };
+        if faults[i].skip > 0 {
+            faults[i].skip -= 1;
+            return Ok(());
+        }
         faults[i].times -= 1;
         if faults[i].times == 0 {
             faults.remove(i);
