@@ -905,6 +905,33 @@ mod tests {
     }
 
     #[test]
+    fn sticky_after_merge_lists_the_production_release() {
+        let mut removed = env("pr-42-feature-login", EnvKind::Preview, EnvState::Destroyed);
+        removed.expires_at = None;
+        let mut production = env("production", EnvKind::Production, EnvState::Live);
+        production.pr = None;
+        production.expires_at = None;
+        production.current_release = Some(7);
+        let merged = Release {
+            n: 7,
+            trigger: Trigger::Merge,
+            by: "maria".into(),
+            pr: None,
+            ..release(7, 'e')
+        };
+        let pr = PrRecord {
+            closed: true,
+            merge_sha: Some(sha('e')),
+            ..PrRecord::default()
+        };
+        let rows = vec![
+            (removed, Some(release(2, 'b')), None),
+            (production, Some(merged), None),
+        ];
+        golden("sticky-merged.md", &render_sticky(&pr, &rows, at(3)));
+    }
+
+    #[test]
     fn sticky_notices() {
         let mut out = String::new();
         for notice in [
