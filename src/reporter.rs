@@ -904,6 +904,58 @@ mod tests {
         golden("sticky-states.md", &out);
     }
 
+    /// The payload is a contract with whoever reads GitHub's deployments back (state rebuilt
+    /// from them): its exact JSON is a fixture.
+    #[test]
+    fn deployment_payload_schema() {
+        let attempt = AttemptRecord {
+            v: 1,
+            attempt: 1234,
+            env: crate::types::EnvId {
+                repo: "acme/webapp".parse().unwrap(),
+                slug: Slug::new("pr-42-feature-login").unwrap(),
+            },
+            kind: EnvKind::Preview,
+            generation: 9,
+            sha: sha('a'),
+            git_ref: "feature/login".into(),
+            release: 3,
+            trigger: Trigger::Rollback { to_release: 1 },
+            actor: "alice".into(),
+            pr: Some(PrNumber(42)),
+            incarnation: 7,
+            created_at: at(0),
+            deployment_id: None,
+            state: None,
+        };
+        let payload = DeploymentPayload::of(&attempt);
+        let json = payload.to_json();
+        let text = serde_json::to_string_pretty(&json).unwrap() + "\n";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/deployment-payload.json");
+        if std::env::var_os("STAGEBOT_BLESS").is_some() {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with STAGEBOT_BLESS=1)", path.display()));
+        assert_eq!(
+            text, expected,
+            "the payload schema changed; bump PAYLOAD_SCHEMA and bless"
+        );
+        assert_eq!(DeploymentPayload::from_json(&json), Some(payload));
+        // Not ours: ignored, never an error.
+        for foreign in [
+            serde_json::json!({}),
+            serde_json::json!("{\"stagebot\":1}"),
+            serde_json::json!({ "stagebot": "x" }),
+            serde_json::json!({ "stagebot": { "schema": 1, "attempt": 1234 } }),
+            serde_json::json!({ "deploy": { "attempt": 1234 } }),
+            serde_json::Value::Null,
+        ] {
+            assert_eq!(DeploymentPayload::from_json(&foreign), None, "{foreign}");
+        }
+    }
+
     #[test]
     fn sticky_after_merge_lists_the_production_release() {
         let mut removed = env("pr-42-feature-login", EnvKind::Preview, EnvState::Destroyed);

@@ -359,3 +359,91 @@ async fn a_store_read_error_never_blanks_the_sticky_comment() {
         "{comments:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn superseded_attempts_never_stay_in_progress() {
+    let w = World::new("").await;
+    let sha1 = w.commit("rapid", "v1", "");
+    let mut pr = TestPr::new(16, "rapid", sha1.clone(), &w.git.clone_url());
+    w.stack.open_pr(&pr).await.unwrap();
+    w.stack.settle().await.unwrap();
+    let preview = format!("preview/{}", w.preview(16, "rapid").id.slug);
+    // slow builds, each cut short by the next push once its deployment is in progress
+    let slow = "build: sleep 5\n";
+    let mut shas = vec![sha1];
+    for n in 2..=3 {
+        let sha = w.commit("rapid", &format!("v{n}"), slow);
+        w.stack.synchronize(&mut pr, sha.clone()).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !w
+            .stack
+            .fake
+            .deployments(w.repo(), &preview)
+            .iter()
+            .any(|d| d.sha == sha.as_str() && d.last_state() == Some("in_progress"))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no deployment of v{n}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        shas.push(sha);
+    }
+    let last = w.commit("rapid", "v4", "");
+    w.stack.synchronize(&mut pr, last.clone()).await.unwrap();
+    w.stack.settle().await.unwrap();
+    let deps = w.stack.fake.deployments(w.repo(), &preview);
+    assert_eq!(
+        summary(&deps),
+        [
+            row(&shas[0], "inactive"),
+            row(&shas[1], "inactive"),
+            row(&shas[2], "inactive"),
+            row(&last, "success")
+        ]
+    );
+    assert_eq!(states(&deps[1]), ["in_progress", "inactive"]);
+    assert_eq!(
+        deps[1].statuses[1].description,
+        format!("Superseded by a newer deploy ({})", shas[2].short())
+    );
+}
+
+/// GitHub sends the merged PR's `closed` and the push to the default branch close together, in
+/// no set order: either way, the PR's sticky comment ends up showing production.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_merged_prs_sticky_shows_production_when_the_push_comes_first() {
+    let w = World::new("").await;
+    let sha = w.commit("feature/early", "v1", "");
+    let mut pr = TestPr::new(17, "feature/early", sha, &w.git.clone_url());
+    w.stack.open_pr(&pr).await.unwrap();
+    w.stack.settle().await.unwrap();
+    let merge = w.git.merge("feature/early").unwrap();
+    w.stack
+        .mirror(&merge, &stagebot::testkit::python_app_files(""));
+    w.stack
+        .push("main", &w.main_sha, &merge, &w.git.clone_url())
+        .await
+        .unwrap();
+    w.stack.settle().await.unwrap();
+    assert!(
+        !w.stack
+            .sticky(17)
+            .unwrap()
+            .contains("| production `production`"),
+        "not merged yet as far as stagebot knows"
+    );
+    pr.merge_sha = Some(merge.clone());
+    w.stack.close_pr(&mut pr, true).await.unwrap();
+    w.stack.settle().await.unwrap();
+    let sticky = w.stack.sticky(17).unwrap();
+    let row = sticky
+        .lines()
+        .find(|l| l.starts_with("| production `production`"))
+        .unwrap_or_else(|| panic!("no production row:\n{sticky}"));
+    assert!(
+        row.contains("✅ live") && row.contains(merge.short()),
+        "{row}"
+    );
+}
