@@ -321,17 +321,22 @@ impl App {
                     Some(a) => (a, false),
                     // Released before its attempt was recorded (a store written by an older
                     // version, or an intent that could not be written).
-                    None => (
-                        self.new_attempt(
+                    None => {
+                        let mut a = self.new_attempt(
                             rec,
                             &release.sha,
                             &release.git_ref,
                             release.n,
                             &release.trigger,
                             &release.by,
-                        )?,
-                        true,
-                    ),
+                        )?;
+                        // An older version's deployment of this commit is this release's.
+                        if let Some(id) = rec.deployments.get(release.sha.as_str()) {
+                            a.deployment_id = Some(*id);
+                            self.store().put_attempt(&a)?;
+                        }
+                        (a, true)
+                    }
                 };
                 let deployment = self.ensure_deployment(client, &attempt, fresh).await?;
                 let this = attempt.attempt;
@@ -598,6 +603,10 @@ impl App {
         let record = self.store().pr(&repo, pr)?;
         let mut rows = Vec::new();
         for env in self.store().envs_of_repo(&repo)? {
+            // Only the PR's environments and, once it was merged, the shared ones.
+            if env.pr != Some(pr) && (env.kind == EnvKind::Preview || record.merge_sha.is_none()) {
+                continue;
+            }
             let release = match env.current_release {
                 Some(n) => self.store().release(&env.id, n)?,
                 None => None,

@@ -447,3 +447,51 @@ async fn the_merged_prs_sticky_shows_production_when_the_push_comes_first() {
         "{row}"
     );
 }
+
+/// A store written before attempt records existed knows its deployments per commit
+/// (`EnvRecord::deployments`): the first report after the upgrade reuses that deployment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_made_before_attempt_records_is_reused_after_an_upgrade() {
+    let w = World::new("").await;
+    let store = w.stack.app.store();
+    // No attempt can be recorded: the deploy happens, its reports fail before any POST.
+    store.inject_fault(StoreFault::new("attempts", Access::Write, 1_000));
+    let sha = w.commit("upgrade", "v1", "");
+    let pr = TestPr::new(18, "upgrade", sha.clone(), &w.git.clone_url());
+    w.stack.open_pr(&pr).await.unwrap();
+    w.stack.settle().await.unwrap();
+    store.clear_faults();
+    let env = w.preview(18, "upgrade");
+    assert_eq!(env.state, EnvState::Live);
+    assert!(env.report_pending);
+    let environment = format!("preview/{}", env.id.slug);
+    assert!(w.stack.fake.deployments(w.repo(), &environment).is_empty());
+    // what the older version had done: a deployment of the commit, its id kept per commit
+    let client = w
+        .stack
+        .app
+        .repo_client(env.installation_id, w.repo())
+        .await
+        .unwrap();
+    let old = client
+        .create_deployment(&stagebot::github::NewDeployment {
+            git_ref: sha.clone(),
+            environment: environment.clone(),
+            description: "stagebot preview (older version)".into(),
+            transient_environment: true,
+            production_environment: false,
+            payload: serde_json::json!({}),
+        })
+        .await
+        .unwrap();
+    store
+        .update_env(&env.id, |r| {
+            r.deployments.insert(sha.to_string(), old);
+        })
+        .unwrap();
+    w.stack.app.reconcile_github().await.unwrap();
+    let deps = w.stack.fake.deployments(w.repo(), &environment);
+    assert_eq!(deps.len(), 1, "{deps:#?}");
+    assert_eq!((deps[0].id, deps[0].last_state()), (old, Some("success")));
+    assert_eq!(store.attempts(&env.id).unwrap()[0].deployment_id, Some(old));
+}
