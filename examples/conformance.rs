@@ -304,12 +304,20 @@ async fn run(upstream: String) -> Result<(), Vec<String>> {
                 description: "stagebot deploy".to_owned(),
                 transient_environment: transient,
                 production_environment: production,
+                payload: serde_json::json!({ "stagebot": { "schema": 1, "attempt": 7, "environment": environment } }),
             })
             .await
             .map(|id| format!("deployment {id}")),
             &mut problems,
         );
     }
+    note(
+        "deployments (list by environment and sha)",
+        rc.deployments("preview/pr-42-login", &sha)
+            .await
+            .map(|list| format!("{} deployment(s)", list.len())),
+        &mut problems,
+    );
     for state in [
         DeploymentState::Queued,
         DeploymentState::InProgress,
@@ -401,7 +409,7 @@ async fn run(upstream: String) -> Result<(), Vec<String>> {
         );
     }
     // Every route the product uses must have been exercised.
-    let routes: [(&str, &str); 14] = [
+    let routes: [(&str, &str); 15] = [
         ("POST", "/app/installations/1/access_tokens"),
         ("GET", "/repos/octo-org/webapp/installation"),
         ("GET", "/repos/octo-org/webapp/issues/42/comments"),
@@ -411,6 +419,10 @@ async fn run(upstream: String) -> Result<(), Vec<String>> {
         ("POST", "/repos/octo-org/webapp/statuses/"),
         ("POST", "/repos/octo-org/webapp/deployments"),
         ("POST", "/repos/octo-org/webapp/deployments/1/statuses"),
+        (
+            "GET",
+            "/repos/octo-org/webapp/deployments?environment=preview%2Fpr-42-login&sha=",
+        ),
         (
             "GET",
             "/repos/octo-org/webapp/collaborators/octocat/permission",

@@ -111,6 +111,7 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
     say("PR #1 is merged: production deploys the merge commit and the preview goes away");
     let merge_sha = git.merge("feature/login-page")?;
     stack.mirror(&merge_sha, &v2);
+    pr.merge_sha = Some(merge_sha.clone());
     stack.close_pr(&mut pr, true).await?;
     stack
         .push("main", &main_sha, &merge_sha, &git.clone_url())

@@ -452,6 +452,10 @@ impl App {
                     }
                 })?;
             }
+            Action::RecordMerge { pr, sha } => {
+                self.store()
+                    .update_pr(repo, pr, |r| r.merge_sha = Some(sha.clone()))?;
+            }
             Action::Remember { slug, shas } => {
                 let id = EnvId {
                     repo: repo.clone(),

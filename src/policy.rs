@@ -157,6 +157,12 @@ pub enum Action {
         pr: PrNumber,
         closed: bool,
     },
+    /// Remember the commit a PR was merged as (its sticky comment lists the production release
+    /// of that commit).
+    RecordMerge {
+        pr: PrNumber,
+        sha: Sha,
+    },
     /// Record that the environment saw these commits (late deliveries naming them are stale).
     Remember {
         slug: Slug,
@@ -349,6 +355,12 @@ fn pull_request(e: &PullRequestEvent, config: &RepoConfig, state: &State) -> Dec
                 pr: pr.number,
                 closed: true,
             }];
+            if let (true, Some(sha)) = (*merged, &pr.merge_commit_sha) {
+                actions.push(Action::RecordMerge {
+                    pr: pr.number,
+                    sha: sha.clone(),
+                });
+            }
             if state.active_env(&target.slug).is_some() {
                 actions.push(Action::Teardown {
                     slug: target.slug,

@@ -666,6 +666,40 @@ fn closing_tears_down_the_active_preview() {
 }
 
 #[test]
+fn merging_records_the_merge_commit_for_the_sticky() {
+    let merged = PullRequest {
+        merged: true,
+        merge_commit_sha: Some(sha("abc0009")),
+        ..pull("abc0001")
+    };
+    for (merged, pr, recorded) in [
+        (true, merged.clone(), true),
+        (false, pull("abc0001"), false),
+        (true, pull("abc0001"), false), // a merged event without the commit: nothing to record
+    ] {
+        let mut st = state();
+        st.envs.push(pr_preview(EnvState::Live));
+        let a = acts(decide(
+            &pr_event(PrAction::Closed { merged }, pr),
+            &config(),
+            &st,
+        ));
+        let record = Action::RecordMerge {
+            pr: PrNumber(PR),
+            sha: sha("abc0009"),
+        };
+        assert_eq!(a.contains(&record), recorded, "{a:#?}");
+        if recorded {
+            let at = |want: &Action| a.iter().position(|x| x == want);
+            assert!(
+                at(&record) < a.iter().position(|x| matches!(x, Action::Teardown { .. })),
+                "recorded before the teardown reports: {a:#?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn closing_without_a_preview_updates_the_sticky() {
     for envs in [vec![], vec![pr_preview(EnvState::Destroyed)]] {
         for merged in [true, false] {

@@ -4,16 +4,117 @@
 //! again later. A GitHub outage delays reports; it never loses state.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::app::App;
-use crate::engine::ack_reaction;
+use crate::engine::{EngineError, ack_reaction};
 use crate::github::{
     DeploymentState, GitHubError, NewDeployment, NewDeploymentStatus, RepoClient, StatusState,
 };
 use crate::lifecycle::Phase;
 use crate::metrics::Metrics;
-use crate::store::{EnvRecord, EnvState, PrRecord, Release};
-use crate::types::{EnvId, EnvKind, PrNumber};
+use crate::store::{
+    AttemptRecord, EnvRecord, EnvState, Op, PrRecord, Release, StoreError, Trigger,
+};
+use crate::types::{EnvId, EnvKind, PrNumber, Sha, Slug};
+
+/// Why a report did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// GitHub's errors already say "GitHub: …".
+    #[error(transparent)]
+    GitHub(#[from] GitHubError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl ReportError {
+    /// Worth sending again later? A store error is: the report is rebuilt from the store, and
+    /// skipping it (rather than sending something built from nothing) is what keeps GitHub right.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ReportError::GitHub(e) => e.is_retryable(),
+            ReportError::Store(_) => true,
+        }
+    }
+}
+
+impl From<ReportError> for EngineError {
+    fn from(e: ReportError) -> Self {
+        match e {
+            ReportError::GitHub(e) => EngineError::GitHub(e),
+            ReportError::Store(e) => EngineError::Store(e),
+        }
+    }
+}
+
+/// The version of [`DeploymentPayload`] this build writes.
+pub const PAYLOAD_SCHEMA: u32 = 1;
+
+/// What stagebot puts in the `payload` of every GitHub Deployment it creates, under the key
+/// `"stagebot"` (docs/architecture.md, "Idempotency"). (`environment`, `attempt`) is the
+/// idempotency key: after a crash the reporter finds the deployment of an attempt by it instead
+/// of creating a second one. The rest describes the release, so state can be rebuilt from
+/// GitHub's deployments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentPayload {
+    /// [`PAYLOAD_SCHEMA`].
+    pub schema: u32,
+    /// GitHub's environment name: `preview/<slug>`, `staging` or `production`.
+    pub environment: String,
+    /// The deploy attempt's id (unique per store, see `store::AttemptRecord`).
+    pub attempt: u64,
+    /// `owner/name`.
+    pub repo: String,
+    pub kind: EnvKind,
+    pub slug: Slug,
+    /// The release number the attempt records when it succeeds.
+    pub release: u32,
+    pub sha: Sha,
+    pub git_ref: String,
+    /// What asked for the deploy (same shape as a release's trigger).
+    pub trigger: Trigger,
+    /// Who asked for it (a login, or `stagebot`).
+    pub actor: String,
+    pub pr: Option<PrNumber>,
+    /// The stagebot incarnation (store openings) that started the attempt.
+    pub incarnation: u64,
+}
+
+impl DeploymentPayload {
+    /// The payload of an attempt.
+    pub fn of(a: &AttemptRecord) -> Self {
+        Self {
+            schema: PAYLOAD_SCHEMA,
+            environment: crate::types::environment_name(a.kind, &a.env.slug),
+            attempt: a.attempt,
+            repo: a.env.repo.to_string(),
+            kind: a.kind,
+            slug: a.env.slug.clone(),
+            release: a.release,
+            sha: a.sha.clone(),
+            git_ref: a.git_ref.clone(),
+            trigger: a.trigger.clone(),
+            actor: a.actor.clone(),
+            pr: a.pr,
+            incarnation: a.incarnation,
+        }
+    }
+
+    /// As sent: `{"stagebot": {…}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "stagebot": self })
+    }
+
+    /// Read a deployment's payload; `None` for anything that is not ours (another tool's
+    /// payload, a string, an unknown schema).
+    pub fn from_json(payload: &serde_json::Value) -> Option<Self> {
+        serde_json::from_value(payload.get("stagebot")?.clone()).ok()
+    }
+}
+
+/// How many times a failed write of a deployment's id is tried again before the report fails.
+const ID_WRITE_RETRIES: u32 = 3;
 
 impl App {
     /// Report an environment's phase; failures are remembered for the reconciler.
@@ -25,16 +126,26 @@ impl App {
             Metrics::inc(&self.metrics().report_failures);
             tracing::warn!(env = %id, ?phase, error = %e, "report to GitHub failed; will retry");
         }
-        let _ = self.store().update_env(id, |r| r.report_pending = pending);
+        if let Err(e) = self.store().update_env(id, |r| r.report_pending = pending) {
+            // Nothing is lost: `report_pending` was set with the transition, so at worst the
+            // reconciler sends this report once more (reports are idempotent).
+            tracing::error!(
+                env = %id,
+                ?phase,
+                report_pending = pending,
+                error = %e,
+                "could not record the report's outcome (report_pending) in the store"
+            );
+        }
     }
 
-    async fn try_report(&self, id: &EnvId, phase: Phase) -> Result<(), GitHubError> {
-        let Ok(Some(rec)) = self.store().env(id) else {
+    async fn try_report(&self, id: &EnvId, phase: Phase) -> Result<(), ReportError> {
+        let Some(rec) = self.store().env(id)? else {
             return Ok(());
         };
         let client = self.repo_client(rec.installation_id, &id.repo).await?;
         let release = match rec.current_release {
-            Some(n) => self.store().release(id, n).ok().flatten(),
+            Some(n) => self.store().release(id, n)?,
             None => None,
         };
         // The commit this report is about.
@@ -44,7 +155,6 @@ impl App {
             Phase::Failed => rec.attempted.clone(),
         };
         let context = format!("stagebot/{}", rec.kind);
-        let environment = crate::types::environment_name(rec.kind, &rec.id.slug);
         let (_, log_url) = self.log_location(
             id,
             match phase {
@@ -53,68 +163,8 @@ impl App {
             },
         );
         if let Some(sha) = &sha {
-            // One GitHub deployment per (environment, commit).
-            let key = sha.to_string();
-            let deployment_id = match rec.deployments.get(&key) {
-                Some(id) => *id,
-                None if phase == Phase::Destroyed => 0,
-                None => {
-                    let new_id = client
-                        .create_deployment(&NewDeployment {
-                            git_ref: sha.clone(),
-                            environment: environment.clone(),
-                            description: format!("stagebot {} {}", rec.kind, rec.id.slug),
-                            transient_environment: rec.kind == EnvKind::Preview,
-                            production_environment: rec.kind == EnvKind::Production,
-                        })
-                        .await?;
-                    let _ = self.store().update_env(id, |r| {
-                        r.deployments.insert(key.clone(), new_id);
-                        while r.deployments.len() > 50 {
-                            r.deployments.pop_first();
-                        }
-                    });
-                    new_id
-                }
-            };
-            let (state, env_url, description) = match phase {
-                Phase::Deploying => (
-                    DeploymentState::InProgress,
-                    None,
-                    format!("Deploying {}", sha.short()),
-                ),
-                Phase::Live => (
-                    DeploymentState::Success,
-                    Some(rec.url.clone()),
-                    format!("Live at {}", rec.url),
-                ),
-                Phase::Failed => (
-                    DeploymentState::Failure,
-                    None,
-                    rec.last_error
-                        .clone()
-                        .unwrap_or_else(|| "Deploy failed".into()),
-                ),
-                Phase::Destroyed => (
-                    DeploymentState::Inactive,
-                    None,
-                    "Environment removed".into(),
-                ),
-            };
-            if deployment_id != 0 {
-                client
-                    .create_deployment_status(
-                        deployment_id,
-                        &NewDeploymentStatus {
-                            state,
-                            environment_url: env_url,
-                            log_url: Some(log_url.clone()),
-                            description,
-                            auto_inactive: None,
-                        },
-                    )
-                    .await?;
-            }
+            self.report_deployment(&client, &rec, release.as_ref(), phase, sha, &log_url)
+                .await?;
             let status = match phase {
                 Phase::Deploying => Some((
                     StatusState::Pending,
@@ -141,10 +191,391 @@ impl App {
                     .await?;
             }
         }
-        if let Some(pr) = rec.pr {
+        // The PR's sticky comment, and for a shared environment the comments of the PRs merged
+        // as this commit (the merge's production release shows on the merged PR).
+        let mut prs: Vec<PrNumber> = rec.pr.into_iter().collect();
+        if let (Some(sha), true) = (&sha, rec.kind != EnvKind::Preview) {
+            for pr in self.store().prs_merged_as(&id.repo, sha)? {
+                if !prs.contains(&pr) {
+                    prs.push(pr);
+                }
+            }
+        }
+        for pr in prs {
             self.refresh_sticky(&client, pr).await?;
         }
         Ok(())
+    }
+
+    /// The GitHub Deployment side of a report: every deploy attempt has its own deployment
+    /// (found or created through its attempt record), and a release going live makes the older
+    /// deployments of the environment `inactive`.
+    async fn report_deployment(
+        &self,
+        client: &RepoClient,
+        rec: &EnvRecord,
+        release: Option<&Release>,
+        phase: Phase,
+        sha: &Sha,
+        log_url: &str,
+    ) -> Result<(), ReportError> {
+        let attempts = self.store().attempts(&rec.id)?;
+        match phase {
+            Phase::Deploying => {
+                // Only the op being deployed right now (a newer op reports for itself).
+                let Some(Op::Deploy {
+                    sha: op_sha,
+                    git_ref,
+                    trigger,
+                    by,
+                    ..
+                }) = &rec.op
+                else {
+                    return Ok(());
+                };
+                if op_sha != sha {
+                    return Ok(());
+                }
+                let found = attempts
+                    .iter()
+                    .rev()
+                    .find(|a| a.generation == rec.generation && &a.sha == sha)
+                    .cloned();
+                let (attempt, fresh) = match found {
+                    Some(a) => (a, false),
+                    None => (
+                        self.new_attempt(rec, sha, git_ref, rec.releases + 1, trigger, by)?,
+                        true,
+                    ),
+                };
+                let deployment = self.ensure_deployment(client, &attempt, fresh).await?;
+                // Attempts cut short by this newer one never finished: they end inactive.
+                for old in attempts.iter().filter(|a| {
+                    a.attempt < attempt.attempt
+                        && a.deployment_id.is_some()
+                        && matches!(
+                            a.state.as_deref(),
+                            None | Some("in_progress") | Some("queued")
+                        )
+                }) {
+                    self.post_status(
+                        client,
+                        old,
+                        DeploymentState::Inactive,
+                        None,
+                        None,
+                        format!("Superseded by a newer deploy ({})", sha.short()),
+                    )
+                    .await?;
+                }
+                self.post_status(
+                    client,
+                    &AttemptRecord {
+                        deployment_id: Some(deployment),
+                        ..attempt
+                    },
+                    DeploymentState::InProgress,
+                    None,
+                    Some(log_url.to_owned()),
+                    format!("Deploying {}", sha.short()),
+                )
+                .await?;
+            }
+            Phase::Failed => {
+                let Some(attempt) = attempts
+                    .iter()
+                    .rev()
+                    .find(|a| a.generation == rec.generation && &a.sha == sha)
+                    .cloned()
+                else {
+                    tracing::warn!(env = %rec.id, sha = %sha.short(), "no deploy attempt recorded for this failure; no deployment to mark failed");
+                    return Ok(());
+                };
+                let deployment = self.ensure_deployment(client, &attempt, false).await?;
+                self.post_status(
+                    client,
+                    &AttemptRecord {
+                        deployment_id: Some(deployment),
+                        ..attempt
+                    },
+                    DeploymentState::Failure,
+                    None,
+                    Some(log_url.to_owned()),
+                    rec.last_error
+                        .clone()
+                        .unwrap_or_else(|| "Deploy failed".into()),
+                )
+                .await?;
+            }
+            Phase::Live => {
+                let Some(release) = release else {
+                    return Ok(());
+                };
+                // The attempt that made this release: the newest one for its number and commit.
+                let found = attempts
+                    .iter()
+                    .rev()
+                    .find(|a| a.release == release.n && a.sha == release.sha)
+                    .cloned();
+                let (attempt, fresh) = match found {
+                    Some(a) => (a, false),
+                    // Released before its attempt was recorded (a store written by an older
+                    // version, or an intent that could not be written).
+                    None => {
+                        let mut a = self.new_attempt(
+                            rec,
+                            &release.sha,
+                            &release.git_ref,
+                            release.n,
+                            &release.trigger,
+                            &release.by,
+                        )?;
+                        // An older version's deployment of this commit is this release's.
+                        if let Some(id) = rec.deployments.get(release.sha.as_str()) {
+                            a.deployment_id = Some(*id);
+                            self.store().put_attempt(&a)?;
+                        }
+                        (a, true)
+                    }
+                };
+                let deployment = self.ensure_deployment(client, &attempt, fresh).await?;
+                let this = attempt.attempt;
+                self.post_status(
+                    client,
+                    &AttemptRecord {
+                        deployment_id: Some(deployment),
+                        ..attempt
+                    },
+                    DeploymentState::Success,
+                    Some(rec.url.clone()),
+                    Some(release.log.clone()).filter(|l| !l.is_empty()),
+                    format!("Live at {}", rec.url),
+                )
+                .await?;
+                self.deactivate_others(client, rec, this, release.n).await?;
+            }
+            Phase::Destroyed => {
+                let open: Vec<&AttemptRecord> = attempts
+                    .iter()
+                    .filter(|a| a.deployment_id.is_some() && a.is_open())
+                    .collect();
+                for a in &open {
+                    self.post_status(
+                        client,
+                        a,
+                        DeploymentState::Inactive,
+                        None,
+                        None,
+                        "Environment removed".into(),
+                    )
+                    .await?;
+                }
+                // Deployments made before attempts were recorded (one per commit).
+                if attempts.is_empty()
+                    && let Some(id) = rec.deployments.get(sha.as_str())
+                {
+                    client
+                        .create_deployment_status(
+                            *id,
+                            &NewDeploymentStatus {
+                                state: DeploymentState::Inactive,
+                                environment_url: None,
+                                log_url: None,
+                                description: "Environment removed".into(),
+                                auto_inactive: None,
+                            },
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After attempt `this` went live: the environment's other deployments that still show as
+    /// current (`success`, or never finished) become `inactive`. GitHub's `auto_inactive` (on by
+    /// default on the `success` status just posted) already did that for the earlier `success`
+    /// deployments of a non-transient, non-production environment (staging): those are only
+    /// recorded. Previews (transient) and production are excluded from `auto_inactive` by
+    /// GitHub, so stagebot posts their `inactive` statuses itself.
+    async fn deactivate_others(
+        &self,
+        client: &RepoClient,
+        rec: &EnvRecord,
+        this: u64,
+        release: u32,
+    ) -> Result<(), ReportError> {
+        let github_does_it = rec.kind == EnvKind::Staging;
+        for a in self.store().attempts(&rec.id)? {
+            // Only older attempts: a newer one (deploying right now) reports for itself.
+            if a.attempt >= this || a.deployment_id.is_none() || !a.is_open() {
+                continue;
+            }
+            if github_does_it && a.state.as_deref() == Some("success") {
+                self.record_state(&a, DeploymentState::Inactive)?;
+                continue;
+            }
+            self.post_status(
+                client,
+                &a,
+                DeploymentState::Inactive,
+                None,
+                None,
+                format!("Replaced by release #{release}"),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Generate an attempt id and write the attempt (the intent) before its deployment exists.
+    fn new_attempt(
+        &self,
+        rec: &EnvRecord,
+        sha: &Sha,
+        git_ref: &str,
+        release: u32,
+        trigger: &Trigger,
+        actor: &str,
+    ) -> Result<AttemptRecord, StoreError> {
+        let attempt = AttemptRecord {
+            v: 1,
+            attempt: self.store().new_attempt_id()?,
+            env: rec.id.clone(),
+            kind: rec.kind,
+            generation: rec.generation,
+            sha: sha.clone(),
+            git_ref: git_ref.to_owned(),
+            release,
+            trigger: trigger.clone(),
+            actor: actor.to_owned(),
+            pr: rec.pr,
+            incarnation: self.store().incarnation(),
+            created_at: self.now(),
+            deployment_id: None,
+            state: None,
+        };
+        self.store().put_attempt(&attempt)?;
+        Ok(attempt)
+    }
+
+    /// The GitHub Deployment of `attempt`: the recorded one; else, unless the intent was just
+    /// written (`fresh`, so no `POST` can have been sent), the deployment GitHub already has with
+    /// this attempt's key (a `POST` whose answer was lost to a crash or a timeout); else a new
+    /// one. Its id is recorded before the deployment is used.
+    async fn ensure_deployment(
+        &self,
+        client: &RepoClient,
+        attempt: &AttemptRecord,
+        fresh: bool,
+    ) -> Result<u64, ReportError> {
+        if let Some(id) = attempt.deployment_id {
+            return Ok(id);
+        }
+        let payload = DeploymentPayload::of(attempt);
+        let mut adopted = None;
+        if !fresh {
+            adopted = client
+                .deployments(&payload.environment, &attempt.sha)
+                .await?
+                .into_iter()
+                .find(|d| {
+                    DeploymentPayload::from_json(&d.payload).is_some_and(|p| {
+                        p.environment == payload.environment && p.attempt == attempt.attempt
+                    })
+                })
+                .map(|d| d.id);
+            if let Some(id) = adopted {
+                tracing::info!(env = %attempt.env, attempt = attempt.attempt, deployment = id, "adopted the deployment created before a crash");
+            }
+        }
+        let id = match adopted {
+            Some(id) => id,
+            None => {
+                client
+                    .create_deployment(&NewDeployment {
+                        git_ref: attempt.sha.clone(),
+                        environment: payload.environment.clone(),
+                        description: format!(
+                            "stagebot {} {} release #{}",
+                            attempt.kind, attempt.env.slug, attempt.release
+                        ),
+                        transient_environment: attempt.kind == EnvKind::Preview,
+                        production_environment: attempt.kind == EnvKind::Production,
+                        payload: payload.to_json(),
+                    })
+                    .await?
+            }
+        };
+        // Without this record a later report would look the deployment up again (one GET), not
+        // create a second one; still, try a few times before failing the report.
+        let mut tries = 0;
+        loop {
+            let recorded = AttemptRecord {
+                deployment_id: Some(id),
+                ..attempt.clone()
+            };
+            match self.store().put_attempt(&recorded) {
+                Ok(()) => return Ok(id),
+                Err(e) if tries < ID_WRITE_RETRIES => {
+                    tries += 1;
+                    tracing::warn!(env = %attempt.env, attempt = attempt.attempt, deployment = id, error = %e, "could not record the deployment's id; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << tries)).await;
+                }
+                Err(e) => {
+                    tracing::error!(env = %attempt.env, attempt = attempt.attempt, deployment = id, error = %e, "could not record the deployment's id; the report fails and the retry looks the deployment up");
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    /// Post a status on the attempt's deployment and record the new state.
+    async fn post_status(
+        &self,
+        client: &RepoClient,
+        attempt: &AttemptRecord,
+        state: DeploymentState,
+        environment_url: Option<String>,
+        log_url: Option<String>,
+        description: String,
+    ) -> Result<(), ReportError> {
+        let Some(id) = attempt.deployment_id else {
+            return Ok(());
+        };
+        client
+            .create_deployment_status(
+                id,
+                &NewDeploymentStatus {
+                    state,
+                    environment_url,
+                    log_url,
+                    description,
+                    auto_inactive: None,
+                },
+            )
+            .await?;
+        self.record_state(attempt, state)?;
+        Ok(())
+    }
+
+    /// Remember the deployment state of an attempt (re-read, so concurrent changes are kept).
+    fn record_state(
+        &self,
+        attempt: &AttemptRecord,
+        state: DeploymentState,
+    ) -> Result<(), StoreError> {
+        let current = self
+            .store()
+            .attempts(&attempt.env)?
+            .into_iter()
+            .find(|a| a.attempt == attempt.attempt)
+            .unwrap_or_else(|| attempt.clone());
+        self.store().put_attempt(&AttemptRecord {
+            deployment_id: current.deployment_id.or(attempt.deployment_id),
+            state: Some(state.as_str().to_owned()),
+            ..current
+        })
     }
 
     /// React to the comment that asked for an op, now that it is done.
@@ -160,55 +591,63 @@ impl App {
         }
     }
 
-    /// Re-render the PR's sticky comment from the store and upsert it.
+    /// Re-render the PR's sticky comment from the store and upsert it. A store error fails the
+    /// refresh before anything is sent: a comment rendered from a failed read would replace the
+    /// real one with an empty table. The caller retries later (a report stays pending).
     pub async fn refresh_sticky(
         &self,
         client: &RepoClient,
         pr: PrNumber,
-    ) -> Result<(), GitHubError> {
+    ) -> Result<(), ReportError> {
         let repo = client.repo().clone();
-        let record = self.store().pr(&repo, pr).unwrap_or_default();
-        let envs: Vec<EnvRecord> = self
-            .store()
-            .envs_of_repo(&repo)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|e| e.pr == Some(pr))
-            .collect();
+        let record = self.store().pr(&repo, pr)?;
         let mut rows = Vec::new();
-        for env in &envs {
-            let release = env
-                .current_release
-                .and_then(|n| self.store().release(&env.id, n).ok().flatten());
+        for env in self.store().envs_of_repo(&repo)? {
+            // Only the PR's environments and, once it was merged, the shared ones.
+            if env.pr != Some(pr) && (env.kind == EnvKind::Preview || record.merge_sha.is_none()) {
+                continue;
+            }
+            let release = match env.current_release {
+                Some(n) => self.store().release(&env.id, n)?,
+                None => None,
+            };
+            // A shared environment (production) deploying or serving the PR's merge commit.
+            let merged_here = env.kind != EnvKind::Preview
+                && record.merge_sha.as_ref().is_some_and(|m| {
+                    env.deploying.as_ref() == Some(m)
+                        || env.attempted.as_ref() == Some(m)
+                        || release.as_ref().is_some_and(|r| &r.sha == m)
+                });
+            if env.pr != Some(pr) && !merged_here {
+                continue;
+            }
             let queue_position = if env.state == EnvState::Queued {
-                self.queue_position(env)
+                self.queue_position(&env)?
             } else {
                 None
             };
-            rows.push((env.clone(), release, queue_position));
+            rows.push((env, release, queue_position));
         }
         let body = render_sticky(&record, &rows, self.now());
         let id = client
             .upsert_sticky_comment(pr, record.sticky_comment_id, &body)
             .await?;
         if record.sticky_comment_id != Some(id) {
-            let _ = self
-                .store()
-                .update_pr(&repo, pr, |r| r.sticky_comment_id = Some(id));
+            self.store()
+                .update_pr(&repo, pr, |r| r.sticky_comment_id = Some(id))?;
         }
         Ok(())
     }
 
-    fn queue_position(&self, env: &EnvRecord) -> Option<usize> {
+    fn queue_position(&self, env: &EnvRecord) -> Result<Option<usize>, StoreError> {
         let mut queued: Vec<EnvRecord> = self
             .store()
-            .envs()
-            .ok()?
+            .envs()?
             .into_iter()
             .filter(|e| e.state == EnvState::Queued && e.installation_id == env.installation_id)
             .collect();
         queued.sort_by_key(|e| e.queued_at);
-        queued.iter().position(|e| e.id == env.id).map(|p| p + 1)
+        Ok(queued.iter().position(|e| e.id == env.id).map(|p| p + 1))
     }
 }
 
@@ -472,6 +911,85 @@ mod tests {
             out.push_str(&render_sticky(&PrRecord::default(), &rows, at(62)));
         }
         golden("sticky-states.md", &out);
+    }
+
+    /// The payload is a contract with whoever reads GitHub's deployments back (state rebuilt
+    /// from them): its exact JSON is a fixture.
+    #[test]
+    fn deployment_payload_schema() {
+        let attempt = AttemptRecord {
+            v: 1,
+            attempt: 1234,
+            env: crate::types::EnvId {
+                repo: "acme/webapp".parse().unwrap(),
+                slug: Slug::new("pr-42-feature-login").unwrap(),
+            },
+            kind: EnvKind::Preview,
+            generation: 9,
+            sha: sha('a'),
+            git_ref: "feature/login".into(),
+            release: 3,
+            trigger: Trigger::Rollback { to_release: 1 },
+            actor: "alice".into(),
+            pr: Some(PrNumber(42)),
+            incarnation: 7,
+            created_at: at(0),
+            deployment_id: None,
+            state: None,
+        };
+        let payload = DeploymentPayload::of(&attempt);
+        let json = payload.to_json();
+        let text = serde_json::to_string_pretty(&json).unwrap() + "\n";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/deployment-payload.json");
+        if std::env::var_os("STAGEBOT_BLESS").is_some() {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with STAGEBOT_BLESS=1)", path.display()));
+        assert_eq!(
+            text, expected,
+            "the payload schema changed; bump PAYLOAD_SCHEMA and bless"
+        );
+        assert_eq!(DeploymentPayload::from_json(&json), Some(payload));
+        // Not ours: ignored, never an error.
+        for foreign in [
+            serde_json::json!({}),
+            serde_json::json!("{\"stagebot\":1}"),
+            serde_json::json!({ "stagebot": "x" }),
+            serde_json::json!({ "stagebot": { "schema": 1, "attempt": 1234 } }),
+            serde_json::json!({ "deploy": { "attempt": 1234 } }),
+            serde_json::Value::Null,
+        ] {
+            assert_eq!(DeploymentPayload::from_json(&foreign), None, "{foreign}");
+        }
+    }
+
+    #[test]
+    fn sticky_after_merge_lists_the_production_release() {
+        let mut removed = env("pr-42-feature-login", EnvKind::Preview, EnvState::Destroyed);
+        removed.expires_at = None;
+        let mut production = env("production", EnvKind::Production, EnvState::Live);
+        production.pr = None;
+        production.expires_at = None;
+        production.current_release = Some(7);
+        let merged = Release {
+            n: 7,
+            trigger: Trigger::Merge,
+            by: "maria".into(),
+            pr: None,
+            ..release(7, 'e')
+        };
+        let pr = PrRecord {
+            closed: true,
+            merge_sha: Some(sha('e')),
+            ..PrRecord::default()
+        };
+        let rows = vec![
+            (removed, Some(release(2, 'b')), None),
+            (production, Some(merged), None),
+        ];
+        golden("sticky-merged.md", &render_sticky(&pr, &rows, at(3)));
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! - `releases`: `owner/name \0 slug \0 n (u32 BE)` → [`Release`].
 //! - `prs`: `owner/name \0 number (u64 BE)` → [`PrRecord`].
 //! - `installations`: `i/<id>` → [`InstallationRecord`], `r/<owner/name>` → id.
-//! - `meta`: `schema_version` → u32 (JSON).
+//! - `attempts`: `owner/name \0 slug \0 attempt id (u64 BE)` → [`AttemptRecord`]: each deploy
+//!   attempt's GitHub Deployment, written before the deployment is created.
+//! - `meta`: `schema_version` → u32 (JSON); `incarnation` → u64 (JSON), bumped by every open.
 //!
 //! Values are JSON objects carrying `"v"`, the record version.
 
@@ -35,6 +37,7 @@ const TREES: &[&str] = &[
     "releases",
     "prs",
     "installations",
+    "attempts",
     "meta",
 ];
 
@@ -63,6 +66,46 @@ pub enum StoreError {
     NotFound(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A failure injected with [`Store::inject_fault`].
+    #[error("injected fault: {access:?} of `{tree}`")]
+    Injected { tree: &'static str, access: Access },
+}
+
+/// A kind of store access, for [`StoreFault`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// An injected failure: after `skip` matching accesses that go through, the next `times`
+/// accesses of kind `access` to `tree` fail with [`StoreError::Injected`] before touching sled. A seam for tests and failure drills (the fake
+/// GitHub injects faults the same way); production code never injects any, and the check is one
+/// uncontended lock per access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreFault {
+    pub tree: &'static str,
+    pub access: Access,
+    pub skip: u32,
+    pub times: u32,
+}
+
+impl StoreFault {
+    /// The next `times` accesses fail.
+    pub fn new(tree: &'static str, access: Access, times: u32) -> Self {
+        Self {
+            tree,
+            access,
+            skip: 0,
+            times,
+        }
+    }
+
+    /// Let the first `n` matching accesses through.
+    pub fn after(mut self, n: u32) -> Self {
+        self.skip = n;
+        self
+    }
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -342,6 +385,10 @@ pub struct PrRecord {
     pub closed: bool,
     /// A note shown in the sticky comment (draft, fork, on-demand, closed…).
     pub notice: Option<String>,
+    /// The commit the PR was merged as (`merge_commit_sha` of the `closed` event): the sticky
+    /// comment lists the shared environments (production) that deploy it.
+    #[serde(default)]
+    pub merge_sha: Option<Sha>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -353,6 +400,51 @@ pub struct InstallationRecord {
     pub repos: Vec<RepoName>,
     pub updated_at: DateTime<Utc>,
 }
+
+/// One deploy attempt and its GitHub Deployment (docs/architecture.md, "Idempotency"). Written
+/// (the **intent**) before the deployment is created on GitHub; `deployment_id` is filled in once
+/// GitHub answered, or once an existing deployment carrying this attempt's key was adopted. An
+/// intent without a `deployment_id` means a `POST` may have reached GitHub: the reporter looks
+/// for the deployment before creating one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub v: u32,
+    /// Unique for the store's lifetime, increasing (sled's id generator survives restarts).
+    pub attempt: u64,
+    pub env: EnvId,
+    pub kind: EnvKind,
+    /// The environment's generation the attempt belongs to: one attempt per deploy op, also when
+    /// a crash makes the runner start the same op again.
+    pub generation: u64,
+    pub sha: Sha,
+    pub git_ref: String,
+    /// The release number a success records.
+    pub release: u32,
+    pub trigger: Trigger,
+    pub actor: String,
+    pub pr: Option<PrNumber>,
+    /// The stagebot incarnation (see [`Store::incarnation`]) that started the attempt.
+    pub incarnation: u64,
+    pub created_at: DateTime<Utc>,
+    /// The GitHub Deployment of this attempt, once known.
+    pub deployment_id: Option<u64>,
+    /// The newest state the deployment has on GitHub as far as stagebot knows (`in_progress`,
+    /// `success`, `failure`, `inactive`), `None` before the first status.
+    pub state: Option<String>,
+}
+
+impl AttemptRecord {
+    /// Still shown as current on GitHub: neither ended (`failure`, `error`) nor `inactive`.
+    pub fn is_open(&self) -> bool {
+        !matches!(
+            self.state.as_deref(),
+            Some("failure") | Some("error") | Some("inactive")
+        )
+    }
+}
+
+/// Attempts kept per environment; older ones whose deployment is closed are forgotten.
+pub const ATTEMPTS_KEPT: usize = 50;
 
 // ---------------------------------------------------------------------------------------------
 // Keys
@@ -373,6 +465,12 @@ fn release_prefix(id: &EnvId) -> Vec<u8> {
 fn release_key(id: &EnvId, n: u32) -> Vec<u8> {
     let mut k = release_prefix(id);
     k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+fn attempt_key(id: &EnvId, attempt: u64) -> Vec<u8> {
+    let mut k = release_prefix(id);
+    k.extend_from_slice(&attempt.to_be_bytes());
     k
 }
 
@@ -420,7 +518,10 @@ pub struct Store {
     releases: sled::Tree,
     prs: sled::Tree,
     installations: sled::Tree,
+    attempts: sled::Tree,
     meta: sled::Tree,
+    incarnation: u64,
+    faults: std::sync::Arc<std::sync::Mutex<Vec<StoreFault>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -453,7 +554,7 @@ impl Store {
                 other => break other?,
             }
         };
-        let store = Self {
+        let mut store = Self {
             inbox: db.open_tree("inbox")?,
             deliveries: db.open_tree("deliveries")?,
             payloads: db.open_tree("payloads")?,
@@ -461,11 +562,71 @@ impl Store {
             releases: db.open_tree("releases")?,
             prs: db.open_tree("prs")?,
             installations: db.open_tree("installations")?,
+            attempts: db.open_tree("attempts")?,
             meta: db.open_tree("meta")?,
             db,
+            incarnation: 0,
+            faults: Default::default(),
         };
         store.migrate()?;
+        store.incarnation = store.begin_incarnation()?;
         Ok(store)
+    }
+
+    /// Count this opening as a new incarnation of stagebot (durable before it is used).
+    fn begin_incarnation(&self) -> Result<u64> {
+        let previous: u64 = match self.meta.get("incarnation")? {
+            Some(b) => decode("meta", b"incarnation", &b)?,
+            None => 0,
+        };
+        let next = previous + 1;
+        self.meta.insert("incarnation", encode(&next)?)?;
+        self.db.flush()?;
+        Ok(next)
+    }
+
+    /// Which opening of this store this handle is (1 for the first, +1 on every open): tells the
+    /// deployments of one stagebot process from those of the process before a crash.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Make the next accesses described by `fault` fail (see [`StoreFault`]).
+    pub fn inject_fault(&self, fault: StoreFault) {
+        if fault.times > 0 {
+            self.faults
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(fault);
+        }
+    }
+
+    /// Drop every injected fault not used up yet.
+    pub fn clear_faults(&self) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Fail if an injected fault covers this access (and use it up).
+    fn check(&self, tree: &'static str, access: Access) -> Result<()> {
+        let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(i) = faults
+            .iter()
+            .position(|f| f.tree == tree && f.access == access)
+        else {
+            return Ok(());
+        };
+        if faults[i].skip > 0 {
+            faults[i].skip -= 1;
+            return Ok(());
+        }
+        faults[i].times -= 1;
+        if faults[i].times == 0 {
+            faults.remove(i);
+        }
+        Err(StoreError::Injected { tree, access })
     }
 
     /// Is this the error sled gives when another handle holds the store's file lock?
@@ -756,6 +917,7 @@ impl Store {
     // -- environments -------------------------------------------------------------------------
 
     pub fn env(&self, id: &EnvId) -> Result<Option<EnvRecord>> {
+        self.check("environments", Access::Read)?;
         let key = env_key(id);
         self.environments
             .get(&key)?
@@ -788,6 +950,7 @@ impl Store {
                 return Ok(Some((rec, out)));
             }
             let new = encode(&rec)?;
+            self.check("environments", Access::Write)?;
             if self
                 .environments
                 .compare_and_swap(&key, Some(old), Some(new))?
@@ -810,6 +973,7 @@ impl Store {
     }
 
     pub fn envs_of_repo(&self, repo: &RepoName) -> Result<Vec<EnvRecord>> {
+        self.check("environments", Access::Read)?;
         let mut prefix = repo.to_string().into_bytes();
         prefix.push(0);
         let mut out = Vec::new();
@@ -873,6 +1037,7 @@ impl Store {
     // -- pull requests ------------------------------------------------------------------------
 
     pub fn pr(&self, repo: &RepoName, pr: PrNumber) -> Result<PrRecord> {
+        self.check("prs", Access::Read)?;
         let key = pr_key(repo, pr);
         Ok(self
             .prs
@@ -893,9 +1058,70 @@ impl Store {
     ) -> Result<T> {
         let mut rec = self.pr(repo, pr)?;
         let out = f(&mut rec);
+        self.check("prs", Access::Write)?;
         self.prs.insert(pr_key(repo, pr), encode(&rec)?)?;
         self.db.flush()?;
         Ok(out)
+    }
+
+    /// The PRs of `repo` that were merged as `sha`.
+    pub fn prs_merged_as(&self, repo: &RepoName, sha: &Sha) -> Result<Vec<PrNumber>> {
+        self.check("prs", Access::Read)?;
+        let mut prefix = repo.to_string().into_bytes();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.prs.scan_prefix(&prefix) {
+            let (k, b) = item?;
+            let rec: PrRecord = decode("prs", &k, &b)?;
+            let number = k
+                .get(prefix.len()..)
+                .and_then(|n| <[u8; 8]>::try_from(n).ok())
+                .map(u64::from_be_bytes);
+            if let (Some(n), true) = (number, rec.merge_sha.as_ref() == Some(sha)) {
+                out.push(PrNumber(n));
+            }
+        }
+        Ok(out)
+    }
+
+    // -- deploy attempts ----------------------------------------------------------------------
+
+    /// A fresh attempt id: unique and increasing for the store's lifetime.
+    pub fn new_attempt_id(&self) -> Result<u64> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// An environment's attempts, oldest first.
+    pub fn attempts(&self, id: &EnvId) -> Result<Vec<AttemptRecord>> {
+        self.check("attempts", Access::Read)?;
+        let mut out = Vec::new();
+        for item in self.attempts.scan_prefix(release_prefix(id)) {
+            let (k, b) = item?;
+            out.push(decode("attempts", &k, &b)?);
+        }
+        Ok(out)
+    }
+
+    /// Write an attempt (durable when this returns). Beyond [`ATTEMPTS_KEPT`] per environment,
+    /// the oldest attempts whose deployment is closed are forgotten.
+    pub fn put_attempt(&self, rec: &AttemptRecord) -> Result<()> {
+        self.check("attempts", Access::Write)?;
+        self.attempts
+            .insert(attempt_key(&rec.env, rec.attempt), encode(rec)?)?;
+        let all = self.attempts(&rec.env)?;
+        let mut excess = all.len().saturating_sub(ATTEMPTS_KEPT);
+        for old in all
+            .iter()
+            .filter(|a| !a.is_open() && a.attempt != rec.attempt)
+        {
+            if excess == 0 {
+                break;
+            }
+            self.attempts.remove(attempt_key(&old.env, old.attempt))?;
+            excess -= 1;
+        }
+        self.db.flush()?;
+        Ok(())
     }
 
     // -- installations ------------------------------------------------------------------------

@@ -411,6 +411,9 @@ impl Stack {
         p.head_clone_url = Some(pr.clone_url.clone());
         p.before = before.map(|b| b.to_string());
         p.merged = pr.merged;
+        if pr.merged {
+            p.merge_commit_sha = pr.merge_sha.as_ref().map(|s| s.to_string());
+        }
         p.installation_id = Some(INSTALLATION);
         let (status, body) = self
             .send("pull_request", &payloads::pull_request(&p))
@@ -546,6 +549,8 @@ pub struct TestPr {
     pub draft: bool,
     pub fork: bool,
     pub merged: bool,
+    /// The merge commit `closed` reports when the PR is merged.
+    pub merge_sha: Option<Sha>,
 }
 
 impl TestPr {
@@ -559,6 +564,7 @@ impl TestPr {
             draft: false,
             fork: false,
             merged: false,
+            merge_sha: None,
         }
     }
 }

@@ -191,8 +191,13 @@ pub struct FakeDeploymentStatus {
 pub struct FakeDeployment {
     /// Its id.
     pub id: u64,
-    /// The ref it was created for (stagebot sends commit shas).
+    /// The commit it deploys (the `ref` resolved: a full sha is itself, a PR head branch its
+    /// head commit).
     pub sha: String,
+    /// The `ref` it was created with.
+    pub git_ref: String,
+    /// Its `payload` as sent (`{}` when none was).
+    pub payload: serde_json::Value,
     /// The environment name.
     pub environment: String,
     /// Its description.
@@ -283,6 +288,19 @@ impl Fault {
     }
 }
 
+/// Requests matching this are served (their effect applied and recorded) but the answer is held
+/// back until [`FakeGitHub::release_stalled`]: what a client sees when GitHub applied a request
+/// and the process died (or the network broke) before the answer arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stall {
+    /// `POST`, …
+    pub method: Method,
+    /// e.g. `/repos/octo/web/deployments`; only the exact path matches (not sub-paths).
+    pub path: String,
+    /// How many requests it holds.
+    pub times: u32,
+}
+
 /// A handle on a running fake GitHub. Clones share the same state and server.
 #[derive(Clone)]
 pub struct FakeGitHub {
@@ -303,6 +321,8 @@ struct Shared {
     public_key: jsonwebtoken::DecodingKey,
     state: Mutex<State>,
     shutdown: tokio::sync::Notify,
+    /// Bumped by [`FakeGitHub::release_stalled`]; stalled answers wait for a change.
+    released: tokio::sync::watch::Sender<u64>,
 }
 
 struct RepoEntry {
@@ -359,6 +379,9 @@ struct State {
     files: HashMap<(String, String, String), String>,
     requests: Vec<RecordedRequest>,
     faults: Vec<Fault>,
+    stalls: Vec<Stall>,
+    /// Answers held back right now.
+    stalled: usize,
 }
 
 impl State {
@@ -378,6 +401,8 @@ impl State {
             files: HashMap::new(),
             requests: Vec::new(),
             faults: Vec::new(),
+            stalls: Vec::new(),
+            stalled: 0,
         }
     }
 
@@ -417,6 +442,7 @@ impl FakeGitHub {
                 public_key,
                 state: Mutex::new(State::new()),
                 shutdown: tokio::sync::Notify::new(),
+                released: tokio::sync::watch::channel(0).0,
             }),
         };
         let router = server::router(fake.clone());
@@ -663,5 +689,23 @@ impl FakeGitHub {
     /// Drop every pending injected fault (GitHub is back).
     pub fn clear_faults(&self) {
         self.state().faults.clear();
+    }
+
+    /// Serve the next matching requests but hold their answers back (see [`Stall`]).
+    pub fn stall(&self, stall: Stall) {
+        if stall.times > 0 {
+            self.state().stalls.push(stall);
+        }
+    }
+
+    /// How many answers are held back right now.
+    pub fn stalled(&self) -> usize {
+        self.state().stalled
+    }
+
+    /// Send every held-back answer (to whoever is still listening) and drop pending stalls.
+    pub fn release_stalled(&self) {
+        self.state().stalls.clear();
+        self.shared.released.send_modify(|n| *n += 1);
     }
 }

@@ -105,6 +105,7 @@ async fn handle(
     };
     let path = uri.path().to_owned();
     let query = uri.query().map(str::to_owned);
+    let mut released = fake.shared.released.subscribe();
     let fault = take_fault(&mut fake.state(), &method, &path);
     let fault = match fault {
         Some(FaultKind::Delay { ms }) => {
@@ -114,28 +115,52 @@ async fn handle(
         }
         other => other,
     };
-    let mut st = fake.state();
-    let reply = match fault {
-        Some(kind) => fault_reply(&kind),
-        None => {
-            let req = Req {
-                fake: &fake,
-                method: &method,
-                path: &path,
-                params: parse_query(query.as_deref()),
-                headers: &headers,
-                body: &body,
-            };
-            route(&mut st, &req).unwrap_or_else(|e| e)
+    let (reply, stall) = {
+        let mut st = fake.state();
+        let reply = match fault {
+            Some(kind) => fault_reply(&kind),
+            None => {
+                let req = Req {
+                    fake: &fake,
+                    method: &method,
+                    path: &path,
+                    params: parse_query(query.as_deref()),
+                    headers: &headers,
+                    body: &body,
+                };
+                route(&mut st, &req).unwrap_or_else(|e| e)
+            }
+        };
+        let stall = st
+            .stalls
+            .iter()
+            .position(|s| s.method == method && s.path == path);
+        if let Some(i) = stall {
+            st.stalls[i].times -= 1;
+            if st.stalls[i].times == 0 {
+                st.stalls.remove(i);
+            }
         }
+        st.requests.push(RecordedRequest {
+            method: method.to_string(),
+            path,
+            query,
+            status: reply.status.as_u16(),
+            body,
+        });
+        if stall.is_some() {
+            st.stalled += 1;
+        }
+        (reply, stall)
     };
-    st.requests.push(RecordedRequest {
-        method: method.to_string(),
-        path,
-        query,
-        status: reply.status.as_u16(),
-        body,
-    });
+    if stall.is_some() {
+        // Applied and recorded; the answer waits until the test releases it.
+        tracing::debug!(%method, path = %uri.path(), "fake GitHub holds its answer back");
+        let _ = released.changed().await;
+        let mut st = fake.state();
+        st.stalled = st.stalled.saturating_sub(1);
+        drop(st);
+    }
     tracing::debug!(%method, path = %uri.path(), status = reply.status.as_u16(), "fake GitHub answered");
     reply
 }
@@ -492,9 +517,11 @@ fn repo_route(st: &mut State, req: &Req<'_>, repo: &str, rest: &[&str]) -> Outco
                     let matches = |param: &str, value: &str| {
                         req.params.get(param).is_none_or(|want| want == value)
                     };
+                    // GitHub's filters: exact matches; `sha` is the commit, `ref` the ref as
+                    // given when the deployment was created.
                     matches("environment", &d.deployment.environment)
                         && matches("sha", &d.deployment.sha)
-                        && matches("ref", &d.deployment.sha)
+                        && matches("ref", &d.deployment.git_ref)
                         && matches("task", &d.task)
                 })
                 .map(|(_, d)| deployment_json(req, repo, d))
@@ -631,6 +658,25 @@ fn create_deployment(st: &mut State, req: &Req<'_>, repo: &str) -> Outcome {
     let production = req
         .bool_field("production_environment")
         .unwrap_or(environment == "production");
+    // GitHub takes an object or a string (JSON text) and answers with what it stored.
+    let payload = match req.body.get("payload") {
+        None | Some(Value::Null) => json!({}),
+        Some(Value::Object(o)) => Value::Object(o.clone()),
+        Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(o)) => Value::Object(o),
+            _ => return Err(Reply::unprocessable("payload is not a JSON object")),
+        },
+        Some(_) => {
+            return Err(Reply::unprocessable(
+                "payload must be an object or a string",
+            ));
+        }
+    };
+    // The commit the ref names: a full sha is itself, a PR head branch is its head.
+    let sha = resolve_ref(st, repo, &git_ref)
+        .into_iter()
+        .find(|r| r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(|| git_ref.clone());
     let id = st.id();
     let entry = DeploymentEntry {
         repo: repo.to_owned(),
@@ -638,7 +684,9 @@ fn create_deployment(st: &mut State, req: &Req<'_>, repo: &str) -> Outcome {
         created_at: Utc::now(),
         deployment: FakeDeployment {
             id,
-            sha: git_ref,
+            sha,
+            git_ref,
+            payload,
             environment,
             description: req.str_field("description").unwrap_or_default().to_owned(),
             transient: req.bool_field("transient_environment").unwrap_or(false),
@@ -692,21 +740,22 @@ fn create_deployment_status(st: &mut State, req: &Req<'_>, repo: &str, id: u64) 
     d.deployment.statuses.push(status.clone());
     d.status_ids.push((status_id, now));
     let answer = deployment_status_json(req, repo, d, &status, status_id, now);
-    // GitHub's auto_inactive: a success marks earlier non-transient, non-production deployments
-    // of the same environment inactive.
+    // GitHub's `auto_inactive` (default true), as its REST reference describes it: "Adds a new
+    // inactive status to all prior non-transient, non-production environment deployments with the
+    // same repository and environment name as the created status's deployment. An inactive status
+    // is only added to deployments that had a success state." Applied when the new status is a
+    // success (a deployment that becomes current); "had a success state" is read as "whose newest
+    // status is success".
     if state == "success" && req.bool_field("auto_inactive").unwrap_or(true) {
         let environment = d.deployment.environment.clone();
         let mut ids = Vec::new();
         for (other_id, other) in st.deployments.iter() {
-            if *other_id != id
+            if *other_id < id
                 && other.repo == repo
                 && other.deployment.environment == environment
                 && !other.deployment.transient
                 && !other.deployment.production
-                && other
-                    .deployment
-                    .last_state()
-                    .is_some_and(|s| s != "inactive")
+                && other.deployment.last_state() == Some("success")
             {
                 ids.push(*other_id);
             }
@@ -852,9 +901,9 @@ fn deployment_json(req: &Req<'_>, repo: &str, d: &DeploymentEntry) -> Value {
         "node_id": format!("DE_{id}"),
         "url": format!("{base}/repos/{repo}/deployments/{id}"),
         "sha": d.deployment.sha,
-        "ref": d.deployment.sha,
+        "ref": d.deployment.git_ref,
         "task": d.task,
-        "payload": {},
+        "payload": d.deployment.payload,
         "original_environment": d.deployment.environment,
         "environment": d.deployment.environment,
         "description": d.deployment.description,

@@ -187,6 +187,22 @@ pub struct NewDeployment {
     pub transient_environment: bool,
     /// True for production.
     pub production_environment: bool,
+    /// The deployment's `payload`: a JSON object (GitHub also accepts a string); stagebot's
+    /// schema is `reporter::DeploymentPayload`.
+    pub payload: serde_json::Value,
+}
+
+/// A deployment as listed by GitHub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    /// Its id.
+    pub id: u64,
+    /// The commit it deploys.
+    pub sha: String,
+    /// The environment's name.
+    pub environment: String,
+    /// Its `payload` as GitHub stored it (an object, a string or `null`).
+    pub payload: serde_json::Value,
 }
 
 /// A status to add to a GitHub Deployment.
@@ -781,7 +797,7 @@ impl RepoClient {
                     task: "deploy",
                     auto_merge: false,
                     required_contexts: [],
-                    payload: serde_json::Map::new(),
+                    payload: &req.payload,
                     environment: &req.environment,
                     description: &req.description,
                     transient_environment: req.transient_environment,
@@ -800,6 +816,38 @@ impl RepoClient {
             )));
         }
         Ok(answer.json::<routes::DeploymentResponse>("deployment")?.id)
+    }
+
+    /// The newest deployments of `sha` to `environment` (one page of up to 100, newest first, as
+    /// GitHub lists them). Enough to find the deployment of a recent attempt: a commit is not
+    /// deployed to one environment a hundred times.
+    pub async fn deployments(
+        &self,
+        environment: &str,
+        sha: &Sha,
+    ) -> Result<Vec<Deployment>, GitHubError> {
+        let answer = self
+            .call(
+                Method::GET,
+                "/repos/{owner}/{repo}/deployments",
+                &format!(
+                    "/deployments?environment={}&sha={}&per_page={PER_PAGE}",
+                    enc(environment),
+                    enc(sha.as_str())
+                ),
+                None,
+            )
+            .await?;
+        let items: Vec<routes::DeploymentResponse> = answer.json("deployments")?;
+        Ok(items
+            .into_iter()
+            .map(|d| Deployment {
+                id: d.id,
+                sha: d.sha,
+                environment: d.environment,
+                payload: d.payload,
+            })
+            .collect())
     }
 
     /// Add a status to a deployment. `description` is cut to 140 characters.

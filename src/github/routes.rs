@@ -73,17 +73,25 @@ pub(crate) struct CreateDeployment<'a> {
     pub task: &'static str,
     pub auto_merge: bool,
     pub required_contexts: [&'static str; 0],
-    pub payload: serde_json::Map<String, serde_json::Value>,
+    pub payload: &'a serde_json::Value,
     pub environment: &'a str,
     pub description: &'a str,
     pub transient_environment: bool,
     pub production_environment: bool,
 }
 
-/// The answer of `POST /repos/{o}/{r}/deployments` (201).
+/// The answer of `POST /repos/{o}/{r}/deployments` (201) and the items of `GET
+/// /repos/{o}/{r}/deployments`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct DeploymentResponse {
     pub id: u64,
+    #[serde(default)]
+    pub sha: String,
+    #[serde(default)]
+    pub environment: String,
+    /// An object, or a string when the deployment was created with one; anything else is `null`.
+    #[serde(default)]
+    pub payload: serde_json::Value,
 }
 
 /// `POST /repos/{o}/{r}/deployments/{id}/statuses`.

@@ -226,6 +226,7 @@ async fn merge_deploys_production_and_removes_the_preview() {
     assert_eq!(w.preview(5, "feature/pay").state, EnvState::Live);
     let merge = w.git.merge("feature/pay").unwrap();
     w.stack.mirror(&merge, &python_app_files(""));
+    pr.merge_sha = Some(merge.clone());
     w.stack.close_pr(&mut pr, true).await.unwrap();
     w.stack
         .push("main", &w.main_sha, &merge, &w.git.clone_url())
@@ -252,6 +253,17 @@ async fn merge_deploys_production_and_removes_the_preview() {
         st.iter()
             .any(|s| s.context == "stagebot/production" && s.state == "success")
     );
+    // the merged PR's sticky comment shows the production release the merge made
+    let sticky = w.stack.sticky(5).unwrap();
+    let row = sticky
+        .lines()
+        .find(|l| l.starts_with("| production `production`"))
+        .unwrap_or_else(|| panic!("no production row:\n{sticky}"));
+    assert!(
+        row.contains("✅ live") && row.contains(merge.short()) && row.contains(&prod.url),
+        "{row}"
+    );
+    assert!(sticky.contains("removed"), "{sticky}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -532,13 +532,17 @@ async fn deployments_and_their_statuses() {
             description: "Preview of #42".into(),
             transient_environment: true,
             production_environment: false,
+            payload: serde_json::json!({ "stagebot": { "attempt": 7 } }),
         })
         .await
         .unwrap();
     let sent = &w.fake.requests_to("POST", "/repos/octo/web/deployments")[0].body;
     assert_eq!(sent["auto_merge"], false);
     assert_eq!(sent["required_contexts"], serde_json::json!([]));
-    assert_eq!(sent["payload"], serde_json::json!({}));
+    assert_eq!(
+        sent["payload"],
+        serde_json::json!({ "stagebot": { "attempt": 7 } })
+    );
     assert_eq!(sent["ref"], HEAD);
 
     let status = |state, url: Option<&str>| NewDeploymentStatus {
@@ -859,6 +863,7 @@ async fn unprocessable_and_not_found_are_final_at_once() {
             description: String::new(),
             transient_environment: false,
             production_environment: false,
+            payload: serde_json::json!({}),
         })
         .await
         .unwrap_err();
@@ -946,4 +951,167 @@ async fn unknown_routes_are_404_and_recorded() {
             ("GET", "/nope", None, 404),
         ]
     );
+}
+
+async fn deploy(w: &World, environment: &str, git_ref: &str, payload: serde_json::Value) -> u64 {
+    // `git_ref` may be a branch: the client takes a `Sha`, so branches go through raw HTTP.
+    if let Ok(sha) = Sha::new(git_ref) {
+        return w
+            .rc
+            .create_deployment(&NewDeployment {
+                git_ref: sha,
+                environment: environment.into(),
+                description: String::new(),
+                transient_environment: environment.starts_with("preview/"),
+                production_environment: environment == "production",
+                payload,
+            })
+            .await
+            .unwrap();
+    }
+    let token = w.gh.installation_token(INSTALLATION).await.unwrap();
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/repos/octo/web/deployments", w.fake.url()))
+        .header("authorization", format!("token {}", token.expose()))
+        .json(
+            &serde_json::json!({ "ref": git_ref, "environment": environment, "payload": payload }),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["id"].as_u64().unwrap()
+}
+
+async fn raw_list(w: &World, query: &str) -> (Vec<u64>, String) {
+    let token = w.gh.installation_token(INSTALLATION).await.unwrap();
+    let resp = reqwest::Client::new()
+        .get(format!(
+            "{}/repos/octo/web/deployments?{query}",
+            w.fake.url()
+        ))
+        .header("authorization", format!("token {}", token.expose()))
+        .send()
+        .await
+        .unwrap();
+    let link = resp
+        .headers()
+        .get("link")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let items: Vec<serde_json::Value> = resp.json().await.unwrap();
+    (
+        items.iter().map(|d| d["id"].as_u64().unwrap()).collect(),
+        link,
+    )
+}
+
+#[tokio::test]
+async fn deployments_are_listed_newest_first_and_filtered_like_github() {
+    let w = world().await;
+    let other = "2222222222222222222222222222222222222222";
+    let d1 = deploy(
+        &w,
+        "staging",
+        HEAD,
+        serde_json::json!({ "stagebot": { "attempt": 1 } }),
+    )
+    .await;
+    // a branch ref (the PR head `login-page`, at HEAD) and a payload sent as a JSON string
+    let d2 = deploy(&w, "staging", "login-page", serde_json::json!("{\"x\":1}")).await;
+    let d3 = deploy(&w, "production", HEAD, serde_json::json!({})).await;
+    let d4 = deploy(&w, "staging", other, serde_json::json!({})).await;
+
+    let listed = w.rc.deployments("staging", &sha(HEAD)).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|d| d.id).collect::<Vec<_>>(),
+        [d2, d1],
+        "newest first, by environment and commit"
+    );
+    assert_eq!(listed[0].payload, serde_json::json!({ "x": 1 }));
+    assert_eq!(
+        listed[1].payload,
+        serde_json::json!({ "stagebot": { "attempt": 1 } })
+    );
+    assert!(
+        listed
+            .iter()
+            .all(|d| d.sha == HEAD && d.environment == "staging")
+    );
+    let q = &w.fake.requests_to("GET", "/repos/octo/web/deployments")[0];
+    assert_eq!(
+        q.query.as_deref(),
+        Some(format!("environment=staging&sha={HEAD}&per_page=100").as_str())
+    );
+
+    assert_eq!(
+        raw_list(&w, "ref=login-page").await.0,
+        [d2],
+        "ref is the ref as given"
+    );
+    assert_eq!(raw_list(&w, &format!("ref={HEAD}")).await.0, [d3, d1]);
+    assert_eq!(raw_list(&w, "task=deploy").await.0, [d4, d3, d2, d1]);
+    assert!(raw_list(&w, "task=migrate").await.0.is_empty());
+    assert_eq!(raw_list(&w, "environment=production").await.0, [d3]);
+    let (page, link) = raw_list(&w, "per_page=1&page=2").await;
+    assert_eq!(page, [d3]);
+    assert!(
+        link.contains("rel=\"next\"") && link.contains("rel=\"prev\""),
+        "{link}"
+    );
+}
+
+#[tokio::test]
+async fn auto_inactive_follows_githubs_documented_rule() {
+    let w = world().await;
+    let post = |id: u64, state: DeploymentState, auto_inactive: Option<bool>| {
+        let rc = w.rc.clone();
+        async move {
+            rc.create_deployment_status(
+                id,
+                &NewDeploymentStatus {
+                    state,
+                    environment_url: None,
+                    log_url: None,
+                    description: String::new(),
+                    auto_inactive,
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let last = |environment: &str| -> Vec<String> {
+        w.fake
+            .deployments(&w.repo, environment)
+            .iter()
+            .map(|d| d.last_state().unwrap_or("none").to_owned())
+            .collect()
+    };
+    // staging (neither transient nor production): a success makes earlier successes inactive,
+    // not a deployment that never succeeded
+    let s1 = deploy(&w, "staging", HEAD, serde_json::json!({})).await;
+    let s2 = deploy(&w, "staging", HEAD, serde_json::json!({})).await;
+    let s3 = deploy(&w, "staging", HEAD, serde_json::json!({})).await;
+    post(s1, DeploymentState::Success, None).await;
+    post(s2, DeploymentState::InProgress, None).await;
+    post(s3, DeploymentState::Success, None).await;
+    assert_eq!(last("staging"), ["inactive", "in_progress", "success"]);
+    // auto_inactive false leaves the earlier success alone
+    let s4 = deploy(&w, "staging", HEAD, serde_json::json!({})).await;
+    post(s4, DeploymentState::Success, Some(false)).await;
+    assert_eq!(
+        last("staging"),
+        ["inactive", "in_progress", "success", "success"]
+    );
+    // production and transient environments are excluded
+    for environment in ["production", "preview/pr-42-login"] {
+        let a = deploy(&w, environment, HEAD, serde_json::json!({})).await;
+        let b = deploy(&w, environment, HEAD, serde_json::json!({})).await;
+        post(a, DeploymentState::Success, None).await;
+        post(b, DeploymentState::Success, None).await;
+        assert_eq!(last(environment), ["success", "success"], "{environment}");
+    }
 }

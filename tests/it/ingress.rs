@@ -1270,6 +1270,125 @@ async fn a_deploy_interrupted_by_kill_9_is_finished_after_restart() {
     });
 }
 
+/// The crash window of issue 15: GitHub created the deployment but stagebot died before it
+/// recorded the id. The fake applies the `POST` and holds its answer back until stagebot is
+/// killed; after the restart the deployment is found by its payload key and adopted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_creating_a_deployment_and_recording_it_leaves_one_deployment() {
+    use stagebot::fake_github::{Method, Stall};
+    use stagebot::reporter::DeploymentPayload;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("serve.log");
+    let repo = RepoName::new("acme", "webapp").unwrap();
+    let fake = FakeGitHub::start().await;
+    fake.add_installation(INSTALLATION, repo.owner());
+    fake.add_repo(&repo, "main", INSTALLATION);
+    let files = python_app_files("");
+    let (git, main_sha) = GitRepo::init(&dir.path().join("src"), &files).unwrap();
+    for (path, content) in &files {
+        fake.set_file(&repo, "main", path, content);
+        fake.set_file(&repo, main_sha.as_str(), path, content);
+    }
+    let sha = git.commit("stall", &files, "stall").unwrap();
+    fake.upsert_pr(
+        &repo,
+        FakePr::new(31, "stall", sha.clone()).clone_url(&git.clone_url()),
+    );
+    let slug = stagebot::slug::preview_slug(Some(stagebot::types::PrNumber(31)), "stall");
+    let environment = format!("preview/{slug}");
+    let env_id = stagebot::types::EnvId {
+        repo: repo.clone(),
+        slug: slug.clone(),
+    };
+    fake.stall(Stall {
+        method: Method::POST,
+        path: "/repos/acme/webapp/deployments".into(),
+        times: 1,
+    });
+
+    let addr = free_addr();
+    let mut server = Server::start(&fake, &data, addr, &log);
+    server.wait_healthy().await;
+    let body = serde_json::to_vec(&pr_payload(
+        &repo,
+        "opened",
+        31,
+        "stall",
+        &sha,
+        &git.clone_url(),
+    ))
+    .unwrap();
+    let reply = post(
+        addr,
+        &signed("pull_request", "stall-opened", SECRET, &body),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    poll(
+        "GitHub to create the deployment and hold its answer",
+        async || (fake.all_deployments(&repo).len() == 1 && fake.stalled() == 1).then_some(()),
+    )
+    .await;
+    server.kill9();
+    fake.release_stalled();
+
+    // The intent survived; the deployment's id never reached the store.
+    let attempt = read_store(&data, |s| {
+        let attempts = s.attempts(&env_id).unwrap();
+        assert_eq!(attempts.len(), 1, "{attempts:#?}");
+        assert_eq!(attempts[0].deployment_id, None);
+        attempts[0].attempt
+    });
+
+    let mut server = Server::start(&fake, &data, addr, &log);
+    server.wait_healthy().await;
+    poll("the preview to go live after the restart", async || {
+        let (state, _) = env_state(addr, slug.as_str()).await?;
+        (state == "live").then_some(())
+    })
+    .await;
+    poll("the live report", async || {
+        let deps = fake.deployments(&repo, &environment);
+        (deps.iter().any(|d| d.last_state() == Some("success"))).then_some(())
+    })
+    .await;
+    server.terminate().await;
+
+    let deps = fake.deployments(&repo, &environment);
+    assert_eq!(
+        deps.len(),
+        1,
+        "exactly one deployment for the attempt: {deps:#?}"
+    );
+    let states: Vec<&str> = deps[0].statuses.iter().map(|s| s.state.as_str()).collect();
+    assert_eq!(states, ["in_progress", "success"], "{deps:#?}");
+    let key = DeploymentPayload::from_json(&deps[0].payload).unwrap();
+    assert_eq!(
+        (key.environment.as_str(), key.attempt),
+        (environment.as_str(), attempt)
+    );
+    assert_eq!(
+        fake.requests_to("GET", "/repos/acme/webapp/deployments")
+            .len(),
+        1,
+        "the restarted report looked for the deployment once"
+    );
+    read_store(&data, |s| {
+        let attempts = s.attempts(&env_id).unwrap();
+        assert_eq!(attempts.len(), 1, "the resumed deploy is the same attempt");
+        assert_eq!(attempts[0].deployment_id, Some(deps[0].id));
+        assert_eq!(attempts[0].state.as_deref(), Some("success"));
+    });
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("adopted the deployment created before a crash"),
+        "the log says what happened"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_while_serving_then_restore_gives_identical_state() {
     let dir = tempfile::tempdir().unwrap();
