@@ -342,6 +342,90 @@ pub struct PrRecord {
     pub closed: bool,
     /// A note shown in the sticky comment (draft, fork, on-demand, closed…).
     pub notice: Option<String>,
+    /// The PR's heads in the order stagebot received its `pull_request` events: (arrival
+    /// sequence of the delivery, head commit), oldest first, the last [`MAX_HEADS`]. What "the
+    /// head when a comment was written" means for fork approval (never judged by commit dates).
+    #[serde(default)]
+    pub heads: Vec<(u64, Sha)>,
+    /// Arrival sequence of the delivery whose version of a comment was handled, per comment id
+    /// (a retried delivery of an older version of an edited comment is stale).
+    #[serde(default)]
+    pub handled_seq: BTreeMap<u64, u64>,
+    /// Comments whose commands are being run: per command, whether it ran and what it answered,
+    /// and whether the combined reply was posted. Removed when the comment is handled.
+    #[serde(default)]
+    pub in_progress: BTreeMap<u64, CommentProgress>,
+}
+
+/// How many heads a [`PrRecord`] keeps.
+pub const MAX_HEADS: usize = 100;
+/// How many handled comments a [`PrRecord`] remembers.
+pub const MAX_HANDLED_COMMENTS: usize = 200;
+/// How many comments in progress a [`PrRecord`] keeps (a comment stays in progress only while
+/// its delivery fails and is retried).
+pub const MAX_IN_PROGRESS: usize = 50;
+
+impl PrRecord {
+    /// The head stagebot had recorded before the delivery with arrival sequence `before`
+    /// (`None`: the newest recorded head).
+    pub fn head_before(&self, before: Option<u64>) -> Option<&Sha> {
+        self.heads
+            .iter()
+            .rev()
+            .find(|(seq, _)| before.is_none_or(|b| *seq < b))
+            .map(|(_, sha)| sha)
+    }
+
+    /// Record `sha` as the head announced by the delivery with arrival sequence `seq` (kept in
+    /// arrival order; the same (seq, sha) twice is recorded once).
+    pub fn record_head(&mut self, seq: u64, sha: &Sha) {
+        if self.heads.iter().any(|(s, h)| *s == seq && h == sha) {
+            return;
+        }
+        let at = self.heads.partition_point(|(s, _)| *s <= seq);
+        self.heads.insert(at, (seq, sha.clone()));
+        if self.heads.len() > MAX_HEADS {
+            self.heads.remove(0);
+        }
+    }
+}
+
+/// What one command of a comment did, as far as the comment's reaction is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandOutcome {
+    /// Refused or failed at once (😕).
+    Refused,
+    /// Done when its actions were applied (🚀).
+    Done,
+    /// Its work happens later (a deploy or teardown reacts when it ends).
+    Deferred,
+}
+
+/// One command of a comment that has run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRun {
+    pub outcome: CommandOutcome,
+    /// Its part of the combined reply, if it answers anything.
+    pub reply: Option<String>,
+    /// It asks for the command list under the reply.
+    #[serde(default)]
+    pub help: bool,
+}
+
+/// Progress through one version of a comment's commands (docs/architecture.md, "Idempotency").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommentProgress {
+    /// The command signature of the version being run.
+    pub signature: String,
+    /// Arrival sequence of the delivery that started this version.
+    pub seq: Option<u64>,
+    /// The commands that ran, by index in the comment.
+    pub done: BTreeMap<usize, CommandRun>,
+    /// A POST of the combined reply was started (it may have reached GitHub).
+    pub reply_attempted: bool,
+    /// The combined reply's comment id, once GitHub accepted it.
+    pub reply_id: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -896,6 +980,114 @@ impl Store {
         self.prs.insert(pr_key(repo, pr), encode(&rec)?)?;
         self.db.flush()?;
         Ok(out)
+    }
+
+    /// Record the head a `pull_request` delivery (arrival sequence `seq`) announced.
+    pub fn record_pr_head(&self, repo: &RepoName, pr: PrNumber, seq: u64, sha: &Sha) -> Result<()> {
+        self.update_pr(repo, pr, |r| r.record_head(seq, sha))
+    }
+
+    /// Change the progress record of comment `comment_id` for the version with `signature`
+    /// (a record of another version is replaced by a fresh one); durable when this returns.
+    fn update_progress<T>(
+        &self,
+        repo: &RepoName,
+        pr: PrNumber,
+        comment_id: u64,
+        signature: &str,
+        seq: Option<u64>,
+        f: impl FnOnce(&mut CommentProgress) -> T,
+    ) -> Result<T> {
+        self.update_pr(repo, pr, |r| {
+            let progress = r.in_progress.entry(comment_id).or_default();
+            // Another version of the comment starts afresh; a redelivery of the same version
+            // continues where the last attempt stopped.
+            if progress.signature != signature
+                || progress.done.is_empty() && !progress.reply_attempted
+            {
+                *progress = CommentProgress {
+                    signature: signature.to_owned(),
+                    seq,
+                    ..CommentProgress::default()
+                };
+            }
+            let out = f(progress);
+            while r.in_progress.len() > MAX_IN_PROGRESS {
+                r.in_progress.pop_first();
+            }
+            out
+        })
+    }
+
+    /// Command `index` of a comment's version `signature` has run, answering `run`.
+    pub fn command_ran(
+        &self,
+        repo: &RepoName,
+        pr: PrNumber,
+        comment_id: u64,
+        signature: &str,
+        seq: Option<u64>,
+        index: usize,
+        run: CommandRun,
+    ) -> Result<()> {
+        self.update_progress(repo, pr, comment_id, signature, seq, |p| {
+            p.done.insert(index, run);
+        })
+    }
+
+    /// The combined reply to a comment is about to be posted: after this, a retry looks on
+    /// GitHub for it before posting again.
+    pub fn reply_attempted(
+        &self,
+        repo: &RepoName,
+        pr: PrNumber,
+        comment_id: u64,
+        signature: &str,
+        seq: Option<u64>,
+    ) -> Result<()> {
+        self.update_progress(repo, pr, comment_id, signature, seq, |p| {
+            p.reply_attempted = true;
+        })
+    }
+
+    /// GitHub accepted the combined reply to a comment as comment `reply_id`.
+    pub fn reply_posted(
+        &self,
+        repo: &RepoName,
+        pr: PrNumber,
+        comment_id: u64,
+        signature: &str,
+        seq: Option<u64>,
+        reply_id: u64,
+    ) -> Result<()> {
+        self.update_progress(repo, pr, comment_id, signature, seq, |p| {
+            p.reply_id = Some(reply_id);
+        })
+    }
+
+    /// Every command of this version of the comment is handled: remember its signature (and the
+    /// arrival sequence of its delivery) and drop its progress record, in one write.
+    pub fn comment_handled(
+        &self,
+        repo: &RepoName,
+        pr: PrNumber,
+        comment_id: u64,
+        signature: &str,
+        seq: Option<u64>,
+    ) -> Result<()> {
+        self.update_pr(repo, pr, |r| {
+            r.handled_comments.insert(comment_id, signature.to_owned());
+            while r.handled_comments.len() > MAX_HANDLED_COMMENTS {
+                r.handled_comments.pop_first();
+            }
+            if let Some(seq) = seq {
+                let handled = r.handled_seq.entry(comment_id).or_insert(seq);
+                *handled = (*handled).max(seq);
+            }
+            r.handled_seq
+                .retain(|id, _| r.handled_comments.contains_key(id));
+            r.in_progress.remove(&comment_id);
+        })
     }
 
     // -- installations ------------------------------------------------------------------------

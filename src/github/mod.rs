@@ -706,6 +706,32 @@ impl RepoClient {
         }
     }
 
+    /// The id of a comment on `pr` made by this app whose body starts with `marker` (a hidden
+    /// HTML comment), if there is one.
+    pub async fn find_marked_comment(
+        &self,
+        pr: PrNumber,
+        marker: &str,
+    ) -> Result<Option<u64>, GitHubError> {
+        let app_id = self.gh.app_id();
+        let mut found = None;
+        self.gh
+            .visit_pages(
+                As::Installation(self.installation_id),
+                "/repos/{owner}/{repo}/issues/{number}/comments",
+                self.path(&format!("/issues/{pr}/comments?per_page={PER_PAGE}")),
+                |page: Vec<routes::IssueComment>| {
+                    found = page
+                        .into_iter()
+                        .find(|c| is_ours_with(c, app_id, marker))
+                        .map(|c| c.id);
+                    found.is_some()
+                },
+            )
+            .await?;
+        Ok(found)
+    }
+
     async fn edit_comment(&self, id: u64, body: &str) -> Result<(), GitHubError> {
         self.call(
             Method::PATCH,
@@ -926,13 +952,24 @@ pub fn with_sticky_marker(body: &str) -> String {
     }
 }
 
+/// The hidden first line of the bot's one reply to comment `comment_id`, by which a retry finds
+/// a reply GitHub may have accepted without stagebot learning it.
+pub fn reply_marker(comment_id: u64) -> String {
+    format!("<!-- stagebot:reply:{comment_id} -->")
+}
+
 /// Is this comment our sticky one: it carries the marker, a bot wrote it and, when GitHub says
 /// which app made it, that app is us.
 fn is_our_sticky(c: &routes::IssueComment, app_id: u64) -> bool {
+    is_ours_with(c, app_id, STICKY_MARKER)
+}
+
+/// Does this comment start with `marker`, and did a bot write it (this app, when GitHub says)?
+fn is_ours_with(c: &routes::IssueComment, app_id: u64, marker: &str) -> bool {
     let marked = c
         .body
         .as_deref()
-        .is_some_and(|b| b.trim_start().starts_with(STICKY_MARKER));
+        .is_some_and(|b| b.trim_start().starts_with(marker));
     let by_bot = c
         .user
         .as_ref()
