@@ -541,7 +541,10 @@ impl App {
             return Ok(());
         }
         store.reply_attempted(repo, pr, id, signature, seq)?;
-        let posted = ctx.client.reply(pr, &format!("{marker}\n{body}")).await?;
+        let posted = ctx
+            .client
+            .reply_not_twice(pr, &format!("{marker}\n{body}"))
+            .await?;
         store.reply_posted(repo, pr, id, signature, seq, posted)?;
         Ok(())
     }

@@ -244,6 +244,9 @@ pub enum FaultKind {
     },
     /// 422 Validation Failed.
     Unprocessable422,
+    /// The request is served (a comment is created…), but the answer is lost: 502 Bad Gateway,
+    /// as from a proxy in between.
+    ServedThen502,
 }
 
 /// The next `times` requests whose path starts with `path_prefix` (and whose method is `method`,
@@ -584,6 +587,13 @@ impl FakeGitHub {
             ),
         );
         id
+    }
+
+    /// Delete a comment (as its author can on GitHub). Returns false if there is no such comment.
+    pub fn delete_comment(&self, id: u64) -> bool {
+        let mut st = self.state();
+        st.reactions.remove(&id);
+        st.comments.remove(&id).is_some()
     }
 
     /// The reactions on a comment (`eyes`, `rocket`, `+1`, …), oldest first.

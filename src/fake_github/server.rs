@@ -106,9 +106,9 @@ async fn handle(
     let path = uri.path().to_owned();
     let query = uri.query().map(str::to_owned);
     let mut st = fake.state();
-    let reply = match take_fault(&mut st, &method, &path) {
-        Some(kind) => fault_reply(&kind),
-        None => {
+    let fault = take_fault(&mut st, &method, &path);
+    let reply = match fault {
+        Some(FaultKind::ServedThen502) | None => {
             let req = Req {
                 fake: &fake,
                 method: &method,
@@ -117,8 +117,13 @@ async fn handle(
                 headers: &headers,
                 body: &body,
             };
-            route(&mut st, &req).unwrap_or_else(|e| e)
+            let served = route(&mut st, &req).unwrap_or_else(|e| e);
+            match fault {
+                Some(kind) => fault_reply(&kind),
+                None => served,
+            }
         }
+        Some(kind) => fault_reply(&kind),
     };
     st.requests.push(RecordedRequest {
         method: method.to_string(),
@@ -157,6 +162,7 @@ fn fault_reply(kind: &FaultKind) -> Reply {
         )
         .header(http::header::RETRY_AFTER, retry_after_s.to_string()),
         FaultKind::Unprocessable422 => Reply::unprocessable("injected fault"),
+        FaultKind::ServedThen502 => Reply::error(StatusCode::BAD_GATEWAY, "Bad Gateway"),
     }
 }
 

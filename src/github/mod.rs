@@ -448,7 +448,24 @@ impl GitHub {
         body: Option<serde_json::Value>,
     ) -> Result<Answer, GitHubError> {
         let span = tracing::info_span!("github", %method, route, path = %strip_query(&path));
-        self.call_inner(who, method, path, body)
+        self.call_inner(who, method, path, body, true)
+            .instrument(span)
+            .await
+    }
+
+    /// Like [`call`](Self::call) for a request that must not take effect twice: retried only
+    /// when GitHub surely did not act on it (a rate limit). After a server error or a lost
+    /// answer, the error is returned and the caller finds out what happened.
+    async fn call_not_twice(
+        &self,
+        who: As,
+        method: Method,
+        route: &'static str,
+        path: String,
+        body: Option<serde_json::Value>,
+    ) -> Result<Answer, GitHubError> {
+        let span = tracing::info_span!("github", %method, route, path = %strip_query(&path));
+        self.call_inner(who, method, path, body, false)
             .instrument(span)
             .await
     }
@@ -459,6 +476,7 @@ impl GitHub {
         method: Method,
         path: String,
         body: Option<serde_json::Value>,
+        retry_ambiguous: bool,
     ) -> Result<Answer, GitHubError> {
         let policy = &self.inner.retry;
         let started = Instant::now();
@@ -507,7 +525,8 @@ impl GitHub {
                 self.inner.retries.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            if !error.is_retryable() {
+            let ambiguous = !matches!(error, GitHubError::RateLimited { .. });
+            if !error.is_retryable() || (ambiguous && !retry_ambiguous) {
                 if error.is_not_found() {
                     // Often the expected answer (no such collaborator, file, comment).
                     tracing::debug!(attempt, %error, "GitHub: not found");
@@ -750,6 +769,23 @@ impl RepoClient {
                 Method::POST,
                 "/repos/{owner}/{repo}/issues/{number}/comments",
                 &format!("/issues/{pr}/comments"),
+                Some(to_json(&routes::CommentBody { body })?),
+            )
+            .await?;
+        Ok(answer.json::<routes::IssueComment>("comment")?.id)
+    }
+
+    /// Post a new comment on `pr` that must not be posted twice: retried only after a rate
+    /// limit, never after an answer that leaves open whether GitHub created it (see
+    /// [`find_marked_comment`](Self::find_marked_comment)); returns its id.
+    pub async fn reply_not_twice(&self, pr: PrNumber, body: &str) -> Result<u64, GitHubError> {
+        let answer = self
+            .gh
+            .call_not_twice(
+                As::Installation(self.installation_id),
+                Method::POST,
+                "/repos/{owner}/{repo}/issues/{number}/comments",
+                self.path(&format!("/issues/{pr}/comments")),
                 Some(to_json(&routes::CommentBody { body })?),
             )
             .await?;
