@@ -446,15 +446,7 @@ impl App {
                 comment,
                 index,
                 run,
-            } => self.store().command_ran(
-                repo,
-                comment.pr,
-                comment.comment_id,
-                &comment.signature,
-                comment.seq,
-                index,
-                run,
-            )?,
+            } => self.store().command_ran(repo, &comment, index, run)?,
             Action::CommentReply { comment, body } => {
                 self.reply_once(ctx, &comment, &body).await?;
             }
@@ -473,13 +465,9 @@ impl App {
                     r.notice = None;
                 })?;
             }
-            Action::CommentHandled { comment } => self.store().comment_handled(
-                repo,
-                comment.pr,
-                comment.comment_id,
-                &comment.signature,
-                comment.seq,
-            )?,
+            Action::CommentHandled { comment } => {
+                self.store().comment_handled(repo, &comment)?;
+            }
             Action::MarkPrClosed { pr, closed } => {
                 self.store().update_pr(repo, pr, |r| {
                     r.closed = closed;
@@ -523,29 +511,23 @@ impl App {
         }
         let marker = crate::github::reply_marker(comment.comment_id);
         let store = self.store();
-        let (pr, id, signature, seq) = (
-            comment.pr,
-            comment.comment_id,
-            comment.signature.as_str(),
-            comment.seq,
-        );
         if progress.is_some_and(|p| p.reply_attempted)
-            && let Some(found) = ctx.client.find_marked_comment(pr, &marker).await?
+            && let Some(found) = ctx.client.find_marked_comment(comment.pr, &marker).await?
         {
             tracing::info!(
-                comment_id = id,
+                comment_id = comment.comment_id,
                 reply = found,
                 "the reply was already posted"
             );
-            store.reply_posted(repo, pr, id, signature, seq, found)?;
+            store.reply_posted(repo, comment, found)?;
             return Ok(());
         }
-        store.reply_attempted(repo, pr, id, signature, seq)?;
+        store.reply_attempted(repo, comment)?;
         let posted = ctx
             .client
-            .reply_not_twice(pr, &format!("{marker}\n{body}"))
+            .reply_not_twice(comment.pr, &format!("{marker}\n{body}"))
             .await?;
-        store.reply_posted(repo, pr, id, signature, seq, posted)?;
+        store.reply_posted(repo, comment, posted)?;
         Ok(())
     }
 

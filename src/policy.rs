@@ -176,15 +176,8 @@ pub enum Action {
     },
 }
 
-/// One version of a command comment: where it is, its id, its command signature and the
-/// arrival sequence of the delivery that carried it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommentRef {
-    pub pr: PrNumber,
-    pub comment_id: u64,
-    pub signature: String,
-    pub seq: Option<u64>,
-}
+/// One version of a command comment (see [`crate::store::CommentVersion`]).
+pub type CommentRef = crate::store::CommentVersion;
 
 /// At most this many commands of one comment are run; the rest are answered with a note.
 pub const MAX_COMMANDS_PER_COMMENT: usize = 10;

@@ -413,6 +413,16 @@ pub struct CommandRun {
     pub help: bool,
 }
 
+/// One version of a command comment: where it is, its id, its command signature and the
+/// arrival sequence of the delivery that carried it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommentVersion {
+    pub pr: PrNumber,
+    pub comment_id: u64,
+    pub signature: String,
+    pub seq: Option<u64>,
+}
+
 /// Progress through one version of a comment's commands (docs/architecture.md, "Idempotency").
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommentProgress {
@@ -987,27 +997,22 @@ impl Store {
         self.update_pr(repo, pr, |r| r.record_head(seq, sha))
     }
 
-    /// Change the progress record of comment `comment_id` for the version with `signature`
-    /// (a record of another version is replaced by a fresh one); durable when this returns.
+    /// Change the progress record of comment version `c` (a record of another version is
+    /// replaced by a fresh one); durable when this returns.
     fn update_progress<T>(
         &self,
         repo: &RepoName,
-        pr: PrNumber,
-        comment_id: u64,
-        signature: &str,
-        seq: Option<u64>,
+        c: &CommentVersion,
         f: impl FnOnce(&mut CommentProgress) -> T,
     ) -> Result<T> {
-        self.update_pr(repo, pr, |r| {
-            let progress = r.in_progress.entry(comment_id).or_default();
+        self.update_pr(repo, c.pr, |r| {
+            let progress = r.in_progress.entry(c.comment_id).or_default();
             // Another version of the comment starts afresh; a redelivery of the same version
             // continues where the last attempt stopped.
-            if progress.signature != signature
-                || progress.done.is_empty() && !progress.reply_attempted
-            {
+            if progress.signature != c.signature {
                 *progress = CommentProgress {
-                    signature: signature.to_owned(),
-                    seq,
+                    signature: c.signature.clone(),
+                    seq: c.seq,
                     ..CommentProgress::default()
                 };
             }
@@ -1019,74 +1024,45 @@ impl Store {
         })
     }
 
-    /// Command `index` of a comment's version `signature` has run, answering `run`.
+    /// Command `index` of comment version `c` has run, answering `run`.
     pub fn command_ran(
         &self,
         repo: &RepoName,
-        pr: PrNumber,
-        comment_id: u64,
-        signature: &str,
-        seq: Option<u64>,
+        c: &CommentVersion,
         index: usize,
         run: CommandRun,
     ) -> Result<()> {
-        self.update_progress(repo, pr, comment_id, signature, seq, |p| {
+        self.update_progress(repo, c, |p| {
             p.done.insert(index, run);
         })
     }
 
-    /// The combined reply to a comment is about to be posted: after this, a retry looks on
-    /// GitHub for it before posting again.
-    pub fn reply_attempted(
-        &self,
-        repo: &RepoName,
-        pr: PrNumber,
-        comment_id: u64,
-        signature: &str,
-        seq: Option<u64>,
-    ) -> Result<()> {
-        self.update_progress(repo, pr, comment_id, signature, seq, |p| {
-            p.reply_attempted = true;
-        })
+    /// The combined reply to comment version `c` is about to be posted: after this, a retry
+    /// looks on GitHub for it before posting again.
+    pub fn reply_attempted(&self, repo: &RepoName, c: &CommentVersion) -> Result<()> {
+        self.update_progress(repo, c, |p| p.reply_attempted = true)
     }
 
-    /// GitHub accepted the combined reply to a comment as comment `reply_id`.
-    pub fn reply_posted(
-        &self,
-        repo: &RepoName,
-        pr: PrNumber,
-        comment_id: u64,
-        signature: &str,
-        seq: Option<u64>,
-        reply_id: u64,
-    ) -> Result<()> {
-        self.update_progress(repo, pr, comment_id, signature, seq, |p| {
-            p.reply_id = Some(reply_id);
-        })
+    /// GitHub accepted the combined reply to comment version `c` as comment `reply_id`.
+    pub fn reply_posted(&self, repo: &RepoName, c: &CommentVersion, reply_id: u64) -> Result<()> {
+        self.update_progress(repo, c, |p| p.reply_id = Some(reply_id))
     }
 
-    /// Every command of this version of the comment is handled: remember its signature (and the
+    /// Every command of comment version `c` is handled: remember its signature (and the
     /// arrival sequence of its delivery) and drop its progress record, in one write.
-    pub fn comment_handled(
-        &self,
-        repo: &RepoName,
-        pr: PrNumber,
-        comment_id: u64,
-        signature: &str,
-        seq: Option<u64>,
-    ) -> Result<()> {
-        self.update_pr(repo, pr, |r| {
-            r.handled_comments.insert(comment_id, signature.to_owned());
+    pub fn comment_handled(&self, repo: &RepoName, c: &CommentVersion) -> Result<()> {
+        self.update_pr(repo, c.pr, |r| {
+            r.handled_comments.insert(c.comment_id, c.signature.clone());
             while r.handled_comments.len() > MAX_HANDLED_COMMENTS {
                 r.handled_comments.pop_first();
             }
-            if let Some(seq) = seq {
-                let handled = r.handled_seq.entry(comment_id).or_insert(seq);
+            if let Some(seq) = c.seq {
+                let handled = r.handled_seq.entry(c.comment_id).or_insert(seq);
                 *handled = (*handled).max(seq);
             }
             r.handled_seq
                 .retain(|id, _| r.handled_comments.contains_key(id));
-            r.in_progress.remove(&comment_id);
+            r.in_progress.remove(&c.comment_id);
         })
     }
 
@@ -1269,6 +1245,74 @@ mod tests {
 
     fn id(s: &str) -> DeliveryId {
         DeliveryId::new(s).unwrap()
+    }
+
+    #[test]
+    fn comment_progress_survives_reopening_and_ends_with_the_handled_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo: RepoName = "acme/webapp".parse().unwrap();
+        let pr = PrNumber(7);
+        let v1 = CommentVersion {
+            pr,
+            comment_id: 55,
+            signature: "Stage".into(),
+            seq: Some(10),
+        };
+        let run = |reply: &str| CommandRun {
+            outcome: CommandOutcome::Done,
+            reply: Some(reply.into()),
+            help: false,
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.command_ran(&repo, &v1, 0, run("a")).unwrap();
+            store.reply_attempted(&repo, &v1).unwrap();
+            // A redelivery of the same version (another delivery) continues the same record.
+            let again = CommentVersion {
+                seq: Some(11),
+                ..v1.clone()
+            };
+            store.command_ran(&repo, &again, 1, run("b")).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let p = store.pr(&repo, pr).unwrap().in_progress[&55].clone();
+        assert_eq!(p.done.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+        assert!(p.reply_attempted && p.reply_id.is_none());
+        assert_eq!(p.seq, Some(10));
+        // Another version (an edit) starts afresh.
+        let v2 = CommentVersion {
+            signature: "Status".into(),
+            seq: Some(12),
+            ..v1.clone()
+        };
+        store.command_ran(&repo, &v2, 0, run("c")).unwrap();
+        let p = store.pr(&repo, pr).unwrap().in_progress[&55].clone();
+        assert_eq!((p.done.len(), p.reply_attempted), (1, false));
+        store.reply_posted(&repo, &v2, 99).unwrap();
+        store.comment_handled(&repo, &v2).unwrap();
+        let r = store.pr(&repo, pr).unwrap();
+        assert!(r.in_progress.is_empty());
+        assert_eq!(r.handled_comments[&55], "Status");
+        assert_eq!(r.handled_seq[&55], 12);
+    }
+
+    #[test]
+    fn heads_are_kept_in_arrival_order() {
+        let sha = |c: char| Sha::new(&c.to_string().repeat(40)).unwrap();
+        let mut r = PrRecord::default();
+        r.record_head(5, &sha('a'));
+        r.record_head(9, &sha('c'));
+        // A delivery processed late (a retry) is placed by its arrival, not its processing.
+        r.record_head(7, &sha('b'));
+        r.record_head(7, &sha('b'));
+        assert_eq!(r.heads.len(), 3);
+        assert_eq!(r.head_before(Some(8)), Some(&sha('b')));
+        assert_eq!(r.head_before(Some(5)), None);
+        assert_eq!(r.head_before(None), Some(&sha('c')));
+        for n in 0..(MAX_HEADS as u64 + 10) {
+            r.record_head(100 + n, &sha('d'));
+        }
+        assert_eq!(r.heads.len(), MAX_HEADS);
     }
 
     #[tokio::test]

@@ -175,7 +175,7 @@ fn delivery_of_comment(w: &World) -> stagebot::store::DeliveryRecord {
         .unwrap()
         .into_iter()
         .filter(|d| d.event == "issue_comment")
-        .last()
+        .max_by_key(|d| d.seq)
         .unwrap()
 }
 
