@@ -2190,3 +2190,85 @@ fn a_long_branch_name_still_gets_its_own_preview() {
     assert_ne!(d.target.slug, Slug::staging());
     assert_ne!(d.target.slug, Slug::production());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Golden file of the replies to comments: a reviewer reads the exact texts in
+// `fixtures/messages/comment-replies.md`. `STAGEBOT_BLESS=1 cargo test --lib policy` rewrites it
+// after an intended change.
+
+#[test]
+fn comment_replies_golden() {
+    let mut live = comment_state(Permission::Write);
+    let p = with_releases(
+        pr_preview(EnvState::Live),
+        &["aaa0001", "bbb0002"],
+        &mut live,
+    );
+    live.envs.push(p);
+    let mut hostile_profiles = comment_state(Permission::Write);
+    hostile_profiles.head_profiles = Some(vec![
+        "<img src=x onerror=alert(1)>".into(),
+        "@everyone".into(),
+        "a`b".into(),
+    ]);
+    let cases: Vec<(&str, Event, State)> = vec![
+        (
+            "a typo, a status and the command list",
+            comment("/stgae\n/status\n/help"),
+            live.clone(),
+        ),
+        (
+            "a writer edits an admin's comment into /promote production",
+            edited_by("bob", "/promote production", "/status"),
+            promotable(Permission::Write),
+        ),
+        (
+            "twelve commands: ten run, two not",
+            comment(&"/extend 30d\n".repeat(12)),
+            live.clone(),
+        ),
+        (
+            "a fork pushed after the maintainer's /stage",
+            comment("/stage lite"),
+            fork_state("bbb0002", &[(5, "aaa0001"), (101, "bbb0002")]),
+        ),
+        (
+            "a fork stagebot has no head for",
+            comment("/stage"),
+            fork_state("ccc0003", &[]),
+        ),
+        (
+            "/stage of a commit that was never the head",
+            comment("/stage eee0005"),
+            fork_state("bbb0002", &[(5, "aaa0001")]),
+        ),
+        (
+            "profile names from the pull request's config are quoted",
+            comment("/stage lite"),
+            hostile_profiles,
+        ),
+    ];
+    let mut out = String::new();
+    for (title, event, st) in cases {
+        let cfg = if title.contains("fork pushed") {
+            with_profiles(&["lite"])
+        } else {
+            config()
+        };
+        let a = acts(decide(&event, &cfg, &st));
+        out.push_str(&format!("<!-- {title} -->\n"));
+        out.push_str(replies(&a).first().copied().unwrap_or("(no reply)"));
+        out.push_str("\n\n");
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/messages/comment-replies.md");
+    if std::env::var_os("STAGEBOT_BLESS").is_some() {
+        std::fs::write(&path, &out).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with STAGEBOT_BLESS=1)", path.display()));
+    assert_eq!(
+        out, expected,
+        "comment-replies.md changed; bless it if intended"
+    );
+}
