@@ -50,7 +50,8 @@ impl App {
     /// Process one delivery.
     pub async fn handle_delivery(&self, d: &PendingDelivery) -> Result<Outcome, EngineError> {
         let event = parse_event(&d.record.event, &d.payload)?;
-        self.handle_event_at(event, Some(d.record.seq)).await
+        self.handle_event_at(event, Some(d.record.received_seq()))
+            .await
     }
 
     /// Process one typed event that did not come through the inbox.

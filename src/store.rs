@@ -96,9 +96,17 @@ pub struct DeliveryRecord {
     pub last_error: Option<String>,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The arrival sequence it was first received with (`seq` changes when it is replayed):
+    /// what "received before" means for fork approval and edited comments.
+    #[serde(default)]
+    pub first_seq: Option<u64>,
 }
 
 impl DeliveryRecord {
+    /// The arrival sequence of its first reception.
+    pub fn received_seq(&self) -> u64 {
+        self.first_seq.unwrap_or(self.seq)
+    }
     /// Failed at least once and not finished.
     pub fn is_failing(&self) -> bool {
         matches!(self.status, DeliveryStatus::Pending | DeliveryStatus::Dead)
@@ -641,6 +649,7 @@ impl Store {
             last_error: None,
             next_attempt_at: None,
             finished_at: None,
+            first_seq: Some(seq),
         };
         let rec_bytes = encode(&record)?;
         let key = id.as_str().as_bytes();
@@ -780,6 +789,7 @@ impl Store {
                 r.status = DeliveryStatus::Pending;
                 r.next_attempt_at = None;
                 r.finished_at = None;
+                r.first_seq.get_or_insert(r.seq);
                 r.seq = seq;
                 d.insert(key, encode(&r).map_err(abort)?)?;
                 i.insert(&seq.to_be_bytes(), key)?;
@@ -1419,8 +1429,13 @@ mod tests {
         assert_eq!(r.status, DeliveryStatus::Dead);
         assert_eq!(r.attempts, 2);
         assert!(store.pending().unwrap().is_empty());
+        let first = r.seq;
+        assert_eq!(r.received_seq(), first);
         let r = store.replay_delivery(&id("x")).unwrap();
         assert_eq!(r.status, DeliveryStatus::Pending);
+        // A replay goes to the back of the inbox but keeps the order it was received in.
+        assert!(r.seq > first);
+        assert_eq!(r.received_seq(), first);
         let next = store.next_ready(later).unwrap().unwrap();
         assert_eq!(next.payload, b"{\"a\":1}");
         assert!(store.replay_delivery(&id("x")).is_err(), "already pending");
