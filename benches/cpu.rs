@@ -169,6 +169,7 @@ fn main() {
             head_profiles: None,
             previews_in_use: envs,
             limits: Limits::default(),
+            received: None,
         };
         row(
             "policy::decide (`opened`)",

@@ -9,6 +9,7 @@
 //! |------------------------------------|----------------------------------------------------|
 //! | `/stage`, `/STAGE`                 | `Stage { profile: None }`                          |
 //! | `/stage lite`                      | `Stage { profile: Some("lite") }` (any `[a-z0-9_-]{1,32}` word is a profile name; the repository configuration decides whether it exists) |
+//! | `/stage abc1234`, `/stage lite abc1234` | `Stage { sha: Some("abc1234") }`: a word of 7 to 40 hex digits is a commit, never a profile |
 //! | `/promote`, `/promote prod`        | `Promote { Staging }`, `Promote { Production }`    |
 //! | `/rollback`, `/rollback production 3`, `/rollback staging abc1234` | `Rollback { Preview, None }`, ... |
 //! | `/extend 2d`, `/extend 1d 12h`     | `Extend { by }` (see [`parse_duration`])           |
@@ -28,13 +29,18 @@ use std::time::Duration;
 
 use pulldown_cmark::{Event as Md, Options, Parser, Tag, TagEnd};
 
+use crate::markdown::code;
 use crate::types::EnvKind;
 
 /// One command from a PR comment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Deploy (or redeploy) the PR's preview, optionally with a named profile.
-    Stage { profile: Option<String> },
+    /// Deploy (or redeploy) the PR's preview, optionally with a named profile, optionally of a
+    /// named commit of the PR (7 to 40 hex digits, lowercased).
+    Stage {
+        profile: Option<String>,
+        sha: Option<String>,
+    },
     /// Deploy the PR's commit to staging or production.
     Promote { target: PromoteTarget },
     /// Redeploy an earlier release of an environment; `None` means the one before the current.
@@ -117,7 +123,15 @@ impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "/{}", self.name())?;
         match self {
-            Command::Stage { profile: Some(p) } => write!(f, " {p}"),
+            Command::Stage { profile, sha } => {
+                if let Some(p) = profile {
+                    write!(f, " {p}")?;
+                }
+                if let Some(sha) = sha {
+                    write!(f, " {sha}")?;
+                }
+                Ok(())
+            }
             Command::Promote { target } => write!(f, " {}", EnvKind::from(*target)),
             Command::Rollback { target, to } => {
                 write!(f, " {}", EnvKind::from(*target))?;
@@ -169,10 +183,11 @@ fn did_you_mean(suggestion: Option<&str>) -> String {
 const COMMANDS: &[(&str, &str, &str, &[&str])] = &[
     (
         "stage",
-        "/stage [<profile>]",
+        "/stage [<profile>] [<sha>]",
         "deploy this pull request's preview environment (again); a profile from \
-         `.github/stagebot.yml` selects a variant",
-        &["/stage", "/stage lite"],
+         `.github/stagebot.yml` selects a variant, a commit (7 to 40 hex digits) deploys that \
+         commit of the pull request",
+        &["/stage", "/stage lite", "/stage lite 1a2b3c4"],
     ),
     (
         "promote",
@@ -393,33 +408,44 @@ fn parse_args(name: &str, args: &[&str]) -> Result<Command, ArgError> {
         }
     };
     match name {
-        "stage" => match args {
-            [] => Ok(Command::Stage { profile: None }),
-            [profile] => {
-                let profile = profile.to_ascii_lowercase();
-                let valid = (1..=32).contains(&profile.len())
-                    && profile.bytes().all(|b| {
+        "stage" => {
+            if args.len() > 2 {
+                return Err((
+                    "`/stage` takes at most a profile name and a commit sha.".to_owned(),
+                    None,
+                ));
+            }
+            let (mut profile, mut sha) = (None, None);
+            for arg in args {
+                if is_commit_word(arg) {
+                    if sha.is_some() {
+                        return Err(("`/stage` takes one commit sha.".to_owned(), None));
+                    }
+                    sha = Some(arg.to_ascii_lowercase());
+                    continue;
+                }
+                let name = arg.to_ascii_lowercase();
+                let valid = (1..=32).contains(&name.len())
+                    && name.bytes().all(|b| {
                         b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
                     });
-                if valid {
-                    Ok(Command::Stage {
-                        profile: Some(profile),
-                    })
-                } else {
-                    Err((
+                if !valid {
+                    return Err((
                         format!(
-                            "{} is not a profile name (up to 32 of `a-z`, `0-9`, `-`, `_`).",
-                            code(&clip(&profile, 40))
+                            "{} is not a profile name (up to 32 of `a-z`, `0-9`, `-`, `_`) \
+                             nor a commit sha (7 to 40 hex digits).",
+                            code(&clip(&name, 40))
                         ),
                         None,
-                    ))
+                    ));
                 }
+                if profile.is_some() {
+                    return Err(("`/stage` takes one profile name.".to_owned(), None));
+                }
+                profile = Some(name);
             }
-            _ => Err((
-                "`/stage` takes at most one argument, a profile name.".to_owned(),
-                None,
-            )),
-        },
+            Ok(Command::Stage { profile, sha })
+        }
         "promote" => match args {
             [] => Ok(Command::Promote {
                 target: PromoteTarget::Staging,
@@ -472,6 +498,12 @@ fn parse_args(name: &str, args: &[&str]) -> Result<Command, ArgError> {
         }
         _ => Err((format!("`/{name}` is not implemented."), None)),
     }
+}
+
+/// A word `/stage` reads as a commit: 7 to 40 hex digits (git abbreviates to seven). Profile
+/// names may not be all hex, so no profile is ever read as a commit.
+pub fn is_commit_word(word: &str) -> bool {
+    (7..=40).contains(&word.len()) && word.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn parse_rollback(args: &[&str]) -> Result<Command, ArgError> {
@@ -604,23 +636,6 @@ fn clip(s: &str, max: usize) -> String {
     }
 }
 
-/// `s` as a markdown code span that nothing in `s` can break out of.
-fn code(s: &str) -> String {
-    let mut longest = 0;
-    let mut run = 0;
-    for c in s.chars() {
-        run = if c == '`' { run + 1 } else { 0 };
-        longest = longest.max(run);
-    }
-    let fence = "`".repeat(longest + 1);
-    let pad = if s.starts_with('`') || s.ends_with('`') {
-        " "
-    } else {
-        ""
-    };
-    format!("{fence}{pad}{s}{pad}{fence}")
-}
-
 /// The longest duration [`parse_duration`] accepts: 100 years, so adding it to a clock never
 /// overflows.
 pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
@@ -704,6 +719,13 @@ mod tests {
     fn stage(p: Option<&str>) -> Command {
         Command::Stage {
             profile: p.map(str::to_owned),
+            sha: None,
+        }
+    }
+    fn stage_at(p: Option<&str>, sha: &str) -> Command {
+        Command::Stage {
+            profile: p.map(str::to_owned),
+            sha: Some(sha.to_owned()),
         }
     }
     fn promote(target: PromoteTarget) -> Command {
@@ -730,6 +752,26 @@ mod tests {
             ("/stage lite", vec![K(stage(Some("lite")))]),
             ("/stage Full_2", vec![K(stage(Some("full_2")))]),
             ("/stage please", vec![K(stage(Some("please")))]),
+            ("/stage 1a2b3c4", vec![K(stage_at(None, "1a2b3c4"))]),
+            (
+                "/stage lite 1A2B3C4D5E",
+                vec![K(stage_at(Some("lite"), "1a2b3c4d5e"))],
+            ),
+            (
+                "/stage 1a2b3c4 lite",
+                vec![K(stage_at(Some("lite"), "1a2b3c4"))],
+            ),
+            ("/stage abc123", vec![K(stage(Some("abc123")))]),
+            ("/stage 1234567", vec![K(stage_at(None, "1234567"))]),
+            (
+                "/stage 1a2b3c4 5e6f7a8",
+                vec![E("takes one commit sha", None)],
+            ),
+            ("/stage lite full", vec![E("takes one profile name", None)]),
+            (
+                "/stage lite full 1a2b3c4",
+                vec![E("at most a profile name and a commit sha", None)],
+            ),
             ("/STAGE", vec![K(stage(None))]),
             ("/Promote", vec![K(promote(PromoteTarget::Staging))]),
             ("/promote staging", vec![K(promote(PromoteTarget::Staging))]),
@@ -841,13 +883,16 @@ mod tests {
                 vec![E("`/teardown` takes no arguments", None)],
             ),
             ("/status all", vec![E("`/status` takes no arguments", None)]),
-            ("/stage this please", vec![E("at most one argument", None)]),
+            (
+                "/stage this please",
+                vec![E("takes one profile name", None)],
+            ),
             (
                 "/stage lite!",
                 vec![E("`lite!` is not a profile name", None)],
             ),
             (
-                "/stage aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "/stage zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
                 vec![E("is not a profile name", None)],
             ),
             (
@@ -967,6 +1012,8 @@ mod tests {
         let commands = [
             stage(None),
             stage(Some("lite")),
+            stage_at(None, "1a2b3c4"),
+            stage_at(Some("lite"), &"f".repeat(40)),
             promote(PromoteTarget::Staging),
             promote(PromoteTarget::Production),
             rollback(Preview, None),

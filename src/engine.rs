@@ -50,11 +50,22 @@ impl App {
     /// Process one delivery.
     pub async fn handle_delivery(&self, d: &PendingDelivery) -> Result<Outcome, EngineError> {
         let event = parse_event(&d.record.event, &d.payload)?;
-        self.handle_event(event).await
+        self.handle_event_at(event, Some(d.record.received_seq()))
+            .await
     }
 
-    /// Process one typed event.
+    /// Process one typed event that did not come through the inbox.
     pub async fn handle_event(&self, event: Event) -> Result<Outcome, EngineError> {
+        self.handle_event_at(event, None).await
+    }
+
+    /// Process one typed event; `seq` is the arrival sequence of its delivery (what came
+    /// "before" it, for fork approval and edited comments).
+    pub async fn handle_event_at(
+        &self,
+        event: Event,
+        seq: Option<u64>,
+    ) -> Result<Outcome, EngineError> {
         match &event {
             Event::Ignored { reason } => return Ok(Outcome::Ignored(reason.clone())),
             Event::Ping { .. } => return Ok(Outcome::Ignored("ping".into())),
@@ -150,12 +161,14 @@ impl App {
                 None
             }
             Event::Comment(e) => {
-                if e.author.is_bot || !e.is_pr || crate::command::parse_commands(&e.body).is_empty()
-                {
+                let by_bot = e.sender.is_bot
+                    || (e.author.is_bot && e.action == crate::event::CommentAction::Created);
+                if by_bot || !e.is_pr || crate::command::parse_commands(&e.body).is_empty() {
                     needs_config = false;
                 } else {
                     let info = client.pull_request(e.number).await?;
-                    permission = Some(client.permission(&e.author.login).await?);
+                    // The sender: the editor of an edited comment, never its author.
+                    permission = Some(client.permission(&e.sender.login).await?);
                     if let Ok(head) = self.repo_config(&client, info.head_sha.as_str()).await? {
                         head_profiles = Some(head.preview.profiles.keys().cloned().collect());
                     }
@@ -207,6 +220,12 @@ impl App {
             Some(_) => self.previews_in_use(installation)?,
             None => 0,
         };
+        // The PR's head in the order stagebot received its events: "the head when a comment
+        // was written" (fork approval) is read from this record.
+        if let (Event::PullRequest(e), Some(seq)) = (&event, seq) {
+            self.store()
+                .record_pr_head(&repo.name, e.pr.number, seq, &e.pr.head_sha)?;
+        }
         let state = State {
             now,
             previews_in_use,
@@ -220,6 +239,7 @@ impl App {
             permission,
             head_profiles,
             limits: self.settings().limits.clone(),
+            received: seq,
         };
         match policy::decide(&event, &config, &state) {
             Decision::Ignore(reason) => Ok(Outcome::Ignored(reason)),
@@ -230,8 +250,24 @@ impl App {
                     installation,
                     now,
                 };
+                let mut first = true;
                 for action in actions {
-                    self.apply(&ctx, action).await?;
+                    let reaction = matches!(action, Action::React { .. });
+                    match self.apply(&ctx, action).await {
+                        // The comment that triggered the delivery was deleted: nothing of it is
+                        // run (its first action is the 👀 reaction), or only its last reaction
+                        // is lost.
+                        Err(EngineError::GitHub(e)) if reaction && e.is_not_found() => {
+                            if first {
+                                return Ok(Outcome::Ignored(
+                                    "the comment was deleted before its commands ran".into(),
+                                ));
+                            }
+                            tracing::info!("the comment was deleted; its reaction is skipped");
+                        }
+                        other => other?,
+                    }
+                    first = false;
                 }
                 Ok(Outcome::Processed)
             }
@@ -319,7 +355,13 @@ impl App {
                 if d.target.kind == EnvKind::Preview {
                     rec.fork = d.target.fork;
                 }
-                rec.clone_url = d.target.clone_url.clone().unwrap_or(rec.clone_url);
+                // No clone URL: this repository's (staging and production always fetch from
+                // it, whatever an earlier deploy of the environment fetched from).
+                rec.clone_url = d
+                    .target
+                    .clone_url
+                    .clone()
+                    .unwrap_or_else(|| ctx.repo.clone_url.clone());
                 rec.installation_id = Some(ctx.installation);
                 if d.profile.is_some() || d.trigger == crate::store::Trigger::Stage {
                     rec.profile = d.profile.clone();
@@ -413,8 +455,13 @@ impl App {
                 comment_id,
                 reaction,
             } => ctx.client.react(comment_id, reaction).await?,
-            Action::Reply { pr, body } => {
-                ctx.client.reply(pr, &body).await?;
+            Action::CommandRan {
+                comment,
+                index,
+                run,
+            } => self.store().command_ran(repo, &comment, index, run)?,
+            Action::CommentReply { comment, body } => {
+                self.reply_once(ctx, &comment, &body).await?;
             }
             Action::Sticky { pr, notice } => {
                 let text = notice.map(|n| notice_text(&n));
@@ -431,18 +478,8 @@ impl App {
                     r.notice = None;
                 })?;
             }
-            Action::CommentHandled {
-                pr,
-                comment_id,
-                commands,
-            } => {
-                self.store().update_pr(repo, pr, |r| {
-                    r.handled_comments.insert(comment_id, commands);
-                    // bounded: keep the most recent 200 comments
-                    while r.handled_comments.len() > 200 {
-                        r.handled_comments.pop_first();
-                    }
-                })?;
+            Action::CommentHandled { comment } => {
+                self.store().comment_handled(repo, &comment)?;
             }
             Action::MarkPrClosed { pr, closed } => {
                 self.store().update_pr(repo, pr, |r| {
@@ -468,6 +505,46 @@ impl App {
                 })?;
             }
         }
+        Ok(())
+    }
+
+    /// Post the combined reply to a comment exactly once: not again once GitHub accepted it,
+    /// and after an attempt whose answer was lost, only if GitHub does not have it (found by its
+    /// hidden marker).
+    async fn reply_once(
+        &self,
+        ctx: &Ctx<'_>,
+        comment: &policy::CommentRef,
+        body: &str,
+    ) -> Result<(), EngineError> {
+        let repo = &ctx.repo.name;
+        let record = self.store().pr(repo, comment.pr)?;
+        let progress = record
+            .in_progress
+            .get(&comment.comment_id)
+            .filter(|p| p.signature == comment.signature);
+        if progress.is_some_and(|p| p.reply_id.is_some()) {
+            return Ok(());
+        }
+        let marker = crate::github::reply_marker(comment.comment_id);
+        let store = self.store();
+        if progress.is_some_and(|p| p.reply_attempted)
+            && let Some(found) = ctx.client.find_marked_comment(comment.pr, &marker).await?
+        {
+            tracing::info!(
+                comment_id = comment.comment_id,
+                reply = found,
+                "the reply was already posted"
+            );
+            store.reply_posted(repo, comment, found)?;
+            return Ok(());
+        }
+        store.reply_attempted(repo, comment)?;
+        let posted = ctx
+            .client
+            .reply_not_twice(comment.pr, &format!("{marker}\n{body}"))
+            .await?;
+        store.reply_posted(repo, comment, posted)?;
         Ok(())
     }
 
@@ -553,9 +630,10 @@ fn new_env(
 pub fn notice_text(n: &Notice) -> String {
     match n {
         Notice::Draft => "This pull request is a draft: its preview starts when it is marked ready for review, or comment `/stage`.".into(),
-        Notice::Fork => "This pull request comes from a fork, so it is not deployed automatically. A maintainer can comment `/stage` to deploy its current head commit.".into(),
+        Notice::Fork => "This pull request comes from a fork, so it is not deployed automatically. A maintainer can comment `/stage` to deploy the head commit they reviewed (or `/stage <sha>` for a given commit of this pull request).".into(),
         Notice::ForkNeedsApproval { sha } => format!(
-            "New commits were pushed to this fork (`{}`): a maintainer must comment `/stage` again to deploy them.",
+            "New commits were pushed to this fork (`{}`): a maintainer must review them and comment `/stage` again (or `/stage {}`) to deploy them.",
+            sha.short(),
             sha.short()
         ),
         Notice::OnDemand => "Previews are on demand in this repository: comment `/stage` to get one.".into(),

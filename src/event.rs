@@ -115,6 +115,9 @@ pub struct CommentEvent {
     pub author: Actor,
     /// OWNER, MEMBER, COLLABORATOR, CONTRIBUTOR, NONE, ...
     pub author_association: String,
+    /// Who caused this event: the author for `created`, the editor for `edited` (GitHub lets
+    /// writers edit other people's comments). Commands run with this actor's permission.
+    pub sender: Actor,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -656,6 +659,13 @@ impl Cx<'_> {
         };
         let issue = self.req(raw.issue.0, "issue")?;
         let comment = self.req(raw.comment.0, "comment")?;
+        let author = self.actor(comment.user.0, "comment.user")?;
+        // An edit is judged by its editor, so an edit must say who made it; a new comment's
+        // sender is its author.
+        let sender = match (&action, raw.sender.0) {
+            (CommentAction::Created, None) => author.clone(),
+            (_, sender) => self.actor(sender, "sender")?,
+        };
         Ok(Event::Comment(CommentEvent {
             action,
             repo: self.repo_info(raw.repository.0)?,
@@ -664,11 +674,12 @@ impl Cx<'_> {
             is_pr: issue.pull_request.0.is_some(),
             comment_id: self.req(comment.id.0, "comment.id")?,
             body: comment.body.0.unwrap_or_default(),
-            author: self.actor(comment.user.0, "comment.user")?,
+            author,
             author_association: comment
                 .author_association
                 .0
                 .unwrap_or_else(|| "NONE".to_owned()),
+            sender,
         }))
     }
 
@@ -1076,6 +1087,7 @@ mod tests {
             body: "/stage".into(),
             author: user("Codertocat"),
             author_association: "OWNER".into(),
+            sender: user("Codertocat"),
         };
         assert_eq!(
             fixture("issue_comment-created-pr.json"),
@@ -1564,8 +1576,37 @@ mod tests {
                     is_bot: true
                 },
                 author_association: "NONE".into(),
+                sender: Actor {
+                    login: "renovate[bot]".into(),
+                    is_bot: true
+                },
             })
         );
+
+        // An edit by someone else carries the editor as `sender`; an edit without a sender is
+        // malformed (it could not be judged), a new comment without one is its author's.
+        let p = CommentPayload {
+            action: "edited".into(),
+            author_login: "admin".into(),
+            sender_login: Some("writer".into()),
+            ..CommentPayload::new(&repo, 5, "/promote production")
+        };
+        let Event::Comment(e) = parse("issue_comment", payloads::issue_comment(&p)) else {
+            panic!()
+        };
+        assert_eq!((e.author, e.sender), (user("admin"), user("writer")));
+        let mut edited = payloads::issue_comment(&p);
+        edited.as_object_mut().unwrap().remove("sender");
+        assert!(matches!(
+            parse_event("issue_comment", edited.to_string().as_bytes()),
+            Err(EventError::Field { field, .. }) if field == "sender"
+        ));
+        let mut created = payloads::issue_comment(&CommentPayload::new(&repo, 5, "/stage"));
+        created.as_object_mut().unwrap().remove("sender");
+        let Event::Comment(e) = parse("issue_comment", created) else {
+            panic!()
+        };
+        assert_eq!(e.sender, user("octo-org"));
 
         let repos = [repo.clone(), repo_name("octo-org/api")];
         let p = InstallationPayload::new("new_permissions_accepted", 77, "octo-org", &repos);

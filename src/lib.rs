@@ -11,6 +11,7 @@ pub mod event;
 pub mod fake_github;
 pub mod github;
 pub mod lifecycle;
+pub mod markdown;
 pub mod metrics;
 pub mod policy;
 pub mod provider;

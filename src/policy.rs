@@ -11,9 +11,12 @@ use crate::event::{
     BranchDeletedEvent, CommentAction, CommentEvent, Event, PrAction, PullRequestEvent, PushEvent,
 };
 use crate::github::{PrInfo, Reaction};
+use crate::markdown;
 use crate::repo_config::RepoConfig;
 use crate::slug::preview_slug;
-use crate::store::{EnvRecord, EnvState, Op, PrRecord, Release, Trigger};
+use crate::store::{
+    CommandOutcome as Ran, CommandRun, EnvRecord, EnvState, Op, PrRecord, Release, Trigger,
+};
 use crate::types::{EnvKind, Permission, PrNumber, Sha, Slug};
 
 /// Operator limits that shape decisions.
@@ -54,6 +57,9 @@ pub struct State {
     /// Previews occupying a slot in the installation (for the capacity limit).
     pub previews_in_use: usize,
     pub limits: Limits,
+    /// Arrival sequence of the delivery being decided (`None` outside the worker): what came
+    /// "before" a comment is what stagebot received before it.
+    pub received: Option<u64>,
 }
 
 impl State {
@@ -133,8 +139,16 @@ pub enum Action {
         comment_id: u64,
         reaction: Reaction,
     },
-    Reply {
-        pr: PrNumber,
+    /// Command `index` of a comment has run (its actions come before this): record it with
+    /// its part of the reply, so a retried delivery neither runs nor answers it again.
+    CommandRan {
+        comment: CommentRef,
+        index: usize,
+        run: CommandRun,
+    },
+    /// Post the combined reply to a comment, once (a retry looks for it on GitHub first).
+    CommentReply {
+        comment: CommentRef,
         body: String,
     },
     /// Re-render the PR's sticky comment, with an optional notice.
@@ -149,9 +163,7 @@ pub enum Action {
     },
     /// Remember the commands a comment carried (edits with the same commands do nothing).
     CommentHandled {
-        pr: PrNumber,
-        comment_id: u64,
-        commands: String,
+        comment: CommentRef,
     },
     MarkPrClosed {
         pr: PrNumber,
@@ -169,6 +181,19 @@ pub enum Action {
         shas: Vec<Sha>,
     },
 }
+
+/// One version of a command comment (see [`crate::store::CommentVersion`]).
+pub type CommentRef = crate::store::CommentVersion;
+
+/// At most this many commands of one comment are run; the rest are answered with a note.
+pub const MAX_COMMANDS_PER_COMMENT: usize = 10;
+
+/// GitHub refuses comments longer than this many characters.
+pub const GITHUB_COMMENT_LIMIT: usize = 65_536;
+
+/// Room kept free under [`GITHUB_COMMENT_LIMIT`] for the reply's hidden marker and the note
+/// saying it was cut.
+const REPLY_RESERVE: usize = 1_024;
 
 /// The decision for one event: actions, or a reason to ignore it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -534,7 +559,11 @@ pub fn command_signature(body: &str) -> String {
 }
 
 fn comment(e: &CommentEvent, config: &RepoConfig, state: &State) -> Decision {
-    if e.author.is_bot {
+    // The sender is who acts: the author of a new comment, the editor of an edited one.
+    if e.sender.is_bot {
+        return Decision::Ignore(format!("comment by bot {}", e.sender.login));
+    }
+    if e.author.is_bot && e.action == CommentAction::Created {
         return Decision::Ignore(format!("comment by bot {}", e.author.login));
     }
     if !e.is_pr {
@@ -545,13 +574,23 @@ fn comment(e: &CommentEvent, config: &RepoConfig, state: &State) -> Decision {
         return Decision::Ignore("no command in the comment".into());
     }
     let signature = command_signature(&e.body);
-    let handled = state
-        .pr_record
-        .as_ref()
-        .and_then(|r| r.handled_comments.get(&e.comment_id));
+    let record = state.pr_record.as_ref();
+    let handled = record.and_then(|r| r.handled_comments.get(&e.comment_id));
     if handled == Some(&signature) {
         // A redelivered or replayed comment, or an edit that kept the commands.
         return Decision::Ignore("these commands were already handled for this comment".into());
+    }
+    if let (Some(seq), Some(r)) = (state.received, record) {
+        let newer_handled = r.handled_seq.get(&e.comment_id).is_some_and(|s| *s > seq);
+        let newer_running = r
+            .in_progress
+            .get(&e.comment_id)
+            .is_some_and(|p| p.signature != signature && p.seq.is_some_and(|s| s > seq));
+        if newer_handled || newer_running {
+            return Decision::Ignore(
+                "a newer version of this comment was received: this one is stale".into(),
+            );
+        }
     }
     if let CommentAction::Edited { previous_body } = &e.action {
         let before = previous_body.as_deref().map(command_signature);
@@ -559,61 +598,52 @@ fn comment(e: &CommentEvent, config: &RepoConfig, state: &State) -> Decision {
             return Decision::Ignore("edited comment: its commands did not change".into());
         }
     }
-    let pr = e.number;
+    let progress = record
+        .and_then(|r| r.in_progress.get(&e.comment_id))
+        .filter(|p| p.signature == signature);
+    let comment = CommentRef {
+        pr: e.number,
+        comment_id: e.comment_id,
+        signature,
+        seq: state.received,
+    };
     let mut actions = vec![Action::React {
         comment_id: e.comment_id,
         reaction: Reaction::Eyes,
     }];
-    let mut refused = false;
-    let mut immediate_ok = false;
-    let mut deferred = false;
-    for parsed in commands {
-        let cmd = match parsed {
-            Ok(cmd) => cmd,
-            Err(err) => {
-                actions.push(Action::Reply {
-                    pr,
-                    body: format!("@{}: {err}\n\n{}", e.author.login, command::help_text()),
-                });
-                refused = true;
-                continue;
-            }
-        };
-        let needed = required_permission(&cmd, config);
-        let have = state.permission.unwrap_or(Permission::None);
-        if have < needed {
-            actions.push(Action::Reply {
-                pr,
-                body: format!(
-                    "@{}: `{}` needs **{}** permission on this repository; you have **{}**. That command was not run.",
-                    e.author.login,
-                    command_name(&cmd),
-                    needed,
-                    have
-                ),
-            });
-            refused = true;
+    let total = commands.len();
+    let mut runs = Vec::new();
+    for (index, parsed) in commands
+        .into_iter()
+        .take(MAX_COMMANDS_PER_COMMENT)
+        .enumerate()
+    {
+        if let Some(run) = progress.and_then(|p| p.done.get(&index)) {
+            // Ran in an earlier attempt of this delivery: neither run nor answered again.
+            runs.push(run.clone());
             continue;
         }
-        match run_command(&cmd, e, config, state) {
-            Ok(CommandOutcome::Deferred(mut acts)) => {
-                deferred = true;
-                actions.append(&mut acts);
-            }
-            Ok(CommandOutcome::Done(mut acts)) => {
-                immediate_ok = true;
-                actions.append(&mut acts);
-            }
-            Err(message) => {
-                actions.push(Action::Reply {
-                    pr,
-                    body: format!("@{}: {message}", e.author.login),
-                });
-                refused = true;
-            }
-        }
+        let (mut acts, run) = one_command(parsed, e, config, state);
+        actions.append(&mut acts);
+        actions.push(Action::CommandRan {
+            comment: comment.clone(),
+            index,
+            run: run.clone(),
+        });
+        runs.push(run);
+    }
+    let not_run = total - runs.len();
+    let replied = progress.is_some_and(|p| p.reply_id.is_some());
+    if !replied && let Some(body) = combined_reply(&e.sender.login, &runs, total, not_run) {
+        actions.push(Action::CommentReply {
+            comment: comment.clone(),
+            body,
+        });
     }
     // Deferred commands react when their work is done; the rest react now.
+    let refused = not_run > 0 || runs.iter().any(|r| r.outcome == Ran::Refused);
+    let deferred = runs.iter().any(|r| r.outcome == Ran::Deferred);
+    let immediate_ok = runs.iter().any(|r| r.outcome == Ran::Done);
     if refused {
         actions.push(Action::React {
             comment_id: e.comment_id,
@@ -625,13 +655,118 @@ fn comment(e: &CommentEvent, config: &RepoConfig, state: &State) -> Decision {
             reaction: Reaction::Rocket,
         });
     }
-    // Last, so a delivery that failed half-way is retried in full.
-    actions.push(Action::CommentHandled {
-        pr,
-        comment_id: e.comment_id,
-        commands: signature,
-    });
+    // Last: until it is recorded, a retry continues from the per-command record.
+    actions.push(Action::CommentHandled { comment });
     Decision::act(actions)
+}
+
+/// Decide one command line of a comment: its actions and what it answers.
+fn one_command(
+    parsed: Result<Command, command::CommandError>,
+    e: &CommentEvent,
+    config: &RepoConfig,
+    state: &State,
+) -> (Vec<Action>, CommandRun) {
+    let refused = |reply: String, help: bool| {
+        (
+            Vec::new(),
+            CommandRun {
+                outcome: Ran::Refused,
+                reply: Some(reply),
+                help,
+            },
+        )
+    };
+    let by = &e.sender.login;
+    let cmd = match parsed {
+        Ok(cmd) => cmd,
+        Err(err) => return refused(format!("@{by}: {err}"), true),
+    };
+    let needed = required_permission(&cmd, config);
+    let have = state.permission.unwrap_or(Permission::None);
+    if have < needed {
+        return refused(
+            format!(
+                "@{by}: `{}` needs **{needed}** permission on this repository; you have **{have}**. That command was not run.",
+                command_name(&cmd),
+            ),
+            false,
+        );
+    }
+    match run_command(&cmd, e, config, state) {
+        Ok(CommandOutcome::Deferred(acts)) => (
+            acts,
+            CommandRun {
+                outcome: Ran::Deferred,
+                reply: None,
+                help: false,
+            },
+        ),
+        Ok(CommandOutcome::Done {
+            actions,
+            reply,
+            help,
+        }) => (
+            actions,
+            CommandRun {
+                outcome: Ran::Done,
+                reply,
+                help,
+            },
+        ),
+        Err(message) => refused(format!("@{by}: {message}"), false),
+    }
+}
+
+/// The one reply to a comment: every command's answer in order, the note about commands not
+/// run, and the command list once if any command asked for it; kept under GitHub's limit.
+/// `None` when nothing answers.
+pub fn combined_reply(
+    login: &str,
+    runs: &[CommandRun],
+    total: usize,
+    not_run: usize,
+) -> Option<String> {
+    let mut parts: Vec<String> = runs.iter().filter_map(|r| r.reply.clone()).collect();
+    if not_run > 0 {
+        parts.push(format!(
+            "@{login}: this comment has {total} commands; stagebot runs at most {MAX_COMMANDS_PER_COMMENT} per comment, so the last {not_run} were not run. Put them in a new comment."
+        ));
+    }
+    if runs.iter().any(|r| r.help) {
+        parts.push(command::help_text());
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let budget = GITHUB_COMMENT_LIMIT - REPLY_RESERVE;
+    let mut body = String::new();
+    let mut shown = 0;
+    for part in &parts {
+        let sep = if body.is_empty() { 0 } else { 2 };
+        if body.len() + sep + part.len() > budget {
+            break;
+        }
+        if sep > 0 {
+            body.push_str("\n\n");
+        }
+        body.push_str(part);
+        shown += 1;
+    }
+    if shown < parts.len() {
+        if shown == 0 {
+            // One answer alone is too long: keep its beginning (at a character boundary).
+            let mut cut = budget;
+            while !parts[0].is_char_boundary(cut) {
+                cut -= 1;
+            }
+            body.push_str(&parts[0][..cut]);
+        }
+        body.push_str(&format!(
+            "\n\n_This reply was cut to stay under GitHub's limit of {GITHUB_COMMENT_LIMIT} characters per comment._"
+        ));
+    }
+    Some(body)
 }
 
 fn command_name(cmd: &Command) -> String {
@@ -662,8 +797,13 @@ fn command_name(cmd: &Command) -> String {
 enum CommandOutcome {
     /// The work happens later (a deploy): the runner reacts when it is done.
     Deferred(Vec<Action>),
-    /// Done as soon as these actions are applied.
-    Done(Vec<Action>),
+    /// Done as soon as these actions are applied; with an answer, and whether the command list
+    /// goes under the reply.
+    Done {
+        actions: Vec<Action>,
+        reply: Option<String>,
+        help: bool,
+    },
 }
 
 fn run_command(
@@ -673,19 +813,21 @@ fn run_command(
     state: &State,
 ) -> Result<CommandOutcome, String> {
     let pr = e.number;
-    let by = &e.author.login;
+    let by = &e.sender.login;
     let info = state.pr_info.as_ref();
     let preview_slug_now = info.map(|i| preview_slug(Some(i.number), &i.head_ref));
     match cmd {
-        Command::Help => Ok(CommandOutcome::Done(vec![Action::Reply {
-            pr,
-            body: command::help_text(),
-        }])),
-        Command::Status => Ok(CommandOutcome::Done(vec![Action::Reply {
-            pr,
-            body: status_text(pr, state),
-        }])),
-        Command::Stage { profile } => {
+        Command::Help => Ok(CommandOutcome::Done {
+            actions: Vec::new(),
+            reply: None,
+            help: true,
+        }),
+        Command::Status => Ok(CommandOutcome::Done {
+            actions: Vec::new(),
+            reply: Some(status_text(pr, state)),
+            help: false,
+        }),
+        Command::Stage { profile, sha } => {
             let info = info.ok_or("could not read this pull request from GitHub")?;
             if !info.open {
                 return Err("this pull request is closed: reopen it to get a preview.".into());
@@ -700,18 +842,21 @@ fn run_command(
                 return Err(if known.is_empty() {
                     format!("unknown profile `{p}`: this repository defines no profiles.")
                 } else {
+                    // Names come from the pull request's own config: quoted, never markdown.
+                    let known: Vec<String> = known.iter().map(|k| markdown::code(k)).collect();
                     format!(
                         "unknown profile `{p}`: known profiles are {}.",
                         known.join(", ")
                     )
                 });
             }
+            let commit = stage_commit(info, profile.as_deref(), sha.as_deref(), state)?;
             let slug = preview_slug(Some(info.number), &info.head_ref);
             let mut actions = Vec::new();
             if info.fork {
                 actions.push(Action::ApproveFork {
                     pr,
-                    sha: info.head_sha.clone(),
+                    sha: commit.clone(),
                 });
             }
             let queue = must_queue(state, &slug);
@@ -724,7 +869,7 @@ fn run_command(
                     clone_url: Some(info.head_clone_url.clone()),
                     fork: info.fork,
                 },
-                sha: info.head_sha.clone(),
+                sha: commit,
                 trigger: Trigger::Stage,
                 by: by.clone(),
                 ack: Some(e.comment_id),
@@ -759,8 +904,10 @@ fn run_command(
                     slug: target_slug,
                     branch: env.branch.clone(),
                     pr: Some(pr),
-                    clone_url: Some(env.clone_url.clone()),
-                    fork: env.fork,
+                    // Staging and production always fetch from this repository, never from a
+                    // fork (GitHub keeps every PR's commits there, under `refs/pull/<n>/head`).
+                    clone_url: None,
+                    fork: false,
                 },
                 sha: release.sha.clone(),
                 trigger: Trigger::Promote { from: slug },
@@ -787,14 +934,16 @@ fn run_command(
             let release = pick_rollback(env, releases, to.as_ref())?;
             let (kind, branch) = (env.kind, env.branch.clone());
             let queue = kind == EnvKind::Preview && must_queue(state, &slug);
+            let preview = kind == EnvKind::Preview;
             Ok(CommandOutcome::Deferred(vec![Action::Deploy(Deploy {
                 target: Target {
                     kind,
                     slug,
                     branch,
                     pr: env.pr,
-                    clone_url: Some(env.clone_url.clone()),
-                    fork: env.fork,
+                    // Only a preview fetches from where it came from (maybe a fork).
+                    clone_url: preview.then(|| env.clone_url.clone()),
+                    fork: preview && env.fork,
                 },
                 sha: release.sha.clone(),
                 trigger: Trigger::Rollback {
@@ -830,20 +979,79 @@ fn run_command(
             let cap = add(state.now, state.limits.max_extend);
             // The cap limits how far an extension goes; it never shortens the current expiry.
             let until = wanted.min(cap).max(base);
-            let mut actions = vec![Action::Extend { slug, until }];
-            if wanted > cap {
-                actions.push(Action::Reply {
-                    pr,
-                    body: format!(
-                        "@{by}: previews can be extended at most {} from now; the expiry is now {}.",
-                        command::format_duration(state.limits.max_extend),
-                        until.format("%Y-%m-%d %H:%M UTC")
-                    ),
-                });
-            }
-            actions.push(Action::Sticky { pr, notice: None });
-            Ok(CommandOutcome::Done(actions))
+            let reply = (wanted > cap).then(|| {
+                format!(
+                    "@{by}: previews can be extended at most {} from now; the expiry is now {}.",
+                    command::format_duration(state.limits.max_extend),
+                    until.format("%Y-%m-%d %H:%M UTC")
+                )
+            });
+            Ok(CommandOutcome::Done {
+                actions: vec![
+                    Action::Extend { slug, until },
+                    Action::Sticky { pr, notice: None },
+                ],
+                reply,
+                help: false,
+            })
         }
+    }
+}
+
+/// The commit `/stage` deploys (docs/commands.md, "Fork pull requests"):
+/// - `/stage <sha>`: that commit, which must be the PR's head now or a head stagebot saw;
+/// - `/stage` on a fork: the head as stagebot recorded it from the events it received before
+///   the comment (never judged by commit dates, which a fork author can forge); if GitHub's
+///   head moved since, nothing is deployed and the answer names the commit to approve;
+/// - `/stage` on a branch of this repository: its head now.
+fn stage_commit(
+    info: &PrInfo,
+    profile: Option<&str>,
+    wanted: Option<&str>,
+    state: &State,
+) -> Result<Sha, String> {
+    let record = state.pr_record.as_ref();
+    let suggest = |sha: &Sha| match profile {
+        Some(p) => format!("`/stage {p} {sha}`"),
+        None => format!("`/stage {sha}`"),
+    };
+    if let Some(prefix) = wanted {
+        let mut found: Vec<&Sha> = Vec::new();
+        let seen = record
+            .into_iter()
+            .flat_map(|r| r.heads.iter().map(|(_, s)| s));
+        for sha in std::iter::once(&info.head_sha).chain(seen) {
+            if sha.matches_prefix(prefix) && !found.contains(&sha) {
+                found.push(sha);
+            }
+        }
+        return match found.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(format!(
+                "`{prefix}` is not a commit of this pull request: `/stage <sha>` takes its head (now `{}`) or an earlier head stagebot saw. Nothing was deployed.",
+                info.head_sha.short()
+            )),
+            _ => Err(format!(
+                "`{prefix}` names more than one commit of this pull request: give more digits. Nothing was deployed."
+            )),
+        };
+    }
+    if !info.fork {
+        return Ok(info.head_sha.clone());
+    }
+    match record.and_then(|r| r.head_before(state.received)) {
+        None => Err(format!(
+            "stagebot has no record of this fork's head from before your comment, so it cannot tell which commit you reviewed. Nothing was deployed. To deploy the head `{}` once you have reviewed it, comment {}.",
+            info.head_sha.short(),
+            suggest(&info.head_sha)
+        )),
+        Some(seen) if *seen != info.head_sha => Err(format!(
+            "the head of this fork moved to `{}` after your comment (the head when you wrote it was `{}`). Nothing was deployed. To deploy the new head once you have reviewed it, comment {}.",
+            info.head_sha.short(),
+            seen.short(),
+            suggest(&info.head_sha)
+        )),
+        Some(seen) => Ok(seen.clone()),
     }
 }
 

@@ -125,6 +125,7 @@ fn state() -> State {
         head_profiles: None,
         previews_in_use: 0,
         limits: Limits::default(),
+        received: None,
     }
 }
 
@@ -218,6 +219,7 @@ fn comment_event(body: &str) -> CommentEvent {
         body: body.into(),
         author: actor("bob"),
         author_association: "MEMBER".into(),
+        sender: actor("bob"),
     }
 }
 
@@ -312,14 +314,29 @@ fn reactions(actions: &[Action]) -> Vec<Reaction> {
         .collect()
 }
 
+/// The combined replies (there is at most one per comment).
 fn replies(actions: &[Action]) -> Vec<&str> {
+    let r: Vec<&str> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CommentReply { comment, body } => {
+                assert_eq!(comment.pr, PrNumber(PR));
+                assert_eq!(comment.comment_id, COMMENT_ID);
+                Some(body.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(r.len() <= 1, "one reply per comment: {actions:#?}");
+    r
+}
+
+/// The recorded runs of the comment's commands, by index.
+fn runs(actions: &[Action]) -> Vec<(usize, &CommandRun)> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Reply { pr, body } => {
-                assert_eq!(*pr, PrNumber(PR));
-                Some(body.as_str())
-            }
+            Action::CommandRan { index, run, .. } => Some((*index, run)),
             _ => None,
         })
         .collect()
@@ -925,10 +942,12 @@ fn every_command_comment_is_acknowledged_first_and_recorded_last() {
         );
         // recorded last, so a delivery that fails half-way is retried in full
         assert!(
-            matches!(a.last(), Some(Action::CommentHandled { comment_id, commands, .. })
-                if *comment_id == COMMENT_ID && *commands == command_signature(body)),
+            matches!(a.last(), Some(Action::CommentHandled { comment })
+                if comment.comment_id == COMMENT_ID && comment.signature == command_signature(body)),
             "{body}: {a:#?}"
         );
+        // each command is recorded right after its own actions
+        assert_eq!(runs(&a).len(), 1, "{body}");
     }
 }
 
@@ -1157,14 +1176,26 @@ fn stage_works_without_a_preview_and_with_auto_off() {
     assert_eq!(one_deploy(&a).sha, sha("ddd0001"));
 }
 
-#[test]
-fn stage_on_a_fork_approves_the_commit() {
+/// A fork PR whose head on GitHub is `head`, with the heads stagebot received (arrival
+/// sequence, commit), and a comment that arrived as delivery 100.
+fn fork_state(head: &str, seen: &[(u64, &str)]) -> State {
     let mut st = comment_state(Permission::Write);
     st.pr_info = Some(PrInfo {
         fork: true,
         head_clone_url: "https://github.com/mallory/webapp.git".into(),
-        ..pr_info("ddd0001")
+        ..pr_info(head)
     });
+    st.pr_record = Some(PrRecord {
+        heads: seen.iter().map(|(seq, s)| (*seq, sha(s))).collect(),
+        ..PrRecord::default()
+    });
+    st.received = Some(100);
+    st
+}
+
+#[test]
+fn stage_on_a_fork_approves_the_commit() {
+    let st = fork_state("ddd0001", &[(7, "ddd0001")]);
     let a = acts(decide(&comment("/stage"), &config(), &st));
     assert!(a.contains(&Action::ApproveFork {
         pr: PrNumber(PR),
@@ -1213,10 +1244,348 @@ fn stage_with_a_profile() {
         &with_profiles(&["full", "big"]),
         &st,
     ));
-    assert_refused(&a, &["`lite`", "big, full"]);
+    assert_refused(&a, &["`lite`", "`big`, `full`"]);
 
     let a = acts(decide(&comment("/stage lite"), &config(), &st));
     assert_refused(&a, &["`lite`", "no profiles"]);
+}
+
+/// Fork approval is bound to a commit the maintainer saw: the head stagebot recorded from the
+/// events received before the comment, or the one named in `/stage <sha>`.
+#[test]
+fn fork_approval_decision_table() {
+    // (GitHub's head now, heads received (seq, sha), comment, deployed or refused with)
+    type Case = (
+        &'static str,
+        &'static [(u64, &'static str)],
+        &'static str,
+        Result<&'static str, &'static [&'static str]>,
+    );
+    let cases: &[Case] = &[
+        // The head seen before the comment is still the head: approved and deployed.
+        ("aaa0001", &[(5, "aaa0001")], "/stage", Ok("aaa0001")),
+        // Pushed after the comment (seq 101 > 100): the head before the comment was aaa0001,
+        // GitHub's is now bbb0002 → nothing built, the reply names the new head.
+        (
+            "bbb0002",
+            &[(5, "aaa0001"), (101, "bbb0002")],
+            "/stage",
+            Err(&["moved to `bbb0002`", "`aaa0001`", "`/stage bbb0002"]),
+        ),
+        // Pushed after the comment and not even received yet: same.
+        (
+            "bbb0002",
+            &[(5, "aaa0001")],
+            "/stage",
+            Err(&["moved to `bbb0002`", "`/stage bbb0002"]),
+        ),
+        // The profile is kept in the suggestion.
+        (
+            "bbb0002",
+            &[(5, "aaa0001")],
+            "/stage lite",
+            Err(&["`/stage lite bbb0002"]),
+        ),
+        // Received before the comment: that head is the one approved.
+        (
+            "bbb0002",
+            &[(5, "aaa0001"), (99, "bbb0002")],
+            "/stage",
+            Ok("bbb0002"),
+        ),
+        // No head recorded at all (stagebot installed after the PR opened): nothing built.
+        (
+            "ccc0003",
+            &[],
+            "/stage",
+            Err(&["no record", "`/stage ccc0003"]),
+        ),
+        // Only heads after the comment recorded: nothing built.
+        (
+            "ccc0003",
+            &[(150, "ccc0003")],
+            "/stage",
+            Err(&["no record"]),
+        ),
+        // `/stage <sha>` of the head, of an earlier head, by prefix.
+        (
+            "bbb0002",
+            &[(5, "aaa0001"), (101, "bbb0002")],
+            "/stage bbb0002",
+            Ok("bbb0002"),
+        ),
+        (
+            "bbb0002",
+            &[(5, "aaa0001"), (101, "bbb0002")],
+            "/stage aaa0001",
+            Ok("aaa0001"),
+        ),
+        (
+            "bbb0002",
+            &[(5, "aaa0001")],
+            "/stage lite bbb0002",
+            Ok("bbb0002"),
+        ),
+        // A commit that was never a head of this PR.
+        (
+            "bbb0002",
+            &[(5, "aaa0001")],
+            "/stage eee0005",
+            Err(&[
+                "`eee0005` is not a commit of this pull request",
+                "`bbb0002`",
+            ]),
+        ),
+        // Six hex digits are a (here unknown) profile name, not a commit.
+        (
+            "abc1234",
+            &[(5, "abc1234")],
+            "/stage abc123",
+            Err(&["unknown profile"]),
+        ),
+        // A prefix two heads share.
+        (
+            "abc1234f",
+            &[(5, "abc1234e")],
+            "/stage abc1234",
+            Err(&["more than one commit"]),
+        ),
+    ];
+    for (head, seen, body, want) in cases {
+        let st = fork_state(head, seen);
+        let cfg = with_profiles(&["lite"]);
+        let a = acts(decide(&comment(body), &cfg, &st));
+        match want {
+            Ok(deployed) => {
+                let d = one_deploy(&a);
+                assert_eq!(d.sha, sha(deployed), "{body} {seen:?}");
+                assert!(
+                    a.contains(&Action::ApproveFork {
+                        pr: PrNumber(PR),
+                        sha: sha(deployed)
+                    }),
+                    "{body} {seen:?}: {a:#?}"
+                );
+            }
+            Err(needles) => assert_refused(&a, needles),
+        }
+    }
+}
+
+#[test]
+fn stage_of_a_commit_on_a_same_repo_pr() {
+    let mut st = comment_state(Permission::Write);
+    st.pr_record = Some(PrRecord {
+        heads: vec![(3, sha("aaa0001")), (4, sha("ddd0001"))],
+        ..PrRecord::default()
+    });
+    // A branch of this repository needs no approval: `/stage` deploys its head now ...
+    let a = acts(decide(&comment("/stage"), &config(), &st));
+    assert_eq!(one_deploy(&a).sha, sha("ddd0001"));
+    // ... and `/stage <sha>` an earlier head, without approving anything.
+    let a = acts(decide(&comment("/stage aaa0001"), &config(), &st));
+    assert_eq!(one_deploy(&a).sha, sha("aaa0001"));
+    assert!(!a.iter().any(|x| matches!(x, Action::ApproveFork { .. })));
+    let a = acts(decide(&comment("/stage 0123456"), &config(), &st));
+    assert_refused(&a, &["not a commit of this pull request"]);
+}
+
+#[test]
+fn an_edited_stage_counts_from_when_the_edit_arrived() {
+    // The comment was written at seq 50 (head aaa0001); the fork pushed bbb0002 (seq 60); the
+    // maintainer edited the comment (seq 100): the edit approves bbb0002.
+    let st = fork_state("bbb0002", &[(5, "aaa0001"), (60, "bbb0002")]);
+    let e = Event::Comment(CommentEvent {
+        action: CommentAction::Edited {
+            previous_body: Some("looks good".into()),
+        },
+        ..comment_event("/stage")
+    });
+    assert_eq!(
+        one_deploy(&acts(decide(&e, &config(), &st))).sha,
+        sha("bbb0002")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Comments: who acts, how many commands run, one reply, progress per command
+
+fn edited_by(editor: &str, body: &str, previous: &str) -> Event {
+    Event::Comment(CommentEvent {
+        action: CommentAction::Edited {
+            previous_body: Some(previous.into()),
+        },
+        author: actor("maria"),
+        sender: actor(editor),
+        ..comment_event(body)
+    })
+}
+
+#[test]
+fn an_edit_runs_with_the_editors_permission_and_is_credited_to_the_editor() {
+    // maria (admin) wrote the comment; bob edits it into `/promote production`. The engine
+    // reads the permission of the sender (bob): write is refused.
+    let a = acts(decide(
+        &edited_by("bob", "/promote production", "/status"),
+        &config(),
+        &promotable(Permission::Write),
+    ));
+    assert_refused(&a, &["@bob", "**maintain**", "**write**"]);
+    assert!(!replies(&a)[0].contains("maria"));
+    // An admin's own edit runs, as the admin.
+    let a = acts(decide(
+        &edited_by("maria", "/promote production", "/status"),
+        &config(),
+        &promotable(Permission::Admin),
+    ));
+    let d = one_deploy(&a);
+    assert_eq!(
+        (d.target.kind, d.by.as_str()),
+        (EnvKind::Production, "maria")
+    );
+    // A bot editing a human's comment is a bot acting; a human editing a bot's comment is
+    // the human acting.
+    ignored(decide(
+        &edited_by("renovate[bot]", "/stage", "x"),
+        &config(),
+        &comment_state(Permission::Admin),
+    ));
+    let e = Event::Comment(CommentEvent {
+        action: CommentAction::Edited {
+            previous_body: None,
+        },
+        author: actor("stagebot[bot]"),
+        ..comment_event("/stage")
+    });
+    let a = acts(decide(&e, &config(), &comment_state(Permission::Write)));
+    assert_eq!(one_deploy(&a).by, "bob");
+}
+
+#[test]
+fn at_most_ten_commands_run_and_one_reply_answers_all() {
+    let st = comment_state(Permission::Write);
+    let body = "/status\n".repeat(200);
+    let a = acts(decide(&comment(&body), &config(), &st));
+    assert_eq!(runs(&a).len(), MAX_COMMANDS_PER_COMMENT);
+    assert_eq!(
+        runs(&a).iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
+    let r = replies(&a);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].matches("### stagebot status").count(), 10);
+    assert!(
+        r[0].contains("this comment has 200 commands")
+            && r[0].contains("the last 190 were not run"),
+        "{}",
+        r[0]
+    );
+    assert_eq!(reactions(&a), vec![Reaction::Eyes, Reaction::Confused]);
+    // Ten `/help` and two typos: the command list once.
+    let body = format!("{}/stgae\n/lgtm\n", "/help\n".repeat(8));
+    let a = acts(decide(&comment(&body), &config(), &st));
+    let r = replies(&a);
+    assert_eq!(r[0].matches("**stagebot commands**").count(), 1, "{}", r[0]);
+    assert!(r[0].contains("Did you mean `/stage`?"));
+    // Exactly ten: all run, no note.
+    let a = acts(decide(&comment(&"/status\n".repeat(10)), &config(), &st));
+    assert_eq!(runs(&a).len(), 10);
+    assert!(!replies(&a)[0].contains("not run"));
+    assert_eq!(reactions(&a), vec![Reaction::Eyes, Reaction::Rocket]);
+}
+
+#[test]
+fn the_combined_reply_stays_under_githubs_limit() {
+    let big = CommandRun {
+        outcome: Ran::Done,
+        reply: Some("x".repeat(20_000)),
+        help: false,
+    };
+    let body = combined_reply("bob", &vec![big.clone(); 10], 10, 0).unwrap();
+    assert!(body.len() <= GITHUB_COMMENT_LIMIT - 200, "{}", body.len());
+    assert!(body.ends_with("characters per comment._"));
+    assert_eq!(body.matches(&"x".repeat(20_000)).count(), 3);
+    // One answer alone longer than the limit is cut too, at a character boundary.
+    let huge = CommandRun {
+        reply: Some("é".repeat(GITHUB_COMMENT_LIMIT)),
+        ..big
+    };
+    let body = combined_reply("bob", &[huge], 1, 0).unwrap();
+    assert!(
+        body.len() <= GITHUB_COMMENT_LIMIT - 200,
+        "room for the marker"
+    );
+    assert!(combined_reply("bob", &[], 0, 0).is_none());
+}
+
+#[test]
+fn a_retry_neither_reruns_nor_reanswers_what_was_done() {
+    let st = comment_state(Permission::Write);
+    let body = "/stage\n/status\n/extend 1d\n/stgae";
+    let first = acts(decide(&comment(body), &config(), &st));
+    assert_eq!(runs(&first).len(), 4);
+    // The first attempt recorded commands 0 and 1, then failed.
+    let mut progress = crate::store::CommentProgress {
+        signature: command_signature(body),
+        ..Default::default()
+    };
+    for (i, run) in runs(&first).into_iter().take(2) {
+        progress.done.insert(i, run.clone());
+    }
+    let mut retry = st.clone();
+    retry.pr_record = Some(PrRecord {
+        in_progress: BTreeMap::from([(COMMENT_ID, progress.clone())]),
+        ..PrRecord::default()
+    });
+    let a = acts(decide(&comment(body), &config(), &retry));
+    assert!(deploys(&a).is_empty(), "/stage ran already: {a:#?}");
+    assert_eq!(
+        runs(&a).iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    // The reply still answers every command (the stored answers of the done ones).
+    assert_eq!(replies(&a), replies(&first));
+    // Once the reply was posted, a retry does not post it again.
+    progress.reply_id = Some(5);
+    for i in 2..4 {
+        progress.done.insert(i, runs(&first)[i].1.clone());
+    }
+    retry.pr_record = Some(PrRecord {
+        in_progress: BTreeMap::from([(COMMENT_ID, progress.clone())]),
+        ..PrRecord::default()
+    });
+    let a = acts(decide(&comment(body), &config(), &retry));
+    assert!(runs(&a).is_empty() && replies(&a).is_empty(), "{a:#?}");
+    assert!(matches!(a.last(), Some(Action::CommentHandled { .. })));
+    // The progress of another version of the comment (before an edit) counts for nothing.
+    progress.signature = command_signature("/status");
+    retry.pr_record = Some(PrRecord {
+        in_progress: BTreeMap::from([(COMMENT_ID, progress)]),
+        ..PrRecord::default()
+    });
+    assert_eq!(
+        runs(&acts(decide(&comment(body), &config(), &retry))).len(),
+        4
+    );
+}
+
+#[test]
+fn a_stale_version_of_an_edited_comment_is_ignored() {
+    let mut st = comment_state(Permission::Write);
+    st.received = Some(10);
+    st.pr_record = Some(PrRecord {
+        handled_comments: BTreeMap::from([(COMMENT_ID, command_signature("/status"))]),
+        handled_seq: BTreeMap::from([(COMMENT_ID, 12)]),
+        ..PrRecord::default()
+    });
+    // Delivery 10 carried `/stage`; the edit to `/status` (delivery 12) was handled first.
+    ignored(decide(&comment("/stage"), &config(), &st));
+    // A newer delivery is not stale.
+    st.received = Some(13);
+    assert_eq!(
+        runs(&acts(decide(&comment("/stage"), &config(), &st))).len(),
+        1
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1252,6 +1621,26 @@ fn promote_production() {
     assert_eq!(d.target.slug, Slug::production());
     assert_eq!(d.sha, sha("bbb0002"));
     assert_eq!(d.trigger, Trigger::Promote { from: pr_slug() });
+}
+
+#[test]
+fn staging_and_production_fetch_from_this_repository_never_a_fork() {
+    let mut st = promotable(Permission::Admin);
+    st.envs[0].fork = true;
+    st.envs[0].clone_url = "https://github.com/mallory/webapp.git".into();
+    st.envs[2].clone_url = "https://github.com/mallory/webapp.git".into();
+    for body in ["/promote", "/promote production", "/rollback production"] {
+        let d = one_deploy(&acts(decide(&comment(body), &config(), &st))).clone();
+        assert_eq!(d.target.clone_url, None, "{body}: this repository's");
+        assert!(!d.target.fork, "{body}");
+    }
+    // A fork's preview rolls back from the fork.
+    let d = one_deploy(&acts(decide(&comment("/rollback"), &config(), &st))).clone();
+    assert_eq!(
+        d.target.clone_url.as_deref(),
+        Some("https://github.com/mallory/webapp.git")
+    );
+    assert!(d.target.fork);
 }
 
 #[test]
@@ -1834,4 +2223,86 @@ fn a_long_branch_name_still_gets_its_own_preview() {
     assert!(d.target.slug.as_str().len() <= 63);
     assert_ne!(d.target.slug, Slug::staging());
     assert_ne!(d.target.slug, Slug::production());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Golden file of the replies to comments: a reviewer reads the exact texts in
+// `fixtures/messages/comment-replies.md`. `STAGEBOT_BLESS=1 cargo test --lib policy` rewrites it
+// after an intended change.
+
+#[test]
+fn comment_replies_golden() {
+    let mut live = comment_state(Permission::Write);
+    let p = with_releases(
+        pr_preview(EnvState::Live),
+        &["aaa0001", "bbb0002"],
+        &mut live,
+    );
+    live.envs.push(p);
+    let mut hostile_profiles = comment_state(Permission::Write);
+    hostile_profiles.head_profiles = Some(vec![
+        "<img src=x onerror=alert(1)>".into(),
+        "@everyone".into(),
+        "a`b".into(),
+    ]);
+    let cases: Vec<(&str, Event, State)> = vec![
+        (
+            "a typo, a status and the command list",
+            comment("/stgae\n/status\n/help"),
+            live.clone(),
+        ),
+        (
+            "a writer edits an admin's comment into /promote production",
+            edited_by("bob", "/promote production", "/status"),
+            promotable(Permission::Write),
+        ),
+        (
+            "twelve commands: ten run, two not",
+            comment(&"/extend 30d\n".repeat(12)),
+            live.clone(),
+        ),
+        (
+            "a fork pushed after the maintainer's /stage",
+            comment("/stage lite"),
+            fork_state("bbb0002", &[(5, "aaa0001"), (101, "bbb0002")]),
+        ),
+        (
+            "a fork stagebot has no head for",
+            comment("/stage"),
+            fork_state("ccc0003", &[]),
+        ),
+        (
+            "/stage of a commit that was never the head",
+            comment("/stage eee0005"),
+            fork_state("bbb0002", &[(5, "aaa0001")]),
+        ),
+        (
+            "profile names from the pull request's config are quoted",
+            comment("/stage lite"),
+            hostile_profiles,
+        ),
+    ];
+    let mut out = String::new();
+    for (title, event, st) in cases {
+        let cfg = if title.contains("fork pushed") {
+            with_profiles(&["lite"])
+        } else {
+            config()
+        };
+        let a = acts(decide(&event, &cfg, &st));
+        out.push_str(&format!("<!-- {title} -->\n"));
+        out.push_str(replies(&a).first().copied().unwrap_or("(no reply)"));
+        out.push_str("\n\n");
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/messages/comment-replies.md");
+    if std::env::var_os("STAGEBOT_BLESS").is_some() {
+        std::fs::write(&path, &out).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with STAGEBOT_BLESS=1)", path.display()));
+    assert_eq!(
+        out, expected,
+        "comment-replies.md changed; bless it if intended"
+    );
 }

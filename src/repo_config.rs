@@ -290,7 +290,24 @@ pub fn parse(yaml: &str) -> Result<RepoConfig, ConfigError> {
     if yaml.trim().is_empty() {
         return Ok(RepoConfig::default());
     }
-    serde_saphyr::from_str::<RepoConfig>(yaml).map_err(|e| from_yaml_error(&e))
+    let config = serde_saphyr::from_str::<RepoConfig>(yaml).map_err(|e| from_yaml_error(&e))?;
+    // `/stage <word>` reads a word of hex digits as a commit: such a profile could never be
+    // selected, or would be mistaken for a commit.
+    if let Some(name) = config
+        .preview
+        .profiles
+        .keys()
+        .find(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(ConfigError::Invalid {
+            message: format!(
+                "profile name `{name}` under `preview.profiles` is all hex digits, which `/stage` reads as a commit: give it a name with another letter (e.g. `p-{name}`)"
+            ),
+            line: None,
+            column: None,
+        });
+    }
+    Ok(config)
 }
 
 fn from_yaml_error(err: &serde_saphyr::Error) -> ConfigError {
@@ -516,6 +533,18 @@ production: { deploy_on_merge: false, permission: admin, env: { MODE: prod } }
         let plain = c.effective(EnvKind::Preview, None).unwrap();
         assert_eq!(plain.start.as_deref(), Some("s"));
         assert_eq!(plain.health, "/h");
+    }
+
+    #[test]
+    fn profile_names_may_not_be_all_hex() {
+        for name in ["abc1234", "beef", "42", "DEADBEEF"] {
+            let e = invalid(&format!("preview: {{ profiles: {{ {name}: {{}} }} }}"));
+            assert!(e.contains("all hex digits"), "{name}: {e}");
+        }
+        for name in ["lite", "abc123x", "x1", "full-2"] {
+            let c = parse(&format!("preview: {{ profiles: {{ {name}: {{}} }} }}")).unwrap();
+            assert!(c.preview.profiles.contains_key(name), "{name}");
+        }
     }
 
     #[test]

@@ -763,7 +763,12 @@ pub fn render_sticky(
             if env.state == EnvState::Failed
                 && let Some(err) = &env.last_error
             {
-                out.push_str(&format!("**`{}` failed:** {}\n", env.id.slug, err));
+                // The error quotes config files and git: shown as code, never as markdown.
+                out.push_str(&format!(
+                    "**`{}` failed:** {}\n",
+                    env.id.slug,
+                    crate::markdown::inert(err)
+                ));
                 if let Some(tail) = &env.last_log_tail {
                     let fence = fence_for(tail);
                     out.push_str(&format!(
@@ -990,6 +995,25 @@ mod tests {
             (production, Some(merged), None),
         ];
         golden("sticky-merged.md", &render_sticky(&pr, &rows, at(3)));
+    }
+
+    #[test]
+    fn sticky_error_text_is_inert() {
+        let mut out = String::new();
+        for err in [
+            ".github/stagebot.yml: unknown key `x` at line 1 — expected `build` <img src=x onerror=alert(1)> @everyone [click](https://evil.example)",
+            "git fetch: fatal: ``` \n</details>\n# @maintainers <b>pwned</b>",
+        ] {
+            let mut failed = env("pr-42-feature-login", EnvKind::Preview, EnvState::Failed);
+            failed.last_error = Some(err.into());
+            failed.last_log_tail = Some("<script>alert(1)</script>\n````".into());
+            out.push_str(&render_sticky(
+                &PrRecord::default(),
+                &[(failed, Some(release(2, 'b')), None)],
+                at(62),
+            ));
+        }
+        golden("sticky-hostile-error.md", &out);
     }
 
     #[test]

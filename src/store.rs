@@ -139,9 +139,17 @@ pub struct DeliveryRecord {
     pub last_error: Option<String>,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The arrival sequence it was first received with (`seq` changes when it is replayed):
+    /// what "received before" means for fork approval and edited comments.
+    #[serde(default)]
+    pub first_seq: Option<u64>,
 }
 
 impl DeliveryRecord {
+    /// The arrival sequence of its first reception.
+    pub fn received_seq(&self) -> u64 {
+        self.first_seq.unwrap_or(self.seq)
+    }
     /// Failed at least once and not finished.
     pub fn is_failing(&self) -> bool {
         matches!(self.status, DeliveryStatus::Pending | DeliveryStatus::Dead)
@@ -389,6 +397,100 @@ pub struct PrRecord {
     /// comment lists the shared environments (production) that deploy it.
     #[serde(default)]
     pub merge_sha: Option<Sha>,
+    /// The PR's heads in the order stagebot received its `pull_request` events: (arrival
+    /// sequence of the delivery, head commit), oldest first, the last [`MAX_HEADS`]. What "the
+    /// head when a comment was written" means for fork approval (never judged by commit dates).
+    #[serde(default)]
+    pub heads: Vec<(u64, Sha)>,
+    /// Arrival sequence of the delivery whose version of a comment was handled, per comment id
+    /// (a retried delivery of an older version of an edited comment is stale).
+    #[serde(default)]
+    pub handled_seq: BTreeMap<u64, u64>,
+    /// Comments whose commands are being run: per command, whether it ran and what it answered,
+    /// and whether the combined reply was posted. Removed when the comment is handled.
+    #[serde(default)]
+    pub in_progress: BTreeMap<u64, CommentProgress>,
+}
+
+/// How many heads a [`PrRecord`] keeps.
+pub const MAX_HEADS: usize = 100;
+/// How many handled comments a [`PrRecord`] remembers.
+pub const MAX_HANDLED_COMMENTS: usize = 200;
+/// How many comments in progress a [`PrRecord`] keeps (a comment stays in progress only while
+/// its delivery fails and is retried).
+pub const MAX_IN_PROGRESS: usize = 50;
+
+impl PrRecord {
+    /// The head stagebot had recorded before the delivery with arrival sequence `before`
+    /// (`None`: the newest recorded head).
+    pub fn head_before(&self, before: Option<u64>) -> Option<&Sha> {
+        self.heads
+            .iter()
+            .rev()
+            .find(|(seq, _)| before.is_none_or(|b| *seq < b))
+            .map(|(_, sha)| sha)
+    }
+
+    /// Record `sha` as the head announced by the delivery with arrival sequence `seq` (kept in
+    /// arrival order; the same (seq, sha) twice is recorded once).
+    pub fn record_head(&mut self, seq: u64, sha: &Sha) {
+        if self.heads.iter().any(|(s, h)| *s == seq && h == sha) {
+            return;
+        }
+        let at = self.heads.partition_point(|(s, _)| *s <= seq);
+        self.heads.insert(at, (seq, sha.clone()));
+        if self.heads.len() > MAX_HEADS {
+            self.heads.remove(0);
+        }
+    }
+}
+
+/// What one command of a comment did, as far as the comment's reaction is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandOutcome {
+    /// Refused or failed at once (😕).
+    Refused,
+    /// Done when its actions were applied (🚀).
+    Done,
+    /// Its work happens later (a deploy or teardown reacts when it ends).
+    Deferred,
+}
+
+/// One command of a comment that has run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRun {
+    pub outcome: CommandOutcome,
+    /// Its part of the combined reply, if it answers anything.
+    pub reply: Option<String>,
+    /// It asks for the command list under the reply.
+    #[serde(default)]
+    pub help: bool,
+}
+
+/// One version of a command comment: where it is, its id, its command signature and the
+/// arrival sequence of the delivery that carried it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommentVersion {
+    pub pr: PrNumber,
+    pub comment_id: u64,
+    pub signature: String,
+    pub seq: Option<u64>,
+}
+
+/// Progress through one version of a comment's commands (docs/architecture.md, "Idempotency").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommentProgress {
+    /// The command signature of the version being run.
+    pub signature: String,
+    /// Arrival sequence of the delivery that started this version.
+    pub seq: Option<u64>,
+    /// The commands that ran, by index in the comment.
+    pub done: BTreeMap<usize, CommandRun>,
+    /// A POST of the combined reply was started (it may have reached GitHub).
+    pub reply_attempted: bool,
+    /// The combined reply's comment id, once GitHub accepted it.
+    pub reply_id: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -708,6 +810,7 @@ impl Store {
             last_error: None,
             next_attempt_at: None,
             finished_at: None,
+            first_seq: Some(seq),
         };
         let rec_bytes = encode(&record)?;
         let key = id.as_str().as_bytes();
@@ -847,6 +950,7 @@ impl Store {
                 r.status = DeliveryStatus::Pending;
                 r.next_attempt_at = None;
                 r.finished_at = None;
+                r.first_seq.get_or_insert(r.seq);
                 r.seq = seq;
                 d.insert(key, encode(&r).map_err(abort)?)?;
                 i.insert(&seq.to_be_bytes(), key)?;
@@ -1124,6 +1228,80 @@ impl Store {
         Ok(())
     }
 
+    /// Record the head a `pull_request` delivery (arrival sequence `seq`) announced.
+    pub fn record_pr_head(&self, repo: &RepoName, pr: PrNumber, seq: u64, sha: &Sha) -> Result<()> {
+        self.update_pr(repo, pr, |r| r.record_head(seq, sha))
+    }
+
+    /// Change the progress record of comment version `c` (a record of another version is
+    /// replaced by a fresh one); durable when this returns.
+    fn update_progress<T>(
+        &self,
+        repo: &RepoName,
+        c: &CommentVersion,
+        f: impl FnOnce(&mut CommentProgress) -> T,
+    ) -> Result<T> {
+        self.update_pr(repo, c.pr, |r| {
+            let progress = r.in_progress.entry(c.comment_id).or_default();
+            // Another version of the comment starts afresh; a redelivery of the same version
+            // continues where the last attempt stopped.
+            if progress.signature != c.signature {
+                *progress = CommentProgress {
+                    signature: c.signature.clone(),
+                    seq: c.seq,
+                    ..CommentProgress::default()
+                };
+            }
+            let out = f(progress);
+            while r.in_progress.len() > MAX_IN_PROGRESS {
+                r.in_progress.pop_first();
+            }
+            out
+        })
+    }
+
+    /// Command `index` of comment version `c` has run, answering `run`.
+    pub fn command_ran(
+        &self,
+        repo: &RepoName,
+        c: &CommentVersion,
+        index: usize,
+        run: CommandRun,
+    ) -> Result<()> {
+        self.update_progress(repo, c, |p| {
+            p.done.insert(index, run);
+        })
+    }
+
+    /// The combined reply to comment version `c` is about to be posted: after this, a retry
+    /// looks on GitHub for it before posting again.
+    pub fn reply_attempted(&self, repo: &RepoName, c: &CommentVersion) -> Result<()> {
+        self.update_progress(repo, c, |p| p.reply_attempted = true)
+    }
+
+    /// GitHub accepted the combined reply to comment version `c` as comment `reply_id`.
+    pub fn reply_posted(&self, repo: &RepoName, c: &CommentVersion, reply_id: u64) -> Result<()> {
+        self.update_progress(repo, c, |p| p.reply_id = Some(reply_id))
+    }
+
+    /// Every command of comment version `c` is handled: remember its signature (and the
+    /// arrival sequence of its delivery) and drop its progress record, in one write.
+    pub fn comment_handled(&self, repo: &RepoName, c: &CommentVersion) -> Result<()> {
+        self.update_pr(repo, c.pr, |r| {
+            r.handled_comments.insert(c.comment_id, c.signature.clone());
+            while r.handled_comments.len() > MAX_HANDLED_COMMENTS {
+                r.handled_comments.pop_first();
+            }
+            if let Some(seq) = c.seq {
+                let handled = r.handled_seq.entry(c.comment_id).or_insert(seq);
+                *handled = (*handled).max(seq);
+            }
+            r.handled_seq
+                .retain(|id, _| r.handled_comments.contains_key(id));
+            r.in_progress.remove(&c.comment_id);
+        })
+    }
+
     // -- installations ------------------------------------------------------------------------
 
     pub fn put_installation(&self, rec: &InstallationRecord) -> Result<()> {
@@ -1305,6 +1483,74 @@ mod tests {
         DeliveryId::new(s).unwrap()
     }
 
+    #[test]
+    fn comment_progress_survives_reopening_and_ends_with_the_handled_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo: RepoName = "acme/webapp".parse().unwrap();
+        let pr = PrNumber(7);
+        let v1 = CommentVersion {
+            pr,
+            comment_id: 55,
+            signature: "Stage".into(),
+            seq: Some(10),
+        };
+        let run = |reply: &str| CommandRun {
+            outcome: CommandOutcome::Done,
+            reply: Some(reply.into()),
+            help: false,
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.command_ran(&repo, &v1, 0, run("a")).unwrap();
+            store.reply_attempted(&repo, &v1).unwrap();
+            // A redelivery of the same version (another delivery) continues the same record.
+            let again = CommentVersion {
+                seq: Some(11),
+                ..v1.clone()
+            };
+            store.command_ran(&repo, &again, 1, run("b")).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let p = store.pr(&repo, pr).unwrap().in_progress[&55].clone();
+        assert_eq!(p.done.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+        assert!(p.reply_attempted && p.reply_id.is_none());
+        assert_eq!(p.seq, Some(10));
+        // Another version (an edit) starts afresh.
+        let v2 = CommentVersion {
+            signature: "Status".into(),
+            seq: Some(12),
+            ..v1.clone()
+        };
+        store.command_ran(&repo, &v2, 0, run("c")).unwrap();
+        let p = store.pr(&repo, pr).unwrap().in_progress[&55].clone();
+        assert_eq!((p.done.len(), p.reply_attempted), (1, false));
+        store.reply_posted(&repo, &v2, 99).unwrap();
+        store.comment_handled(&repo, &v2).unwrap();
+        let r = store.pr(&repo, pr).unwrap();
+        assert!(r.in_progress.is_empty());
+        assert_eq!(r.handled_comments[&55], "Status");
+        assert_eq!(r.handled_seq[&55], 12);
+    }
+
+    #[test]
+    fn heads_are_kept_in_arrival_order() {
+        let sha = |c: char| Sha::new(&c.to_string().repeat(40)).unwrap();
+        let mut r = PrRecord::default();
+        r.record_head(5, &sha('a'));
+        r.record_head(9, &sha('c'));
+        // A delivery processed late (a retry) is placed by its arrival, not its processing.
+        r.record_head(7, &sha('b'));
+        r.record_head(7, &sha('b'));
+        assert_eq!(r.heads.len(), 3);
+        assert_eq!(r.head_before(Some(8)), Some(&sha('b')));
+        assert_eq!(r.head_before(Some(5)), None);
+        assert_eq!(r.head_before(None), Some(&sha('c')));
+        for n in 0..(MAX_HEADS as u64 + 10) {
+            r.record_head(100 + n, &sha('d'));
+        }
+        assert_eq!(r.heads.len(), MAX_HEADS);
+    }
+
     #[tokio::test]
     async fn deliveries_are_deduplicated_and_ordered() {
         let dir = tempfile::tempdir().unwrap();
@@ -1409,8 +1655,13 @@ mod tests {
         assert_eq!(r.status, DeliveryStatus::Dead);
         assert_eq!(r.attempts, 2);
         assert!(store.pending().unwrap().is_empty());
+        let first = r.seq;
+        assert_eq!(r.received_seq(), first);
         let r = store.replay_delivery(&id("x")).unwrap();
         assert_eq!(r.status, DeliveryStatus::Pending);
+        // A replay goes to the back of the inbox but keeps the order it was received in.
+        assert!(r.seq > first);
+        assert_eq!(r.received_seq(), first);
         let next = store.next_ready(later).unwrap().unwrap();
         assert_eq!(next.payload, b"{\"a\":1}");
         assert!(store.replay_delivery(&id("x")).is_err(), "already pending");

@@ -337,6 +337,7 @@ mod tests {
             id: id("11111111-2222-3333-4444-555555555555"),
             event: "pull_request".into(),
             seq: 1,
+            first_seq: None,
             received_at: t0,
             status: DeliveryStatus::Pending,
             attempts: 0,

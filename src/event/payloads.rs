@@ -347,6 +347,8 @@ pub struct CommentPayload {
     pub previous_body: Option<String>,
     /// `None` means `https://github.com/<repo>.git`.
     pub clone_url: Option<String>,
+    /// Who caused the event (the editor of an `edited`); `None` means the author.
+    pub sender_login: Option<String>,
 }
 
 impl CommentPayload {
@@ -365,6 +367,7 @@ impl CommentPayload {
             author_association: "OWNER".to_owned(),
             previous_body: None,
             clone_url: None,
+            sender_login: None,
         }
     }
 }
@@ -423,7 +426,10 @@ pub fn issue_comment(p: &CommentPayload) -> Value {
             "performed_via_github_app": null,
         },
         "repository": repository(&p.repo.to_string(), &clone, "main", false, false),
-        "sender": author,
+        "sender": match &p.sender_login {
+            Some(login) => user(login, login.ends_with("[bot]")),
+            None => author,
+        },
     });
     if let Some(previous) = &p.previous_body {
         body["changes"] = json!({"body": {"from": previous}});

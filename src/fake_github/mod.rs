@@ -254,6 +254,9 @@ pub enum FaultKind {
         /// How long the answer is held back.
         ms: u64,
     },
+    /// The request is served (a comment is created…), but the answer is lost: 502 Bad Gateway,
+    /// as from a proxy in between.
+    ServedThen502,
 }
 
 /// The next `times` requests whose path starts with `path_prefix` (and whose method is `method`,
@@ -615,6 +618,13 @@ impl FakeGitHub {
             ),
         );
         id
+    }
+
+    /// Delete a comment (as its author can on GitHub). Returns false if there is no such comment.
+    pub fn delete_comment(&self, id: u64) -> bool {
+        let mut st = self.state();
+        st.reactions.remove(&id);
+        st.comments.remove(&id).is_some()
     }
 
     /// The reactions on a comment (`eyes`, `rocket`, `+1`, …), oldest first.

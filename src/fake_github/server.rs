@@ -118,8 +118,7 @@ async fn handle(
     let (reply, stall) = {
         let mut st = fake.state();
         let reply = match fault {
-            Some(kind) => fault_reply(&kind),
-            None => {
+            Some(FaultKind::ServedThen502) | None => {
                 let req = Req {
                     fake: &fake,
                     method: &method,
@@ -128,8 +127,14 @@ async fn handle(
                     headers: &headers,
                     body: &body,
                 };
-                route(&mut st, &req).unwrap_or_else(|e| e)
+                let served = route(&mut st, &req).unwrap_or_else(|e| e);
+                match fault {
+                    // Applied, but the answer is lost on the way back.
+                    Some(kind) => fault_reply(&kind),
+                    None => served,
+                }
             }
+            Some(kind) => fault_reply(&kind),
         };
         let stall = st
             .stalls
@@ -193,6 +198,7 @@ fn fault_reply(kind: &FaultKind) -> Reply {
         FaultKind::Unprocessable422 => Reply::unprocessable("injected fault"),
         // Taken care of in `handle`: a delay is served normally after it.
         FaultKind::Delay { .. } => Reply::error(StatusCode::INTERNAL_SERVER_ERROR, "delay"),
+        FaultKind::ServedThen502 => Reply::error(StatusCode::BAD_GATEWAY, "Bad Gateway"),
     }
 }
 

@@ -464,7 +464,24 @@ impl GitHub {
         body: Option<serde_json::Value>,
     ) -> Result<Answer, GitHubError> {
         let span = tracing::info_span!("github", %method, route, path = %strip_query(&path));
-        self.call_inner(who, method, path, body)
+        self.call_inner(who, method, path, body, true)
+            .instrument(span)
+            .await
+    }
+
+    /// Like [`call`](Self::call) for a request that must not take effect twice: retried only
+    /// when GitHub surely did not act on it (a rate limit). After a server error or a lost
+    /// answer, the error is returned and the caller finds out what happened.
+    async fn call_not_twice(
+        &self,
+        who: As,
+        method: Method,
+        route: &'static str,
+        path: String,
+        body: Option<serde_json::Value>,
+    ) -> Result<Answer, GitHubError> {
+        let span = tracing::info_span!("github", %method, route, path = %strip_query(&path));
+        self.call_inner(who, method, path, body, false)
             .instrument(span)
             .await
     }
@@ -475,6 +492,7 @@ impl GitHub {
         method: Method,
         path: String,
         body: Option<serde_json::Value>,
+        retry_ambiguous: bool,
     ) -> Result<Answer, GitHubError> {
         let policy = &self.inner.retry;
         let started = Instant::now();
@@ -523,7 +541,8 @@ impl GitHub {
                 self.inner.retries.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            if !error.is_retryable() {
+            let ambiguous = !matches!(error, GitHubError::RateLimited { .. });
+            if !error.is_retryable() || (ambiguous && !retry_ambiguous) {
                 if error.is_not_found() {
                     // Often the expected answer (no such collaborator, file, comment).
                     tracing::debug!(attempt, %error, "GitHub: not found");
@@ -722,6 +741,32 @@ impl RepoClient {
         }
     }
 
+    /// The id of a comment on `pr` made by this app whose body starts with `marker` (a hidden
+    /// HTML comment), if there is one.
+    pub async fn find_marked_comment(
+        &self,
+        pr: PrNumber,
+        marker: &str,
+    ) -> Result<Option<u64>, GitHubError> {
+        let app_id = self.gh.app_id();
+        let mut found = None;
+        self.gh
+            .visit_pages(
+                As::Installation(self.installation_id),
+                "/repos/{owner}/{repo}/issues/{number}/comments",
+                self.path(&format!("/issues/{pr}/comments?per_page={PER_PAGE}")),
+                |page: Vec<routes::IssueComment>| {
+                    found = page
+                        .into_iter()
+                        .find(|c| is_ours_with(c, app_id, marker))
+                        .map(|c| c.id);
+                    found.is_some()
+                },
+            )
+            .await?;
+        Ok(found)
+    }
+
     async fn edit_comment(&self, id: u64, body: &str) -> Result<(), GitHubError> {
         self.call(
             Method::PATCH,
@@ -740,6 +785,23 @@ impl RepoClient {
                 Method::POST,
                 "/repos/{owner}/{repo}/issues/{number}/comments",
                 &format!("/issues/{pr}/comments"),
+                Some(to_json(&routes::CommentBody { body })?),
+            )
+            .await?;
+        Ok(answer.json::<routes::IssueComment>("comment")?.id)
+    }
+
+    /// Post a new comment on `pr` that must not be posted twice: retried only after a rate
+    /// limit, never after an answer that leaves open whether GitHub created it (see
+    /// [`find_marked_comment`](Self::find_marked_comment)); returns its id.
+    pub async fn reply_not_twice(&self, pr: PrNumber, body: &str) -> Result<u64, GitHubError> {
+        let answer = self
+            .gh
+            .call_not_twice(
+                As::Installation(self.installation_id),
+                Method::POST,
+                "/repos/{owner}/{repo}/issues/{number}/comments",
+                self.path(&format!("/issues/{pr}/comments")),
                 Some(to_json(&routes::CommentBody { body })?),
             )
             .await?;
@@ -974,13 +1036,24 @@ pub fn with_sticky_marker(body: &str) -> String {
     }
 }
 
+/// The hidden first line of the bot's one reply to comment `comment_id`, by which a retry finds
+/// a reply GitHub may have accepted without stagebot learning it.
+pub fn reply_marker(comment_id: u64) -> String {
+    format!("<!-- stagebot:reply:{comment_id} -->")
+}
+
 /// Is this comment our sticky one: it carries the marker, a bot wrote it and, when GitHub says
 /// which app made it, that app is us.
 fn is_our_sticky(c: &routes::IssueComment, app_id: u64) -> bool {
+    is_ours_with(c, app_id, STICKY_MARKER)
+}
+
+/// Does this comment start with `marker`, and did a bot write it (this app, when GitHub says)?
+fn is_ours_with(c: &routes::IssueComment, app_id: u64, marker: &str) -> bool {
     let marked = c
         .body
         .as_deref()
-        .is_some_and(|b| b.trim_start().starts_with(STICKY_MARKER));
+        .is_some_and(|b| b.trim_start().starts_with(marker));
     let by_bot = c
         .user
         .as_ref()
