@@ -307,6 +307,7 @@ impl App {
                 if d.target.kind == EnvKind::Preview {
                     rec.fork = d.target.fork;
                 }
+                rec.private = ctx.repo.private;
                 rec.clone_url = d.target.clone_url.clone().unwrap_or(rec.clone_url);
                 rec.installation_id = Some(ctx.installation);
                 if d.profile.is_some() || d.trigger == crate::store::Trigger::Stage {
@@ -486,7 +487,7 @@ impl App {
                     .first()
                     .map(|e| e.clone_url.clone())
                     .unwrap_or_default(),
-                private: true,
+                private: envs.iter().any(|e| e.private),
             };
             let ctx = Ctx {
                 repo: &info,

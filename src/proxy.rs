@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -111,6 +113,71 @@ pub fn is_preview_host(host: &str, domain: &str) -> bool {
     !label.is_empty() && !label.contains('.') && label.contains("--")
 }
 
+/// An environment that does not accept the connection by then gets a `502`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// An environment that has not sent its response headers by then gets a `504`.
+pub const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// A request or response body (either direction) that moves no byte for this long is cut off;
+/// a stream (server-sent events, long polling) stays open as long as it sends something.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A body that fails when no frame has come for `idle`.
+struct IdleTimeout<B> {
+    body: B,
+    idle: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> IdleTimeout<B> {
+    fn new(body: B, idle: Duration) -> Self {
+        Self {
+            body,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+impl<B> hyper::body::Body for IdleTimeout<B>
+where
+    B: hyper::body::Body<Data = axum::body::Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = tokio::time::Instant::now() + this.idle;
+                this.deadline.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no data for {} s", this.idle.as_secs()),
+                )))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// The HTTP client the proxy forwards with (plain HTTP/1 to local upstreams, pooled).
 #[derive(Clone, Debug)]
 pub struct ProxyClient {
@@ -124,10 +191,11 @@ impl Default for ProxyClient {
 }
 
 impl ProxyClient {
-    /// A client with a 5 s connect timeout and no overall timeout (responses may stream).
+    /// A client with a [`CONNECT_TIMEOUT`] and no overall timeout (responses may stream; see
+    /// [`RESPONSE_HEADER_TIMEOUT`] and [`BODY_IDLE_TIMEOUT`]).
     pub fn new() -> Self {
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
@@ -225,14 +293,29 @@ pub async fn forward(
 
     let method = parts.method.clone();
     let path = parts.uri.path().to_owned();
-    let upstream_req = Request::from_parts(parts, body);
-    match client.client.request(upstream_req).await {
-        Ok(resp) => {
+    let upstream_req = Request::from_parts(parts, Body::new(IdleTimeout::new(body, BODY_IDLE_TIMEOUT)));
+    let answered =
+        tokio::time::timeout(RESPONSE_HEADER_TIMEOUT, client.client.request(upstream_req)).await;
+    match answered {
+        Err(_) => {
+            tracing::warn!(%host, %upstream, %method, %path, "upstream sent no response headers in time");
+            Ok(text_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "stagebot: the environment at {host} did not answer within {} s.\n",
+                    RESPONSE_HEADER_TIMEOUT.as_secs()
+                ),
+            ))
+        }
+        Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Ok(Response::from_parts(parts, Body::new(body)))
+            Ok(Response::from_parts(
+                parts,
+                Body::new(IdleTimeout::new(body, BODY_IDLE_TIMEOUT)),
+            ))
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::warn!(%host, %upstream, %method, %path, error = %error_chain(&e), "upstream not answering");
             Ok(text_response(
                 StatusCode::BAD_GATEWAY,
