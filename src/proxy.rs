@@ -293,7 +293,8 @@ pub async fn forward(
 
     let method = parts.method.clone();
     let path = parts.uri.path().to_owned();
-    let upstream_req = Request::from_parts(parts, Body::new(IdleTimeout::new(body, BODY_IDLE_TIMEOUT)));
+    let upstream_req =
+        Request::from_parts(parts, Body::new(IdleTimeout::new(body, BODY_IDLE_TIMEOUT)));
     let answered =
         tokio::time::timeout(RESPONSE_HEADER_TIMEOUT, client.client.request(upstream_req)).await;
     match answered {

@@ -19,9 +19,9 @@ use axum::http::{HeaderMap, StatusCode, header::RETRY_AFTER};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
 use http_body_util::BodyExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use serde_json::json;
 use sha2::Sha256;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::app::App;
@@ -73,7 +73,9 @@ struct Reservation {
 
 impl Reservation {
     fn bytes(&self) -> usize {
-        self.held.as_ref().map_or(0, OwnedSemaphorePermit::num_permits)
+        self.held
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits)
     }
 
     /// Reserve `n` more bytes; false (nothing more reserved) when the budget is short.
@@ -169,8 +171,10 @@ fn busy() -> Response {
         StatusCode::SERVICE_UNAVAILABLE,
         "too many unverified request bodies in flight; retry shortly",
     );
-    resp.headers_mut()
-        .insert(RETRY_AFTER, axum::http::HeaderValue::from(BUSY_RETRY_AFTER_SECS));
+    resp.headers_mut().insert(
+        RETRY_AFTER,
+        axum::http::HeaderValue::from(BUSY_RETRY_AFTER_SECS),
+    );
     resp
 }
 

@@ -430,7 +430,10 @@ mod tests {
         let previous = std::fs::metadata(previous_segment(&path)).unwrap().len();
         assert!(current <= cap, "current segment {current} > cap {cap}");
         assert!(previous <= cap, "previous segment {previous} > cap {cap}");
-        assert!(previous > cap / 2, "the previous segment is nearly full: {previous}");
+        assert!(
+            previous > cap / 2,
+            "the previous segment is nearly full: {previous}"
+        );
         // Whole lines only: every segment starts with the beginning of a line.
         for p in [path.clone(), previous_segment(&path)] {
             let text = std::fs::read_to_string(&p).unwrap();

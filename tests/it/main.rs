@@ -1,6 +1,7 @@
 //! Integration tests: real processes, real git repositories, real HTTP. One test binary.
 
 mod flows;
+mod frontdoor;
 mod github;
 mod ingress;
 mod providers;
