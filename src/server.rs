@@ -531,3 +531,36 @@ async fn admin_backup(State(app): State<App>, Json(body): Json<BackupBody>) -> R
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_hosts_follow_the_public_url_or_the_listen_address() {
+        assert_eq!(
+            own_hosts(Some("https://Stagebot.Example.com/"), None),
+            ["stagebot.example.com:443", "stagebot.example.com"]
+        );
+        assert_eq!(
+            own_hosts(Some("http://bot.example.com"), None),
+            ["bot.example.com:80", "bot.example.com"]
+        );
+        assert_eq!(
+            own_hosts(Some("https://bot.example.com:8443"), None),
+            ["bot.example.com:8443"]
+        );
+        let listen: SocketAddr = "0.0.0.0:3000".parse().unwrap();
+        assert_eq!(
+            own_hosts(None, Some(listen)),
+            ["0.0.0.0:3000", "localhost:3000", "127.0.0.1:3000"]
+        );
+        // The public URL wins over the listen address.
+        assert_eq!(
+            own_hosts(Some("http://127.0.0.1:3000"), Some(listen)),
+            ["127.0.0.1:3000"]
+        );
+        assert!(own_hosts(Some("not a url"), Some(listen)).is_empty());
+        assert!(own_hosts(Some("/relative"), None).is_empty());
+    }
+}

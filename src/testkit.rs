@@ -235,6 +235,8 @@ impl Stack {
             format!("localhost:{}", addr.port()),
         );
         settings.limits.max_previews = opts.max_previews;
+        // The public URL above is the default one: own pages answer as without one.
+        settings.own_hosts = crate::server::own_hosts(None, Some(addr));
         settings.delivery_retry.base = Duration::from_millis(50);
         settings.delivery_retry.max = Duration::from_millis(200);
         settings.delivery_retry.max_attempts = 3;

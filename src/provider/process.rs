@@ -149,7 +149,8 @@ struct Sink {
 }
 
 /// A sink and the signal that one of its pumps has finished.
-type Shared = Arc<(Mutex<Sink>, Condvar)>;
+type SinkCell = (Mutex<Sink>, Condvar);
+type Shared = Arc<SinkCell>;
 
 impl Sink {
     fn write(&mut self, mut buf: &[u8]) -> io::Result<()> {
@@ -202,7 +203,7 @@ impl Sink {
 
 /// Every open log's sink, by path: all writers of one file share its sink, so the count is
 /// right and a rotation never leaves a writer appending to the old segment.
-static SINKS: Mutex<Vec<(PathBuf, Weak<(Mutex<Sink>, Condvar)>)>> = Mutex::new(Vec::new());
+static SINKS: Mutex<Vec<(PathBuf, Weak<SinkCell>)>> = Mutex::new(Vec::new());
 
 fn sink_for(path: &Path) -> io::Result<Shared> {
     let mut sinks = SINKS.lock().unwrap_or_else(PoisonError::into_inner);

@@ -490,7 +490,7 @@ async fn stagebots_pages_answer_on_its_own_host_only_and_the_webhook_and_probes_
     let foreign = [
         format!("x.localhost:{port}"),
         format!("pr-9-nothing--webapp.localhost:{port}"),
-        format!("localhost:{port}"),
+        format!("localhost:{}", port.wrapping_add(1)),
         format!("127.0.0.1:{}", port.wrapping_add(1)),
         "evil.example".to_owned(),
     ];
@@ -502,8 +502,14 @@ async fn stagebots_pages_answer_on_its_own_host_only_and_the_webhook_and_probes_
         "/logs/acme/webapp/pr-1/1",
     ];
     for path in pages {
-        let (status, _, body) = get(stack.addr, &own, path).await.unwrap();
-        assert_eq!(status, 200, "{path} on {own}: {body}");
+        for own in [
+            own.clone(),
+            format!("localhost:{port}"),
+            format!("LOCALHOST:{port}"),
+        ] {
+            let (status, _, body) = get(stack.addr, &own, path).await.unwrap();
+            assert_eq!(status, 200, "{path} on {own}: {body}");
+        }
         for host in &foreign {
             let (status, _, body) = get(stack.addr, host, path).await.unwrap();
             assert_eq!(status, 404, "{path} on {host}: {body}");
