@@ -5,6 +5,7 @@
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
@@ -144,11 +145,11 @@ struct Sink {
     max: u64,
     file: Option<File>,
     len: u64,
-    /// Pipes still being copied in (see [`ReleaseLog::tail`]).
-    pumps: usize,
+    /// The read ends of the pipes being copied in (see [`ReleaseLog::settled`]).
+    pumps: Vec<RawFd>,
 }
 
-/// A sink and the signal that one of its pumps has finished.
+/// A sink and the signal that a pump has copied something (or finished).
 type SinkCell = (Mutex<Sink>, Condvar);
 type Shared = Arc<SinkCell>;
 
@@ -220,7 +221,7 @@ fn sink_for(path: &Path) -> io::Result<Shared> {
         max: log_max_for(path),
         file: None,
         len: 0,
-        pumps: 0,
+        pumps: Vec::new(),
     };
     sink.open()?;
     let sink = Arc::new((Mutex::new(sink), Condvar::new()));
@@ -253,24 +254,41 @@ impl ReleaseLog {
     /// every holder of the write end (the child and what it spawned) has closed it.
     pub(crate) fn file(&self) -> io::Result<File> {
         let (reader, writer) = io::pipe()?;
+        set_nonblocking(&reader)?;
+        let fd = reader.as_raw_fd();
+        lock(&self.sink).pumps.push(fd);
         let sink = Arc::clone(&self.sink);
-        lock(&self.sink).pumps += 1;
         let spawned = std::thread::Builder::new()
             .name("release-log".into())
             .spawn(move || {
-                pump(reader, &sink.0);
-                lock(&sink).pumps -= 1;
+                pump(&reader, &sink);
+                // Unregistered before `reader` (and so its descriptor) goes.
+                lock(&sink).pumps.retain(|p| *p != fd);
                 sink.1.notify_all();
+                drop(reader);
             });
         if let Err(e) = spawned {
-            lock(&self.sink).pumps -= 1;
+            lock(&self.sink).pumps.retain(|p| *p != fd);
             return Err(e);
         }
         Ok(File::from(std::os::fd::OwnedFd::from(writer)))
     }
 
+    /// The sink once every byte already written into its pipes has been copied into the file
+    /// (waiting at most `max`, for a child that never stops writing).
+    fn settled(&self, max: Duration) -> std::sync::MutexGuard<'_, Sink> {
+        let (sink, copied) = &*self.sink;
+        let guard = sink.lock().unwrap_or_else(PoisonError::into_inner);
+        // Pumps read only while holding this lock, so "nothing waiting in any pipe" seen under
+        // it means everything written so far is in the file.
+        copied
+            .wait_timeout_while(guard, max, |s| s.pumps.iter().any(|fd| unread(*fd) > 0))
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+    }
+
     fn write(&self, bytes: &[u8]) {
-        let mut sink = lock(&self.sink);
+        let mut sink = self.settled(Duration::from_millis(250));
         if let Err(e) = sink.write(bytes) {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot write the release log");
         }
@@ -282,19 +300,15 @@ impl ReleaseLog {
         self.line(&format!("==> {now} {text}"));
     }
 
-    /// Append one line (best effort).
+    /// Append one line (best effort), after what the children wrote before it.
     pub(crate) fn line(&self, text: &str) {
         self.write(format!("{text}\n").as_bytes());
     }
 
-    /// The last `n` lines (reading at most the last 64 KiB). Callers quote the tail after the
-    /// step's processes are gone: it first waits (up to a second) for their output to be copied.
+    /// The last `n` lines (reading at most the last 64 KiB), including everything the children
+    /// wrote before the call.
     pub(crate) fn tail(&self, n: usize) -> String {
-        let (sink, done) = &*self.sink;
-        let guard = sink.lock().unwrap_or_else(PoisonError::into_inner);
-        let _ = done
-            .wait_timeout_while(guard, Duration::from_secs(1), |s| s.pumps > 0)
-            .unwrap_or_else(PoisonError::into_inner);
+        let _settled = self.settled(Duration::from_secs(1));
         tail_of(&self.path, n).unwrap_or_default()
     }
 }
@@ -303,35 +317,97 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Sink> {
     shared.0.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Copy a child's output into the log, whole lines at a time (so stdout and stderr do not
-/// interleave mid-line), until the pipe closes.
-fn pump(mut reader: io::PipeReader, sink: &Mutex<Sink>) {
+fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Bytes waiting in a pipe (0 when it cannot be told).
+fn unread(fd: RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points at `n`. The descriptor
+    // is a registered pump's, open until it is unregistered under the same lock as this call.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n as *mut libc::c_int) };
+    if rc == 0 {
+        usize::try_from(n).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+/// Wait until the pipe is readable or closed (`false` on an error that will not go away).
+fn wait_readable(fd: RawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: poll reads and writes the one pollfd `pfd` points at.
+        let rc = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if rc >= 0 {
+            return true;
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return false;
+        }
+    }
+}
+
+/// Copy a child's output into the log until the pipe closes, whole lines at a time (so stdout
+/// and stderr do not interleave mid-line and a rotated segment starts with a whole line; a line
+/// longer than 64 KiB is cut). Reading and writing happen under the sink's lock, at most 256 KiB
+/// at a time, so [`ReleaseLog::settled`] can tell when nothing is in flight.
+fn pump(reader: &io::PipeReader, shared: &SinkCell) {
+    const BATCH: usize = 256 * 1024;
     const LINE_MAX: usize = 64 * 1024;
     let mut buf = vec![0u8; 16 * 1024];
     let mut pending: Vec<u8> = Vec::new();
-    let flush = |bytes: &[u8]| {
-        let mut sink = sink.lock().unwrap_or_else(PoisonError::into_inner);
-        // Best effort: a full disk must not stop the app (its output is dropped instead).
-        let _ = sink.write(bytes);
-    };
+    let fd = reader.as_raw_fd();
+    let mut reader = reader;
     loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+        if !wait_readable(fd) {
+            return;
+        }
+        let mut sink = shared.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut moved = 0;
+        let ended = loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => {
+                    pending.extend_from_slice(&buf[..n]);
+                    let cut = match pending.iter().rposition(|&b| b == b'\n') {
+                        Some(i) => i + 1,
+                        None if pending.len() >= LINE_MAX => pending.len(),
+                        None => 0,
+                    };
+                    // Best effort: a full disk must not stop the app (its output is dropped).
+                    let _ = sink.write(&pending[..cut]);
+                    pending.drain(..cut);
+                    moved += n;
+                    if moved >= BATCH {
+                        break false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                Err(_) => break true,
+            }
         };
-        pending.extend_from_slice(&buf[..n]);
-        let cut = match pending.iter().rposition(|&b| b == b'\n') {
-            Some(i) => i + 1,
-            None if pending.len() >= LINE_MAX => pending.len(),
-            None => continue,
-        };
-        flush(&pending[..cut]);
-        pending.drain(..cut);
-    }
-    if !pending.is_empty() {
-        flush(&pending);
+        if ended && !pending.is_empty() {
+            let _ = sink.write(&pending);
+        }
+        drop(sink);
+        shared.1.notify_all();
+        if ended {
+            return;
+        }
     }
 }
 
@@ -454,6 +530,37 @@ mod tests {
         assert!(std::fs::metadata(&path).unwrap().len() <= cap);
         assert!(std::fs::metadata(previous_segment(&path)).unwrap().len() <= cap);
         assert_eq!(log.tail(1), "again 4999");
+    }
+
+    #[test]
+    fn what_stagebot_writes_after_a_child_comes_after_the_childs_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.log");
+        let log = ReleaseLog::open(&path).unwrap();
+        for i in 0..20 {
+            let status = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("echo child {i}; echo child {i} err >&2"))
+                .stdout(log.file().unwrap())
+                .stderr(log.file().unwrap())
+                .status()
+                .unwrap();
+            assert!(status.success());
+            log.line(&format!("stagebot {i}"));
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 60, "{text}");
+        for (i, chunk) in lines.chunks(3).enumerate() {
+            assert_eq!(chunk[2], format!("stagebot {i}"), "{text}");
+            let mut children = chunk[..2].to_vec();
+            children.sort_unstable();
+            assert_eq!(
+                children,
+                [format!("child {i}"), format!("child {i} err")],
+                "{text}"
+            );
+        }
     }
 
     #[test]
