@@ -72,6 +72,7 @@ pub fn own_hosts(public_url: Option<&str>, listen: Option<SocketAddr>) -> Vec<St
     match public_url {
         Some(url) => {
             if let Ok(uri) = url.trim().parse::<axum::http::Uri>()
+                && matches!(uri.scheme_str(), Some("http" | "https"))
                 && let Some(authority) = uri.authority()
             {
                 let host = authority.host().to_ascii_lowercase();
@@ -562,5 +563,7 @@ mod tests {
         );
         assert!(own_hosts(Some("not a url"), Some(listen)).is_empty());
         assert!(own_hosts(Some("/relative"), None).is_empty());
+        assert!(own_hosts(Some("stagebot.example.com"), None).is_empty());
+        assert!(own_hosts(Some("ftp://stagebot.example.com"), None).is_empty());
     }
 }

@@ -685,3 +685,159 @@ async fn dead_letters_beyond_the_maximum_go_oldest_first() {
     );
     assert_eq!(store.pending().unwrap().len(), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Release logs through a real deploy; settings
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chatty_deploy_rotates_its_log_at_the_cap_and_logs_shows_the_tail() {
+    use std::os::unix::fs::PermissionsExt;
+    let scripts = TempDir::new().unwrap();
+    let deploy = scripts.path().join("deploy.sh");
+    // 3 MB of output, twelve times the cap, then the URL.
+    std::fs::write(
+        &deploy,
+        "#!/bin/sh\nyes 'chatty deploy line ..........................................' | head -c 3000000 >&2\n\
+         echo 'last words' >&2\necho url=https://chatty.example.dev\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&deploy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = TempDir::new().unwrap();
+    let cap: u64 = 256 * 1024;
+    let mut opts = StackOptions::new(&dir.path().join("data"));
+    opts.log_max = Some(cap);
+    opts.command_provider = Some(stagebot::provider::command::CommandConfig {
+        deploy_cmd: deploy,
+        teardown_cmd: None,
+        status_cmd: None,
+        timeout: Duration::from_secs(30),
+    });
+    let stack = Stack::start(opts).await.unwrap();
+    let mut p = PrPayload::new("opened", &stack.repo, 41);
+    p.head_ref = "chatty".into();
+    p.installation_id = Some(INSTALLATION);
+    stack.fake.upsert_pr(
+        &stack.repo,
+        FakePr::new(41, &p.head_ref, Sha::new(&p.head_sha).unwrap()),
+    );
+    let (status, body) = stack
+        .send("pull_request", &payloads::pull_request(&p))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    stack.settle().await.unwrap();
+    let envs = stack.app.store().envs().unwrap();
+    let env = envs
+        .iter()
+        .find(|e| e.pr.map(|n| n.0) == Some(41))
+        .expect("the environment");
+    let n = env.current_release.expect("a live release");
+    let (path, _) = stack.app.log_location(&env.id, n);
+    let mut previous = path.clone().into_os_string();
+    previous.push(".1");
+    let current = std::fs::metadata(&path).unwrap().len();
+    let previous = std::fs::metadata(&previous).unwrap().len();
+    assert!(
+        current <= cap && previous <= cap,
+        "{current} and {previous} bytes on disk"
+    );
+
+    let own = stack.addr.to_string();
+    let url = format!(
+        "/logs/{}/{}/{}/{n}",
+        env.id.repo.owner(),
+        env.id.repo.name(),
+        env.id.slug
+    );
+    let (status, _, body) = get(stack.addr, &own, &url).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with("[stagebot: earlier output was cut"),
+        "{}",
+        &body[..200]
+    );
+    assert!(
+        body.contains("last words\n"),
+        "{}",
+        &body[body.len() - 300..]
+    );
+    assert!(
+        body.trim_end()
+            .ends_with("live at https://chatty.example.dev"),
+        "{}",
+        &body[body.len() - 300..]
+    );
+    assert!(body.len() as u64 <= 2 * cap + 200, "{} bytes", body.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_bad_front_door_settings_with_one_sentence() {
+    let fake = FakeGitHub::start().await;
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let cases = [
+        (
+            "STAGEBOT_DELIVERY_RETENTION",
+            "2d",
+            "at least 3d: GitHub redelivers",
+        ),
+        ("STAGEBOT_DELIVERY_RETENTION", "soon", "must be a duration"),
+        (
+            "STAGEBOT_MAX_UNVERIFIED_BYTES",
+            "1MiB",
+            "at least 25600 KiB",
+        ),
+        ("STAGEBOT_MAX_UNVERIFIED_BYTES", "lots", "must be a size"),
+        ("STAGEBOT_MAX_CONNECTIONS", "0", "above 0"),
+        ("STAGEBOT_LOG_MAX", "1K", "at least 64 KiB"),
+        ("STAGEBOT_DEAD_LETTERS_MAX", "-5", "whole number"),
+        ("STAGEBOT_PUBLIC_URL", "stagebot", "absolute URL"),
+    ];
+    for (name, value, needle) in cases {
+        let child = Command::new(BIN)
+            .arg("serve")
+            .env_clear()
+            .env("WEBHOOK_SECRET", SECRET)
+            .env("APP_ID", fake.app_id().to_string())
+            .env("PRIVATE_KEY", fake.private_key_pem().expose())
+            .env("STAGEBOT_DATA_DIR", &data)
+            .env("STAGEBOT_LISTEN", free_addr().to_string())
+            .env(name, value)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Killed if it started serving after all (then the exit code below is not 2).
+        let mut child = KillOnDrop(Some(child));
+        let started = Instant::now();
+        while child.0.as_mut().unwrap().try_wait().unwrap().is_none() {
+            if started.elapsed() > WAIT {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.0.as_mut().unwrap().kill();
+        let out = child.0.take().unwrap().wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}={value}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{name}={value}: {stderr}");
+        assert!(
+            lines[0].starts_with(&format!("error: {name} ")) && lines[0].contains(needle),
+            "{name}={value}: {stderr}"
+        );
+        assert!(!data.exists(), "{name}={value}: the data dir was created");
+    }
+}
+
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
