@@ -358,7 +358,7 @@ impl LogTail {
         segments.push_back((current, take));
         let note = cut.then(|| {
             axum::body::Bytes::from(format!(
-                "[stagebot: earlier output was cut; this is at most the last {} KiB of the log]\n",
+                "[stagebot: the end of the log, at most its last {} KiB; earlier output is not shown]\n",
                 max / 1024
             ))
         });

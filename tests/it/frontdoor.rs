@@ -405,7 +405,7 @@ async fn logs_of_a_1_gib_file_stream_the_tail_in_flat_memory_and_private_reposit
         assert_eq!(status, 200, "{head}");
         assert!(head.contains("text/plain"), "{head}");
         assert!(
-            body.starts_with("[stagebot: earlier output was cut"),
+            body.starts_with("[stagebot: the end of the log, at most its last 1024 KiB; earlier output is not shown]\n"),
             "{}",
             &body[..body.len().min(200)]
         );
@@ -752,7 +752,7 @@ async fn a_chatty_deploy_rotates_its_log_at_the_cap_and_logs_shows_the_tail() {
     let (status, _, body) = get(stack.addr, &own, &url).await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(
-        body.starts_with("[stagebot: earlier output was cut"),
+        body.starts_with("[stagebot: the end of the log, at most its last 1024 KiB; earlier output is not shown]\n"),
         "{}",
         &body[..200]
     );
