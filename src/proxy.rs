@@ -162,7 +162,7 @@ where
             Poll::Pending => match this.deadline.as_mut().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    format!("no data for {} s", this.idle.as_secs()),
+                    format!("no data for {} ms", this.idle.as_millis()),
                 )))),
                 Poll::Pending => Poll::Pending,
             },
@@ -182,6 +182,8 @@ where
 #[derive(Clone, Debug)]
 pub struct ProxyClient {
     client: Client<HttpConnector, Body>,
+    response_header_timeout: Duration,
+    body_idle_timeout: Duration,
 }
 
 impl Default for ProxyClient {
@@ -200,7 +202,20 @@ impl ProxyClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Self { client }
+        Self {
+            client,
+            response_header_timeout: RESPONSE_HEADER_TIMEOUT,
+            body_idle_timeout: BODY_IDLE_TIMEOUT,
+        }
+    }
+
+    /// The same client with other response header and body idle timeouts (tests).
+    pub fn with_timeouts(response_header: Duration, body_idle: Duration) -> Self {
+        Self {
+            response_header_timeout: response_header,
+            body_idle_timeout: body_idle,
+            ..Self::new()
+        }
     }
 }
 
@@ -293,10 +308,15 @@ pub async fn forward(
 
     let method = parts.method.clone();
     let path = parts.uri.path().to_owned();
-    let upstream_req =
-        Request::from_parts(parts, Body::new(IdleTimeout::new(body, BODY_IDLE_TIMEOUT)));
-    let answered =
-        tokio::time::timeout(RESPONSE_HEADER_TIMEOUT, client.client.request(upstream_req)).await;
+    let upstream_req = Request::from_parts(
+        parts,
+        Body::new(IdleTimeout::new(body, client.body_idle_timeout)),
+    );
+    let answered = tokio::time::timeout(
+        client.response_header_timeout,
+        client.client.request(upstream_req),
+    )
+    .await;
     match answered {
         Err(_) => {
             tracing::warn!(%host, %upstream, %method, %path, "upstream sent no response headers in time");
@@ -304,7 +324,7 @@ pub async fn forward(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
                     "stagebot: the environment at {host} did not answer within {} s.\n",
-                    RESPONSE_HEADER_TIMEOUT.as_secs()
+                    client.response_header_timeout.as_secs()
                 ),
             ))
         }
@@ -313,7 +333,7 @@ pub async fn forward(
             strip_hop_by_hop(&mut parts.headers);
             Ok(Response::from_parts(
                 parts,
-                Body::new(IdleTimeout::new(body, BODY_IDLE_TIMEOUT)),
+                Body::new(IdleTimeout::new(body, client.body_idle_timeout)),
             ))
         }
         Ok(Err(e)) => {
@@ -448,6 +468,56 @@ mod tests {
         assert!(!is_preview_host("a.b--c.localhost", "localhost"));
         assert!(!is_preview_host("x--y.evil-localhost", "localhost"));
         assert!(!is_preview_host("--", ""));
+    }
+
+    /// An upstream that takes connections, reads what comes, and answers each with `answer`
+    /// (possibly nothing, possibly half a response), then never says more.
+    async fn stalling_upstream(answer: &'static [u8]) -> SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(answer).await;
+                held.push(s);
+            }
+        });
+        addr
+    }
+
+    fn request(host: &str) -> Request {
+        Request::builder()
+            .uri("/")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_silent_environment_gets_504_and_a_stalled_body_is_cut() {
+        use http_body_util::BodyExt;
+        let routes = Routes::default();
+        let client =
+            ProxyClient::with_timeouts(Duration::from_millis(300), Duration::from_millis(300));
+        routes.set("silent--web.localhost", stalling_upstream(b"").await);
+        let resp = forward(&routes, &client, request("silent--web.localhost"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+
+        routes.set(
+            "stalled--web.localhost",
+            stalling_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789").await,
+        );
+        let resp = forward(&routes, &client, request("stalled--web.localhost"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let err = resp.into_body().collect().await.unwrap_err();
+        assert!(format!("{err:?}").contains("no data for 300 ms"), "{err:?}");
     }
 
     #[test]
