@@ -173,6 +173,30 @@ struct ServeArgs {
     /// How often the reconciler and sweeper run (e.g. `1m`).
     #[arg(long, env = "STAGEBOT_RECONCILE_INTERVAL", default_value = "1m")]
     reconcile_interval: String,
+    /// Body bytes all requests together may hold before their signature is checked (at least
+    /// 25MiB); a request beyond it is answered 503 with Retry-After.
+    #[arg(long, env = "STAGEBOT_MAX_UNVERIFIED_BYTES", default_value = "64MiB")]
+    max_unverified_bytes: String,
+    /// Open client connections at most (proxied streams included); more are answered 503.
+    #[arg(long, env = "STAGEBOT_MAX_CONNECTIONS", default_value = "1024")]
+    max_connections: String,
+    /// Size at which a release's log rotates; one previous segment is kept.
+    #[arg(long, env = "STAGEBOT_LOG_MAX", default_value = "10MiB")]
+    log_max: String,
+    /// Show private repositories' environments, logs and releases to anonymous visitors.
+    #[arg(
+        long,
+        env = "STAGEBOT_DASHBOARD_PUBLIC",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    dashboard_public: bool,
+    /// How long finished deliveries and dead letters are kept (at least 3d).
+    #[arg(long, env = "STAGEBOT_DELIVERY_RETENTION", default_value = "7d")]
+    delivery_retention: String,
+    /// Dead letters kept at most; the oldest go first.
+    #[arg(long, env = "STAGEBOT_DEAD_LETTERS_MAX", default_value = "10000")]
+    dead_letters_max: String,
 }
 
 #[derive(clap::Args)]
@@ -196,6 +220,61 @@ fn duration(name: &str, s: &str) -> Result<Duration, Usage> {
             "{name} must be a duration like 90m, 12h, 3d or 1w (got {s:?})"
         ))
     })
+}
+
+fn bytes(name: &str, s: &str, min: u64) -> Result<u64, Usage> {
+    let n = stagebot::serve::parse_bytes(s).ok_or_else(|| {
+        Usage(format!(
+            "{name} must be a size like 64MiB, 512KiB or 1048576 (got {s:?})"
+        ))
+    })?;
+    if n < min {
+        return Err(Usage(format!(
+            "{name} must be at least {} KiB (got {s:?})",
+            min / 1024
+        )));
+    }
+    Ok(n)
+}
+
+fn count(name: &str, s: &str) -> Result<usize, Usage> {
+    s.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| Usage(format!("{name} must be a whole number above 0 (got {s:?})")))
+}
+
+/// The front door, log, dashboard and retention settings (validated before anything binds).
+fn front_door(a: &ServeArgs, settings: &mut Settings) -> Result<(), Usage> {
+    let unverified = bytes(
+        "STAGEBOT_MAX_UNVERIFIED_BYTES",
+        &a.max_unverified_bytes,
+        stagebot::webhook::MAX_BODY as u64,
+    )?;
+    settings.max_unverified_bytes = usize::try_from(unverified).unwrap_or(usize::MAX);
+    settings.max_connections = count("STAGEBOT_MAX_CONNECTIONS", &a.max_connections)?;
+    settings.log_max = bytes("STAGEBOT_LOG_MAX", &a.log_max, 64 * 1024)?;
+    settings.dashboard_public = a.dashboard_public;
+    let retention = duration("STAGEBOT_DELIVERY_RETENTION", &a.delivery_retention)?;
+    if retention < Duration::from_secs(3 * 24 * 3600) {
+        return Err(Usage(format!(
+            "STAGEBOT_DELIVERY_RETENTION must be at least 3d: GitHub redelivers deliveries up to \
+             3 days old, and stagebot must still know them to answer a redelivery as a duplicate \
+             (got {:?})",
+            a.delivery_retention
+        )));
+    }
+    settings.delivery_retention = retention;
+    settings.dead_letters_max = count("STAGEBOT_DEAD_LETTERS_MAX", &a.dead_letters_max)?;
+    settings.own_hosts = stagebot::server::own_hosts(a.public_url.as_deref(), Some(a.listen));
+    if settings.own_hosts.is_empty() {
+        return Err(Usage(format!(
+            "STAGEBOT_PUBLIC_URL must be an absolute URL like https://stagebot.example.com (got {:?})",
+            a.public_url.as_deref().unwrap_or_default()
+        )));
+    }
+    Ok(())
 }
 
 fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
@@ -244,6 +323,7 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
     settings.limits.max_previews = a.max_previews;
     settings.limits.max_extend = duration("STAGEBOT_MAX_EXTEND", &a.max_extend)?;
     let reconcile = duration("STAGEBOT_RECONCILE_INTERVAL", &a.reconcile_interval)?;
+    front_door(a, &mut settings)?;
     let routes = Routes::default();
     let provider = match a.provider {
         ProviderKind::Local => Provider::Local(LocalProvider::new(LocalConfig::new(

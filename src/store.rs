@@ -309,6 +309,14 @@ pub struct EnvRecord {
     /// A fork PR's preview (its branch name is the fork's, not this repository's).
     #[serde(default)]
     pub fork: bool,
+    /// The repository is private (from the last deploy's payload): hidden from anonymous
+    /// visitors. A record written before stagebot knew counts as private until its next deploy.
+    #[serde(default = "unknown_is_private")]
+    pub private: bool,
+}
+
+fn unknown_is_private() -> bool {
+    true
 }
 
 impl EnvRecord {
@@ -349,6 +357,7 @@ impl EnvRecord {
             restart_failures: 0,
             next_restart_at: None,
             fork: false,
+            private: false,
         }
     }
 
@@ -608,6 +617,9 @@ fn tx_err(e: TransactionError<StoreError>) -> StoreError {
 
 // ---------------------------------------------------------------------------------------------
 // The store
+
+/// Dead letters kept at most by default (`STAGEBOT_DEAD_LETTERS_MAX`).
+pub const DEFAULT_DEAD_LETTERS_MAX: usize = 10_000;
 
 /// A handle on the sled database; cheap to clone.
 #[derive(Clone)]
@@ -1009,6 +1021,28 @@ impl Store {
                 DeliveryStatus::Processed | DeliveryStatus::Ignored { .. }
             );
             if done && r.finished_at.is_some_and(|t| t < cutoff) {
+                let key = r.id.as_str().as_bytes();
+                self.deliveries.remove(key)?;
+                self.payloads.remove(key)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Forget dead letters that died before `cutoff`, then the oldest beyond `max` (the newest
+    /// `max` are kept). Returns how many went.
+    pub fn prune_dead_letters(&self, cutoff: DateTime<Utc>, max: usize) -> Result<usize> {
+        let mut dead: Vec<DeliveryRecord> = self
+            .deliveries()?
+            .into_iter()
+            .filter(|r| r.status == DeliveryStatus::Dead)
+            .collect();
+        // Newest first: by when they died, then by arrival.
+        dead.sort_by_key(|r| std::cmp::Reverse((r.finished_at, r.seq)));
+        let mut n = 0;
+        for (i, r) in dead.iter().enumerate() {
+            if i >= max || r.finished_at.is_some_and(|t| t < cutoff) {
                 let key = r.id.as_str().as_bytes();
                 self.deliveries.remove(key)?;
                 self.payloads.remove(key)?;

@@ -178,6 +178,8 @@ pub struct StackOptions {
     pub secrets: String,
     /// Use the command provider with these scripts instead of the local provider.
     pub command_provider: Option<crate::provider::command::CommandConfig>,
+    /// `STAGEBOT_LOG_MAX` (default 10 MiB).
+    pub log_max: Option<u64>,
 }
 
 impl StackOptions {
@@ -192,6 +194,7 @@ impl StackOptions {
             header_read_timeout: crate::serve::HEADER_READ_TIMEOUT,
             command_provider: None,
             secrets: SECRET.to_owned(),
+            log_max: None,
         }
     }
 }
@@ -235,6 +238,11 @@ impl Stack {
             format!("localhost:{}", addr.port()),
         );
         settings.limits.max_previews = opts.max_previews;
+        // The public URL above is the default one: own pages answer as without one.
+        settings.own_hosts = crate::server::own_hosts(None, Some(addr));
+        if let Some(max) = opts.log_max {
+            settings.log_max = max;
+        }
         settings.delivery_retry.base = Duration::from_millis(50);
         settings.delivery_retry.max = Duration::from_millis(200);
         settings.delivery_retry.max_attempts = 3;

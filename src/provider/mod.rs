@@ -3,7 +3,7 @@
 
 pub mod command;
 pub mod local;
-mod process;
+pub(crate) mod process;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -3,6 +3,7 @@
 mod comments;
 mod deployments;
 mod flows;
+mod frontdoor;
 mod github;
 mod ingress;
 mod providers;
