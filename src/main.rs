@@ -13,6 +13,7 @@ use stagebot::github::{GitHub, GitHubConfig, RetryPolicy};
 use stagebot::provider::Provider;
 use stagebot::provider::command::{CommandConfig, CommandProvider};
 use stagebot::provider::local::{LocalConfig, LocalProvider};
+use stagebot::provider::sandbox::{SandboxConfig, SandboxMode};
 use stagebot::proxy::Routes;
 use stagebot::store::Store;
 use stagebot::types::{DeliveryId, EnvId, RepoName, Secret, Slug};
@@ -116,6 +117,15 @@ enum DeliveriesCmd {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum SandboxKind {
+    /// Every repository command runs in bubblewrap.
+    Bwrap,
+    /// No sandbox: apps run as stagebot's user (a warning at start, in /readyz and on the
+    /// dashboard).
+    Off,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum ProviderKind {
     Local,
     Command,
@@ -173,6 +183,16 @@ struct ServeArgs {
     /// How often the reconciler and sweeper run (e.g. `1m`).
     #[arg(long, env = "STAGEBOT_RECONCILE_INTERVAL", default_value = "1m")]
     reconcile_interval: String,
+    /// Local provider: run repository commands in bubblewrap (`bwrap`) or not at all (`off`).
+    #[arg(long, env = "STAGEBOT_SANDBOX", value_enum, default_value = "bwrap")]
+    sandbox: SandboxKind,
+    /// Local provider: memory limit per release (e.g. `1GiB`, `512MiB`), where cgroup v2 is
+    /// delegated.
+    #[arg(long, env = "STAGEBOT_ENV_MEMORY", default_value = "1GiB")]
+    env_memory: String,
+    /// Local provider: process limit per release, where cgroup v2 is delegated.
+    #[arg(long, env = "STAGEBOT_ENV_PIDS", default_value_t = 512)]
+    env_pids: u64,
 }
 
 #[derive(clap::Args)]
@@ -246,10 +266,39 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
     let reconcile = duration("STAGEBOT_RECONCILE_INTERVAL", &a.reconcile_interval)?;
     let routes = Routes::default();
     let provider = match a.provider {
-        ProviderKind::Local => Provider::Local(LocalProvider::new(LocalConfig::new(
-            a.data_dir.clone(),
-            routes.clone(),
-        ))),
+        ProviderKind::Local => {
+            let mut cfg = LocalConfig::new(a.data_dir.clone(), routes.clone());
+            cfg.sandbox = SandboxConfig {
+                mode: match a.sandbox {
+                    SandboxKind::Bwrap => SandboxMode::default(),
+                    SandboxKind::Off => SandboxMode::Off,
+                },
+                // The key's directory (and the env file usually next to it) is never shown.
+                hidden: a
+                    .private_key_path
+                    .iter()
+                    .filter_map(|p| std::path::absolute(p).ok()?.parent().map(Path::to_path_buf))
+                    .collect(),
+                memory_max: stagebot::provider::sandbox::parse_bytes(&a.env_memory).ok_or_else(
+                    || {
+                        Usage(format!(
+                            "STAGEBOT_ENV_MEMORY must be a size like 1GiB or 512MiB (got {:?})",
+                            a.env_memory
+                        ))
+                    },
+                )?,
+                pids_max: a.env_pids,
+                ..SandboxConfig::default()
+            };
+            // The data dir must exist (0700) before the sandbox is told to hide it.
+            stagebot::store::create_private_dir(&a.data_dir).map_err(|e| {
+                Usage(format!(
+                    "the data dir {} cannot be created: {e}",
+                    a.data_dir.display()
+                ))
+            })?;
+            Provider::Local(LocalProvider::new(cfg).map_err(|e| Usage(e.to_string()))?)
+        }
         ProviderKind::Command => {
             let deploy_cmd = a.deploy_cmd.clone().ok_or_else(|| {
                 Usage("STAGEBOT_DEPLOY_CMD is required with STAGEBOT_PROVIDER=command".into())
@@ -294,9 +343,24 @@ fn init_tracing(json: bool, default_level: &str) {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// Variables holding secrets: read once by the argument parser, then removed from stagebot's
+/// environment so nothing it starts can inherit them.
+const SECRET_VARS: &[&str] = &["WEBHOOK_SECRET", "PRIVATE_KEY"];
+
+fn main() -> ExitCode {
+    // Not dumpable: processes of the same user (an app run unsandboxed, a compromised helper)
+    // cannot ptrace stagebot or read its /proc/<pid>/{environ,mem}.
+    // SAFETY: prctl(PR_SET_DUMPABLE) takes integer arguments only and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     let cli = Cli::parse();
+    for var in SECRET_VARS {
+        // SAFETY: still single-threaded: no tokio runtime, no tracing subscriber, no thread of
+        // ours or of a library has been started yet (clap parses on this thread), so nothing can
+        // read the environment concurrently.
+        unsafe { std::env::remove_var(var) };
+    }
     // The demo narrates on stdout; its logs stay quiet unless RUST_LOG asks for them.
     let default_level = if matches!(cli.command, Cmd::Demo(_)) {
         "warn"
@@ -304,7 +368,17 @@ async fn main() -> ExitCode {
         "info"
     };
     init_tracing(cli.log_json, default_level);
-    match run(cli.command).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

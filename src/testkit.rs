@@ -178,6 +178,11 @@ pub struct StackOptions {
     pub secrets: String,
     /// Use the command provider with these scripts instead of the local provider.
     pub command_provider: Option<crate::provider::command::CommandConfig>,
+    /// The local provider's sandbox (default: bwrap from `PATH`).
+    pub sandbox: crate::provider::sandbox::SandboxConfig,
+    /// Write the App's private key to this file (as `PRIVATE_KEY_PATH` would name it); its
+    /// directory is hidden from the sandbox like the real server's.
+    pub key_file: Option<PathBuf>,
 }
 
 impl StackOptions {
@@ -192,6 +197,8 @@ impl StackOptions {
             header_read_timeout: crate::serve::HEADER_READ_TIMEOUT,
             command_provider: None,
             secrets: SECRET.to_owned(),
+            sandbox: crate::provider::sandbox::SandboxConfig::default(),
+            key_file: None,
         }
     }
 }
@@ -255,9 +262,18 @@ impl Stack {
         let routes = Routes::default();
         let mut local = LocalConfig::new(opts.data_dir.clone(), routes.clone());
         local.health_timeout = Duration::from_secs(20);
+        local.sandbox = opts.sandbox.clone();
+        if let Some(key_file) = &opts.key_file {
+            std::fs::write(key_file, fake.private_key_pem().expose())?;
+            if let Some(dir) = key_file.parent() {
+                local.sandbox.hidden.push(dir.to_path_buf());
+            }
+        }
         let provider = match opts.command_provider.clone() {
             Some(cfg) => Provider::Command(crate::provider::command::CommandProvider::new(cfg)),
-            None => Provider::Local(LocalProvider::new(local)),
+            None => Provider::Local(
+                LocalProvider::new(local).map_err(|e| KitError::Other(e.to_string()))?,
+            ),
         };
         let store = Store::open_waiting(&opts.data_dir, Duration::from_secs(10))
             .map_err(|e| KitError::Other(e.to_string()))?;

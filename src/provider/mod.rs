@@ -4,6 +4,7 @@
 pub mod command;
 pub mod local;
 mod process;
+pub mod sandbox;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
