@@ -347,6 +347,37 @@ fn init_tracing(json: bool, default_level: &str) {
 /// environment so nothing it starts can inherit them.
 const SECRET_VARS: &[&str] = &["WEBHOOK_SECRET", "PRIVATE_KEY"];
 
+/// Blank the values of `names` in the process's original environment block (what
+/// `/proc/<pid>/environ` shows, which `unsetenv` leaves untouched), then remove them.
+///
+/// # Safety
+/// No other thread may exist that reads or writes the environment.
+unsafe fn scrub_env(names: &[&str]) {
+    unsafe extern "C" {
+        static mut environ: *mut *mut libc::c_char;
+    }
+    // SAFETY (whole block): single-threaded per the contract; `environ` is the C runtime's
+    // NUL-terminated array of NUL-terminated strings, and only bytes inside a string (before its
+    // NUL) are overwritten, so every string stays valid.
+    unsafe {
+        let mut entry = environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let text = *entry;
+            let bytes = std::ffi::CStr::from_ptr(text).to_bytes();
+            for name in names {
+                let n = name.len();
+                if bytes.len() > n && bytes.starts_with(name.as_bytes()) && bytes[n] == b'=' {
+                    std::ptr::write_bytes(text.add(n + 1), b'x', bytes.len() - n - 1);
+                }
+            }
+            entry = entry.add(1);
+        }
+        for name in names {
+            std::env::remove_var(name);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // Not dumpable: processes of the same user (an app run unsandboxed, a compromised helper)
     // cannot ptrace stagebot or read its /proc/<pid>/{environ,mem}.
@@ -355,12 +386,10 @@ fn main() -> ExitCode {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
     let cli = Cli::parse();
-    for var in SECRET_VARS {
-        // SAFETY: still single-threaded: no tokio runtime, no tracing subscriber, no thread of
-        // ours or of a library has been started yet (clap parses on this thread), so nothing can
-        // read the environment concurrently.
-        unsafe { std::env::remove_var(var) };
-    }
+    // SAFETY: still single-threaded: no tokio runtime, no tracing subscriber, no thread of ours
+    // or of a library has been started yet (clap parsed on this thread), so nothing reads or
+    // writes the environment concurrently.
+    unsafe { scrub_env(SECRET_VARS) };
     // The demo narrates on stdout; its logs stay quiet unless RUST_LOG asks for them.
     let default_level = if matches!(cli.command, Cmd::Demo(_)) {
         "warn"

@@ -52,6 +52,15 @@ impl Provider {
         }
     }
 
+    /// The provider's own readiness checks for `/readyz` and the dashboard (the local
+    /// provider's `sandbox` and `limits`); a failed check is a warning, not "not ready".
+    pub fn checks(&self) -> Vec<(&'static str, sandbox::Check)> {
+        match self {
+            Provider::Local(p) => p.checks(),
+            Provider::Command(_) => Vec::new(),
+        }
+    }
+
     /// What the provider sees for `env` right now.
     pub async fn status(&self, env: &EnvId) -> Result<ProviderStatus, ProviderError> {
         match self {

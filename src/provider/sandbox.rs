@@ -140,6 +140,7 @@ impl Sandbox {
         let SandboxMode::Bwrap(bwrap) = &cfg.mode else {
             return Ok(sandbox);
         };
+        let bwrap = &find_executable(bwrap).ok_or(SandboxError::Missing)?;
         let help = std::process::Command::new(bwrap)
             .arg("--help")
             .env_clear()
@@ -596,6 +597,24 @@ fn mounts(
         }
     }
     out
+}
+
+/// `name` as given when it holds a `/`, else the first executable file of that name on
+/// stagebot's own `PATH` (resolved here: a command with a cleared environment would otherwise
+/// be looked up on a default path).
+fn find_executable(name: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let is_exe = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name.as_os_str().as_bytes().contains(&b'/') {
+        return is_exe(name).then(|| name.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join(name))
+        .find(|p| is_exe(p))
 }
 
 /// `p` made absolute and, when it exists, canonical (so `/etc/../etc/x` and links compare).

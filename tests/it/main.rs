@@ -4,4 +4,5 @@ mod flows;
 mod github;
 mod ingress;
 mod providers;
+mod sandbox;
 mod support;
