@@ -328,10 +328,10 @@ fn access_token(st: &mut State, req: &Req<'_>, id: &str) -> Outcome {
             let app = app_permissions();
             for (name, level) in asked {
                 let granted = app.get(name).and_then(Value::as_str);
-                let ok = match (level.as_str(), granted) {
-                    (Some("read"), Some("read" | "write")) | (Some("write"), Some("write")) => true,
-                    _ => false,
-                };
+                let ok = matches!(
+                    (level.as_str(), granted),
+                    (Some("read"), Some("read" | "write")) | (Some("write"), Some("write"))
+                );
                 if !ok {
                     return Err(Reply::unprocessable(&format!(
                         "The permissions requested are not granted to this installation: {name}"

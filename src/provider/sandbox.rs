@@ -152,16 +152,17 @@ impl Sandbox {
         // A real sandbox running `true`, so a machine where namespaces are not allowed is caught
         // at start, not at the first deploy.
         let scratch = std::env::temp_dir();
-        let out = std::process::Command::from(sandbox.command_std(
-            "exit 0",
-            &scratch,
-            &scratch,
-            &[("PATH".to_owned(), "/usr/bin:/bin".into())],
-            None,
-        ))
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| SandboxError::Broken(e.to_string()))?;
+        let out = sandbox
+            .command_std(
+                "exit 0",
+                &scratch,
+                &scratch,
+                &[("PATH".to_owned(), "/usr/bin:/bin".into())],
+                None,
+            )
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| SandboxError::Broken(e.to_string()))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let why = stderr
@@ -359,9 +360,9 @@ impl Sandbox {
             "--unshare-ipc".as_ref(),
             "--unshare-uts".as_ref(),
             "--unshare-cgroup-try".as_ref(),
+            // No --hostname: systemd's ProtectHostname= forbids sethostname even in a new
+            // UTS namespace.
             "--new-session".as_ref(),
-            "--hostname".as_ref(),
-            "stagebot-sandbox".as_ref(),
         ]);
         if self.root {
             push(&[
@@ -565,10 +566,10 @@ fn mounts(
             } else if let Ok(resolved) = std::fs::canonicalize(&p) {
                 dirs.push(resolved);
             }
-        } else if meta.is_dir() {
-            if let Ok(resolved) = std::fs::canonicalize(&p) {
-                dirs.push(resolved);
-            }
+        } else if meta.is_dir()
+            && let Ok(resolved) = std::fs::canonicalize(&p)
+        {
+            dirs.push(resolved);
         }
     }
     // Never anything inside a hidden path.
@@ -662,6 +663,12 @@ fn delegated_cgroup() -> Result<PathBuf, String> {
     };
     if enabled(&dir) {
         return Ok(dir);
+    }
+    // Already moved into our `stagebot` child by an earlier probe of this process.
+    if dir.file_name().is_some_and(|n| n == "stagebot")
+        && let Some(parent) = dir.parent().filter(|p| enabled(p))
+    {
+        return Ok(parent.to_path_buf());
     }
     // No process may sit in a cgroup that hands controllers to its children: move stagebot
     // into a child of its own first, then enable the controllers for the environments.
