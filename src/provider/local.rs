@@ -839,10 +839,27 @@ async fn run_step(
     let started = Instant::now();
     let cmd = shell(sandbox, command, dir, env, log)?;
     let (mut child, mut guard) = cmd.spawn().await?;
+    let result = wait_step(step, &mut child, &mut guard, log, timeout, started).await;
+    if result.is_err() {
+        // The release will not start: its cgroup goes (best effort; busy while `start` runs).
+        sandbox.remove_cgroup(&cgroup_name(dir));
+    }
+    result
+}
+
+async fn wait_step(
+    step: &str,
+    child: &mut Child,
+    guard: &mut GroupGuard,
+    log: &ReleaseLog,
+    timeout: Duration,
+    started: Instant,
+) -> Result<(), ProviderError> {
     match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => {
             // Anything the step left running in its group goes with it.
-            drop(guard);
+            guard.kill();
+            guard.disarm();
             if status.success() {
                 log.line(&format!("{step} finished in {}", human(started.elapsed())));
                 Ok(())

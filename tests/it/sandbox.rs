@@ -406,6 +406,10 @@ async fn without_bwrap_serve_refuses_unless_the_sandbox_is_turned_off() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // Its admin socket is its user's alone.
+    use std::os::unix::fs::PermissionsExt as _;
+    let sock = std::fs::metadata(stagebot::serve::admin_socket(&data)).unwrap();
+    assert_eq!(sock.permissions().mode() & 0o777, 0o600);
     // Its secrets are gone from its environment, even from the block /proc shows.
     let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
     let environ = String::from_utf8_lossy(&environ);
@@ -444,7 +448,6 @@ async fn without_bwrap_serve_refuses_unless_the_sandbox_is_turned_off() {
     assert!(log.contains("sandbox off"), "{log}");
     assert!(log.contains("not enforced"), "{log}");
     // The data dir is stagebot's alone.
-    use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(&data).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
 }
