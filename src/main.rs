@@ -13,6 +13,7 @@ use stagebot::github::{GitHub, GitHubConfig, RetryPolicy};
 use stagebot::provider::Provider;
 use stagebot::provider::command::{CommandConfig, CommandProvider};
 use stagebot::provider::local::{LocalConfig, LocalProvider};
+use stagebot::provider::sandbox::{SandboxConfig, SandboxMode};
 use stagebot::proxy::Routes;
 use stagebot::store::Store;
 use stagebot::types::{DeliveryId, EnvId, RepoName, Secret, Slug};
@@ -116,6 +117,15 @@ enum DeliveriesCmd {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum SandboxKind {
+    /// Every repository command runs in bubblewrap.
+    Bwrap,
+    /// No sandbox: apps run as stagebot's user (a warning at start, in /readyz and on the
+    /// dashboard).
+    Off,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum ProviderKind {
     Local,
     Command,
@@ -197,6 +207,16 @@ struct ServeArgs {
     /// Dead letters kept at most; the oldest go first.
     #[arg(long, env = "STAGEBOT_DEAD_LETTERS_MAX", default_value = "10000")]
     dead_letters_max: String,
+    /// Local provider: run repository commands in bubblewrap (`bwrap`) or not at all (`off`).
+    #[arg(long, env = "STAGEBOT_SANDBOX", value_enum, default_value = "bwrap")]
+    sandbox: SandboxKind,
+    /// Local provider: memory limit per release (e.g. `1GiB`, `512MiB`), where cgroup v2 is
+    /// delegated.
+    #[arg(long, env = "STAGEBOT_ENV_MEMORY", default_value = "1GiB")]
+    env_memory: String,
+    /// Local provider: process limit per release, where cgroup v2 is delegated.
+    #[arg(long, env = "STAGEBOT_ENV_PIDS", default_value_t = 512)]
+    env_pids: u64,
 }
 
 #[derive(clap::Args)]
@@ -326,10 +346,39 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
     front_door(a, &mut settings)?;
     let routes = Routes::default();
     let provider = match a.provider {
-        ProviderKind::Local => Provider::Local(LocalProvider::new(LocalConfig::new(
-            a.data_dir.clone(),
-            routes.clone(),
-        ))),
+        ProviderKind::Local => {
+            let mut cfg = LocalConfig::new(a.data_dir.clone(), routes.clone());
+            cfg.sandbox = SandboxConfig {
+                mode: match a.sandbox {
+                    SandboxKind::Bwrap => SandboxMode::default(),
+                    SandboxKind::Off => SandboxMode::Off,
+                },
+                // The key's directory (and the env file usually next to it) is never shown.
+                hidden: a
+                    .private_key_path
+                    .iter()
+                    .filter_map(|p| std::path::absolute(p).ok()?.parent().map(Path::to_path_buf))
+                    .collect(),
+                memory_max: stagebot::provider::sandbox::parse_bytes(&a.env_memory).ok_or_else(
+                    || {
+                        Usage(format!(
+                            "STAGEBOT_ENV_MEMORY must be a size like 1GiB or 512MiB (got {:?})",
+                            a.env_memory
+                        ))
+                    },
+                )?,
+                pids_max: a.env_pids,
+                ..SandboxConfig::default()
+            };
+            // The data dir must exist (0700) before the sandbox is told to hide it.
+            stagebot::store::create_private_dir(&a.data_dir).map_err(|e| {
+                Usage(format!(
+                    "the data dir {} cannot be created: {e}",
+                    a.data_dir.display()
+                ))
+            })?;
+            Provider::Local(LocalProvider::new(cfg).map_err(|e| Usage(e.to_string()))?)
+        }
         ProviderKind::Command => {
             let deploy_cmd = a.deploy_cmd.clone().ok_or_else(|| {
                 Usage("STAGEBOT_DEPLOY_CMD is required with STAGEBOT_PROVIDER=command".into())
@@ -374,9 +423,53 @@ fn init_tracing(json: bool, default_level: &str) {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// Variables holding secrets: read once by the argument parser, then removed from stagebot's
+/// environment so nothing it starts can inherit them.
+const SECRET_VARS: &[&str] = &["WEBHOOK_SECRET", "PRIVATE_KEY"];
+
+/// Blank the values of `names` in the process's original environment block (what
+/// `/proc/<pid>/environ` shows, which `unsetenv` leaves untouched), then remove them.
+///
+/// # Safety
+/// No other thread may exist that reads or writes the environment.
+unsafe fn scrub_env(names: &[&str]) {
+    unsafe extern "C" {
+        static mut environ: *mut *mut libc::c_char;
+    }
+    // SAFETY (whole block): single-threaded per the contract; `environ` is the C runtime's
+    // NUL-terminated array of NUL-terminated strings, and only bytes inside a string (before its
+    // NUL) are overwritten, so every string stays valid.
+    unsafe {
+        let mut entry = environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let text = *entry;
+            let bytes = std::ffi::CStr::from_ptr(text).to_bytes();
+            for name in names {
+                let n = name.len();
+                if bytes.len() > n && bytes.starts_with(name.as_bytes()) && bytes[n] == b'=' {
+                    std::ptr::write_bytes(text.add(n + 1), b'x', bytes.len() - n - 1);
+                }
+            }
+            entry = entry.add(1);
+        }
+        for name in names {
+            std::env::remove_var(name);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // Not dumpable: processes of the same user (an app run unsandboxed, a compromised helper)
+    // cannot ptrace stagebot or read its /proc/<pid>/{environ,mem}.
+    // SAFETY: prctl(PR_SET_DUMPABLE) takes integer arguments only and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     let cli = Cli::parse();
+    // SAFETY: still single-threaded: no tokio runtime, no tracing subscriber, no thread of ours
+    // or of a library has been started yet (clap parsed on this thread), so nothing reads or
+    // writes the environment concurrently.
+    unsafe { scrub_env(SECRET_VARS) };
     // The demo narrates on stdout; its logs stay quiet unless RUST_LOG asks for them.
     let default_level = if matches!(cli.command, Cmd::Demo(_)) {
         "warn"
@@ -384,7 +477,17 @@ async fn main() -> ExitCode {
         "info"
     };
     init_tracing(cli.log_json, default_level);
-    match run(cli.command).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -91,7 +91,11 @@ pub async fn start(app: App, listener: TcpListener, intervals: Intervals) -> Ser
     let ticker = tokio::spawn(periodic(app.clone(), intervals, signal.clone()));
     let sock = admin_socket(&app.settings().data_dir);
     let _ = std::fs::remove_file(&sock);
-    let admin = match UnixListener::bind(&sock) {
+    let admin = match UnixListener::bind(&sock).and_then(|l| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
+        Ok(l)
+    }) {
         Ok(l) => {
             let router = crate::server::admin_router(app.clone());
             let s = signal.clone();

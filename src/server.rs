@@ -138,11 +138,25 @@ fn visible(app: &App, env: &EnvRecord) -> bool {
     app.settings().dashboard_public || !env.private
 }
 
+/// `{"ready": bool, "checks": {"<name>": {"ok": bool, "detail": "…"}}}`: 200 when ready, 503
+/// when not. Only the store decides readiness; the other checks (the provider's sandbox and
+/// limits, …) are warnings shown here and on the dashboard.
 async fn readyz(State(app): State<App>) -> Response {
-    match app.store().schema_version() {
-        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    let (ready, store) = match app.store().schema_version() {
+        Ok(v) => (true, json!({ "ok": true, "detail": format!("schema {v}") })),
+        Err(e) => (false, json!({ "ok": false, "detail": e.to_string() })),
+    };
+    let mut checks = serde_json::Map::new();
+    checks.insert("store".to_owned(), store);
+    for (name, check) in app.provider().checks() {
+        checks.insert(name.to_owned(), json!(check));
     }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ready": ready, "checks": checks }))).into_response()
 }
 
 async fn metrics(State(app): State<App>) -> Response {
@@ -459,10 +473,23 @@ async fn dashboard(State(app): State<App>) -> Response {
          show them with <code>STAGEBOT_DASHBOARD_PUBLIC=true</code> when access to this page is \
          restricted some other way.</p>"
     };
+    let warnings: String = app
+        .provider()
+        .checks()
+        .into_iter()
+        .filter(|(_, c)| !c.ok)
+        .map(|(name, c)| {
+            format!(
+                "<p class=warning><strong>{}</strong>: {}</p>",
+                escape(name),
+                escape(&c.detail)
+            )
+        })
+        .collect();
     Html(format!(
         "<!doctype html><meta charset=utf-8><title>stagebot</title>\
-         <style>body{{font:14px system-ui;margin:2em}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}</style>\
-         <h1>stagebot</h1><table><tr><th>Repository</th><th>Environment</th><th>Kind</th><th>State</th><th>URL</th><th>Release</th><th>Expires</th></tr>{rows}</table>\
+         <style>body{{font:14px system-ui;margin:2em}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}.warning{{background:#fff3cd;padding:6px 10px}}</style>\
+         <h1>stagebot</h1>{warnings}<table><tr><th>Repository</th><th>Environment</th><th>Kind</th><th>State</th><th>URL</th><th>Release</th><th>Expires</th></tr>{rows}</table>\
          {private_note}<p><a href=\"/api/environments\">JSON</a> · <a href=\"/metrics\">metrics</a></p>"
     ))
     .into_response()

@@ -644,6 +644,22 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Create `dir` (and missing parents) readable by stagebot's user only (0700); an existing data
+/// dir open to group or others is narrowed to 0700 (it holds the admin socket, logs and
+/// checkouts).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Open (or create) the store in `dir`, migrating an older schema.
     pub fn open(dir: &Path) -> Result<Self> {
@@ -654,7 +670,7 @@ impl Store {
     /// sled's own background flusher of a handle just dropped) holds the store's file lock,
     /// keep trying for up to `wait`.
     pub fn open_waiting(dir: &Path, wait: std::time::Duration) -> Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
         let deadline = std::time::Instant::now() + wait;
         let db = loop {
             match sled::Config::new()

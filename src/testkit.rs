@@ -180,6 +180,11 @@ pub struct StackOptions {
     pub command_provider: Option<crate::provider::command::CommandConfig>,
     /// `STAGEBOT_LOG_MAX` (default 10 MiB).
     pub log_max: Option<u64>,
+    /// The local provider's sandbox (default: bwrap from `PATH`).
+    pub sandbox: crate::provider::sandbox::SandboxConfig,
+    /// Write the App's private key to this file (as `PRIVATE_KEY_PATH` would name it); its
+    /// directory is hidden from the sandbox like the real server's.
+    pub key_file: Option<PathBuf>,
 }
 
 impl StackOptions {
@@ -195,6 +200,8 @@ impl StackOptions {
             command_provider: None,
             secrets: SECRET.to_owned(),
             log_max: None,
+            sandbox: crate::provider::sandbox::SandboxConfig::default(),
+            key_file: None,
         }
     }
 }
@@ -263,9 +270,18 @@ impl Stack {
         let routes = Routes::default();
         let mut local = LocalConfig::new(opts.data_dir.clone(), routes.clone());
         local.health_timeout = Duration::from_secs(20);
+        local.sandbox = opts.sandbox.clone();
+        if let Some(key_file) = &opts.key_file {
+            std::fs::write(key_file, fake.private_key_pem().expose())?;
+            if let Some(dir) = key_file.parent() {
+                local.sandbox.hidden.push(dir.to_path_buf());
+            }
+        }
         let provider = match opts.command_provider.clone() {
             Some(cfg) => Provider::Command(crate::provider::command::CommandProvider::new(cfg)),
-            None => Provider::Local(LocalProvider::new(local)),
+            None => Provider::Local(
+                LocalProvider::new(local).map_err(|e| KitError::Other(e.to_string()))?,
+            ),
         };
         let store = Store::open_waiting(&opts.data_dir, Duration::from_secs(10))
             .map_err(|e| KitError::Other(e.to_string()))?;

@@ -13,32 +13,50 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-/// Kills a process group (SIGKILL) when dropped, unless disarmed.
+/// Kills a process group (SIGKILL) when dropped, unless disarmed. A sandboxed command has two:
+/// bwrap's own, and the sandbox's (its `--new-session` leader, pid 1 of its PID namespace, whose
+/// death takes every process of the sandbox with it).
 #[derive(Debug)]
 pub(crate) struct GroupGuard {
     pgid: Option<i32>,
+    sandbox: Option<i32>,
 }
 
 impl GroupGuard {
     pub(crate) fn new(pgid: i32) -> Self {
-        Self { pgid: Some(pgid) }
+        Self {
+            pgid: Some(pgid),
+            sandbox: None,
+        }
     }
 
+    /// The sandbox's session leader (its host pid), once bwrap has reported it.
+    pub(crate) fn set_sandbox(&mut self, pgid: i32) {
+        self.sandbox = Some(pgid);
+    }
+
+    /// The group that holds the command's processes: the sandbox's, else the spawned one's.
     pub(crate) fn pgid(&self) -> Option<i32> {
-        self.pgid
+        self.sandbox.or(self.pgid)
+    }
+
+    /// SIGKILL every group now (the guard stays armed).
+    pub(crate) fn kill(&self) {
+        for g in [self.sandbox, self.pgid].into_iter().flatten() {
+            let _ = signal_group(g, libc::SIGKILL);
+        }
     }
 
     /// The group is someone else's business now (or already gone).
     pub(crate) fn disarm(&mut self) {
         self.pgid = None;
+        self.sandbox = None;
     }
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        if let Some(pgid) = self.pgid.take() {
-            let _ = signal_group(pgid, libc::SIGKILL);
-        }
+        self.kill();
     }
 }
 
@@ -70,10 +88,12 @@ pub(crate) async fn stop_group(child: &mut Child, guard: &mut GroupGuard, grace:
     let Some(pgid) = guard.pgid() else {
         return;
     };
+    // Only the command's own group is asked to stop: bwrap would die of TERM at once and leave
+    // no grace to the app (the sandbox's pid 1 ignores TERM; the app behind it gets it).
     let _ = signal_group(pgid, libc::SIGTERM);
     let _ = tokio::time::timeout(grace, child.wait()).await;
     // Members that outlived the leader (or a leader that ignored TERM) get no second chance.
-    let _ = signal_group(pgid, libc::SIGKILL);
+    guard.kill();
     let _ = child.wait().await;
     guard.disarm();
 }
@@ -160,14 +180,20 @@ impl Sink {
                 self.rotate()?;
             }
             let room = usize::try_from(self.max - self.len).unwrap_or(usize::MAX);
-            // Cut at the last line end that fits, so a segment starts with a whole line.
+            // Cut at the last line end that fits, so a segment starts with a whole line. When
+            // not even the first line fits, start a new segment for it (a line longer than a
+            // whole segment is cut).
             let take = if buf.len() <= room {
                 buf.len()
             } else {
-                buf[..room]
-                    .iter()
-                    .rposition(|&b| b == b'\n')
-                    .map_or(room, |i| i + 1)
+                match buf[..room].iter().rposition(|&b| b == b'\n') {
+                    Some(i) => i + 1,
+                    None if self.len > 0 => {
+                        self.rotate()?;
+                        continue;
+                    }
+                    None => room,
+                }
             };
             let file = self.open()?;
             file.write_all(&buf[..take])?;

@@ -7,5 +7,6 @@ mod frontdoor;
 mod github;
 mod ingress;
 mod providers;
+mod sandbox;
 mod support;
 mod worker;
