@@ -60,6 +60,14 @@ pub struct Settings {
     pub delivery_retention: Duration,
     /// Extra variables for every environment.
     pub vars: BTreeMap<String, String>,
+    /// `STAGEBOT_POSTGRES_URL`…: a database per environment (src/database.rs).
+    pub postgres: Option<crate::database::Postgres>,
+    /// `STAGEBOT_SNAPSHOT_EVERY`: refresh each repository's snapshot from staging this often.
+    pub snapshot_every: Option<Duration>,
+    /// `SENTRY_*`: error tracking per environment (src/sentry.rs).
+    pub sentry: crate::sentry::SentrySettings,
+    /// `STAGEBOT_BACKUP_*`: scheduled backups of the store (src/backup.rs).
+    pub backup: Option<crate::backup::BackupSettings>,
 }
 
 impl Settings {
@@ -73,6 +81,10 @@ impl Settings {
             delivery_retry: RetrySchedule::default(),
             delivery_retention: Duration::from_secs(7 * 24 * 3600),
             vars: BTreeMap::new(),
+            postgres: None,
+            snapshot_every: None,
+            sentry: crate::sentry::SentrySettings::default(),
+            backup: None,
         }
     }
 }
@@ -101,6 +113,8 @@ pub(crate) struct Inner {
     pub(crate) installation_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) runners: Mutex<HashMap<EnvId, RunnerSlot>>,
     pub(crate) runners_idle: Notify,
+    /// Scheduled jobs' state (backups, snapshots) and the Sentry issue counts.
+    pub(crate) services: crate::services::ServicesState,
 }
 
 /// The parts an [`App`] is made of.
@@ -137,6 +151,7 @@ impl App {
             installation_locks: Mutex::new(HashMap::new()),
             runners: Mutex::new(HashMap::new()),
             runners_idle: Notify::new(),
+            services: crate::services::ServicesState::default(),
         }))
     }
 

@@ -45,6 +45,7 @@ pub fn admin_router(app: App) -> Router {
         .route("/admin/deliveries", get(admin_deliveries))
         .route("/admin/deliveries/{id}/replay", post(admin_replay))
         .route("/admin/backup", post(admin_backup))
+        .route("/admin/snapshot", post(crate::services::admin_snapshot))
         .with_state(app)
 }
 
@@ -71,10 +72,23 @@ async fn proxy_first(State(app): State<App>, req: Request, next: Next) -> Respon
 }
 
 async fn readyz(State(app): State<App>) -> Response {
-    match app.store().schema_version() {
-        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    let mut checks = serde_json::Map::new();
+    let store = match app.store().schema_version() {
+        Ok(v) => (true, format!("schema version {v}")),
+        Err(e) => (false, e.to_string()),
+    };
+    // The store, then the services' checks (backups, postgres: src/services.rs).
+    for (name, (ok, detail)) in std::iter::once(("store", store)).chain(app.service_checks().await)
+    {
+        checks.insert(name.to_owned(), json!({ "ok": ok, "detail": detail }));
     }
+    let ready = checks.values().all(|c| c["ok"] == true);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ready": ready, "checks": checks }))).into_response()
 }
 
 async fn metrics(State(app): State<App>) -> Response {
@@ -108,6 +122,13 @@ async fn metrics(State(app): State<App>) -> Response {
                 "stagebot_inbox_pending",
                 "Deliveries waiting in the inbox.",
                 pending,
+            ),
+            (
+                "stagebot_backup_last_success_timestamp_seconds",
+                "When the last scheduled backup was written and verified (Unix time; 0: none yet).",
+                app.backup_status()
+                    .last_success
+                    .map_or(0, |t| t.timestamp().max(0) as u64),
             ),
         ],
         &[

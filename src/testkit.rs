@@ -178,6 +178,12 @@ pub struct StackOptions {
     pub secrets: String,
     /// Use the command provider with these scripts instead of the local provider.
     pub command_provider: Option<crate::provider::command::CommandConfig>,
+    /// A database per environment on this PostgreSQL server.
+    pub postgres: Option<crate::database::Postgres>,
+    /// Sentry settings.
+    pub sentry: crate::sentry::SentrySettings,
+    /// Scheduled backups.
+    pub backup: Option<crate::backup::BackupSettings>,
 }
 
 impl StackOptions {
@@ -192,6 +198,9 @@ impl StackOptions {
             header_read_timeout: crate::serve::HEADER_READ_TIMEOUT,
             command_provider: None,
             secrets: SECRET.to_owned(),
+            postgres: None,
+            sentry: crate::sentry::SentrySettings::default(),
+            backup: None,
         }
     }
 }
@@ -239,6 +248,9 @@ impl Stack {
         settings.delivery_retry.max = Duration::from_millis(200);
         settings.delivery_retry.max_attempts = 3;
         settings.vars = opts.vars.iter().cloned().collect();
+        settings.postgres = opts.postgres.clone();
+        settings.sentry = opts.sentry.clone();
+        settings.backup = opts.backup.clone();
         let retry = RetryPolicy {
             base_delay: Duration::from_millis(5),
             max_delay: Duration::from_millis(50),
