@@ -1,5 +1,6 @@
 //! Integration tests: real processes, real git repositories, real HTTP. One test binary.
 
+mod backups;
 mod database;
 mod deployments;
 mod flows;
