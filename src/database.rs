@@ -429,12 +429,16 @@ impl Postgres {
             .try_get(0)
             .map_err(sql_err("read the admin role"))?;
         self.give_objects(&next, &owner).await?;
-        admin
-            .batch_execute(&format!(
-                "REVOKE ALL ON DATABASE {qn} FROM PUBLIC; DROP DATABASE IF EXISTS {qs} WITH (FORCE)"
-            ))
-            .await
-            .map_err(sql_err(format!("replace {snapshot}")))?;
+        // One statement per call: DROP DATABASE refuses to run in a (multi-statement) transaction.
+        for stmt in [
+            format!("REVOKE ALL ON DATABASE {qn} FROM PUBLIC"),
+            format!("DROP DATABASE IF EXISTS {qs} WITH (FORCE)"),
+        ] {
+            admin
+                .batch_execute(&stmt)
+                .await
+                .map_err(sql_err(format!("replace {snapshot}")))?;
+        }
         admin
             .batch_execute(&format!("ALTER DATABASE {qn} RENAME TO {qs}"))
             .await

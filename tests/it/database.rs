@@ -361,3 +361,81 @@ async fn lite_previews_use_staging_and_hostile_branches_create_nothing_unexpecte
     assert!(left.contains(&"webapp_snapshot".to_owned()), "{left:?}");
     assert!(!left.contains(&database_name(&repo, &slug_of(1, "base"))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_refreshes_from_staging_through_the_admin_socket_and_anonymizes_the_copy() {
+    let w = DbWorld::new().await;
+    let repo = w.stack.repo.clone();
+    // the anonymize script lives on the default branch, next to the config that names it
+    let config = DB_CONFIG.replace(
+        "    snapshot: webapp_snapshot\n",
+        "    snapshot: webapp_snapshot\n    anonymize: db/anonymize.sql\n",
+    );
+    w.stack.mirror_ref(
+        "main",
+        &[
+            (".github/stagebot.yml", config.as_str()),
+            (
+                "db/anonymize.sql",
+                "UPDATE notes SET note = 'anonymized' WHERE note LIKE 'customer_%';",
+            ),
+        ],
+    );
+    let _pr = w.open(1, "base").await;
+    w.stack.comment("alice", 1, "/promote").await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(
+        w.post(&Slug::staging(), "/notes", "customer_jane").await,
+        "2"
+    );
+
+    // `stagebot snapshot acme/webapp --from staging` goes through the admin socket
+    let sock = stagebot::serve::admin_socket(&w.stack.app.settings().data_dir);
+    let answer = stagebot::admin::call(
+        &sock,
+        "POST",
+        "/admin/snapshot",
+        Some(serde_json::json!({ "repo": repo.to_string(), "from": "staging" })),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer["snapshot"], "webapp_snapshot", "{answer}");
+    assert_eq!(answer["from"], "webapp_staging", "{answer}");
+    // staging keeps serving (its connections were closed for the copy, new ones work)
+    assert_eq!(
+        w.get(&Slug::staging(), "/notes").await,
+        "from_the_snapshot,customer_jane"
+    );
+    // the next preview starts from the refreshed, anonymized snapshot
+    let _pr2 = w.open(2, "next").await;
+    assert_eq!(
+        w.get(&slug_of(2, "next"), "/notes").await,
+        "from_the_snapshot,anonymized"
+    );
+    let left = w.pg.databases().await;
+    assert!(
+        !left.contains(&"webapp_snapshot_next".to_owned()),
+        "{left:?}"
+    );
+
+    // a snapshot outside the repository's names is refused before anything runs
+    w.stack.mirror_ref(
+        "main",
+        &[(
+            ".github/stagebot.yml",
+            DB_CONFIG
+                .replace("webapp_snapshot", "billing_snapshot")
+                .as_str(),
+        )],
+    );
+    let refused = stagebot::admin::call(
+        &sock,
+        "POST",
+        "/admin/snapshot",
+        Some(serde_json::json!({ "repo": repo.to_string() })),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(refused.contains("must start with `webapp_`"), "{refused}");
+}
