@@ -11,6 +11,7 @@ pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod fake_github;
+pub mod fake_sentry;
 pub mod github;
 pub mod lifecycle;
 pub mod metrics;

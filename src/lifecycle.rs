@@ -328,6 +328,7 @@ impl App {
                 tracing::info!(env = %id, sha = %sha.short(), release = n, ms, "live");
                 self.ack(&rec, ack, true).await;
                 self.report(&id, Phase::Live).await;
+                self.sentry_release_live(&rec, &sha, &deployed.url).await;
             }
             Err(err) => {
                 let (message, tail) = (err.to_string(), err.log_tail().map(str::to_owned));

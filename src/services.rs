@@ -26,6 +26,10 @@ pub struct ServicesState {
     pub(crate) snapshots: Mutex<SnapshotStatus>,
     /// One scheduler pass at a time.
     pub(crate) schedule_lock: tokio::sync::Mutex<()>,
+    /// The Sentry API client, built on first use (`None`: not configured or unusable).
+    pub(crate) sentry: std::sync::OnceLock<Option<crate::sentry::SentryClient>>,
+    /// The last new-issue count Sentry gave per (environment kind, commit).
+    pub(crate) sentry_counts: Mutex<std::collections::HashMap<(EnvKind, String), usize>>,
 }
 
 /// The snapshot schedule's state.
@@ -301,6 +305,96 @@ impl App {
         }
         lock(&self.0.services.snapshots).last_error =
             (!errors.is_empty()).then(|| errors.join("; "));
+    }
+
+    fn sentry_client(&self) -> Option<&crate::sentry::SentryClient> {
+        self.0
+            .services
+            .sentry
+            .get_or_init(|| {
+                let api = self.settings().sentry.api.clone()?;
+                match crate::sentry::SentryClient::new(api) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::error!(error = %e, "Sentry API disabled");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    /// A release went live: create the Sentry release (the commit) and a deploy record for the
+    /// environment's kind. Called once per committed release; failures are logged only, the
+    /// release is live whatever Sentry answers.
+    pub(crate) async fn sentry_release_live(
+        &self,
+        rec: &EnvRecord,
+        sha: &crate::types::Sha,
+        url: &str,
+    ) {
+        let Some(client) = self.sentry_client() else {
+            return;
+        };
+        let version = sha.to_string();
+        let name = crate::types::environment_name(rec.kind, &rec.id.slug);
+        let result = async {
+            client.create_release(&version).await?;
+            client
+                .create_deploy(&version, rec.kind.as_str(), &name, url)
+                .await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                tracing::info!(env = %rec.id, release = %sha.short(), "Sentry release and deploy recorded")
+            }
+            Err(e) => {
+                tracing::warn!(env = %rec.id, error = %e, "Sentry release/deploy not recorded")
+            }
+        }
+    }
+
+    /// The sticky comment's error streams: for every environment serving a release, the link
+    /// to its issues in Sentry and the count of issues new in that release, fetched now (a few
+    /// seconds at most) and cached; the cached count (or none) when Sentry does not answer.
+    pub(crate) async fn error_streams(
+        &self,
+        rows: &[(EnvRecord, Option<crate::store::Release>, Option<usize>)],
+    ) -> Vec<crate::reporter::ErrorStream> {
+        let Some(client) = self.sentry_client() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (env, release, _) in rows {
+            let Some(release) = release else { continue };
+            if !matches!(
+                env.state,
+                EnvState::Live | EnvState::Failed | EnvState::Deploying
+            ) {
+                continue;
+            }
+            let kind = env.kind.as_str();
+            let sha = release.sha.to_string();
+            let key = (env.kind, sha.clone());
+            let new_issues = match client.new_issue_count(&sha, kind).await {
+                Ok(n) => {
+                    lock(&self.0.services.sentry_counts).insert(key, n);
+                    Some(n)
+                }
+                Err(e) => {
+                    tracing::warn!(env = %env.id, error = %e, "Sentry issue count unavailable");
+                    lock(&self.0.services.sentry_counts).get(&key).copied()
+                }
+            };
+            out.push(crate::reporter::ErrorStream {
+                slug: env.id.slug.clone(),
+                sha: release.sha.clone(),
+                link: client.issues_link(&sha, kind),
+                new_issues,
+            });
+        }
+        out
     }
 
     /// `/readyz` checks of the services: `backups` (when scheduled) and `postgres` (when set).
