@@ -7,5 +7,6 @@ mod flows;
 mod github;
 mod ingress;
 mod providers;
+mod sentry;
 mod support;
 mod worker;
