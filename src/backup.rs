@@ -95,7 +95,7 @@ pub fn list(dir: &Path) -> io::Result<Vec<(DateTime<Utc>, PathBuf)>> {
             found.push((at, entry.path()));
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     Ok(found)
 }
 
