@@ -545,7 +545,7 @@ mod tests {
             format!("postgresql://webapp_pr_1:{a}@127.0.0.1:6543/webapp_pr_1")
         );
         let sock = Postgres::new(
-            "host=/tmp/pg sock port=5433 user=admin",
+            "host='/tmp/pg sock' port=5433 user=admin",
             Secret::new("s"),
             "",
         )
