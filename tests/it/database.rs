@@ -80,6 +80,10 @@ struct DbWorld {
 
 impl DbWorld {
     async fn new() -> DbWorld {
+        Self::with(|_, _| {}).await
+    }
+
+    async fn with(tweak: impl FnOnce(&mut StackOptions, &std::path::Path)) -> DbWorld {
         let pg = PgServer::start();
         // The snapshot: made by the operator as the superuser (so its objects belong to the
         // bootstrap superuser, which REASSIGN OWNED could not take them from).
@@ -103,6 +107,7 @@ impl DbWorld {
         let mut opts = StackOptions::new(&dir.path().join("data"));
         opts.postgres =
             Some(Postgres::new(&pg.admin_url(), Secret::new("postgres-test-secret"), "").unwrap());
+        tweak(&mut opts, dir.path());
         let stack = Stack::start(opts).await.unwrap();
         stack.mirror(&main_sha, &files("main"));
         stack.mirror_ref("main", &files("main"));
@@ -438,4 +443,65 @@ async fn snapshot_refreshes_from_staging_through_the_admin_socket_and_anonymizes
     .unwrap_err()
     .to_string();
     assert!(refused.contains("must start with `webapp_`"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_providers_deploy_script_receives_the_database_url() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = DbWorld::with(|opts, dir| {
+        let out = dir.join("script-env");
+        std::fs::create_dir_all(&out).unwrap();
+        let deploy = dir.join("deploy.sh");
+        std::fs::write(
+            &deploy,
+            format!(
+                "#!/bin/sh\nenv > '{}/'\"$STAGEBOT_SLUG\".env\necho \"url=https://$STAGEBOT_SLUG.example.invalid\"\n",
+                out.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&deploy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        opts.command_provider = Some(stagebot::provider::command::CommandConfig {
+            deploy_cmd: deploy,
+            teardown_cmd: None,
+            status_cmd: None,
+            timeout: Duration::from_secs(20),
+        });
+    })
+    .await;
+    let repo = w.stack.repo.clone();
+    let mut pr = w.open(8, "scripted").await;
+    let slug = slug_of(8, "scripted");
+    let db = database_name(&repo, &slug);
+    assert_eq!(
+        w.env(&slug).state,
+        EnvState::Live,
+        "{:?}",
+        w.env(&slug).last_error
+    );
+    let env = std::fs::read_to_string(w._dir.path().join("script-env").join(format!("{slug}.env")))
+        .unwrap();
+    let url = env
+        .lines()
+        .find_map(|l| l.strip_prefix("DATABASE_URL="))
+        .unwrap_or_else(|| panic!("no DATABASE_URL for the script:\n{env}"));
+    assert!(
+        url.starts_with(&format!("postgresql://{db}:")) && url.ends_with(&format!("/{db}")),
+        "{url}"
+    );
+    // the script (or its migrations) can use it: the snapshot's row is there
+    let (user, pw) = credentials(url);
+    let client = w.pg.connect_as(&db, &user, &pw).await.unwrap();
+    let note: String = client
+        .query_one("SELECT note FROM notes ORDER BY id LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(note, "from_the_snapshot");
+    drop(client);
+    // teardown (no teardown script) still drops the database and the role
+    w.stack.close_pr(&mut pr, false).await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert!(!w.pg.databases().await.contains(&db));
+    assert!(!w.pg.roles().await.contains(&db));
 }
