@@ -74,6 +74,14 @@ pub struct Settings {
     pub log_max: u64,
     /// Dead letters kept at most, oldest pruned first (`STAGEBOT_DEAD_LETTERS_MAX`).
     pub dead_letters_max: usize,
+    /// `STAGEBOT_POSTGRES_URL`…: a database per environment (src/database.rs).
+    pub postgres: Option<crate::database::Postgres>,
+    /// `STAGEBOT_SNAPSHOT_EVERY`: refresh each repository's snapshot from staging this often.
+    pub snapshot_every: Option<Duration>,
+    /// `SENTRY_*`: error tracking per environment (src/sentry.rs).
+    pub sentry: crate::sentry::SentrySettings,
+    /// `STAGEBOT_BACKUP_*`: scheduled backups of the store (src/backup.rs).
+    pub backup: Option<crate::backup::BackupSettings>,
 }
 
 impl Settings {
@@ -94,6 +102,10 @@ impl Settings {
             max_connections: crate::serve::DEFAULT_MAX_CONNECTIONS,
             log_max: crate::provider::process::DEFAULT_LOG_MAX,
             dead_letters_max: crate::store::DEFAULT_DEAD_LETTERS_MAX,
+            postgres: None,
+            snapshot_every: None,
+            sentry: crate::sentry::SentrySettings::default(),
+            backup: None,
         }
     }
 }
@@ -122,6 +134,8 @@ pub(crate) struct Inner {
     pub(crate) installation_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) runners: Mutex<HashMap<EnvId, RunnerSlot>>,
     pub(crate) runners_idle: Notify,
+    /// Scheduled jobs' state (backups, snapshots) and the Sentry issue counts.
+    pub(crate) services: crate::services::ServicesState,
 }
 
 /// The parts an [`App`] is made of.
@@ -158,6 +172,7 @@ impl App {
             installation_locks: Mutex::new(HashMap::new()),
             runners: Mutex::new(HashMap::new()),
             runners_idle: Notify::new(),
+            services: crate::services::ServicesState::default(),
         }))
     }
 

@@ -3,12 +3,15 @@
 
 pub mod admin;
 pub mod app;
+pub mod backup;
 pub mod clock;
 pub mod command;
+pub mod database;
 pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod fake_github;
+pub mod fake_sentry;
 pub mod github;
 pub mod lifecycle;
 pub mod markdown;
@@ -18,8 +21,10 @@ pub mod provider;
 pub mod proxy;
 pub mod repo_config;
 pub mod reporter;
+pub mod sentry;
 pub mod serve;
 pub mod server;
+pub mod services;
 pub mod shutdown;
 pub mod slug;
 pub mod store;

@@ -222,7 +222,7 @@ impl App {
         } else {
             None
         };
-        let spec = DeploySpec {
+        let mut spec = DeploySpec {
             env: id.clone(),
             kind: rec.kind,
             branch: git_ref.clone(),
@@ -242,7 +242,11 @@ impl App {
         let started = Instant::now();
         let span = tracing::info_span!("deploy", sha = %sha.short(), release = n);
         let outcome = async {
-            let deploy = self.provider().deploy(&spec);
+            // The environment's database and Sentry variables first (src/services.rs).
+            let deploy = async {
+                self.prepare_services(&rec, &mut spec).await?;
+                self.provider().deploy(&spec).await
+            };
             tokio::pin!(deploy);
             loop {
                 tokio::select! {
@@ -324,6 +328,7 @@ impl App {
                 tracing::info!(env = %id, sha = %sha.short(), release = n, ms, "live");
                 self.ack(&rec, ack, true).await;
                 self.report(&id, Phase::Live).await;
+                self.sentry_release_live(&rec, &sha, &deployed.url).await;
             }
             Err(err) => {
                 let (message, tail) = (err.to_string(), err.log_tail().map(str::to_owned));
@@ -397,7 +402,11 @@ impl App {
             pr: rec.pr,
             log_path,
         };
-        if let Err(e) = self.provider().teardown(&spec).await {
+        let torn_down = match self.provider().teardown(&spec).await {
+            Ok(()) => self.release_services(&spec).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = torn_down {
             // Keep the op: the runner (or the reconciler) tries again.
             tracing::warn!(env = %id, error = %e, "teardown failed; will retry");
             self.store().update_env(&id, |r| {

@@ -84,6 +84,16 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Refresh a repository's snapshot database from an environment's (via the running server).
+    Snapshot {
+        /// OWNER/REPO
+        repo: String,
+        /// The environment whose database becomes the snapshot.
+        #[arg(long, default_value = "staging")]
+        from: String,
+        #[arg(long, env = "STAGEBOT_DATA_DIR", default_value = "./stagebot-data")]
+        data_dir: PathBuf,
+    },
     /// The tiny web app `stagebot demo` deploys (serves on $PORT).
     #[command(hide = true)]
     DemoApp,
@@ -217,6 +227,42 @@ struct ServeArgs {
     /// Local provider: process limit per release, where cgroup v2 is delegated.
     #[arg(long, env = "STAGEBOT_ENV_PIDS", default_value_t = 512)]
     env_pids: u64,
+    /// PostgreSQL admin connection (a superuser): a database per environment.
+    #[arg(long, env = "STAGEBOT_POSTGRES_URL", hide_env_values = true)]
+    postgres_url: Option<String>,
+    /// Secret the environments' database passwords are derived from (default: the private key).
+    #[arg(long, env = "STAGEBOT_POSTGRES_SECRET", hide_env_values = true)]
+    postgres_secret: Option<String>,
+    /// Snapshot databases allowed besides `<repo>_…`, comma-separated.
+    #[arg(long, env = "STAGEBOT_POSTGRES_TEMPLATES", default_value = "")]
+    postgres_templates: String,
+    /// Refresh every repository's snapshot from staging this often (e.g. `24h`).
+    #[arg(long, env = "STAGEBOT_SNAPSHOT_EVERY")]
+    snapshot_every: Option<String>,
+    /// Sentry DSN every environment receives.
+    #[arg(long, env = "SENTRY_DSN")]
+    sentry_dsn: Option<String>,
+    /// Sentry API token (releases, deploys, issue counts).
+    #[arg(long, env = "SENTRY_AUTH_TOKEN", hide_env_values = true)]
+    sentry_auth_token: Option<String>,
+    /// Sentry organization slug.
+    #[arg(long, env = "SENTRY_ORG")]
+    sentry_org: Option<String>,
+    /// Sentry project slug.
+    #[arg(long, env = "SENTRY_PROJECT")]
+    sentry_project: Option<String>,
+    /// Sentry's URL.
+    #[arg(long, env = "SENTRY_URL", default_value = "https://sentry.io")]
+    sentry_url: String,
+    /// Write a verified backup of the store into this directory on a schedule.
+    #[arg(long, env = "STAGEBOT_BACKUP_DIR")]
+    backup_dir: Option<PathBuf>,
+    /// How often to back up (with STAGEBOT_BACKUP_DIR).
+    #[arg(long, env = "STAGEBOT_BACKUP_EVERY", default_value = "24h")]
+    backup_every: String,
+    /// How many scheduled backups to keep.
+    #[arg(long, env = "STAGEBOT_BACKUP_KEEP", default_value = "7")]
+    backup_keep: usize,
 }
 
 #[derive(clap::Args)]
@@ -325,7 +371,7 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
     let github = GitHub::new(GitHubConfig {
         api_url: a.github_api_url.clone(),
         app_id,
-        private_key_pem: Secret::new(key),
+        private_key_pem: Secret::new(key.clone()),
         retry: RetryPolicy::default(),
     })
     .map_err(|e| Usage(format!("the GitHub App settings are invalid: {e}")))?;
@@ -344,6 +390,34 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
     settings.limits.max_extend = duration("STAGEBOT_MAX_EXTEND", &a.max_extend)?;
     let reconcile = duration("STAGEBOT_RECONCILE_INTERVAL", &a.reconcile_interval)?;
     front_door(a, &mut settings)?;
+    if let Some(url) = &a.postgres_url {
+        let secret = Secret::new(a.postgres_secret.clone().unwrap_or_else(|| key.clone()));
+        settings.postgres = Some(
+            stagebot::database::Postgres::new(url, secret, &a.postgres_templates)
+                .map_err(|e| Usage(e.to_string()))?,
+        );
+    }
+    settings.snapshot_every = match &a.snapshot_every {
+        Some(s) => Some(duration("STAGEBOT_SNAPSHOT_EVERY", s)?),
+        None => None,
+    };
+    settings.sentry = stagebot::sentry::SentrySettings::from_parts(
+        a.sentry_dsn.clone(),
+        a.sentry_auth_token.clone(),
+        a.sentry_org.clone(),
+        a.sentry_project.clone(),
+        &a.sentry_url,
+    )
+    .map_err(Usage)?;
+    if let Some(dir) = &a.backup_dir {
+        if a.backup_keep == 0 {
+            return Err(Usage("STAGEBOT_BACKUP_KEEP must be at least 1".into()));
+        }
+        let mut backup = stagebot::backup::BackupSettings::new(dir.clone());
+        backup.every = duration("STAGEBOT_BACKUP_EVERY", &a.backup_every)?;
+        backup.keep = a.backup_keep;
+        settings.backup = Some(backup);
+    }
     let routes = Routes::default();
     let provider = match a.provider {
         ProviderKind::Local => {
@@ -601,6 +675,27 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Snapshot {
+            repo,
+            from,
+            data_dir,
+        } => {
+            let repo: RepoName = repo.parse()?;
+            let from = Slug::new(&from)?;
+            let v = admin(
+                &data_dir,
+                "POST",
+                "/admin/snapshot",
+                Some(serde_json::json!({ "repo": repo.to_string(), "from": from.as_str() })),
+            )
+            .await?;
+            println!(
+                "snapshot {} refreshed from {}",
+                v["snapshot"].as_str().unwrap_or("?"),
+                v["from"].as_str().unwrap_or("?")
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Restore {

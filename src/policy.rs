@@ -1202,6 +1202,60 @@ pub fn dequeue(queued: &[EnvRecord], in_use: usize, limits: &Limits) -> Vec<Slug
         .collect()
 }
 
+/// Which database an environment gets (docs/configuration.md, `database`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabasePlan {
+    /// stagebot creates nothing and passes nothing: no `database.postgres` in the config on the
+    /// default branch, no `STAGEBOT_POSTGRES_URL`, or production (its URL comes from
+    /// `production.env`; stagebot never creates nor drops it).
+    None,
+    /// A database of its own, `<repo>_<slug>`, cloned from the snapshot on the first deploy and
+    /// kept across redeploys. Dropped at teardown when `drop_on_teardown` (previews and branch
+    /// environments); staging's is created once and never dropped.
+    Own { drop_on_teardown: bool },
+    /// Staging's database (`database: shared` in the profile): nothing created, nothing dropped.
+    SharedStaging,
+}
+
+/// The database rule for an environment of `kind`, with `profile` (read on the default branch, so
+/// a pull request cannot point its preview at another database). `server` is whether the
+/// operator configured a PostgreSQL server.
+pub fn database_plan(
+    server: bool,
+    config: &RepoConfig,
+    kind: EnvKind,
+    profile: Option<&str>,
+) -> DatabasePlan {
+    if !server || config.database.postgres.is_none() {
+        return DatabasePlan::None;
+    }
+    match kind {
+        EnvKind::Production => DatabasePlan::None,
+        EnvKind::Staging => DatabasePlan::Own {
+            drop_on_teardown: false,
+        },
+        EnvKind::Preview => {
+            let shared = profile
+                .and_then(|p| config.preview.profiles.get(p))
+                .is_some_and(|p| p.database == crate::repo_config::DatabaseMode::Shared);
+            if shared {
+                DatabasePlan::SharedStaging
+            } else {
+                DatabasePlan::Own {
+                    drop_on_teardown: true,
+                }
+            }
+        }
+    }
+}
+
+/// Whether tearing down an environment of `kind` drops its database (previews and branch
+/// environments only; a `shared` preview has no database of its own, so dropping its name is a
+/// no-op). Needs no configuration: a database left from an earlier config still goes.
+pub fn drops_database_on_teardown(kind: EnvKind) -> bool {
+    kind == EnvKind::Preview
+}
+
 #[cfg(test)]
 #[path = "policy_tests.rs"]
 mod tests;

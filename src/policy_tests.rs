@@ -2306,3 +2306,71 @@ fn comment_replies_golden() {
         "comment-replies.md changed; bless it if intended"
     );
 }
+
+#[test]
+fn database_plan_per_kind_profile_and_settings() {
+    let with_db = repo_config::parse(
+        "database: { postgres: { snapshot: webapp_snapshot } }\n\
+         preview: { profiles: { lite: { database: shared }, full: {} } }\n",
+    )
+    .unwrap();
+    let without_db =
+        repo_config::parse("preview: { profiles: { lite: { database: shared } } }\n").unwrap();
+    let own = DatabasePlan::Own {
+        drop_on_teardown: true,
+    };
+    let table: &[(bool, &RepoConfig, EnvKind, Option<&str>, DatabasePlan)] = &[
+        (true, &with_db, EnvKind::Preview, None, own),
+        (true, &with_db, EnvKind::Preview, Some("full"), own),
+        (
+            true,
+            &with_db,
+            EnvKind::Preview,
+            Some("lite"),
+            DatabasePlan::SharedStaging,
+        ),
+        (true, &with_db, EnvKind::Preview, Some("unknown"), own),
+        (
+            true,
+            &with_db,
+            EnvKind::Staging,
+            None,
+            DatabasePlan::Own {
+                drop_on_teardown: false,
+            },
+        ),
+        (
+            true,
+            &with_db,
+            EnvKind::Production,
+            None,
+            DatabasePlan::None,
+        ),
+        (false, &with_db, EnvKind::Preview, None, DatabasePlan::None),
+        (false, &with_db, EnvKind::Staging, None, DatabasePlan::None),
+        (
+            true,
+            &without_db,
+            EnvKind::Preview,
+            None,
+            DatabasePlan::None,
+        ),
+        (
+            true,
+            &without_db,
+            EnvKind::Preview,
+            Some("lite"),
+            DatabasePlan::None,
+        ),
+    ];
+    for (server, config, kind, profile, want) in table {
+        assert_eq!(
+            database_plan(*server, config, *kind, *profile),
+            *want,
+            "server={server} kind={kind} profile={profile:?}"
+        );
+    }
+    assert!(drops_database_on_teardown(EnvKind::Preview));
+    assert!(!drops_database_on_teardown(EnvKind::Staging));
+    assert!(!drops_database_on_teardown(EnvKind::Production));
+}

@@ -5,6 +5,7 @@
 //! start: ./server --port "$PORT" # required for the local provider
 //! health: /healthz               # default "/"
 //! env: { KEY: value }            # for every environment
+//! migrate: ./migrate.sh          # every deploy, after build (and the database clone), before seed/start
 //! seed: ./seed.sh                # once, on an environment's first deploy (after build, before start)
 //! postdeploy: ./notify.sh        # after the release is healthy
 //! predestroy: ./dump.sh          # before teardown (best effort)
@@ -12,6 +13,8 @@
 //! preview:    { auto: true, ttl: 3d, env: {}, profiles: { lite: { env: {}, build: …, start: … } } }
 //! staging:    { env: {} }
 //! production: { deploy_on_merge: true, permission: maintain, env: {} }
+//! database:   { postgres: { snapshot: webapp_snapshot, env: DATABASE_URL, anonymize: db/anonymize.sql } }
+//! sentry:     { dsn: https://key@o1.ingest.sentry.io/2 }
 //! ```
 //!
 //! Every map rejects unknown keys, so a typo is an error the PR author sees rather than a setting
@@ -71,6 +74,8 @@ pub struct RepoConfig {
     pub health: HealthPath,
     /// Variables for every environment.
     pub env: EnvVars,
+    /// Hook run on every deploy, after build (and the database clone) and before seed and start.
+    pub migrate: Option<String>,
     /// Hook run once, on an environment's first deploy, after build and before start.
     pub seed: Option<String>,
     /// Hook run after a release is healthy and routed.
@@ -85,6 +90,60 @@ pub struct RepoConfig {
     pub staging: StagingConfig,
     /// The production environment.
     pub production: ProductionConfig,
+    /// A database per environment (a product rule: read on the default branch).
+    pub database: DatabaseConfig,
+    /// Error tracking (Sentry).
+    pub sentry: SentryConfig,
+}
+
+/// `database:` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// A PostgreSQL database per environment, on the server's `STAGEBOT_POSTGRES_URL`.
+    pub postgres: Option<PostgresConfig>,
+}
+
+/// `database.postgres:` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// The template database cloned for each environment (none: an empty database). Must be
+    /// named `<repo>_…` or be listed in the server's `STAGEBOT_POSTGRES_TEMPLATES`.
+    pub snapshot: Option<String>,
+    /// The variable the app receives the database URL in (default `DATABASE_URL`).
+    pub env: EnvName,
+    /// An SQL file in the repository that `stagebot snapshot` runs on a new snapshot.
+    pub anonymize: Option<String>,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            snapshot: None,
+            env: EnvName("DATABASE_URL".to_owned()),
+            anonymize: None,
+        }
+    }
+}
+
+/// `preview.profiles.<name>.database`: whether the environment gets a database of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseMode {
+    /// A database of its own (the default).
+    #[default]
+    Own,
+    /// Staging's database; nothing is created or dropped.
+    Shared,
+}
+
+/// `sentry:` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SentryConfig {
+    /// The DSN every environment receives in `SENTRY_DSN` (the server's `SENTRY_DSN` wins).
+    pub dsn: Option<String>,
 }
 
 /// Environment variables, in a deterministic order. Values may be any YAML scalar; they are
@@ -229,6 +288,8 @@ pub struct Profile {
     pub start: Option<String>,
     /// Replaces the top-level `health`.
     pub health: Option<HealthPath>,
+    /// `shared`: use staging's database instead of one of its own (read on the default branch).
+    pub database: DatabaseMode,
 }
 
 /// `staging:` settings.
@@ -273,8 +334,12 @@ pub struct Effective {
     pub health: String,
     /// Global env, then the kind's env, then the profile's env.
     pub env: BTreeMap<String, String>,
+    /// `migrate` hook.
+    pub migrate: Option<String>,
     /// `seed` hook.
     pub seed: Option<String>,
+    /// `sentry.dsn`, if set.
+    pub sentry_dsn: Option<String>,
     /// `postdeploy` hook.
     pub postdeploy: Option<String>,
     /// `predestroy` hook.
@@ -394,7 +459,9 @@ impl RepoConfig {
             start,
             health,
             env,
+            migrate: self.migrate.clone(),
             seed: self.seed.clone(),
+            sentry_dsn: self.sentry.dsn.clone(),
             postdeploy: self.postdeploy.clone(),
             predestroy: self.predestroy.clone(),
             build_timeout: self.timeouts.build,

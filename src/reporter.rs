@@ -628,7 +628,9 @@ impl App {
             };
             rows.push((env, release, queue_position));
         }
-        let body = render_sticky(&record, &rows, self.now());
+        // Per environment, its Sentry issue stream and new-issue count (src/services.rs).
+        let errors = self.error_streams(&rows).await;
+        let body = render_sticky_with(&record, &rows, self.now(), &errors);
         let id = client
             .upsert_sticky_comment(pr, record.sticky_comment_id, &body)
             .await?;
@@ -693,11 +695,32 @@ fn relative(to: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
+/// An environment's error stream in the sticky comment: the link to its Sentry issues
+/// (environment and `release:<commit>`) and how many are new in the live release (`None`:
+/// Sentry did not answer and nothing is cached).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorStream {
+    pub slug: crate::types::Slug,
+    pub sha: crate::types::Sha,
+    pub link: String,
+    pub new_issues: Option<usize>,
+}
+
 /// The sticky comment's markdown (without the hidden marker, which the client adds).
 pub fn render_sticky(
     pr: &PrRecord,
     rows: &[(EnvRecord, Option<Release>, Option<usize>)],
     now: DateTime<Utc>,
+) -> String {
+    render_sticky_with(pr, rows, now, &[])
+}
+
+/// [`render_sticky`] with a line per environment's error stream under the table.
+pub fn render_sticky_with(
+    pr: &PrRecord,
+    rows: &[(EnvRecord, Option<Release>, Option<usize>)],
+    now: DateTime<Utc>,
+    errors: &[ErrorStream],
 ) -> String {
     let mut out = String::from("### 🚀 stagebot\n\n");
     if let Some(notice) = &pr.notice {
@@ -759,6 +782,24 @@ pub fn render_sticky(
             ));
         }
         out.push('\n');
+        for e in errors {
+            let count = match e.new_issues {
+                None => "issues (count unavailable)".to_owned(),
+                Some(0) => "no new issues".to_owned(),
+                Some(1) => "1 new issue".to_owned(),
+                Some(n) if n >= 100 => "100+ new issues".to_owned(),
+                Some(n) => format!("{n} new issues"),
+            };
+            out.push_str(&format!(
+                "🐞 `{}`: [{count}]({}) in Sentry since `{}`\n",
+                e.slug,
+                e.link,
+                e.sha.short()
+            ));
+        }
+        if !errors.is_empty() {
+            out.push('\n');
+        }
         for (env, _, _) in rows {
             if env.state == EnvState::Failed
                 && let Some(err) = &env.last_error
@@ -1014,6 +1055,49 @@ mod tests {
             ));
         }
         golden("sticky-hostile-error.md", &out);
+    }
+
+    #[test]
+    fn sticky_error_streams() {
+        let mut live = env("pr-42-feature-login", EnvKind::Preview, EnvState::Live);
+        live.current_release = Some(2);
+        let mut staging = env("staging", EnvKind::Staging, EnvState::Live);
+        staging.current_release = Some(1);
+        let rows = vec![
+            (live, Some(release(2, 'b')), None),
+            (staging, Some(release(1, 'b')), None),
+        ];
+        let link = |env: &str| {
+            format!(
+                "https://sentry.io/organizations/acme/issues/?environment={env}&query=release%3A{}",
+                "b".repeat(40)
+            )
+        };
+        let mut out = String::new();
+        for counts in [[Some(3), Some(0)], [Some(1), None], [Some(100), Some(0)]] {
+            let errors = vec![
+                ErrorStream {
+                    slug: Slug::new("pr-42-feature-login").unwrap(),
+                    sha: sha('b'),
+                    link: link("preview"),
+                    new_issues: counts[0],
+                },
+                ErrorStream {
+                    slug: Slug::staging(),
+                    sha: sha('b'),
+                    link: link("staging"),
+                    new_issues: counts[1],
+                },
+            ];
+            out.push_str(&render_sticky_with(
+                &PrRecord::default(),
+                &rows,
+                at(2),
+                &errors,
+            ));
+            out.push_str("\n---\n\n");
+        }
+        golden("sticky-sentry.md", &out);
     }
 
     #[test]

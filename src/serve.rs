@@ -89,6 +89,10 @@ pub async fn start(app: App, listener: TcpListener, intervals: Intervals) -> Ser
     });
     let worker = tokio::spawn(app.clone().run_worker(signal.clone()));
     let ticker = tokio::spawn(periodic(app.clone(), intervals, signal.clone()));
+    let schedules = tokio::spawn(crate::services::run_schedules_loop(
+        app.clone(),
+        signal.clone(),
+    ));
     let sock = admin_socket(&app.settings().data_dir);
     let _ = std::fs::remove_file(&sock);
     let admin = match UnixListener::bind(&sock).and_then(|l| {
@@ -123,6 +127,7 @@ pub async fn start(app: App, listener: TcpListener, intervals: Intervals) -> Ser
         .await;
         let _ = worker.await;
         let _ = ticker.await;
+        let _ = schedules.await;
         if let Some(a) = admin {
             let _ = a.await;
         }

@@ -52,6 +52,7 @@ pub fn admin_router(app: App) -> Router {
         .route("/admin/deliveries", get(admin_deliveries))
         .route("/admin/deliveries/{id}/replay", post(admin_replay))
         .route("/admin/backup", post(admin_backup))
+        .route("/admin/snapshot", post(crate::services::admin_snapshot))
         .with_state(app)
 }
 
@@ -139,15 +140,21 @@ fn visible(app: &App, env: &EnvRecord) -> bool {
 }
 
 /// `{"ready": bool, "checks": {"<name>": {"ok": bool, "detail": "…"}}}`: 200 when ready, 503
-/// when not. Only the store decides readiness; the other checks (the provider's sandbox and
-/// limits, …) are warnings shown here and on the dashboard.
+/// when not. The store and the services (backups, PostgreSQL) decide readiness; the provider's
+/// checks (sandbox, limits) are warnings shown here and on the dashboard.
 async fn readyz(State(app): State<App>) -> Response {
-    let (ready, store) = match app.store().schema_version() {
-        Ok(v) => (true, json!({ "ok": true, "detail": format!("schema {v}") })),
-        Err(e) => (false, json!({ "ok": false, "detail": e.to_string() })),
-    };
     let mut checks = serde_json::Map::new();
-    checks.insert("store".to_owned(), store);
+    let store = match app.store().schema_version() {
+        Ok(v) => (true, format!("schema {v}")),
+        Err(e) => (false, e.to_string()),
+    };
+    // The store and the services' checks (backups, postgres: src/services.rs) decide readiness.
+    for (name, (ok, detail)) in std::iter::once(("store", store)).chain(app.service_checks().await)
+    {
+        checks.insert(name.to_owned(), json!({ "ok": ok, "detail": detail }));
+    }
+    let ready = checks.values().all(|c| c["ok"] == true);
+    // The provider's checks (sandbox, limits) are warnings: shown, never "not ready".
     for (name, check) in app.provider().checks() {
         checks.insert(name.to_owned(), json!(check));
     }
@@ -190,6 +197,13 @@ async fn metrics(State(app): State<App>) -> Response {
                 "stagebot_inbox_pending",
                 "Deliveries waiting in the inbox.",
                 pending,
+            ),
+            (
+                "stagebot_backup_last_success_timestamp_seconds",
+                "When the last scheduled backup was written and verified (Unix time; 0: none yet).",
+                app.backup_status()
+                    .last_success
+                    .map_or(0, |t| t.timestamp().max(0) as u64),
             ),
         ],
         &[

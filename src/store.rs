@@ -1440,6 +1440,39 @@ impl Store {
         Ok(summary)
     }
 
+    /// Read a backup file back without loading it: its format, schema version and every key
+    /// and value must decode. Returns what it holds (used by the scheduled backups).
+    pub fn verify_backup(path: &Path) -> Result<BackupSummary> {
+        let bytes = std::fs::read(path)?;
+        let file: BackupFile = serde_json::from_slice(&bytes).map_err(|e| {
+            StoreError::Backup(format!("{} is not a stagebot backup: {e}", path.display()))
+        })?;
+        if file.format != "stagebot-backup" || file.schema_version > SCHEMA_VERSION {
+            return Err(StoreError::Backup(format!(
+                "{} is not a stagebot backup this version can restore (format {:?}, schema {})",
+                path.display(),
+                file.format,
+                file.schema_version
+            )));
+        }
+        let mut summary = BackupSummary {
+            entries: 0,
+            bytes: bytes.len(),
+        };
+        for (name, entries) in &file.trees {
+            for (k, v) in entries {
+                if hex::decode(k).is_err() || hex::decode(v).is_err() {
+                    return Err(StoreError::Backup(format!(
+                        "{}: a bad entry in {name}",
+                        path.display()
+                    )));
+                }
+                summary.entries += 1;
+            }
+        }
+        Ok(summary)
+    }
+
     /// Load a backup into this store. Refuses a store holding data unless `force`, in which
     /// case every tree is cleared first.
     pub fn restore(&self, path: &Path, force: bool) -> Result<BackupSummary> {

@@ -185,6 +185,12 @@ pub struct StackOptions {
     /// Write the App's private key to this file (as `PRIVATE_KEY_PATH` would name it); its
     /// directory is hidden from the sandbox like the real server's.
     pub key_file: Option<PathBuf>,
+    /// A database per environment on this PostgreSQL server.
+    pub postgres: Option<crate::database::Postgres>,
+    /// Sentry settings.
+    pub sentry: crate::sentry::SentrySettings,
+    /// Scheduled backups.
+    pub backup: Option<crate::backup::BackupSettings>,
 }
 
 impl StackOptions {
@@ -202,6 +208,9 @@ impl StackOptions {
             log_max: None,
             sandbox: crate::provider::sandbox::SandboxConfig::default(),
             key_file: None,
+            postgres: None,
+            sentry: crate::sentry::SentrySettings::default(),
+            backup: None,
         }
     }
 }
@@ -254,6 +263,9 @@ impl Stack {
         settings.delivery_retry.max = Duration::from_millis(200);
         settings.delivery_retry.max_attempts = 3;
         settings.vars = opts.vars.iter().cloned().collect();
+        settings.postgres = opts.postgres.clone();
+        settings.sentry = opts.sentry.clone();
+        settings.backup = opts.backup.clone();
         let retry = RetryPolicy {
             base_delay: Duration::from_millis(5),
             max_delay: Duration::from_millis(50),

@@ -994,7 +994,8 @@ impl RepoClient {
         Ok(permission)
     }
 
-    /// The text of the file at `path` in commit/branch/tag `git_ref`; `None` if it does not exist.
+    /// The text of the file at `path` in commit/branch/tag `git_ref` (empty: the default branch);
+    /// `None` if it does not exist.
     pub async fn file_at(&self, path: &str, git_ref: &str) -> Result<Option<String>, GitHubError> {
         let encoded_path = path
             .trim_start_matches('/')
@@ -1006,7 +1007,11 @@ impl RepoClient {
             .call(
                 Method::GET,
                 "/repos/{owner}/{repo}/contents/{path}",
-                &format!("/contents/{encoded_path}?ref={}", enc(git_ref)),
+                &if git_ref.is_empty() {
+                    format!("/contents/{encoded_path}")
+                } else {
+                    format!("/contents/{encoded_path}?ref={}", enc(git_ref))
+                },
                 None,
             )
             .await

@@ -5,7 +5,7 @@
 //!   stdout and stderr appended to the release log, killed (whole group) on timeout. When the
 //!   script exits, anything it left running in its group is killed too; a daemon must detach.
 //! - The environment is stagebot's own minus its secrets (`WEBHOOK_SECRET`, `PRIVATE_KEY`,
-//!   `PRIVATE_KEY_PATH`), plus the spec's `vars`, every `STAGEBOT_*` variable of
+//!   `PRIVATE_KEY_PATH`, `STAGEBOT_POSTGRES_URL`, `STAGEBOT_POSTGRES_SECRET`, `SENTRY_AUTH_TOKEN`), plus the spec's `vars`, every `STAGEBOT_*` variable of
 //!   [`DeploySpec::stagebot_vars`], `STAGEBOT_CLONE_URL`, `STAGEBOT_CLONE_TOKEN` (only when there
 //!   is one), `STAGEBOT_PROFILE` (when set), `STAGEBOT_FIRST_DEPLOY` (`1`/`0`) and `STAGEBOT_LOG`.
 //! - deploy: exit 0 and a `url=<http(s) URL>` line on stdout (the last one wins).
@@ -47,7 +47,14 @@ pub struct CommandProvider {
 }
 
 /// Variables of stagebot's own environment a script must not see.
-const SECRET_VARS: &[&str] = &["WEBHOOK_SECRET", "PRIVATE_KEY", "PRIVATE_KEY_PATH"];
+const SECRET_VARS: &[&str] = &[
+    "WEBHOOK_SECRET",
+    "PRIVATE_KEY",
+    "PRIVATE_KEY_PATH",
+    "STAGEBOT_POSTGRES_URL",
+    "STAGEBOT_POSTGRES_SECRET",
+    "SENTRY_AUTH_TOKEN",
+];
 
 /// What a script printed that matters.
 #[derive(Debug, Default)]

@@ -317,12 +317,24 @@ impl LocalProvider {
         let health_timeout = eff.health_timeout.unwrap_or(cfg.health_timeout);
         let mut env = app_env(spec, &eff);
 
-        // 3. build, then seed on an environment's first deploy.
+        // 3. build, migrate, then seed on an environment's first deploy.
         if let Some(build) = &eff.build {
             run_step(
                 self.sandbox(),
                 "build",
                 build,
+                &dir,
+                &env,
+                log,
+                build_timeout,
+            )
+            .await?;
+        }
+        if let Some(migrate) = &eff.migrate {
+            run_step(
+                self.sandbox(),
+                "migrate",
+                migrate,
                 &dir,
                 &env,
                 log,
@@ -801,6 +813,17 @@ fn read_config(dir: &Path, spec: &DeploySpec) -> Result<Effective, ProviderError
 fn app_env(spec: &DeploySpec, eff: &Effective) -> Vec<(String, OsString)> {
     let mut env = process::base_env();
     env.extend(eff.env.iter().map(|(k, v)| (k.clone(), v.into())));
+    if let Some(dsn) = eff
+        .sentry_dsn
+        .as_deref()
+        .filter(|_| !spec.vars.contains_key("SENTRY_DSN"))
+    {
+        env.extend(
+            crate::sentry::env_vars(dsn, spec)
+                .into_iter()
+                .map(|(k, v)| (k, v.into())),
+        );
+    }
     env.extend(spec.vars.iter().map(|(k, v)| (k.clone(), v.into())));
     env.extend(spec.stagebot_vars().into_iter().map(|(k, v)| (k, v.into())));
     env

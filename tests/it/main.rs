@@ -1,6 +1,8 @@
 //! Integration tests: real processes, real git repositories, real HTTP. One test binary.
 
+mod backups;
 mod comments;
+mod database;
 mod deployments;
 mod flows;
 mod frontdoor;
@@ -8,5 +10,6 @@ mod github;
 mod ingress;
 mod providers;
 mod sandbox;
+mod sentry;
 mod support;
 mod worker;
