@@ -382,15 +382,8 @@ impl Sandbox {
             .rev()
             .find(|(k, _)| k == "PATH")
             .map(|(_, v)| v.clone());
-        for m in mounts(&self.hidden, &self.read_only, path_var.as_deref()) {
-            match m {
-                Mount::ReadOnly(p) => push(&["--ro-bind".as_ref(), p.as_os_str(), p.as_os_str()]),
-                Mount::Symlink { target, at } => {
-                    push(&["--symlink".as_ref(), target.as_os_str(), at.as_os_str()])
-                }
-                Mount::Hide(p) => push(&["--tmpfs".as_ref(), p.as_os_str()]),
-            }
-        }
+        // The private /tmp and /var/tmp first: mounts below come after them, so a directory
+        // offered under /tmp (a checkout, a binary built there) is layered on top, not hidden.
         push(&[
             "--proc".as_ref(),
             "/proc".as_ref(),
@@ -400,10 +393,17 @@ impl Sandbox {
             "/tmp".as_ref(),
             "--tmpfs".as_ref(),
             "/var/tmp".as_ref(),
-            "--bind".as_ref(),
-            dir.as_os_str(),
-            dir.as_os_str(),
         ]);
+        for m in mounts(&self.hidden, &self.read_only, path_var.as_deref()) {
+            match m {
+                Mount::ReadOnly(p) => push(&["--ro-bind".as_ref(), p.as_os_str(), p.as_os_str()]),
+                Mount::Symlink { target, at } => {
+                    push(&["--symlink".as_ref(), target.as_os_str(), at.as_os_str()])
+                }
+                Mount::Hide(p) => push(&["--tmpfs".as_ref(), p.as_os_str()]),
+            }
+        }
+        push(&["--bind".as_ref(), dir.as_os_str(), dir.as_os_str()]);
         if !dir.starts_with(home) {
             push(&["--bind".as_ref(), home.as_os_str(), home.as_os_str()]);
         }
@@ -695,6 +695,31 @@ fn delegated_cgroup() -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_offered_under_tmp_is_mounted_after_the_private_tmp() {
+        // The demo offers its own executable's directory, which is under /tmp in a clone
+        // there: the private /tmp must not cover it.
+        let base = tempfile::tempdir().unwrap();
+        let bin = base.path().join("target/debug");
+        std::fs::create_dir_all(&bin).unwrap();
+        let data = base.path().join("data");
+        let cfg = SandboxConfig {
+            read_only: vec![bin.clone()],
+            ..SandboxConfig::default()
+        };
+        let sandbox = Sandbox::probe(&cfg, &data).expect("bwrap (Debian package bubblewrap)");
+        let dir = data.join("envs/o/r/s/r1");
+        let args = sandbox.args(&dir, &data.join("envs/o/r/s/home"), &[]);
+        let at = |flag: &str, path: &Path| {
+            args.windows(2)
+                .position(|w| w[0] == flag && w[1] == path.as_os_str())
+                .unwrap_or_else(|| panic!("no {flag} {} in {args:?}", path.display()))
+        };
+        let bin = std::fs::canonicalize(&bin).unwrap();
+        assert!(at("--tmpfs", Path::new("/tmp")) < at("--ro-bind", &bin));
+        assert!(at("--tmpfs", Path::new("/tmp")) < at("--bind", &dir));
+    }
 
     #[test]
     fn hidden_paths_under_offered_dirs_get_a_tmpfs_and_inside_ones_are_dropped() {
