@@ -441,6 +441,9 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             match stagebot::repo_config::parse(&text) {
                 Ok(cfg) => {
                     println!("{}: ok", file.display());
+                    for warning in cfg.warnings() {
+                        eprintln!("{}: warning: {warning}", file.display());
+                    }
                     println!("{cfg:#?}");
                     Ok(ExitCode::SUCCESS)
                 }

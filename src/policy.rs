@@ -12,7 +12,7 @@ use crate::event::{
 };
 use crate::github::{PrInfo, Reaction};
 use crate::markdown;
-use crate::repo_config::RepoConfig;
+use crate::repo_config::{OnMerge, RepoConfig};
 use crate::slug::preview_slug;
 use crate::store::{
     CommandOutcome as Ran, CommandRun, EnvRecord, EnvState, Op, PrRecord, Release, Trigger,
@@ -60,6 +60,9 @@ pub struct State {
     /// Arrival sequence of the delivery being decided (`None` outside the worker): what came
     /// "before" a comment is what stagebot received before it.
     pub received: Option<u64>,
+    /// Head branches of this repository's open pull requests (not forks'); gathered for pushes
+    /// that could deploy a branch environment.
+    pub open_pr_branches: Vec<String>,
 }
 
 impl State {
@@ -439,16 +442,21 @@ fn push(e: &PushEvent, config: &RepoConfig, state: &State) -> Decision {
         };
     }
     if e.is_default_branch {
-        if !config.production.deploy_on_merge {
-            return Decision::Ignore("production.deploy_on_merge is off".into());
-        }
-        let slug = Slug::production();
+        let (kind, slug) = match config.on_merge() {
+            OnMerge::None => {
+                return Decision::Ignore(
+                    "on_merge is `none`: a push to the default branch deploys nothing".into(),
+                );
+            }
+            OnMerge::Production => (EnvKind::Production, Slug::production()),
+            OnMerge::Staging => (EnvKind::Staging, Slug::staging()),
+        };
         if state
             .env(&slug)
             .is_some_and(|env| env.seen_shas.contains(&e.after))
         {
             return Decision::Ignore(format!(
-                "commit {} was already seen for production",
+                "commit {} was already seen for {slug}",
                 e.after.short()
             ));
         }
@@ -461,7 +469,7 @@ fn push(e: &PushEvent, config: &RepoConfig, state: &State) -> Decision {
         }
         actions.push(Action::Deploy(Deploy {
             target: Target {
-                kind: EnvKind::Production,
+                kind,
                 slug,
                 branch: e.branch.clone(),
                 pr: None,
@@ -479,46 +487,81 @@ fn push(e: &PushEvent, config: &RepoConfig, state: &State) -> Decision {
         }));
         return Decision::act(actions);
     }
-    // A branch environment without a PR follows its branch; PR previews follow `synchronize`.
-    let mut actions = Vec::new();
-    for env in state.envs.iter().filter(|env| {
-        env.kind == EnvKind::Preview
-            && env.pr.is_none()
-            && follows_commits(env)
-            && env.branch == e.branch
-    }) {
-        if env.seen_shas.contains(&e.after) {
-            continue;
-        }
-        if !e.before.is_zero() {
-            actions.push(Action::Remember {
-                slug: env.id.slug.clone(),
-                shas: vec![e.before.clone()],
-            });
-        }
-        actions.push(Action::Deploy(Deploy {
-            target: Target {
-                kind: EnvKind::Preview,
-                slug: env.id.slug.clone(),
-                branch: e.branch.clone(),
-                pr: None,
-                clone_url: None,
-                fork: false,
-            },
-            sha: e.after.clone(),
-            trigger: Trigger::Push,
-            by: e.sender.login.clone(),
-            ack: None,
-            force: false,
-            profile: env.profile.clone(),
-            queue: must_queue(state, &env.id.slug),
-            ttl: Some(ttl_of(config)),
-        }));
+    branch_push(e, config, state)
+}
+
+/// A push to another branch: its branch environment `br-<branch>` deploys when the branch
+/// matches `branches` (a swept one comes back) or already has an environment following it (made
+/// by `stagebot env deploy --branch`). A branch with an open pull request of this repository
+/// gets only that pull request's preview; PR previews follow `synchronize`, not `push`.
+fn branch_push(e: &PushEvent, config: &RepoConfig, state: &State) -> Decision {
+    let slug = preview_slug(None, &e.branch);
+    let existing = state
+        .env(&slug)
+        .filter(|env| env.kind == EnvKind::Preview && env.pr.is_none() && !env.fork);
+    let follows = existing.is_some_and(follows_commits);
+    if !follows && !config.branch_matches(&e.branch) {
+        return Decision::Ignore(format!("no environment follows branch {}", e.branch));
     }
-    if actions.is_empty() {
-        Decision::Ignore(format!("no environment follows branch {}", e.branch))
-    } else {
-        Decision::act(actions)
+    if state.open_pr_branches.iter().any(|b| *b == e.branch) {
+        return Decision::Ignore(format!(
+            "branch {} has an open pull request: it gets only the pull request's preview",
+            e.branch
+        ));
+    }
+    if existing.is_some_and(|env| env.seen_shas.contains(&e.after)) {
+        return Decision::Ignore(format!(
+            "commit {} was already seen for {slug}: a late delivery never moves an environment back",
+            e.after.short()
+        ));
+    }
+    let mut actions = Vec::new();
+    if !e.before.is_zero() && existing.is_some() {
+        actions.push(Action::Remember {
+            slug: slug.clone(),
+            shas: vec![e.before.clone()],
+        });
+    }
+    actions.push(Action::Deploy(branch_deploy(
+        &e.branch,
+        e.after.clone(),
+        Trigger::Push,
+        &e.sender.login,
+        existing.and_then(|env| env.profile.clone()),
+        config,
+        state,
+    )));
+    Decision::act(actions)
+}
+
+/// The deploy of branch `branch`'s environment (`br-<branch>`), a preview without a PR.
+pub fn branch_deploy(
+    branch: &str,
+    sha: Sha,
+    trigger: Trigger,
+    by: &str,
+    profile: Option<String>,
+    config: &RepoConfig,
+    state: &State,
+) -> Deploy {
+    let slug = preview_slug(None, branch);
+    Deploy {
+        queue: must_queue(state, &slug),
+        target: Target {
+            kind: EnvKind::Preview,
+            slug,
+            branch: branch.to_owned(),
+            pr: None,
+            clone_url: None,
+            fork: false,
+        },
+        sha,
+        trigger,
+        by: by.to_owned(),
+        ack: None,
+        force: false,
+        profile,
+        ttl: Some(ttl_of(config)),
     }
 }
 
@@ -882,12 +925,34 @@ fn run_command(
         }
         Command::Promote { target } => {
             let slug = preview_slug_now.ok_or("could not read this pull request from GitHub")?;
-            let env = state
+            let live_preview = state
                 .active_env(&slug)
-                .filter(|env| env.current_release.is_some())
-                .ok_or(
-                    "this pull request has no live preview to promote: comment `/stage` first.",
-                )?;
+                .filter(|env| env.current_release.is_some() && env.state != EnvState::TearingDown);
+            let closed =
+                info.is_some_and(|i| !i.open) || state.pr_record.as_ref().is_some_and(|r| r.closed);
+            if live_preview.is_none() && closed && *target == PromoteTarget::Production {
+                let merged = info.is_some_and(|i| i.merged)
+                    || state
+                        .pr_record
+                        .as_ref()
+                        .is_some_and(|r| r.merge_sha.is_some());
+                if !merged {
+                    return Err(
+                        "this pull request was closed without being merged: there is nothing to promote."
+                            .into(),
+                    );
+                }
+                let merge = state
+                    .pr_record
+                    .as_ref()
+                    .and_then(|r| r.merge_sha.as_ref())
+                    .ok_or("stagebot did not record this pull request's merge commit, so it cannot tell which staging release to promote. Nothing was deployed.")?;
+                let deploy = promote_merge_from_staging(merge, pr, by, e.comment_id, state)?;
+                return Ok(CommandOutcome::Deferred(vec![Action::Deploy(deploy)]));
+            }
+            let env = live_preview.ok_or(
+                "this pull request has no live preview to promote: comment `/stage` first.",
+            )?;
             let n = env.current_release.unwrap_or_default();
             let release = state
                 .releases_of(&slug)
@@ -910,7 +975,10 @@ fn run_command(
                     fork: false,
                 },
                 sha: release.sha.clone(),
-                trigger: Trigger::Promote { from: slug },
+                trigger: Trigger::Promote {
+                    from: slug,
+                    release: Some(release.n),
+                },
                 by: by.clone(),
                 ack: Some(e.comment_id),
                 force: false,
@@ -996,6 +1064,110 @@ fn run_command(
             })
         }
     }
+}
+
+/// `/promote production` on a merged pull request: the live staging release, if it runs the
+/// PR's merge commit; otherwise an answer saying what staging runs and why it cannot be promoted.
+fn promote_merge_from_staging(
+    merge: &Sha,
+    pr: PrNumber,
+    by: &str,
+    comment_id: u64,
+    state: &State,
+) -> Result<Deploy, String> {
+    let staging = Slug::staging();
+    let env = state.active_env(&staging);
+    let live = env.and_then(|env| {
+        let n = env.current_release?;
+        state.releases_of(&staging).iter().find(|r| r.n == n)
+    });
+    let deploying = env.and_then(|env| match &env.op {
+        Some(Op::Deploy { sha, .. }) => Some(sha),
+        _ => None,
+    });
+    match (env, live) {
+        (Some(env), Some(release)) if release.sha == *merge => Ok(Deploy {
+            target: Target {
+                kind: EnvKind::Production,
+                slug: Slug::production(),
+                branch: env.branch.clone(),
+                pr: Some(pr),
+                clone_url: None,
+                fork: false,
+            },
+            sha: release.sha.clone(),
+            trigger: Trigger::Promote {
+                from: staging,
+                release: Some(release.n),
+            },
+            by: by.to_owned(),
+            ack: Some(comment_id),
+            force: false,
+            profile: None,
+            queue: false,
+            ttl: None,
+        }),
+        _ if deploying == Some(merge) => Err(format!(
+            "staging is still deploying this pull request's merge commit `{}`: promote it once it is live. Nothing was deployed.",
+            merge.short()
+        )),
+        (Some(_), Some(release)) => Err(format!(
+            "staging runs `{}` (release #{}), not this pull request's merge commit `{}`, so it cannot be promoted from here. Nothing was deployed. An operator can promote a given staging release with `stagebot promote`.",
+            release.sha.short(),
+            release.n,
+            merge.short()
+        )),
+        _ => Err(format!(
+            "staging has no live release, so this pull request's merge commit `{}` cannot be promoted from it. Nothing was deployed.",
+            merge.short()
+        )),
+    }
+}
+
+/// The operator's promotion (`stagebot promote OWNER/REPO [--from ENV] [--release N]`): release
+/// `release` of `from` (default: its live release) to production, by `operator`.
+pub fn operator_promote(
+    from: &Slug,
+    release: Option<u32>,
+    state: &State,
+) -> Result<Deploy, String> {
+    let env = state
+        .active_env(from)
+        .ok_or_else(|| format!("there is no active `{from}` environment to promote from."))?;
+    let n = release
+        .or(env.current_release)
+        .ok_or_else(|| format!("`{from}` has no live release to promote."))?;
+    let release = state
+        .releases_of(from)
+        .iter()
+        .find(|r| r.n == n)
+        .ok_or_else(|| format!("`{from}` has no release #{n}."))?;
+    if *from == Slug::production() {
+        return Err(
+            "production cannot be promoted to itself: name another environment with --from.".into(),
+        );
+    }
+    Ok(Deploy {
+        target: Target {
+            kind: EnvKind::Production,
+            slug: Slug::production(),
+            branch: release.git_ref.clone(),
+            pr: release.pr,
+            clone_url: None,
+            fork: false,
+        },
+        sha: release.sha.clone(),
+        trigger: Trigger::Promote {
+            from: from.clone(),
+            release: Some(release.n),
+        },
+        by: "operator".into(),
+        ack: None,
+        force: false,
+        profile: None,
+        queue: false,
+        ttl: None,
+    })
 }
 
 /// The commit `/stage` deploys (docs/commands.md, "Fork pull requests"):

@@ -126,6 +126,7 @@ fn state() -> State {
         previews_in_use: 0,
         limits: Limits::default(),
         received: None,
+        open_pr_branches: Vec::new(),
     }
 }
 
@@ -1601,7 +1602,13 @@ fn promote_deploys_the_previews_live_release_not_the_head() {
     assert_eq!(d.target.kind, EnvKind::Staging);
     assert_eq!(d.target.slug, Slug::staging());
     assert_eq!(d.sha, sha("bbb0002"));
-    assert_eq!(d.trigger, Trigger::Promote { from: pr_slug() });
+    assert_eq!(
+        d.trigger,
+        Trigger::Promote {
+            from: pr_slug(),
+            release: Some(2)
+        }
+    );
     assert_eq!(d.ack, Some(COMMENT_ID));
     assert_eq!(d.by, "bob");
     assert!(!d.queue);
@@ -1620,7 +1627,13 @@ fn promote_production() {
     assert_eq!(d.target.kind, EnvKind::Production);
     assert_eq!(d.target.slug, Slug::production());
     assert_eq!(d.sha, sha("bbb0002"));
-    assert_eq!(d.trigger, Trigger::Promote { from: pr_slug() });
+    assert_eq!(
+        d.trigger,
+        Trigger::Promote {
+            from: pr_slug(),
+            release: Some(2)
+        }
+    );
 }
 
 #[test]
@@ -2305,4 +2318,275 @@ fn comment_replies_golden() {
         out, expected,
         "comment-replies.md changed; bless it if intended"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 13. the release pipeline: on_merge, promotion without a preview, branch environments
+
+#[test]
+fn on_merge_decides_what_a_push_to_the_default_branch_deploys() {
+    let push = Event::Push(push_event("main", "aaa0001", "bbb0002"));
+    // staging: staging gets the merge commit, production is untouched
+    let cfg = repo_config::parse("on_merge: staging\n").unwrap();
+    let mut st = state();
+    st.envs
+        .push(env("production", EnvKind::Production, EnvState::Live));
+    let a = acts(decide(&push, &cfg, &st));
+    let d = one_deploy(&a);
+    assert_eq!(d.target.kind, EnvKind::Staging);
+    assert_eq!(d.target.slug, Slug::staging());
+    assert_eq!(d.sha, sha("bbb0002"));
+    assert_eq!(d.trigger, Trigger::Merge);
+    assert!(
+        !a.iter()
+            .any(|x| matches!(x, Action::Remember { slug, .. } if *slug == Slug::production())),
+        "{a:#?}"
+    );
+    // a seen commit is stale for staging too
+    let mut seen = env("staging", EnvKind::Staging, EnvState::Live);
+    seen.seen_shas = vec![sha("bbb0002")];
+    let st = State {
+        envs: vec![seen],
+        ..state()
+    };
+    ignored(decide(&push, &cfg, &st));
+    // none: nothing
+    let none = repo_config::parse("on_merge: none\n").unwrap();
+    assert!(ignored(decide(&push, &none, &state())).contains("on_merge"));
+    // production (explicit, or the default, or the alias set to true)
+    for yaml in [
+        "on_merge: production\n",
+        "",
+        "production: { deploy_on_merge: true }\n",
+    ] {
+        let cfg = repo_config::parse(yaml).unwrap();
+        let a = acts(decide(&push, &cfg, &state()));
+        assert_eq!(one_deploy(&a).target.slug, Slug::production(), "{yaml}");
+    }
+    // on_merge wins over the deprecated alias
+    let both =
+        repo_config::parse("on_merge: staging\nproduction: { deploy_on_merge: false }\n").unwrap();
+    let a = acts(decide(&push, &both, &state()));
+    assert_eq!(one_deploy(&a).target.slug, Slug::staging());
+}
+
+/// A merged PR (merge commit `e0e0001`) whose preview is gone; staging's releases are `shas`.
+fn merged_state(permission: Permission, staging_shas: &[&str]) -> State {
+    let mut st = comment_state(permission);
+    st.pr_info = Some(PrInfo {
+        open: false,
+        merged: true,
+        ..pr_info("ddd0001")
+    });
+    st.pr_record = Some(PrRecord {
+        closed: true,
+        merge_sha: Some(sha("e0e0001")),
+        ..PrRecord::default()
+    });
+    st.envs.push(pr_preview(EnvState::Destroyed));
+    if !staging_shas.is_empty() {
+        let s = with_releases(
+            env("staging", EnvKind::Staging, EnvState::Live),
+            staging_shas,
+            &mut st,
+        );
+        st.envs.push(s);
+    }
+    st
+}
+
+#[test]
+fn promote_production_on_a_merged_pr_promotes_staging_running_its_merge_commit() {
+    let st = merged_state(Permission::Maintain, &["5a0001", "e0e0001"]);
+    let a = acts(decide(&comment("/promote production"), &config(), &st));
+    let d = one_deploy(&a);
+    assert_eq!(d.target.kind, EnvKind::Production);
+    assert_eq!(d.target.slug, Slug::production());
+    assert_eq!(d.target.pr, Some(PrNumber(PR)));
+    assert_eq!((d.target.clone_url.as_ref(), d.target.fork), (None, false));
+    assert_eq!(d.sha, sha("e0e0001"));
+    assert_eq!(
+        d.trigger,
+        Trigger::Promote {
+            from: Slug::staging(),
+            release: Some(2)
+        }
+    );
+    assert_eq!((d.by.as_str(), d.ack), ("bob", Some(COMMENT_ID)));
+
+    // a writer is refused (production.permission, maintain by default)
+    let st = merged_state(Permission::Write, &["5a0001", "e0e0001"]);
+    assert_refused(
+        &acts(decide(&comment("/promote production"), &config(), &st)),
+        &["maintain"],
+    );
+}
+
+#[test]
+fn promote_production_on_a_merged_pr_says_what_staging_runs_when_it_cannot() {
+    // staging runs another commit
+    let st = merged_state(Permission::Maintain, &["e0e0001", "5b0002"]);
+    assert_refused(
+        &acts(decide(&comment("/promote production"), &config(), &st)),
+        &["staging runs `5b00020`", "release #2", "`e0e0001`"],
+    );
+    // no staging at all
+    let st = merged_state(Permission::Maintain, &[]);
+    assert_refused(
+        &acts(decide(&comment("/promote production"), &config(), &st)),
+        &["staging has no live release", "`e0e0001`"],
+    );
+    // staging still deploying the merge commit
+    let mut st = merged_state(Permission::Maintain, &["5a0001"]);
+    if let Some(s) = st.envs.iter_mut().find(|e| e.kind == EnvKind::Staging) {
+        s.op = Some(Op::Deploy {
+            sha: sha("e0e0001"),
+            git_ref: "main".into(),
+            trigger: Trigger::Merge,
+            by: "alice".into(),
+            ack: None,
+            force: false,
+        });
+    }
+    assert_refused(
+        &acts(decide(&comment("/promote production"), &config(), &st)),
+        &["still deploying", "`e0e0001`"],
+    );
+    // closed without a merge
+    let mut st = merged_state(Permission::Maintain, &["e0e0001"]);
+    st.pr_info = Some(PrInfo {
+        open: false,
+        merged: false,
+        ..pr_info("ddd0001")
+    });
+    st.pr_record = Some(PrRecord {
+        closed: true,
+        ..PrRecord::default()
+    });
+    assert_refused(
+        &acts(decide(&comment("/promote production"), &config(), &st)),
+        &["closed without being merged"],
+    );
+    // `/promote` (to staging) on a merged PR still needs a live preview
+    let st = merged_state(Permission::Maintain, &["e0e0001"]);
+    assert_refused(
+        &acts(decide(&comment("/promote"), &config(), &st)),
+        &["no live preview"],
+    );
+}
+
+#[test]
+fn operator_promotes_a_release_of_an_environment_to_production() {
+    let st = promotable(Permission::None);
+    let d = operator_promote(&Slug::staging(), None, &st).unwrap();
+    assert_eq!(d.target.slug, Slug::production());
+    assert_eq!(d.sha, sha("5b0002"));
+    assert_eq!(d.by, "operator");
+    assert_eq!(
+        d.trigger,
+        Trigger::Promote {
+            from: Slug::staging(),
+            release: Some(2)
+        }
+    );
+    let d = operator_promote(&Slug::staging(), Some(1), &st).unwrap();
+    assert_eq!(d.sha, sha("5a0001"));
+    let e = operator_promote(&Slug::staging(), Some(9), &st).unwrap_err();
+    assert!(e.contains("no release #9"), "{e}");
+    let e = operator_promote(&Slug::production(), None, &st).unwrap_err();
+    assert!(e.contains("itself"), "{e}");
+    let e = operator_promote(&slug("br-nope"), None, &st).unwrap_err();
+    assert!(e.contains("no active `br-nope`"), "{e}");
+}
+
+#[test]
+fn a_push_to_a_matching_branch_deploys_its_branch_environment() {
+    let cfg = repo_config::parse("branches: [\"release/*\", \"qa/**\"]\n").unwrap();
+    for branch in ["release/1.2", "qa/a/b"] {
+        let a = acts(decide(
+            &Event::Push(push_event(branch, "0000000", "bbb0002")),
+            &cfg,
+            &state(),
+        ));
+        let d = one_deploy(&a);
+        assert_eq!(d.target.kind, EnvKind::Preview);
+        assert_eq!(d.target.slug, preview_slug(None, branch));
+        assert!(d.target.slug.as_str().starts_with("br-"));
+        assert_eq!(d.target.branch, branch);
+        assert_eq!((d.target.pr, d.target.fork), (None, false));
+        assert_eq!(d.trigger, Trigger::Push);
+        assert_eq!(d.ttl, Some(cfg.preview.ttl));
+        // a new branch (before = 0) remembers nothing
+        assert!(!a.iter().any(|x| matches!(x, Action::Remember { .. })));
+    }
+    // a non-matching branch deploys nothing
+    for branch in ["feature/x", "release/1/2", "qa"] {
+        ignored(decide(
+            &Event::Push(push_event(branch, "aaa0001", "bbb0002")),
+            &cfg,
+            &state(),
+        ));
+    }
+    // a swept (destroyed) branch environment comes back on the next push
+    let st = State {
+        envs: vec![branch_env("release/1.2", EnvState::Destroyed)],
+        ..state()
+    };
+    let a = acts(decide(
+        &Event::Push(push_event("release/1.2", "aaa0001", "bbb0002")),
+        &cfg,
+        &st,
+    ));
+    let d = one_deploy(&a);
+    assert_eq!(d.target.slug, preview_slug(None, "release/1.2"));
+    assert_eq!(d.profile.as_deref(), Some("lite"));
+    // under a preview limit it queues like a preview
+    let st = State {
+        previews_in_use: 2,
+        limits: Limits {
+            max_previews: Some(2),
+            ..Limits::default()
+        },
+        ..state()
+    };
+    let a = acts(decide(
+        &Event::Push(push_event("release/1.2", "0000000", "bbb0002")),
+        &cfg,
+        &st,
+    ));
+    assert!(one_deploy(&a).queue);
+}
+
+#[test]
+fn a_matching_branch_with_an_open_pr_gets_only_the_prs_preview() {
+    let cfg = repo_config::parse("branches: [\"release/*\"]\n").unwrap();
+    let st = State {
+        open_pr_branches: vec!["release/1.2".into()],
+        ..state()
+    };
+    let why = ignored(decide(
+        &Event::Push(push_event("release/1.2", "aaa0001", "bbb0002")),
+        &cfg,
+        &st,
+    ));
+    assert!(why.contains("open pull request"), "{why}");
+    // another matching branch is not affected
+    let a = acts(decide(
+        &Event::Push(push_event("release/2.0", "aaa0001", "bbb0002")),
+        &cfg,
+        &st,
+    ));
+    assert_eq!(one_deploy(&a).target.branch, "release/2.0");
+}
+
+#[test]
+fn deleting_a_branch_tears_down_its_branch_environment() {
+    let mut st = state();
+    st.envs.push(branch_env("release/1.2", EnvState::Live));
+    for event in [deleted_push("release/1.2"), branch_deleted("release/1.2")] {
+        let a = acts(decide(&event, &config(), &st));
+        let t = teardowns(&a);
+        assert_eq!(t.len(), 1, "{a:#?}");
+        assert_eq!(t[0].0, &preview_slug(None, "release/1.2"));
+    }
 }

@@ -11,7 +11,9 @@
 //! timeouts: { build: 10m, health: 2m }
 //! preview:    { auto: true, ttl: 3d, env: {}, profiles: { lite: { env: {}, build: …, start: … } } }
 //! staging:    { env: {} }
-//! production: { deploy_on_merge: true, permission: maintain, env: {} }
+//! production: { permission: maintain, env: {} }
+//! on_merge: production           # production | staging | none (read on the default branch)
+//! branches: ["release/*"]        # branches that get an environment without a PR
 //! ```
 //!
 //! Every map rejects unknown keys, so a typo is an error the PR author sees rather than a setting
@@ -85,6 +87,37 @@ pub struct RepoConfig {
     pub staging: StagingConfig,
     /// The production environment.
     pub production: ProductionConfig,
+    /// What a push to the default branch deploys (read on the default branch); unset means
+    /// `production`, or `none` with the deprecated `production.deploy_on_merge: false`.
+    pub on_merge: Option<OnMerge>,
+    /// Glob patterns of branches that get an environment of their own without a pull request
+    /// (read on the default branch): `*` within one path segment, `**` across segments.
+    #[serde(deserialize_with = "branch_patterns")]
+    pub branches: Vec<String>,
+}
+
+/// `on_merge`: where a push to the default branch goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMerge {
+    /// Deploy production (the default).
+    #[default]
+    Production,
+    /// Deploy staging; production moves only by promotion.
+    Staging,
+    /// Deploy nothing.
+    None,
+}
+
+impl OnMerge {
+    /// The setting's word, as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnMerge::Production => "production",
+            OnMerge::Staging => "staging",
+            OnMerge::None => "none",
+        }
+    }
 }
 
 /// Environment variables, in a deterministic order. Values may be any YAML scalar; they are
@@ -243,8 +276,8 @@ pub struct StagingConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProductionConfig {
-    /// Deploy production when a PR is merged into the default branch (default true).
-    pub deploy_on_merge: bool,
+    /// Deprecated alias: `false` means `on_merge: none` (unset: see [`RepoConfig::on_merge`]).
+    pub deploy_on_merge: Option<bool>,
     /// Who may `/promote production` or `/rollback production` (default maintain).
     #[serde(deserialize_with = "permission")]
     pub permission: Permission,
@@ -255,7 +288,7 @@ pub struct ProductionConfig {
 impl Default for ProductionConfig {
     fn default() -> Self {
         Self {
-            deploy_on_merge: true,
+            deploy_on_merge: None,
             permission: Permission::Maintain,
             env: EnvVars::new(),
         }
@@ -348,6 +381,39 @@ fn from_yaml_error(err: &serde_saphyr::Error) -> ConfigError {
 }
 
 impl RepoConfig {
+    /// What a push to the default branch deploys: `on_merge`, else `none` when the deprecated
+    /// `production.deploy_on_merge` is `false`, else `production`.
+    pub fn on_merge(&self) -> OnMerge {
+        match (self.on_merge, self.production.deploy_on_merge) {
+            (Some(o), _) => o,
+            (None, Some(false)) => OnMerge::None,
+            (None, _) => OnMerge::Production,
+        }
+    }
+
+    /// Settings that work but should be changed (`stagebot check-config` prints them).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(old) = self.production.deploy_on_merge {
+            let now = if old { "production" } else { "none" };
+            out.push(match self.on_merge {
+                Some(o) => format!(
+                    "`production.deploy_on_merge` is deprecated and ignored here: `on_merge: {}` is set; remove `deploy_on_merge`",
+                    o.as_str()
+                ),
+                None => format!(
+                    "`production.deploy_on_merge` is deprecated: write `on_merge: {now}` (a top-level key) instead"
+                ),
+            });
+        }
+        out
+    }
+
+    /// Does `branch` match one of the `branches` patterns?
+    pub fn branch_matches(&self, branch: &str) -> bool {
+        self.branches.iter().any(|p| glob_match(p, branch))
+    }
+
     /// The settings for one environment kind and optional profile: global values, then the
     /// kind's `env`, then the profile's overrides. Profiles live under `preview.profiles`; an
     /// unknown profile is an error listing the known ones.
@@ -403,6 +469,48 @@ impl RepoConfig {
     }
 }
 
+/// `branches:` patterns: non-empty, without whitespace or control characters.
+fn branch_patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    for p in &list {
+        if p.is_empty() || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(serde::de::Error::custom(format!(
+                "invalid branch pattern {p:?}: expected a glob like `release/*` or `qa/**`"
+            )));
+        }
+    }
+    Ok(list)
+}
+
+/// Branch glob: `**` matches any characters (`/` included), `*` any characters but `/`, `?`
+/// one character but `/`; everything else matches itself. A pattern ending in `/**` also
+/// matches the bare prefix's children only (`qa/**` matches `qa/x` and `qa/x/y`, not `qa`).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    fn go(p: &[char], t: &[char]) -> bool {
+        match p {
+            [] => t.is_empty(),
+            ['*', '*', rest @ ..] => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            ['*', rest @ ..] => {
+                let mut i = 0;
+                loop {
+                    if go(rest, &t[i..]) {
+                        return true;
+                    }
+                    if i == t.len() || t[i] == '/' {
+                        return false;
+                    }
+                    i += 1;
+                }
+            }
+            ['?', rest @ ..] => t.first().is_some_and(|c| *c != '/') && go(rest, &t[1..]),
+            [c, rest @ ..] => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    go(&p, &t)
+}
+
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s).map_err(serde::de::Error::custom)
@@ -456,7 +564,9 @@ mod tests {
         assert!(c.preview.auto);
         assert_eq!(c.preview.ttl, Duration::from_secs(3 * 86_400));
         assert_eq!(c.health.as_str(), "/");
-        assert!(c.production.deploy_on_merge);
+        assert_eq!(c.on_merge(), OnMerge::Production);
+        assert!(c.branches.is_empty());
+        assert!(c.warnings().is_empty());
         assert_eq!(c.production.permission, Permission::Maintain);
         assert_eq!(c.start, None);
         assert_eq!(c.timeouts, Timeouts::default());
@@ -492,7 +602,7 @@ production: { deploy_on_merge: false, permission: admin, env: { MODE: prod } }
         assert!(!c.preview.auto);
         assert_eq!(c.preview.ttl, Duration::from_secs(7 * 86_400));
         assert_eq!(c.preview.profiles.len(), 2);
-        assert!(!c.production.deploy_on_merge);
+        assert_eq!(c.on_merge(), OnMerge::None);
         assert_eq!(c.production.permission, Permission::Admin);
 
         let e = c.effective(EnvKind::Preview, None).unwrap();
@@ -604,6 +714,57 @@ production: { deploy_on_merge: false, permission: admin, env: { MODE: prod } }
         assert!(t.starts_with(".github/stagebot.yml: "), "{t}");
         let wrong_type = invalid("build: [make, test]");
         assert!(wrong_type.contains("line 1"), "{wrong_type}");
+    }
+
+    #[test]
+    fn on_merge_and_its_deprecated_alias() {
+        let c = parse("on_merge: staging\n").unwrap();
+        assert_eq!(c.on_merge(), OnMerge::Staging);
+        assert!(c.warnings().is_empty());
+        assert_eq!(parse("on_merge: none").unwrap().on_merge(), OnMerge::None);
+        let old = parse("production: { deploy_on_merge: false }").unwrap();
+        assert_eq!(old.on_merge(), OnMerge::None);
+        assert_eq!(
+            old.warnings(),
+            [
+                "`production.deploy_on_merge` is deprecated: write `on_merge: none` (a top-level key) instead"
+            ]
+        );
+        let on = parse("production: { deploy_on_merge: true }").unwrap();
+        assert_eq!(on.on_merge(), OnMerge::Production);
+        assert_eq!(on.warnings().len(), 1);
+        let both = parse("on_merge: staging\nproduction: { deploy_on_merge: false }").unwrap();
+        assert_eq!(both.on_merge(), OnMerge::Staging);
+        assert!(
+            both.warnings()[0].contains("ignored here"),
+            "{:?}",
+            both.warnings()
+        );
+        let bad = invalid("on_merge: prod");
+        assert!(bad.contains("prod"), "{bad}");
+    }
+
+    #[test]
+    fn branch_patterns_match_like_globs() {
+        let c = parse("branches: [\"release/*\", \"qa/**\", \"hotfix-?\"]").unwrap();
+        for yes in ["release/1.2", "release/x", "qa/a", "qa/a/b/c", "hotfix-1"] {
+            assert!(c.branch_matches(yes), "{yes}");
+        }
+        for no in [
+            "release/1/2",
+            "release",
+            "qa",
+            "main",
+            "hotfix-12",
+            "xrelease/1",
+        ] {
+            assert!(!c.branch_matches(no), "{no}");
+        }
+        assert!(glob_match("**", "a/b"));
+        assert!(glob_match("feat*", "feature"));
+        assert!(!glob_match("feat*", "feat/x"));
+        let e = invalid("branches: [\"\"]");
+        assert!(e.contains("invalid branch pattern"), "{e}");
     }
 
     #[test]

@@ -213,8 +213,16 @@ pub enum Trigger {
     PullRequest,
     Push,
     Stage,
-    Promote { from: Slug },
-    Rollback { to_release: u32 },
+    Promote {
+        from: Slug,
+        /// The release of `from` that was promoted (recorded since promotions without a
+        /// preview; older records lack it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        release: Option<u32>,
+    },
+    Rollback {
+        to_release: u32,
+    },
     Merge,
 }
 
@@ -224,7 +232,14 @@ impl Trigger {
             Trigger::PullRequest => "pull request".into(),
             Trigger::Push => "push".into(),
             Trigger::Stage => "/stage".into(),
-            Trigger::Promote { from } => format!("/promote from {from}"),
+            Trigger::Promote {
+                from,
+                release: Some(n),
+            } => format!("/promote from {from} #{n}"),
+            Trigger::Promote {
+                from,
+                release: None,
+            } => format!("/promote from {from}"),
             Trigger::Rollback { to_release } => format!("/rollback to #{to_release}"),
             Trigger::Merge => "merge".into(),
         }

@@ -5,6 +5,7 @@ mod deployments;
 mod flows;
 mod github;
 mod ingress;
+mod pipeline;
 mod providers;
 mod support;
 mod worker;
