@@ -156,7 +156,7 @@ impl App {
                 needs_config = !e.deleted;
                 None
             }
-            Event::BranchDeleted(_) => {
+            Event::BranchDeleted(_) | Event::CiChanged(_) => {
                 needs_config = false;
                 None
             }
@@ -343,6 +343,8 @@ impl App {
                     by: d.by.clone(),
                     ack: d.ack,
                     force: d.force,
+                    gate: d.gate.clone(),
+                    checks: d.checks.clone(),
                 };
                 let existing = self.store().env(&id)?;
                 let rec = match existing {
@@ -392,6 +394,7 @@ impl App {
                     return Ok(());
                 }
                 rec.op = Some(op);
+                rec.ci_wait = None;
                 rec.generation += 1;
                 if d.queue {
                     rec.state = EnvState::Queued;
@@ -429,6 +432,7 @@ impl App {
                         by: by.clone(),
                         ack,
                     });
+                    rec.ci_wait = None;
                     rec.generation += 1;
                     rec.updated_at = ctx.now;
                     Some(rec.generation)
@@ -512,6 +516,12 @@ impl App {
             Action::RecordMerge { pr, sha } => {
                 self.store()
                     .update_pr(repo, pr, |r| r.merge_sha = Some(sha.clone()))?;
+            }
+            Action::RecheckCi { slug } => {
+                self.recheck_ci(&EnvId {
+                    repo: repo.clone(),
+                    slug,
+                })?;
             }
             Action::Remember { slug, shas } => {
                 let id = EnvId {

@@ -8,11 +8,12 @@ use chrono::{DateTime, Utc};
 
 use crate::command::{self, Command, EnvTarget, PromoteTarget, RollbackTo};
 use crate::event::{
-    BranchDeletedEvent, CommentAction, CommentEvent, Event, PrAction, PullRequestEvent, PushEvent,
+    BranchDeletedEvent, CiEvent, CommentAction, CommentEvent, Event, PrAction, PullRequestEvent,
+    PushEvent,
 };
 use crate::github::{PrInfo, Reaction};
 use crate::markdown;
-use crate::repo_config::{OnMerge, RepoConfig};
+use crate::repo_config::{CiGate, OnMerge, RepoConfig};
 use crate::slug::preview_slug;
 use crate::store::{
     CommandOutcome as Ran, CommandRun, EnvRecord, EnvState, Op, PrRecord, Release, Trigger,
@@ -107,6 +108,11 @@ pub struct Deploy {
     pub queue: bool,
     /// Inactivity TTL for previews.
     pub ttl: Option<Duration>,
+    /// The CI gate the commit must pass first (`require_checks` of the target's kind).
+    pub gate: Option<CiGate>,
+    /// What allowed the deploy without its gate (an admin's `--skip-checks`), recorded on the
+    /// release.
+    pub checks: Option<String>,
 }
 
 /// Why the PR's sticky comment carries a note.
@@ -178,6 +184,10 @@ pub enum Action {
         pr: PrNumber,
         sha: Sha,
     },
+    /// Evaluate the CI gate of the environment's waiting deploy again.
+    RecheckCi {
+        slug: Slug,
+    },
     /// Record that the environment saw these commits (late deliveries naming them are stale).
     Remember {
         slug: Slug,
@@ -213,12 +223,38 @@ impl Decision {
 
 /// The decision for `event`.
 pub fn decide(event: &Event, config: &RepoConfig, state: &State) -> Decision {
+    match decide_inner(event, config, state) {
+        Decision::Act(actions) => Decision::Act(
+            actions
+                .into_iter()
+                .map(|a| match a {
+                    Action::Deploy(d) => Action::Deploy(with_gate(d, config)),
+                    other => other,
+                })
+                .collect(),
+        ),
+        ignore => ignore,
+    }
+}
+
+/// `d` with the CI gate its target's kind requires (`require_checks`): none for a rollback
+/// (back to a release that ran before) or when the gate was skipped (`checks` says how).
+pub fn with_gate(mut d: Deploy, config: &RepoConfig) -> Deploy {
+    let rollback = matches!(d.trigger, Trigger::Rollback { .. });
+    if d.checks.is_none() && !rollback {
+        d.gate = config.require_checks(d.target.kind).cloned();
+    }
+    d
+}
+
+fn decide_inner(event: &Event, config: &RepoConfig, state: &State) -> Decision {
     match event {
         Event::PullRequest(e) => pull_request(e, config, state),
         Event::Push(e) => push(e, config, state),
         Event::BranchDeleted(e) => branch_deleted(e, state),
         Event::Comment(e) => comment(e, config, state),
         Event::Ping { .. } => Decision::Ignore("ping".into()),
+        Event::CiChanged(e) => ci_changed(e, state),
         Event::Installation(_) | Event::InstallationRepositories(_) => {
             Decision::Ignore("installation changes are recorded, not acted on".into())
         }
@@ -274,6 +310,8 @@ fn deploy_preview(
         ack: None,
         force: false,
         profile: None,
+        gate: None,
+        checks: None,
         queue,
         ttl: Some(ttl_of(config)),
     })
@@ -482,6 +520,8 @@ fn push(e: &PushEvent, config: &RepoConfig, state: &State) -> Decision {
             ack: None,
             force: false,
             profile: None,
+            gate: None,
+            checks: None,
             queue: false,
             ttl: None,
         }));
@@ -561,7 +601,33 @@ pub fn branch_deploy(
         ack: None,
         force: false,
         profile,
+        gate: None,
+        checks: None,
         ttl: Some(ttl_of(config)),
+    }
+}
+
+/// A check or status of a commit changed: only environments whose deploy of that commit waits
+/// for CI look again (a storm of check events about other commits costs nothing).
+fn ci_changed(e: &CiEvent, state: &State) -> Decision {
+    let actions: Vec<Action> = state
+        .envs
+        .iter()
+        .filter(|env| {
+            env.ci_wait.is_some()
+                && matches!(&env.op, Some(Op::Deploy { sha, .. }) if *sha == e.sha)
+        })
+        .map(|env| Action::RecheckCi {
+            slug: env.id.slug.clone(),
+        })
+        .collect();
+    if actions.is_empty() {
+        Decision::Ignore(format!(
+            "no deploy waits for CI on commit {}",
+            e.sha.short()
+        ))
+    } else {
+        Decision::act(actions)
     }
 }
 
@@ -578,8 +644,13 @@ fn branch_deleted(e: &BranchDeletedEvent, state: &State) -> Decision {
 pub fn required_permission(cmd: &Command, config: &RepoConfig) -> Permission {
     match cmd {
         Command::Help | Command::Status => Permission::None,
+        // Skipping the CI gate is for admins only.
+        Command::Promote {
+            skip_checks: true, ..
+        } => Permission::Admin,
         Command::Promote {
             target: PromoteTarget::Production,
+            ..
         }
         | Command::Rollback {
             target: EnvTarget::Production,
@@ -737,8 +808,21 @@ fn one_command(
         );
     }
     match run_command(&cmd, e, config, state) {
-        Ok(CommandOutcome::Deferred(acts)) => (
-            acts,
+        Ok(CommandOutcome::Deferred(mut acts)) => (
+            {
+                if let Command::Promote {
+                    skip_checks: true, ..
+                } = &cmd
+                {
+                    for a in &mut acts {
+                        if let Action::Deploy(d) = a {
+                            d.checks =
+                                Some(format!("CI checks skipped by @{by} (`--skip-checks`)"));
+                        }
+                    }
+                }
+                acts
+            },
             CommandRun {
                 outcome: Ran::Deferred,
                 reply: None,
@@ -817,10 +901,20 @@ fn command_name(cmd: &Command) -> String {
         Command::Stage { .. } => "/stage".into(),
         Command::Promote {
             target: PromoteTarget::Staging,
+            skip_checks: false,
         } => "/promote".into(),
         Command::Promote {
             target: PromoteTarget::Production,
+            skip_checks: false,
         } => "/promote production".into(),
+        Command::Promote {
+            target: PromoteTarget::Staging,
+            skip_checks: true,
+        } => "/promote staging --skip-checks".into(),
+        Command::Promote {
+            target: PromoteTarget::Production,
+            skip_checks: true,
+        } => "/promote production --skip-checks".into(),
         Command::Rollback {
             target: EnvTarget::Production,
             ..
@@ -918,12 +1012,14 @@ fn run_command(
                 ack: Some(e.comment_id),
                 force: true,
                 profile: profile.clone(),
+                gate: None,
+                checks: None,
                 queue,
                 ttl: Some(ttl_of(config)),
             }));
             Ok(CommandOutcome::Deferred(actions))
         }
-        Command::Promote { target } => {
+        Command::Promote { target, .. } => {
             let slug = preview_slug_now.ok_or("could not read this pull request from GitHub")?;
             let live_preview = state
                 .active_env(&slug)
@@ -983,6 +1079,8 @@ fn run_command(
                 ack: Some(e.comment_id),
                 force: false,
                 profile: None,
+                gate: None,
+                checks: None,
                 queue: false,
                 ttl: None,
             })]))
@@ -1021,6 +1119,8 @@ fn run_command(
                 ack: Some(e.comment_id),
                 force: true,
                 profile: env.profile.clone(),
+                gate: None,
+                checks: None,
                 queue,
                 ttl: env.ttl_secs.map(Duration::from_secs),
             })]))
@@ -1104,6 +1204,8 @@ fn promote_merge_from_staging(
             ack: Some(comment_id),
             force: false,
             profile: None,
+            gate: None,
+            checks: None,
             queue: false,
             ttl: None,
         }),
@@ -1130,6 +1232,7 @@ pub fn operator_promote(
     from: &Slug,
     release: Option<u32>,
     state: &State,
+    config: &RepoConfig,
 ) -> Result<Deploy, String> {
     let env = state
         .active_env(from)
@@ -1147,27 +1250,32 @@ pub fn operator_promote(
             "production cannot be promoted to itself: name another environment with --from.".into(),
         );
     }
-    Ok(Deploy {
-        target: Target {
-            kind: EnvKind::Production,
-            slug: Slug::production(),
-            branch: release.git_ref.clone(),
-            pr: release.pr,
-            clone_url: None,
-            fork: false,
+    Ok(with_gate(
+        Deploy {
+            target: Target {
+                kind: EnvKind::Production,
+                slug: Slug::production(),
+                branch: release.git_ref.clone(),
+                pr: release.pr,
+                clone_url: None,
+                fork: false,
+            },
+            sha: release.sha.clone(),
+            trigger: Trigger::Promote {
+                from: from.clone(),
+                release: Some(release.n),
+            },
+            by: "operator".into(),
+            ack: None,
+            force: false,
+            profile: None,
+            gate: None,
+            checks: None,
+            queue: false,
+            ttl: None,
         },
-        sha: release.sha.clone(),
-        trigger: Trigger::Promote {
-            from: from.clone(),
-            release: Some(release.n),
-        },
-        by: "operator".into(),
-        ack: None,
-        force: false,
-        profile: None,
-        queue: false,
-        ttl: None,
-    })
+        config,
+    ))
 }
 
 /// The commit `/stage` deploys (docs/commands.md, "Fork pull requests"):
@@ -1262,6 +1370,104 @@ fn pick_rollback<'a>(
                 .find(|r| Some(&r.sha) != live_sha)
                 .ok_or_else(|| format!("`{}` has no earlier release to roll back to.", env.id.slug))
         }
+    }
+}
+
+/// Where a deploy's CI gate stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateVerdict {
+    /// Go on; what allowed it, recorded on the release.
+    Pass(String),
+    /// Not yet: what it waits for, as the sticky comment and the GitHub deployment say.
+    Wait(String),
+    /// A required check failed: the deploy fails with this error, naming the failing checks.
+    Fail(String),
+}
+
+/// The CI gate (`require_checks`) on a commit's check runs and statuses. stagebot's own
+/// `stagebot/*` statuses never count. With a list, each named check or status must exist and
+/// have succeeded; with `true`, at least one must exist and all must be complete and successful.
+/// A name reported more than once (a re-run) counts by its first result, GitHub's newest.
+pub fn ci_gate(gate: &CiGate, results: &[crate::github::CiResult]) -> GateVerdict {
+    use crate::github::CiState;
+    let mut seen: Vec<(&str, Option<CiState>)> = Vec::new();
+    for r in results.iter().filter(|r| !r.name.starts_with("stagebot/")) {
+        if !seen.iter().any(|(n, _)| *n == r.name) {
+            seen.push((&r.name, Some(r.state)));
+        }
+    }
+    let considered: Vec<(&str, Option<CiState>)> = match gate {
+        CiGate::All => seen,
+        CiGate::Named(names) => names
+            .iter()
+            .map(|n| {
+                let state = seen
+                    .iter()
+                    .find(|(s, _)| *s == n.as_str())
+                    .and_then(|x| x.1);
+                (n.as_str(), state)
+            })
+            .collect(),
+    };
+    let shown = |list: &[&str]| {
+        list.iter()
+            .map(|n| markdown::code(n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let failed: Vec<&str> = considered
+        .iter()
+        .filter(|(_, s)| *s == Some(CiState::Failure))
+        .map(|(n, _)| *n)
+        .collect();
+    if !failed.is_empty() {
+        return GateVerdict::Fail(format!(
+            "CI failed: {} (required by `require_checks`); nothing was deployed",
+            shown(&failed)
+        ));
+    }
+    let passed: Vec<&str> = considered
+        .iter()
+        .filter(|(_, s)| *s == Some(CiState::Success))
+        .map(|(n, _)| *n)
+        .collect();
+    if considered.is_empty() {
+        return GateVerdict::Wait("waiting for CI: no check or status reported yet".into());
+    }
+    if passed.len() == considered.len() {
+        return GateVerdict::Pass(format!("CI passed: {}", shown(&passed)));
+    }
+    let pending: Vec<&str> = considered
+        .iter()
+        .filter(|(_, s)| *s == Some(CiState::Pending))
+        .map(|(n, _)| *n)
+        .collect();
+    let missing: Vec<&str> = considered
+        .iter()
+        .filter(|(_, s)| s.is_none())
+        .map(|(n, _)| *n)
+        .collect();
+    let mut text = format!(
+        "waiting for CI: {} of {} checks passed",
+        passed.len(),
+        considered.len()
+    );
+    if !pending.is_empty() {
+        text.push_str(&format!("; pending: {}", shown(&pending)));
+    }
+    if !missing.is_empty() {
+        text.push_str(&format!("; not reported yet: {}", shown(&missing)));
+    }
+    GateVerdict::Wait(text)
+}
+
+/// What a deploy waits for when the CI results cannot be read (`forbidden`: the app lacks
+/// `checks: read`).
+pub fn ci_unreadable_text(forbidden: bool) -> String {
+    if forbidden {
+        "the CI gate cannot be evaluated: the GitHub App lacks the `checks: read` permission on this repository (accept the new permission in the installation's settings); the deploy waits".into()
+    } else {
+        "waiting for CI: the checks could not be read from GitHub; they are read again on the next check event".into()
     }
 }
 

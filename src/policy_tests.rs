@@ -96,6 +96,7 @@ fn release(n: u32, sha_: &str) -> Release {
         url: "http://x.localhost".into(),
         log: "http://x.localhost/log".into(),
         pr: Some(PrNumber(PR)),
+        checks: None,
     }
 }
 
@@ -413,6 +414,8 @@ fn opening_a_same_repo_pr_deploys_its_head() {
                 profile: None,
                 queue: false,
                 ttl: Some(Duration::from_secs(3 * DAY as u64)),
+                gate: None,
+                checks: None,
             },
             "{action:?}"
         );
@@ -1984,6 +1987,8 @@ fn queued(name: &str, minutes_ago: i64) -> EnvRecord {
         by: "alice".into(),
         ack: None,
         force: false,
+        gate: None,
+        checks: None,
     });
     e
 }
@@ -2446,6 +2451,8 @@ fn promote_production_on_a_merged_pr_says_what_staging_runs_when_it_cannot() {
             by: "alice".into(),
             ack: None,
             force: false,
+            gate: None,
+            checks: None,
         });
     }
     assert_refused(
@@ -2478,7 +2485,7 @@ fn promote_production_on_a_merged_pr_says_what_staging_runs_when_it_cannot() {
 #[test]
 fn operator_promotes_a_release_of_an_environment_to_production() {
     let st = promotable(Permission::None);
-    let d = operator_promote(&Slug::staging(), None, &st).unwrap();
+    let d = operator_promote(&Slug::staging(), None, &st, &config()).unwrap();
     assert_eq!(d.target.slug, Slug::production());
     assert_eq!(d.sha, sha("5b0002"));
     assert_eq!(d.by, "operator");
@@ -2489,13 +2496,13 @@ fn operator_promotes_a_release_of_an_environment_to_production() {
             release: Some(2)
         }
     );
-    let d = operator_promote(&Slug::staging(), Some(1), &st).unwrap();
+    let d = operator_promote(&Slug::staging(), Some(1), &st, &config()).unwrap();
     assert_eq!(d.sha, sha("5a0001"));
-    let e = operator_promote(&Slug::staging(), Some(9), &st).unwrap_err();
+    let e = operator_promote(&Slug::staging(), Some(9), &st, &config()).unwrap_err();
     assert!(e.contains("no release #9"), "{e}");
-    let e = operator_promote(&Slug::production(), None, &st).unwrap_err();
+    let e = operator_promote(&Slug::production(), None, &st, &config()).unwrap_err();
     assert!(e.contains("itself"), "{e}");
-    let e = operator_promote(&slug("br-nope"), None, &st).unwrap_err();
+    let e = operator_promote(&slug("br-nope"), None, &st, &config()).unwrap_err();
     assert!(e.contains("no active `br-nope`"), "{e}");
 }
 
@@ -2589,4 +2596,231 @@ fn deleting_a_branch_tears_down_its_branch_environment() {
         assert_eq!(t.len(), 1, "{a:#?}");
         assert_eq!(t[0].0, &preview_slug(None, "release/1.2"));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 14. CI gates (require_checks)
+
+fn ci(name: &str, state: crate::github::CiState) -> crate::github::CiResult {
+    crate::github::CiResult {
+        name: name.into(),
+        state,
+    }
+}
+
+#[test]
+fn ci_gate_decision_table() {
+    use crate::github::CiState::{Failure, Pending, Success};
+    let named = CiGate::Named(vec!["build".into(), "test".into(), "lint".into()]);
+    let only_test = CiGate::Named(vec!["test".into()]);
+    let cases: Vec<(&CiGate, Vec<crate::github::CiResult>, &str)> = vec![
+        // every named check passed (stagebot's own statuses are never counted)
+        (
+            &named,
+            vec![
+                ci("build", Success),
+                ci("test", Success),
+                ci("lint", Success),
+                ci("stagebot/staging", Failure),
+            ],
+            "pass: CI passed: `build`, `test`, `lint`",
+        ),
+        (
+            &named,
+            vec![
+                ci("build", Success),
+                ci("test", Pending),
+                ci("lint", Success),
+            ],
+            "wait: waiting for CI: 2 of 3 checks passed; pending: `test`",
+        ),
+        (
+            &named,
+            vec![ci("build", Success), ci("test", Success)],
+            "wait: waiting for CI: 2 of 3 checks passed; not reported yet: `lint`",
+        ),
+        (
+            &named,
+            vec![
+                ci("build", Success),
+                ci("test", Failure),
+                ci("lint", Pending),
+            ],
+            "fail: CI failed: `test` (required by `require_checks`); nothing was deployed",
+        ),
+        // a re-run: the newest result (listed first) counts
+        (
+            &named,
+            vec![
+                ci("build", Success),
+                ci("test", Success),
+                ci("test", Failure),
+                ci("lint", Success),
+            ],
+            "pass: CI passed: `build`, `test`, `lint`",
+        ),
+        // unlisted checks do not matter to a list
+        (
+            &only_test,
+            vec![ci("test", Success), ci("slow", Failure)],
+            "pass: CI passed: `test`",
+        ),
+        // true: at least one, all complete and successful
+        (
+            &CiGate::All,
+            vec![],
+            "wait: waiting for CI: no check or status reported yet",
+        ),
+        (
+            &CiGate::All,
+            vec![ci("stagebot/production", Success)],
+            "wait: waiting for CI: no check or status reported yet",
+        ),
+        (
+            &CiGate::All,
+            vec![ci("a", Success), ci("b", Pending)],
+            "wait: waiting for CI: 1 of 2 checks passed; pending: `b`",
+        ),
+        (
+            &CiGate::All,
+            vec![ci("a", Failure), ci("b", Failure)],
+            "fail: CI failed: `a`, `b` (required by `require_checks`); nothing was deployed",
+        ),
+        (
+            &CiGate::All,
+            vec![ci("a", Success), ci("ci/status", Success)],
+            "pass: CI passed: `a`, `ci/status`",
+        ),
+        // names from CI apps are code spans in the texts
+        (
+            &CiGate::All,
+            vec![ci("x` @all <b>", Pending)],
+            "wait: waiting for CI: 0 of 1 checks passed; pending: ``x` @all <b>``",
+        ),
+    ];
+    for (gate, results, want) in cases {
+        let got = match ci_gate(gate, &results) {
+            GateVerdict::Pass(t) => format!("pass: {t}"),
+            GateVerdict::Wait(t) => format!("wait: {t}"),
+            GateVerdict::Fail(t) => format!("fail: {t}"),
+        };
+        assert_eq!(got, want, "{gate:?} {results:?}");
+    }
+    assert!(ci_unreadable_text(true).contains("`checks: read`"));
+}
+
+#[test]
+fn deploys_carry_the_gate_of_their_kind() {
+    let cfg = repo_config::parse(
+        "on_merge: staging\nstaging: { require_checks: true }\nproduction: { require_checks: [test] }\n",
+    )
+    .unwrap();
+    // a merge to staging waits for every check
+    let a = acts(decide(
+        &Event::Push(push_event("main", "aaa0001", "bbb0002")),
+        &cfg,
+        &state(),
+    ));
+    assert_eq!(one_deploy(&a).gate, Some(CiGate::All));
+    // previews do not wait unless preview.require_checks is set
+    let open = pr_event(PrAction::Opened, pull("abc0001"));
+    assert_eq!(one_deploy(&acts(decide(&open, &cfg, &state()))).gate, None);
+    let gated = repo_config::parse("preview: { require_checks: [unit] }\n").unwrap();
+    assert_eq!(
+        one_deploy(&acts(decide(&open, &gated, &state()))).gate,
+        Some(CiGate::Named(vec!["unit".into()]))
+    );
+    // a promotion to production waits for production's gate
+    let st = promotable(Permission::Maintain);
+    let a = acts(decide(&comment("/promote production"), &cfg, &st));
+    let d = one_deploy(&a);
+    assert_eq!(d.gate, Some(CiGate::Named(vec!["test".into()])));
+    assert_eq!(d.checks, None);
+    // so does the operator's
+    let d = operator_promote(&Slug::staging(), None, &st, &cfg).unwrap();
+    assert_eq!(d.gate, Some(CiGate::Named(vec!["test".into()])));
+    // a rollback goes back to a release that ran before: no gate
+    let a = acts(decide(&comment("/rollback production"), &cfg, &st));
+    assert_eq!(one_deploy(&a).gate, None);
+}
+
+#[test]
+fn skip_checks_is_for_admins_and_is_recorded() {
+    let cfg = repo_config::parse("production: { require_checks: true }\n").unwrap();
+    for p in [Permission::Write, Permission::Maintain] {
+        let st = promotable(p);
+        assert_refused(
+            &acts(decide(
+                &comment("/promote production --skip-checks"),
+                &cfg,
+                &st,
+            )),
+            &["needs **admin**"],
+        );
+    }
+    let st = promotable(Permission::Admin);
+    let a = acts(decide(
+        &comment("/promote production --skip-checks"),
+        &cfg,
+        &st,
+    ));
+    let d = one_deploy(&a);
+    assert_eq!(d.gate, None);
+    assert_eq!(
+        d.checks.as_deref(),
+        Some("CI checks skipped by @bob (`--skip-checks`)")
+    );
+    assert_eq!(d.sha, sha("bbb0002"));
+    // on a merged PR too
+    let st = merged_state(Permission::Admin, &["e0e0001"]);
+    let a = acts(decide(
+        &comment("/promote production --skip-checks"),
+        &cfg,
+        &st,
+    ));
+    let d = one_deploy(&a);
+    assert_eq!((d.gate.as_ref(), d.sha.clone()), (None, sha("e0e0001")));
+    assert!(d.checks.is_some());
+}
+
+#[test]
+fn check_events_recheck_only_deploys_waiting_for_that_commit() {
+    let waiting = |slug_: &str, kind, sha_: &str, wait: bool| {
+        let mut e = env(slug_, kind, EnvState::Live);
+        e.op = Some(Op::Deploy {
+            sha: sha(sha_),
+            git_ref: "main".into(),
+            trigger: Trigger::Merge,
+            by: "alice".into(),
+            ack: None,
+            force: false,
+            gate: Some(CiGate::All),
+            checks: None,
+        });
+        e.ci_wait = wait.then(|| "waiting for CI".to_owned());
+        e
+    };
+    let st = State {
+        envs: vec![
+            waiting("production", EnvKind::Production, "c0ffee1", true),
+            waiting("staging", EnvKind::Staging, "c0ffee1", false),
+            waiting("br-x", EnvKind::Preview, "dddd001", true),
+        ],
+        ..state()
+    };
+    let event = |s: &str| {
+        Event::CiChanged(crate::event::CiEvent {
+            repo: repo_info(),
+            installation_id: Some(1),
+            sha: sha(s),
+            name: "test".into(),
+        })
+    };
+    assert_eq!(
+        acts(decide(&event("c0ffee1"), &config(), &st)),
+        vec![Action::RecheckCi {
+            slug: Slug::production()
+        }]
+    );
+    assert!(ignored(decide(&event("eeee001"), &config(), &st)).contains("no deploy waits"));
 }

@@ -96,6 +96,17 @@ pub struct RepoConfig {
     pub branches: Vec<String>,
 }
 
+/// `require_checks`: which CI results a deploy waits for. Never counts stagebot's own
+/// `stagebot/*` statuses.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CiGate {
+    /// `true`: at least one check run or status exists, and all are complete and successful.
+    All,
+    /// A list: each named check run or status exists and succeeded.
+    Named(Vec<String>),
+}
+
 /// `on_merge`: where a push to the default branch goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -237,6 +248,9 @@ pub struct PreviewConfig {
     pub env: EnvVars,
     /// Named override sets selected with `/stage <profile>`.
     pub profiles: BTreeMap<String, Profile>,
+    /// CI gate for preview deploys (read on the default branch; off by default).
+    #[serde(deserialize_with = "require_checks")]
+    pub require_checks: Option<CiGate>,
 }
 
 impl Default for PreviewConfig {
@@ -246,6 +260,7 @@ impl Default for PreviewConfig {
             ttl: Duration::from_secs(3 * 24 * 3600),
             env: EnvVars::new(),
             profiles: BTreeMap::new(),
+            require_checks: None,
         }
     }
 }
@@ -270,6 +285,9 @@ pub struct Profile {
 pub struct StagingConfig {
     /// Variables for staging only.
     pub env: EnvVars,
+    /// CI gate for staging deploys (read on the default branch; off by default).
+    #[serde(deserialize_with = "require_checks")]
+    pub require_checks: Option<CiGate>,
 }
 
 /// `production:` settings.
@@ -283,6 +301,9 @@ pub struct ProductionConfig {
     pub permission: Permission,
     /// Variables for production only.
     pub env: EnvVars,
+    /// CI gate for production deploys (read on the default branch; off by default).
+    #[serde(deserialize_with = "require_checks")]
+    pub require_checks: Option<CiGate>,
 }
 
 impl Default for ProductionConfig {
@@ -291,6 +312,7 @@ impl Default for ProductionConfig {
             deploy_on_merge: None,
             permission: Permission::Maintain,
             env: EnvVars::new(),
+            require_checks: None,
         }
     }
 }
@@ -409,6 +431,15 @@ impl RepoConfig {
         out
     }
 
+    /// The CI gate deploys of `kind` wait for, if any.
+    pub fn require_checks(&self, kind: EnvKind) -> Option<&CiGate> {
+        match kind {
+            EnvKind::Preview => self.preview.require_checks.as_ref(),
+            EnvKind::Staging => self.staging.require_checks.as_ref(),
+            EnvKind::Production => self.production.require_checks.as_ref(),
+        }
+    }
+
     /// Does `branch` match one of the `branches` patterns?
     pub fn branch_matches(&self, branch: &str) -> bool {
         self.branches.iter().any(|p| glob_match(p, branch))
@@ -466,6 +497,38 @@ impl RepoConfig {
             build_timeout: self.timeouts.build,
             health_timeout: self.timeouts.health,
         })
+    }
+}
+
+/// `require_checks:` `true`, `false`, or a non-empty list of check/status names.
+fn require_checks<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CiGate>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Flag(bool),
+        Names(Vec<String>),
+    }
+    let raw = Raw::deserialize(d).map_err(|_| {
+        serde::de::Error::custom(
+            "require_checks must be true, false, or a list of check or status names",
+        )
+    })?;
+    match raw {
+        Raw::Flag(false) => Ok(None),
+        Raw::Flag(true) => Ok(Some(CiGate::All)),
+        Raw::Names(names) => {
+            if names.is_empty() || names.iter().any(|n| n.trim().is_empty()) {
+                return Err(serde::de::Error::custom(
+                    "require_checks lists no names (or an empty one): use true for every check, or name them",
+                ));
+            }
+            if let Some(n) = names.iter().find(|n| n.starts_with("stagebot/")) {
+                return Err(serde::de::Error::custom(format!(
+                    "require_checks cannot name {n:?}: stagebot's own statuses never count"
+                )));
+            }
+            Ok(Some(CiGate::Named(names)))
+        }
     }
 }
 
@@ -742,6 +805,32 @@ production: { deploy_on_merge: false, permission: admin, env: { MODE: prod } }
         );
         let bad = invalid("on_merge: prod");
         assert!(bad.contains("prod"), "{bad}");
+    }
+
+    #[test]
+    fn require_checks_is_a_flag_or_names() {
+        let c = parse(
+            "staging: { require_checks: true }\nproduction: { require_checks: [test, lint] }\npreview: { require_checks: false }\n",
+        )
+        .unwrap();
+        assert_eq!(c.require_checks(EnvKind::Staging), Some(&CiGate::All));
+        assert_eq!(
+            c.require_checks(EnvKind::Production),
+            Some(&CiGate::Named(vec!["test".into(), "lint".into()]))
+        );
+        assert_eq!(c.require_checks(EnvKind::Preview), None);
+        assert_eq!(
+            RepoConfig::default().require_checks(EnvKind::Production),
+            None
+        );
+        for bad in [
+            "production: { require_checks: [] }",
+            "production: { require_checks: yes-please }",
+            "production: { require_checks: [\"stagebot/production\"] }",
+        ] {
+            let e = invalid(bad);
+            assert!(e.contains("require_checks"), "{bad}: {e}");
+        }
     }
 
     #[test]

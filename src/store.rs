@@ -260,6 +260,13 @@ pub enum Op {
         ack: Option<u64>,
         /// Deploy even when this commit is already live (a restart or a forced `/stage`).
         force: bool,
+        /// The CI gate the commit must pass before the deploy starts (`require_checks`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gate: Option<crate::repo_config::CiGate>,
+        /// What allowed the deploy without a gate, recorded on the release (an admin's
+        /// `--skip-checks`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checks: Option<String>,
     },
     /// Start the live release again as it was (after a restart of stagebot); no new release.
     Restart { release: u32 },
@@ -324,6 +331,10 @@ pub struct EnvRecord {
     /// A fork PR's preview (its branch name is the fork's, not this repository's).
     #[serde(default)]
     pub fork: bool,
+    /// The pending deploy waits for CI (`require_checks`): what it waits for, as shown on
+    /// GitHub. The runner is idle meanwhile; a check event for the commit wakes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci_wait: Option<String>,
 }
 
 impl EnvRecord {
@@ -364,6 +375,7 @@ impl EnvRecord {
             restart_failures: 0,
             next_restart_at: None,
             fork: false,
+            ci_wait: None,
         }
     }
 
@@ -395,6 +407,9 @@ pub struct Release {
     /// The log URL of this release's build and start output.
     pub log: String,
     pub pr: Option<PrNumber>,
+    /// The CI result that allowed this release (`require_checks`), or how the gate was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -241,6 +241,7 @@ pub mod fixtures {
                 env.id.repo, env.id.slug
             ),
             pr: env.pr,
+            checks: None,
         }
     }
 }
