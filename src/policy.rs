@@ -543,7 +543,7 @@ fn branch_push(e: &PushEvent, config: &RepoConfig, state: &State) -> Decision {
     if !follows && !config.branch_matches(&e.branch) {
         return Decision::Ignore(format!("no environment follows branch {}", e.branch));
     }
-    if state.open_pr_branches.iter().any(|b| *b == e.branch) {
+    if state.open_pr_branches.contains(&e.branch) {
         return Decision::Ignore(format!(
             "branch {} has an open pull request: it gets only the pull request's preview",
             e.branch

@@ -198,3 +198,270 @@ async fn branch_environments_follow_matching_branches() {
     assert_eq!(w.env(slug.as_str()).state, EnvState::Destroyed);
     assert_eq!(w.stack.get(&env.url).await.unwrap().0, 404);
 }
+
+const GATED: &str = "on_merge: staging\nproduction:\n  require_checks: [test, lint]\n";
+
+/// Send what GitHub sends when check run `name` of `sha` changes (after the fake has it).
+async fn check_event(w: &World, sha: &Sha, name: &str, status: &str, conclusion: Option<&str>) {
+    w.stack
+        .fake
+        .set_check_run(w.repo(), sha, name, status, conclusion);
+    let payload = stagebot::event::payloads::check_run(
+        w.repo(),
+        Some(stagebot::testkit::INSTALLATION),
+        sha.as_str(),
+        name,
+        status,
+        conclusion,
+    );
+    let (code, _) = w.stack.send("check_run", &payload).await.unwrap();
+    assert_eq!(code, 202);
+    w.stack.settle().await.unwrap();
+}
+
+/// The operator's promotion through the admin API (what `stagebot promote` sends).
+async fn admin_post(w: &World, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    use tower::ServiceExt;
+    let router = stagebot::server::admin_router(w.stack.app.clone());
+    let req = axum::http::Request::post(path)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let resp = router.oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+fn production_deploy_checks_requests(w: &World) -> usize {
+    w.stack
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/check-runs"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_checks_waits_for_ci_then_proceeds_or_fails_naming_the_check() {
+    let w = World::new(GATED).await;
+    let sha = w.commit("feature/gate", "v1", GATED);
+    let mut pr = TestPr::new(21, "feature/gate", sha, &w.git.clone_url());
+    w.stack.open_pr(&pr).await.unwrap();
+    w.stack.settle().await.unwrap();
+    let merge = merge(&w, &mut pr, "feature/gate", GATED).await;
+    assert_eq!(
+        w.env("staging").state,
+        EnvState::Live,
+        "staging has no gate"
+    );
+
+    // `lint` passed, `test` runs: the promotion waits
+    w.stack.fake.add_status(w.repo(), &merge, "lint", "success");
+    w.stack
+        .fake
+        .set_check_run(w.repo(), &merge, "test", "in_progress", None);
+    let c = w
+        .stack
+        .comment("maria", 21, "/promote production")
+        .await
+        .unwrap();
+    w.stack.settle().await.unwrap();
+    let prod = w.env("production");
+    let wait = prod.ci_wait.clone().expect("the promotion waits for CI");
+    assert!(
+        wait.contains("1 of 2 checks passed") && wait.contains("`test`"),
+        "{wait}"
+    );
+    assert_eq!(prod.current_release, None);
+    let sticky = w.stack.sticky(21).unwrap();
+    assert!(
+        sticky.contains("waiting for CI: 1 of 2 checks passed; pending: `test`"),
+        "{sticky}"
+    );
+    let deps = w.stack.fake.deployments(w.repo(), "production");
+    assert_eq!(deps.len(), 1);
+    assert_eq!(deps[0].last_state(), Some("queued"));
+    assert!(
+        w.stack
+            .fake
+            .statuses(w.repo(), &merge)
+            .iter()
+            .any(|s| s.context == "stagebot/production"
+                && s.state == "pending"
+                && s.description.contains("waiting for CI"))
+    );
+    assert_eq!(w.stack.fake.reactions(c), ["eyes"]);
+
+    // check events about other commits re-evaluate nothing
+    let reads = production_deploy_checks_requests(&w);
+    let other = w.commit("feature/other", "x", GATED);
+    check_event(&w, &other, "test", "completed", Some("success")).await;
+    assert_eq!(production_deploy_checks_requests(&w), reads);
+    assert!(w.env("production").ci_wait.is_some());
+
+    // `test` succeeds: the webhook wakes the deploy, which goes live with the merge commit
+    check_event(&w, &merge, "test", "completed", Some("success")).await;
+    let prod = w.env("production");
+    assert_eq!(prod.state, EnvState::Live, "{:?}", prod.last_error);
+    assert_eq!(prod.ci_wait, None);
+    assert_eq!(
+        w.stack.get(&prod.url).await.unwrap(),
+        (200, merge.to_string())
+    );
+    let releases = w.stack.app.store().releases(&prod.id).unwrap();
+    assert_eq!(releases.len(), 1);
+    assert_eq!(releases[0].sha, merge);
+    assert_eq!(releases[0].by, "maria");
+    assert_eq!(
+        releases[0].checks.as_deref(),
+        Some("CI passed: `test`, `lint`")
+    );
+    assert_eq!(w.stack.fake.reactions(c), ["eyes", "rocket"]);
+    let deps = w.stack.fake.deployments(w.repo(), "production");
+    assert_eq!(
+        deps.len(),
+        1,
+        "one deployment for the attempt, waiting then live"
+    );
+    assert_eq!(deps[0].last_state(), Some("success"));
+
+    // a new commit on main reaches staging; the operator promotes it; `test` fails
+    let next = w.commit("main", "v2", GATED);
+    w.stack
+        .push("main", &merge, &next, &w.git.clone_url())
+        .await
+        .unwrap();
+    w.stack.settle().await.unwrap();
+    w.stack
+        .fake
+        .set_check_run(w.repo(), &next, "test", "queued", None);
+    let (code, body) = admin_post(
+        &w,
+        &format!("/admin/repos/{}/promote", w.repo()),
+        serde_json::json!({ "from": "staging" }),
+    )
+    .await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["sha"], next.as_str());
+    w.stack.settle().await.unwrap();
+    assert!(w.env("production").ci_wait.is_some());
+    check_event(&w, &next, "test", "completed", Some("failure")).await;
+    let prod = w.env("production");
+    assert_eq!(prod.state, EnvState::Failed);
+    let error = prod.last_error.clone().unwrap_or_default();
+    assert!(error.contains("CI failed: `test`"), "{error}");
+    // the release that was live still serves
+    assert_eq!(prod.current_release, Some(1));
+    assert_eq!(
+        w.stack.get(&prod.url).await.unwrap(),
+        (200, merge.to_string())
+    );
+    assert!(
+        w.stack
+            .fake
+            .statuses(w.repo(), &next)
+            .iter()
+            .any(|s| s.context == "stagebot/production" && s.state == "failure")
+    );
+
+    // without `checks: read` the gate cannot be evaluated, and the sticky says so
+    w.stack.fake.deny_checks();
+    let c = w
+        .stack
+        .comment("maria", 21, "/rollback production 1")
+        .await
+        .unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(
+        w.stack.fake.reactions(c),
+        ["eyes", "rocket"],
+        "a rollback has no gate"
+    );
+    let (code, body) = admin_post(
+        &w,
+        &format!("/admin/repos/{}/promote", w.repo()),
+        serde_json::json!({ "from": "staging" }),
+    )
+    .await;
+    assert_eq!(code, 202, "{body}");
+    w.stack.settle().await.unwrap();
+    let wait = w.env("production").ci_wait.unwrap_or_default();
+    assert!(
+        wait.contains("cannot be evaluated") && wait.contains("checks: read"),
+        "{wait}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_skips_the_gate_and_the_release_says_so() {
+    let w = World::new(GATED).await;
+    let sha = w.commit("feature/skip", "v1", GATED);
+    let mut pr = TestPr::new(22, "feature/skip", sha, &w.git.clone_url());
+    w.stack.open_pr(&pr).await.unwrap();
+    w.stack.settle().await.unwrap();
+    let merge = merge(&w, &mut pr, "feature/skip", GATED).await;
+    w.stack.grant("root", stagebot::types::Permission::Admin);
+    // a maintainer may not skip
+    let c = w
+        .stack
+        .comment("maria", 22, "/promote production --skip-checks")
+        .await
+        .unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.stack.fake.reactions(c), ["eyes", "confused"]);
+    assert!(!has_env(&w, "production"));
+    let c = w
+        .stack
+        .comment("root", 22, "/promote production --skip-checks")
+        .await
+        .unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.stack.fake.reactions(c), ["eyes", "rocket"]);
+    let prod = w.env("production");
+    let releases = w.stack.app.store().releases(&prod.id).unwrap();
+    assert_eq!(releases[0].sha, merge);
+    assert_eq!(
+        releases[0].checks.as_deref(),
+        Some("CI checks skipped by @root (`--skip-checks`)")
+    );
+    assert_eq!(production_deploy_checks_requests(&w), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_deploys_a_branch_environment_by_hand() {
+    let w = World::new("").await;
+    w.stack.fake.set_clone_url(w.repo(), &w.git.clone_url());
+    let sha = w.commit("demo/any", "demo", "");
+    w.stack.fake.set_branch(w.repo(), "demo/any", &sha);
+    let (code, body) = admin_post(
+        &w,
+        &format!("/admin/repos/{}/branch-deploy", w.repo()),
+        serde_json::json!({ "branch": "demo/any" }),
+    )
+    .await;
+    assert_eq!(code, 202, "{body}");
+    w.stack.settle().await.unwrap();
+    let env = w.env(preview_slug(None, "demo/any").as_str());
+    assert_eq!(env.state, EnvState::Live, "{:?}", env.last_error);
+    assert_eq!(body["url"], env.url.as_str());
+    assert_eq!(w.stack.get(&env.url).await.unwrap(), (200, sha.to_string()));
+    // it follows the branch's pushes from now on
+    let v2 = w.commit("demo/any", "demo 2", "");
+    w.stack
+        .push("demo/any", &sha, &v2, &w.git.clone_url())
+        .await
+        .unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.stack.get(&env.url).await.unwrap(), (200, v2.to_string()));
+    // an unknown branch is a 404
+    let (code, body) = admin_post(
+        &w,
+        &format!("/admin/repos/{}/branch-deploy", w.repo()),
+        serde_json::json!({ "branch": "nope" }),
+    )
+    .await;
+    assert_eq!(code, 404, "{body}");
+}
