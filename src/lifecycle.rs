@@ -295,6 +295,7 @@ impl App {
             first_deploy: !rec.seeded,
             vars: self.settings().vars.clone(),
             log_path,
+            artifact: self.first_release_of(&id, &sha, n)?,
         };
         let started = Instant::now();
         let span = tracing::info_span!("deploy", sha = %sha.short(), release = n);
@@ -359,6 +360,7 @@ impl App {
                     log: log_url,
                     pr: rec.pr,
                     checks,
+                    artifact: deployed.artifact.clone(),
                 };
                 let committed = self.store().commit_release(&id, gen_now, &release, |e| {
                     e.state = EnvState::Live;
@@ -667,6 +669,27 @@ impl App {
             }
         }
         Ok(summary)
+    }
+}
+
+impl App {
+    /// `<slug>-<release>` of the first release of commit `sha` in `id`'s repository, or of
+    /// release `n` of `id` (the deploy about to run) when there is none.
+    fn first_release_of(
+        &self,
+        id: &EnvId,
+        sha: &crate::types::Sha,
+        n: u32,
+    ) -> Result<String, StoreError> {
+        let mut first: Option<(chrono::DateTime<chrono::Utc>, String)> = None;
+        for env in self.store().envs_of_repo(&id.repo)? {
+            for r in self.store().releases(&env.id)? {
+                if &r.sha == sha && first.as_ref().is_none_or(|(at, _)| r.at < *at) {
+                    first = Some((r.at, format!("{}-{}", env.id.slug, r.n)));
+                }
+            }
+        }
+        Ok(first.map_or_else(|| format!("{}-{n}", id.slug), |(_, name)| name))
     }
 }
 

@@ -194,6 +194,9 @@ struct ServeArgs {
     /// How often the reconciler and sweeper run (e.g. `1m`).
     #[arg(long, env = "STAGEBOT_RECONCILE_INTERVAL", default_value = "1m")]
     reconcile_interval: String,
+    /// Local provider: built artifacts kept per environment (0: build on every deploy).
+    #[arg(long, env = "STAGEBOT_ARTIFACT_KEEP", default_value_t = 3)]
+    artifact_keep: usize,
 }
 
 #[derive(clap::Args)]
@@ -267,10 +270,10 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
     let reconcile = duration("STAGEBOT_RECONCILE_INTERVAL", &a.reconcile_interval)?;
     let routes = Routes::default();
     let provider = match a.provider {
-        ProviderKind::Local => Provider::Local(LocalProvider::new(LocalConfig::new(
-            a.data_dir.clone(),
-            routes.clone(),
-        ))),
+        ProviderKind::Local => Provider::Local(LocalProvider::new(LocalConfig {
+            artifact_keep: a.artifact_keep,
+            ..LocalConfig::new(a.data_dir.clone(), routes.clone())
+        })),
         ProviderKind::Command => {
             let deploy_cmd = a.deploy_cmd.clone().ok_or_else(|| {
                 Usage("STAGEBOT_DEPLOY_CMD is required with STAGEBOT_PROVIDER=command".into())

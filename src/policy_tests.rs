@@ -97,6 +97,7 @@ fn release(n: u32, sha_: &str) -> Release {
         log: "http://x.localhost/log".into(),
         pr: Some(PrNumber(PR)),
         checks: None,
+        artifact: None,
     }
 }
 

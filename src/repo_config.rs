@@ -328,6 +328,9 @@ pub struct Effective {
     pub health: String,
     /// Global env, then the kind's env, then the profile's env.
     pub env: BTreeMap<String, String>,
+    /// The top-level `env` alone: all that `build` sees of the repository's variables (a
+    /// build is shared by every environment of its commit).
+    pub base_env: BTreeMap<String, String>,
     /// `seed` hook.
     pub seed: Option<String>,
     /// `postdeploy` hook.
@@ -453,6 +456,11 @@ impl RepoConfig {
         kind: EnvKind,
         profile: Option<&str>,
     ) -> Result<Effective, ConfigError> {
+        let base_env: BTreeMap<String, String> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.0.clone(), v.0.clone()))
+            .collect();
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         let mut layer = |vars: &EnvVars| {
             for (k, v) in vars {
@@ -491,6 +499,7 @@ impl RepoConfig {
             start,
             health,
             env,
+            base_env,
             seed: self.seed.clone(),
             postdeploy: self.postdeploy.clone(),
             predestroy: self.predestroy.clone(),

@@ -880,6 +880,7 @@ mod tests {
             log: String::new(),
             pr: Some(PrNumber(42)),
             checks: None,
+            artifact: None,
         }
     }
 

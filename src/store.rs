@@ -410,6 +410,9 @@ pub struct Release {
     /// The CI result that allowed this release (`require_checks`), or how the gate was skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<String>,
+    /// "reused artifact of release #n (env)" when the local provider did not run `build`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -178,6 +178,8 @@ pub struct StackOptions {
     pub secrets: String,
     /// Use the command provider with these scripts instead of the local provider.
     pub command_provider: Option<crate::provider::command::CommandConfig>,
+    /// Local provider: built artifacts kept per environment (0: build every time).
+    pub artifact_keep: usize,
 }
 
 impl StackOptions {
@@ -192,6 +194,7 @@ impl StackOptions {
             header_read_timeout: crate::serve::HEADER_READ_TIMEOUT,
             command_provider: None,
             secrets: SECRET.to_owned(),
+            artifact_keep: 3,
         }
     }
 }
@@ -255,6 +258,7 @@ impl Stack {
         let routes = Routes::default();
         let mut local = LocalConfig::new(opts.data_dir.clone(), routes.clone());
         local.health_timeout = Duration::from_secs(20);
+        local.artifact_keep = opts.artifact_keep;
         let provider = match opts.command_provider.clone() {
             Some(cfg) => Provider::Command(crate::provider::command::CommandProvider::new(cfg)),
             None => Provider::Local(LocalProvider::new(local)),

@@ -242,6 +242,7 @@ pub mod fixtures {
             ),
             pr: env.pr,
             checks: None,
+            artifact: None,
         }
     }
 }

@@ -107,7 +107,10 @@ impl CommandProvider {
             });
         };
         log.header(&format!("live at {url}"));
-        Ok(Deployed { url })
+        Ok(Deployed {
+            url,
+            artifact: None,
+        })
     }
 
     /// Run the teardown script, if one is configured.

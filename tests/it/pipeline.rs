@@ -465,3 +465,115 @@ async fn the_operator_deploys_a_branch_environment_by_hand() {
     .await;
     assert_eq!(code, 404, "{body}");
 }
+
+/// The build prints this line each time it runs (the command's own text does not contain it).
+const COUNTED_BUILD: &str = "build: echo \"BUILD-$((40+2)) $STAGEBOT_SHA\"\n";
+
+/// How many times `build` ran, from every release log of the repository.
+fn builds_run(w: &World) -> usize {
+    let store = w.stack.app.store();
+    let mut n = 0;
+    for env in store.envs_of_repo(w.repo()).unwrap() {
+        for r in store.releases(&env.id).unwrap() {
+            let (path, _) = w.stack.app.log_location(&env.id, r.n);
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            n += log.matches("BUILD-42").count();
+        }
+    }
+    n
+}
+
+fn kept_artifacts(w: &World) -> usize {
+    let dir = w
+        .stack
+        .app
+        .settings()
+        .data_dir
+        .join("artifacts/acme/webapp");
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().is_dir())
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_and_rollback_reuse_the_built_artifact() {
+    let w = World::new(COUNTED_BUILD).await;
+    let sha1 = w.commit("feature/once", "v1", COUNTED_BUILD);
+    let mut pr = TestPr::new(31, "feature/once", sha1.clone(), &w.git.clone_url());
+    w.stack.open_pr(&pr).await.unwrap();
+    w.stack.settle().await.unwrap();
+    let preview = w.preview(31, "feature/once");
+    assert_eq!(preview.state, EnvState::Live, "{:?}", preview.last_error);
+    assert_eq!(builds_run(&w), 1);
+
+    // promote: production starts from the preview's build
+    w.stack
+        .comment("maria", 31, "/promote production")
+        .await
+        .unwrap();
+    w.stack.settle().await.unwrap();
+    let prod = w.env("production");
+    assert_eq!(prod.state, EnvState::Live, "{:?}", prod.last_error);
+    assert_eq!(
+        w.stack.get(&prod.url).await.unwrap(),
+        (200, sha1.to_string())
+    );
+    assert_eq!(builds_run(&w), 1, "the promotion ran build");
+    let r1 = w.stack.app.store().release(&prod.id, 1).unwrap().unwrap();
+    assert_eq!(
+        r1.artifact,
+        Some(format!(
+            "reused artifact of release #1 ({})",
+            preview.id.slug
+        ))
+    );
+
+    // a new commit is built once, and promoted without building
+    let sha2 = w.commit("feature/once", "v2", COUNTED_BUILD);
+    w.stack.synchronize(&mut pr, sha2.clone()).await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(builds_run(&w), 2);
+    w.stack
+        .comment("maria", 31, "/promote production")
+        .await
+        .unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(
+        w.stack.get(&prod.url).await.unwrap(),
+        (200, sha2.to_string())
+    );
+    assert_eq!(builds_run(&w), 2, "the promotion ran build");
+
+    // rollback: back to the first build, still without building
+    let c = w
+        .stack
+        .comment("maria", 31, "/rollback production")
+        .await
+        .unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.stack.fake.reactions(c), ["eyes", "rocket"]);
+    assert_eq!(
+        w.stack.get(&prod.url).await.unwrap(),
+        (200, sha1.to_string())
+    );
+    assert_eq!(builds_run(&w), 2, "the rollback ran build");
+    let r3 = w.stack.app.store().release(&prod.id, 3).unwrap().unwrap();
+    assert_eq!(
+        r3.artifact,
+        Some(format!(
+            "reused artifact of release #1 ({})",
+            preview.id.slug
+        ))
+    );
+    assert_eq!(kept_artifacts(&w), 2);
+
+    // the preview goes; production's live and rollback-able builds stay
+    w.stack.close_pr(&mut pr, false).await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.preview(31, "feature/once").state, EnvState::Destroyed);
+    assert_eq!(kept_artifacts(&w), 2);
+}
