@@ -67,10 +67,10 @@ fn start_server(rt: &tokio::runtime::Runtime, data: PathBuf, mode: Mode) -> Sock
         })
         .unwrap();
         let routes = Routes::default();
-        let provider = Provider::Local(LocalProvider::new(LocalConfig::new(
-            data.clone(),
-            routes.clone(),
-        )));
+        let provider = Provider::Local(
+            LocalProvider::new(LocalConfig::new(data.clone(), routes.clone()))
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
         let app = App::new(Parts {
             settings,
             store: Store::open(&data).unwrap(),

@@ -224,6 +224,13 @@ async fn run(upstream: String) -> Result<(), Vec<String>> {
         gh.installation_token(1).await.map(|_| "minted".to_owned()),
         &mut problems,
     );
+    note(
+        "scoped_token (one repository, contents: read)",
+        gh.scoped_token(1, repo.name())
+            .await
+            .map(|_| "minted".to_owned()),
+        &mut problems,
+    );
     let rc = gh.repo(1, repo.clone());
     note(
         "upsert_sticky_comment (search)",

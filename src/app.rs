@@ -60,10 +60,25 @@ pub struct Settings {
     pub delivery_retention: Duration,
     /// Extra variables for every environment.
     pub vars: BTreeMap<String, String>,
+    /// The `Host` values (`host[:port]`, lowercase) stagebot's own pages answer on
+    /// ([`crate::server::own_hosts`]); every other host is the proxy's.
+    pub own_hosts: Vec<String>,
+    /// Show private repositories' environments to anonymous visitors (`STAGEBOT_DASHBOARD_PUBLIC`).
+    pub dashboard_public: bool,
+    /// Body bytes held by requests whose signature is not checked yet, all requests together
+    /// (`STAGEBOT_MAX_UNVERIFIED_BYTES`).
+    pub max_unverified_bytes: usize,
+    /// Open client connections (`STAGEBOT_MAX_CONNECTIONS`); more are answered 503.
+    pub max_connections: usize,
+    /// Cap of one release's log before it rotates (`STAGEBOT_LOG_MAX`).
+    pub log_max: u64,
+    /// Dead letters kept at most, oldest pruned first (`STAGEBOT_DEAD_LETTERS_MAX`).
+    pub dead_letters_max: usize,
 }
 
 impl Settings {
     pub fn new(data_dir: PathBuf, public_url: String, preview_domain: String) -> Self {
+        let own_hosts = crate::server::own_hosts(Some(&public_url), None);
         Self {
             data_dir,
             public_url,
@@ -73,6 +88,12 @@ impl Settings {
             delivery_retry: RetrySchedule::default(),
             delivery_retention: Duration::from_secs(7 * 24 * 3600),
             vars: BTreeMap::new(),
+            own_hosts,
+            dashboard_public: false,
+            max_unverified_bytes: crate::webhook::DEFAULT_MAX_UNVERIFIED_BYTES,
+            max_connections: crate::serve::DEFAULT_MAX_CONNECTIONS,
+            log_max: crate::provider::process::DEFAULT_LOG_MAX,
+            dead_letters_max: crate::store::DEFAULT_DEAD_LETTERS_MAX,
         }
     }
 }

@@ -61,6 +61,16 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
     let (git, main_sha) = GitRepo::init(&base.join("webapp-src"), &main_files)?;
     let mut stack_opts = StackOptions::new(&base.join("data"));
     stack_opts.listen = Some(opts.listen);
+    // The demo runs only its own built-in app: without bwrap it runs it unsandboxed, saying so.
+    if let Some(dir) = exe.parent() {
+        stack_opts.sandbox.read_only.push(dir.to_path_buf());
+    }
+    if let Err(e) =
+        crate::provider::sandbox::Sandbox::probe(&stack_opts.sandbox, &base.join("data"))
+    {
+        println!("warning: {e}; the demo runs its built-in app without a sandbox");
+        stack_opts.sandbox.mode = crate::provider::sandbox::SandboxMode::Off;
+    }
     stack_opts.vars = vec![("STAGEBOT_DEMO_APP".into(), exe.display().to_string())];
     let stack = Stack::start(stack_opts).await?;
     stack.mirror(&main_sha, &main_files);

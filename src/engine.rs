@@ -377,6 +377,7 @@ impl App {
                 if d.target.kind == EnvKind::Preview {
                     rec.fork = d.target.fork;
                 }
+                rec.private = ctx.repo.private;
                 // No clone URL: this repository's (staging and production always fetch from
                 // it, whatever an earlier deploy of the environment fetched from).
                 rec.clone_url = d
@@ -609,7 +610,7 @@ impl App {
                     .first()
                     .map(|e| e.clone_url.clone())
                     .unwrap_or_default(),
-                private: true,
+                private: envs.iter().any(|e| e.private),
             };
             let ctx = Ctx {
                 repo: &info,

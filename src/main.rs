@@ -13,6 +13,7 @@ use stagebot::github::{GitHub, GitHubConfig, RetryPolicy};
 use stagebot::provider::Provider;
 use stagebot::provider::command::{CommandConfig, CommandProvider};
 use stagebot::provider::local::{LocalConfig, LocalProvider};
+use stagebot::provider::sandbox::{SandboxConfig, SandboxMode};
 use stagebot::proxy::Routes;
 use stagebot::store::Store;
 use stagebot::types::{DeliveryId, EnvId, RepoName, Secret, Slug};
@@ -137,6 +138,15 @@ enum DeliveriesCmd {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum SandboxKind {
+    /// Every repository command runs in bubblewrap.
+    Bwrap,
+    /// No sandbox: apps run as stagebot's user (a warning at start, in /readyz and on the
+    /// dashboard).
+    Off,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum ProviderKind {
     Local,
     Command,
@@ -194,6 +204,40 @@ struct ServeArgs {
     /// How often the reconciler and sweeper run (e.g. `1m`).
     #[arg(long, env = "STAGEBOT_RECONCILE_INTERVAL", default_value = "1m")]
     reconcile_interval: String,
+    /// Body bytes all requests together may hold before their signature is checked (at least
+    /// 25MiB); a request beyond it is answered 503 with Retry-After.
+    #[arg(long, env = "STAGEBOT_MAX_UNVERIFIED_BYTES", default_value = "64MiB")]
+    max_unverified_bytes: String,
+    /// Open client connections at most (proxied streams included); more are answered 503.
+    #[arg(long, env = "STAGEBOT_MAX_CONNECTIONS", default_value = "1024")]
+    max_connections: String,
+    /// Size at which a release's log rotates; one previous segment is kept.
+    #[arg(long, env = "STAGEBOT_LOG_MAX", default_value = "10MiB")]
+    log_max: String,
+    /// Show private repositories' environments, logs and releases to anonymous visitors.
+    #[arg(
+        long,
+        env = "STAGEBOT_DASHBOARD_PUBLIC",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    dashboard_public: bool,
+    /// How long finished deliveries and dead letters are kept (at least 3d).
+    #[arg(long, env = "STAGEBOT_DELIVERY_RETENTION", default_value = "7d")]
+    delivery_retention: String,
+    /// Dead letters kept at most; the oldest go first.
+    #[arg(long, env = "STAGEBOT_DEAD_LETTERS_MAX", default_value = "10000")]
+    dead_letters_max: String,
+    /// Local provider: run repository commands in bubblewrap (`bwrap`) or not at all (`off`).
+    #[arg(long, env = "STAGEBOT_SANDBOX", value_enum, default_value = "bwrap")]
+    sandbox: SandboxKind,
+    /// Local provider: memory limit per release (e.g. `1GiB`, `512MiB`), where cgroup v2 is
+    /// delegated.
+    #[arg(long, env = "STAGEBOT_ENV_MEMORY", default_value = "1GiB")]
+    env_memory: String,
+    /// Local provider: process limit per release, where cgroup v2 is delegated.
+    #[arg(long, env = "STAGEBOT_ENV_PIDS", default_value_t = 512)]
+    env_pids: u64,
     /// Local provider: built artifacts kept per environment (0: build on every deploy).
     #[arg(long, env = "STAGEBOT_ARTIFACT_KEEP", default_value_t = 3)]
     artifact_keep: usize,
@@ -220,6 +264,61 @@ fn duration(name: &str, s: &str) -> Result<Duration, Usage> {
             "{name} must be a duration like 90m, 12h, 3d or 1w (got {s:?})"
         ))
     })
+}
+
+fn bytes(name: &str, s: &str, min: u64) -> Result<u64, Usage> {
+    let n = stagebot::serve::parse_bytes(s).ok_or_else(|| {
+        Usage(format!(
+            "{name} must be a size like 64MiB, 512KiB or 1048576 (got {s:?})"
+        ))
+    })?;
+    if n < min {
+        return Err(Usage(format!(
+            "{name} must be at least {} KiB (got {s:?})",
+            min / 1024
+        )));
+    }
+    Ok(n)
+}
+
+fn count(name: &str, s: &str) -> Result<usize, Usage> {
+    s.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| Usage(format!("{name} must be a whole number above 0 (got {s:?})")))
+}
+
+/// The front door, log, dashboard and retention settings (validated before anything binds).
+fn front_door(a: &ServeArgs, settings: &mut Settings) -> Result<(), Usage> {
+    let unverified = bytes(
+        "STAGEBOT_MAX_UNVERIFIED_BYTES",
+        &a.max_unverified_bytes,
+        stagebot::webhook::MAX_BODY as u64,
+    )?;
+    settings.max_unverified_bytes = usize::try_from(unverified).unwrap_or(usize::MAX);
+    settings.max_connections = count("STAGEBOT_MAX_CONNECTIONS", &a.max_connections)?;
+    settings.log_max = bytes("STAGEBOT_LOG_MAX", &a.log_max, 64 * 1024)?;
+    settings.dashboard_public = a.dashboard_public;
+    let retention = duration("STAGEBOT_DELIVERY_RETENTION", &a.delivery_retention)?;
+    if retention < Duration::from_secs(3 * 24 * 3600) {
+        return Err(Usage(format!(
+            "STAGEBOT_DELIVERY_RETENTION must be at least 3d: GitHub redelivers deliveries up to \
+             3 days old, and stagebot must still know them to answer a redelivery as a duplicate \
+             (got {:?})",
+            a.delivery_retention
+        )));
+    }
+    settings.delivery_retention = retention;
+    settings.dead_letters_max = count("STAGEBOT_DEAD_LETTERS_MAX", &a.dead_letters_max)?;
+    settings.own_hosts = stagebot::server::own_hosts(a.public_url.as_deref(), Some(a.listen));
+    if settings.own_hosts.is_empty() {
+        return Err(Usage(format!(
+            "STAGEBOT_PUBLIC_URL must be an absolute URL like https://stagebot.example.com (got {:?})",
+            a.public_url.as_deref().unwrap_or_default()
+        )));
+    }
+    Ok(())
 }
 
 fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
@@ -268,12 +367,43 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
     settings.limits.max_previews = a.max_previews;
     settings.limits.max_extend = duration("STAGEBOT_MAX_EXTEND", &a.max_extend)?;
     let reconcile = duration("STAGEBOT_RECONCILE_INTERVAL", &a.reconcile_interval)?;
+    front_door(a, &mut settings)?;
     let routes = Routes::default();
     let provider = match a.provider {
-        ProviderKind::Local => Provider::Local(LocalProvider::new(LocalConfig {
-            artifact_keep: a.artifact_keep,
-            ..LocalConfig::new(a.data_dir.clone(), routes.clone())
-        })),
+        ProviderKind::Local => {
+            let mut cfg = LocalConfig::new(a.data_dir.clone(), routes.clone());
+            cfg.sandbox = SandboxConfig {
+                mode: match a.sandbox {
+                    SandboxKind::Bwrap => SandboxMode::default(),
+                    SandboxKind::Off => SandboxMode::Off,
+                },
+                // The key's directory (and the env file usually next to it) is never shown.
+                hidden: a
+                    .private_key_path
+                    .iter()
+                    .filter_map(|p| std::path::absolute(p).ok()?.parent().map(Path::to_path_buf))
+                    .collect(),
+                memory_max: stagebot::provider::sandbox::parse_bytes(&a.env_memory).ok_or_else(
+                    || {
+                        Usage(format!(
+                            "STAGEBOT_ENV_MEMORY must be a size like 1GiB or 512MiB (got {:?})",
+                            a.env_memory
+                        ))
+                    },
+                )?,
+                pids_max: a.env_pids,
+                ..SandboxConfig::default()
+            };
+            // The data dir must exist (0700) before the sandbox is told to hide it.
+            stagebot::store::create_private_dir(&a.data_dir).map_err(|e| {
+                Usage(format!(
+                    "the data dir {} cannot be created: {e}",
+                    a.data_dir.display()
+                ))
+            })?;
+            cfg.artifact_keep = a.artifact_keep;
+            Provider::Local(LocalProvider::new(cfg).map_err(|e| Usage(e.to_string()))?)
+        }
         ProviderKind::Command => {
             let deploy_cmd = a.deploy_cmd.clone().ok_or_else(|| {
                 Usage("STAGEBOT_DEPLOY_CMD is required with STAGEBOT_PROVIDER=command".into())
@@ -318,9 +448,53 @@ fn init_tracing(json: bool, default_level: &str) {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// Variables holding secrets: read once by the argument parser, then removed from stagebot's
+/// environment so nothing it starts can inherit them.
+const SECRET_VARS: &[&str] = &["WEBHOOK_SECRET", "PRIVATE_KEY"];
+
+/// Blank the values of `names` in the process's original environment block (what
+/// `/proc/<pid>/environ` shows, which `unsetenv` leaves untouched), then remove them.
+///
+/// # Safety
+/// No other thread may exist that reads or writes the environment.
+unsafe fn scrub_env(names: &[&str]) {
+    unsafe extern "C" {
+        static mut environ: *mut *mut libc::c_char;
+    }
+    // SAFETY (whole block): single-threaded per the contract; `environ` is the C runtime's
+    // NUL-terminated array of NUL-terminated strings, and only bytes inside a string (before its
+    // NUL) are overwritten, so every string stays valid.
+    unsafe {
+        let mut entry = environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let text = *entry;
+            let bytes = std::ffi::CStr::from_ptr(text).to_bytes();
+            for name in names {
+                let n = name.len();
+                if bytes.len() > n && bytes.starts_with(name.as_bytes()) && bytes[n] == b'=' {
+                    std::ptr::write_bytes(text.add(n + 1), b'x', bytes.len() - n - 1);
+                }
+            }
+            entry = entry.add(1);
+        }
+        for name in names {
+            std::env::remove_var(name);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // Not dumpable: processes of the same user (an app run unsandboxed, a compromised helper)
+    // cannot ptrace stagebot or read its /proc/<pid>/{environ,mem}.
+    // SAFETY: prctl(PR_SET_DUMPABLE) takes integer arguments only and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     let cli = Cli::parse();
+    // SAFETY: still single-threaded: no tokio runtime, no tracing subscriber, no thread of ours
+    // or of a library has been started yet (clap parsed on this thread), so nothing reads or
+    // writes the environment concurrently.
+    unsafe { scrub_env(SECRET_VARS) };
     // The demo narrates on stdout; its logs stay quiet unless RUST_LOG asks for them.
     let default_level = if matches!(cli.command, Cmd::Demo(_)) {
         "warn"
@@ -328,7 +502,17 @@ async fn main() -> ExitCode {
         "info"
     };
     init_tracing(cli.log_json, default_level);
-    match run(cli.command).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

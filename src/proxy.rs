@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -111,10 +113,77 @@ pub fn is_preview_host(host: &str, domain: &str) -> bool {
     !label.is_empty() && !label.contains('.') && label.contains("--")
 }
 
+/// An environment that does not accept the connection by then gets a `502`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// An environment that has not sent its response headers by then gets a `504`.
+pub const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// A request or response body (either direction) that moves no byte for this long is cut off;
+/// a stream (server-sent events, long polling) stays open as long as it sends something.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A body that fails when no frame has come for `idle`.
+struct IdleTimeout<B> {
+    body: B,
+    idle: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> IdleTimeout<B> {
+    fn new(body: B, idle: Duration) -> Self {
+        Self {
+            body,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+impl<B> hyper::body::Body for IdleTimeout<B>
+where
+    B: hyper::body::Body<Data = axum::body::Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = tokio::time::Instant::now() + this.idle;
+                this.deadline.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no data for {} ms", this.idle.as_millis()),
+                )))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// The HTTP client the proxy forwards with (plain HTTP/1 to local upstreams, pooled).
 #[derive(Clone, Debug)]
 pub struct ProxyClient {
     client: Client<HttpConnector, Body>,
+    response_header_timeout: Duration,
+    body_idle_timeout: Duration,
 }
 
 impl Default for ProxyClient {
@@ -124,15 +193,29 @@ impl Default for ProxyClient {
 }
 
 impl ProxyClient {
-    /// A client with a 5 s connect timeout and no overall timeout (responses may stream).
+    /// A client with a [`CONNECT_TIMEOUT`] and no overall timeout (responses may stream; see
+    /// [`RESPONSE_HEADER_TIMEOUT`] and [`BODY_IDLE_TIMEOUT`]).
     pub fn new() -> Self {
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Self { client }
+        Self {
+            client,
+            response_header_timeout: RESPONSE_HEADER_TIMEOUT,
+            body_idle_timeout: BODY_IDLE_TIMEOUT,
+        }
+    }
+
+    /// The same client with other response header and body idle timeouts (tests).
+    pub fn with_timeouts(response_header: Duration, body_idle: Duration) -> Self {
+        Self {
+            response_header_timeout: response_header,
+            body_idle_timeout: body_idle,
+            ..Self::new()
+        }
     }
 }
 
@@ -225,14 +308,35 @@ pub async fn forward(
 
     let method = parts.method.clone();
     let path = parts.uri.path().to_owned();
-    let upstream_req = Request::from_parts(parts, body);
-    match client.client.request(upstream_req).await {
-        Ok(resp) => {
+    let upstream_req = Request::from_parts(
+        parts,
+        Body::new(IdleTimeout::new(body, client.body_idle_timeout)),
+    );
+    let answered = tokio::time::timeout(
+        client.response_header_timeout,
+        client.client.request(upstream_req),
+    )
+    .await;
+    match answered {
+        Err(_) => {
+            tracing::warn!(%host, %upstream, %method, %path, "upstream sent no response headers in time");
+            Ok(text_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "stagebot: the environment at {host} did not answer within {} s.\n",
+                    client.response_header_timeout.as_secs()
+                ),
+            ))
+        }
+        Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Ok(Response::from_parts(parts, Body::new(body)))
+            Ok(Response::from_parts(
+                parts,
+                Body::new(IdleTimeout::new(body, client.body_idle_timeout)),
+            ))
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::warn!(%host, %upstream, %method, %path, error = %error_chain(&e), "upstream not answering");
             Ok(text_response(
                 StatusCode::BAD_GATEWAY,
@@ -364,6 +468,56 @@ mod tests {
         assert!(!is_preview_host("a.b--c.localhost", "localhost"));
         assert!(!is_preview_host("x--y.evil-localhost", "localhost"));
         assert!(!is_preview_host("--", ""));
+    }
+
+    /// An upstream that takes connections, reads what comes, and answers each with `answer`
+    /// (possibly nothing, possibly half a response), then never says more.
+    async fn stalling_upstream(answer: &'static [u8]) -> SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(answer).await;
+                held.push(s);
+            }
+        });
+        addr
+    }
+
+    fn request(host: &str) -> Request {
+        Request::builder()
+            .uri("/")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_silent_environment_gets_504_and_a_stalled_body_is_cut() {
+        use http_body_util::BodyExt;
+        let routes = Routes::default();
+        let client =
+            ProxyClient::with_timeouts(Duration::from_millis(300), Duration::from_millis(300));
+        routes.set("silent--web.localhost", stalling_upstream(b"").await);
+        let resp = forward(&routes, &client, request("silent--web.localhost"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+
+        routes.set(
+            "stalled--web.localhost",
+            stalling_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789").await,
+        );
+        let resp = forward(&routes, &client, request("stalled--web.localhost"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let err = resp.into_body().collect().await.unwrap_err();
+        assert!(format!("{err:?}").contains("no data for 300 ms"), "{err:?}");
     }
 
     #[test]

@@ -70,6 +70,10 @@ impl Server {
 /// reports) follows in the background. Returns once everything is started.
 pub async fn start(app: App, listener: TcpListener, intervals: Intervals) -> Server {
     let (trigger, signal) = shutdown();
+    crate::provider::process::set_log_max(
+        &app.settings().data_dir.join("logs"),
+        app.settings().log_max,
+    );
     match app.reconcile_local().await {
         Ok(s) => tracing::info!(?s, "reconciled at start-up"),
         Err(e) => tracing::error!(error = %e, "reconcile at start-up failed"),
@@ -87,7 +91,11 @@ pub async fn start(app: App, listener: TcpListener, intervals: Intervals) -> Ser
     let ticker = tokio::spawn(periodic(app.clone(), intervals, signal.clone()));
     let sock = admin_socket(&app.settings().data_dir);
     let _ = std::fs::remove_file(&sock);
-    let admin = match UnixListener::bind(&sock) {
+    let admin = match UnixListener::bind(&sock).and_then(|l| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
+        Ok(l)
+    }) {
         Ok(l) => {
             let router = crate::server::admin_router(app.clone());
             let s = signal.clone();
@@ -109,6 +117,7 @@ pub async fn start(app: App, listener: TcpListener, intervals: Intervals) -> Ser
             listener,
             router,
             intervals.header_read_timeout,
+            app.settings().max_connections,
             signal.clone(),
         )
         .await;
@@ -141,17 +150,70 @@ pub async fn run(
     server.wait().await
 }
 
+/// A size: a whole number of bytes with an optional unit, `B`, `K`/`KB`/`KiB`, `M`/`MB`/`MiB` or
+/// `G`/`GB`/`GiB` (any case; every unit is binary: `1MB` is 1,048,576 bytes). `None` when it is
+/// not one or overflows.
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    let (number, unit) = s.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    number.checked_mul(1u64 << shift)
+}
+
 /// The default [`Intervals::header_read_timeout`].
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// In-flight requests get this long to finish on shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default of `STAGEBOT_MAX_CONNECTIONS`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Connections refused at once (each gets its short 503 from a small task); beyond this many,
+/// a surplus connection is closed without a word.
+const MAX_REFUSING: usize = 64;
+/// How long a refused connection is given to take its 503 before it is closed.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The answer of a connection over the limit (the request is not read).
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: text/plain; charset=utf-8\r\n\
+retry-after: 1\r\n\
+connection: close\r\n\
+content-length: 55\r\n\r\n\
+stagebot: too many open connections; retry in a moment\n";
+
+/// Answer a connection over the limit with [`REFUSAL`] and close it, reading (and dropping)
+/// what the client sends meanwhile so the close does not reset the answer away.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout(REFUSE_TIMEOUT, async {
+        stream.write_all(REFUSAL).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+}
 
 /// The public HTTP server: HTTP/1.1 with a header read timeout (axum's `serve` has none),
-/// the peer address as `ConnectInfo` (for `X-Forwarded-For`), and graceful shutdown.
+/// the peer address as `ConnectInfo` (for `X-Forwarded-For`), graceful shutdown, and at most
+/// `max_connections` connections open at once (streams and upgraded connections included);
+/// a connection beyond that is accepted, answered `503` with `Retry-After: 1` and closed.
 async fn serve_http(
     listener: TcpListener,
     router: axum::Router,
     header_read_timeout: Duration,
+    max_connections: usize,
     signal: Shutdown,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -161,6 +223,8 @@ async fn serve_http(
     use tower::ServiceExt;
 
     let graceful = GracefulShutdown::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let refusing = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING));
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -179,6 +243,16 @@ async fn serve_http(
             },
             _ = signal.wait() => break,
         };
+        let Ok(slot) = std::sync::Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(%peer, max_connections, "connection limit reached; answered 503");
+            if let Ok(permit) = std::sync::Arc::clone(&refusing).try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    drop(permit);
+                });
+            }
+            continue;
+        };
         let service =
             router
                 .clone()
@@ -196,6 +270,7 @@ async fn serve_http(
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
@@ -220,10 +295,47 @@ async fn periodic(app: App, intervals: Intervals, signal: Shutdown) {
         if let Err(e) = app.sweep().await {
             tracing::warn!(error = %e, "sweep failed");
         }
-        let retention = chrono::Duration::from_std(app.settings().delivery_retention)
-            .unwrap_or(chrono::Duration::days(7));
-        if let Err(e) = app.store().prune_deliveries(app.now() - retention) {
-            tracing::warn!(error = %e, "pruning deliveries failed");
+        match prune(&app) {
+            Ok((done, dead)) if done + dead > 0 => {
+                tracing::info!(finished = done, dead_letters = dead, "pruned deliveries");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning deliveries failed"),
         }
+    }
+}
+
+/// Forget finished deliveries and dead letters older than `STAGEBOT_DELIVERY_RETENTION`, and
+/// the oldest dead letters beyond `STAGEBOT_DEAD_LETTERS_MAX`. Returns how many of each went.
+pub fn prune(app: &App) -> Result<(usize, usize), crate::store::StoreError> {
+    let retention = chrono::Duration::from_std(app.settings().delivery_retention)
+        .unwrap_or(chrono::Duration::days(7));
+    let cutoff = app.now() - retention;
+    let done = app.store().prune_deliveries(cutoff)?;
+    let dead = app
+        .store()
+        .prune_dead_letters(cutoff, app.settings().dead_letters_max)?;
+    Ok((done, dead))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("64MiB"), Some(64 << 20));
+        assert_eq!(parse_bytes(" 10 mb "), Some(10 << 20));
+        assert_eq!(parse_bytes("512k"), Some(512 << 10));
+        assert_eq!(parse_bytes("1G"), Some(1 << 30));
+        assert_eq!(parse_bytes("4096"), Some(4096));
+        assert_eq!(parse_bytes("7B"), Some(7));
+        assert_eq!(parse_bytes(""), None);
+        assert_eq!(parse_bytes("MiB"), None);
+        assert_eq!(parse_bytes("-1"), None);
+        assert_eq!(parse_bytes("1.5MiB"), None);
+        assert_eq!(parse_bytes("2TiB"), None);
+        assert_eq!(parse_bytes("99999999999999999999G"), None);
+        assert_eq!(parse_bytes("18446744073709551615G"), None);
     }
 }

@@ -3,7 +3,11 @@
 //! go to the preview). Also the admin API the CLI uses over a Unix socket in the data dir while
 //! the server holds the store.
 
+use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -30,14 +34,17 @@ pub fn router(app: App) -> Router {
         .route("/api/environments/{owner}/{repo}/{slug}", get(api_env))
         .route("/logs/{owner}/{repo}/{slug}/{n}", get(logs))
         .layer(middleware::from_fn_with_state(app.clone(), proxy_first))
+        .layer(axum::Extension(crate::webhook::UnverifiedBudget::new(
+            app.settings().max_unverified_bytes,
+        )))
         .with_state(app)
 }
 
 /// The admin router served on the Unix socket only.
 pub fn admin_router(app: App) -> Router {
     Router::new()
-        .route("/admin/environments", get(api_envs))
-        .route("/admin/environments/{owner}/{repo}/{slug}", get(api_env))
+        .route("/admin/environments", get(admin_envs))
+        .route("/admin/environments/{owner}/{repo}/{slug}", get(admin_env))
         .route(
             "/admin/environments/{owner}/{repo}/{slug}/teardown",
             post(admin_teardown),
@@ -57,29 +64,104 @@ fn err(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-async fn proxy_first(State(app): State<App>, req: Request, next: Next) -> Response {
-    let host = req
-        .headers()
+/// Paths that answer on every host no environment is routed on: the webhook is authenticated by
+/// its signature, and health probes send an IP (or anything) as `Host`.
+const ANY_HOST: &[&str] = &["/webhook", "/healthz", "/readyz"];
+
+/// The `Host` values stagebot's own pages (dashboard, `/api`, `/metrics`, `/logs`) answer on:
+/// `public_url`'s host with its port (both `host` and `host:<default port>` when the URL names
+/// none); without a public URL, the listen address, `localhost` and `127.0.0.1` with the listen
+/// port. Lowercase. Never anything judged by the peer's address: apps share the host network.
+pub fn own_hosts(public_url: Option<&str>, listen: Option<SocketAddr>) -> Vec<String> {
+    let mut hosts = Vec::new();
+    match public_url {
+        Some(url) => {
+            if let Ok(uri) = url.trim().parse::<axum::http::Uri>()
+                && matches!(uri.scheme_str(), Some("http" | "https"))
+                && let Some(authority) = uri.authority()
+            {
+                let host = authority.host().to_ascii_lowercase();
+                match authority.port_u16() {
+                    Some(port) => hosts.push(format!("{host}:{port}")),
+                    None => {
+                        let port = if uri.scheme_str() == Some("https") {
+                            443
+                        } else {
+                            80
+                        };
+                        hosts.push(format!("{host}:{port}"));
+                        hosts.push(host);
+                    }
+                }
+            }
+        }
+        None => {
+            if let Some(listen) = listen {
+                let port = listen.port();
+                hosts.push(listen.to_string());
+                hosts.push(format!("localhost:{port}"));
+                hosts.push(format!("127.0.0.1:{port}"));
+            }
+        }
+    }
+    hosts.dedup();
+    hosts
+}
+
+/// The request's host: the `Host` header, or the authority of an absolute-form URI; lowercase.
+fn request_host(req: &Request) -> Option<String> {
+    req.headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(|h| h.to_ascii_lowercase());
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+}
+
+/// Routed hosts go to their environment; `/webhook` and the probes answer on any other host;
+/// stagebot's own pages only on its own host ([`own_hosts`]); everything else is the proxy's
+/// 404.
+async fn proxy_first(State(app): State<App>, req: Request, next: Next) -> Response {
     let req = match crate::proxy::forward(app.routes(), app.proxy_client(), req).await {
         Ok(resp) => return resp,
         Err(req) => req,
     };
-    if let Some(host) = host
-        && crate::proxy::is_preview_host(&host, &app.settings().preview_domain)
-    {
-        return crate::proxy::no_live_environment(&host);
+    let host = request_host(&req);
+    let own = host
+        .as_deref()
+        .is_some_and(|h| app.settings().own_hosts.iter().any(|o| o == h));
+    if own || ANY_HOST.contains(&req.uri().path()) {
+        return next.run(req).await;
     }
-    next.run(req).await
+    crate::proxy::no_live_environment(host.as_deref().unwrap_or("no Host header"))
 }
 
+/// May anonymous visitors see this environment? Private repositories' environments are hidden
+/// unless the operator made the dashboard public (there is no sign-in yet).
+fn visible(app: &App, env: &EnvRecord) -> bool {
+    app.settings().dashboard_public || !env.private
+}
+
+/// `{"ready": bool, "checks": {"<name>": {"ok": bool, "detail": "…"}}}`: 200 when ready, 503
+/// when not. Only the store decides readiness; the other checks (the provider's sandbox and
+/// limits, …) are warnings shown here and on the dashboard.
 async fn readyz(State(app): State<App>) -> Response {
-    match app.store().schema_version() {
-        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    let (ready, store) = match app.store().schema_version() {
+        Ok(v) => (true, json!({ "ok": true, "detail": format!("schema {v}") })),
+        Err(e) => (false, json!({ "ok": false, "detail": e.to_string() })),
+    };
+    let mut checks = serde_json::Map::new();
+    checks.insert("store".to_owned(), store);
+    for (name, check) in app.provider().checks() {
+        checks.insert(name.to_owned(), json!(check));
     }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ready": ready, "checks": checks }))).into_response()
 }
 
 async fn metrics(State(app): State<App>) -> Response {
@@ -162,6 +244,20 @@ fn env_json(app: &App, env: &EnvRecord) -> serde_json::Value {
 
 async fn api_envs(State(app): State<App>) -> Response {
     match app.store().envs() {
+        Ok(envs) => Json(
+            envs.iter()
+                .filter(|e| visible(&app, e))
+                .map(|e| env_json(&app, e))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The admin socket's list: everything, private repositories included (the operator's own).
+async fn admin_envs(State(app): State<App>) -> Response {
+    match app.store().envs() {
         Ok(envs) => {
             Json(envs.iter().map(|e| env_json(&app, e)).collect::<Vec<_>>()).into_response()
         }
@@ -177,6 +273,23 @@ fn env_id(owner: &str, repo: &str, slug: &str) -> Result<EnvId, Box<Response>> {
 }
 
 async fn api_env(
+    State(app): State<App>,
+    Path((owner, repo, slug)): Path<(String, String, String)>,
+) -> Response {
+    let id = match env_id(&owner, &repo, &slug) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    match app.store().env(&id) {
+        // A hidden environment is answered exactly like a missing one.
+        Ok(Some(env)) if visible(&app, &env) => Json(env_json(&app, &env)).into_response(),
+        Ok(_) => err(StatusCode::NOT_FOUND, format!("no environment {id}")),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The admin socket's view of one environment, private or not.
+async fn admin_env(
     State(app): State<App>,
     Path((owner, repo, slug)): Path<(String, String, String)>,
 ) -> Response {
@@ -202,13 +315,121 @@ async fn logs(
     let Ok(n) = n.parse::<u32>() else {
         return err(StatusCode::BAD_REQUEST, "release must be a number");
     };
-    let (path, _) = app.log_location(&id, n);
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response(),
-        Err(_) => err(
+    let not_found = || {
+        err(
             StatusCode::NOT_FOUND,
             format!("no log for {id} release {n}"),
-        ),
+        )
+    };
+    match app.store().env(&id) {
+        Ok(Some(env)) if visible(&app, &env) => {}
+        Ok(_) => return not_found(),
+        Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+    let (path, _) = app.log_location(&id, n);
+    match LogTail::open(&path, LOG_TAIL_BYTES).await {
+        Ok(tail) => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            axum::body::Body::new(tail),
+        )
+            .into_response(),
+        Err(_) => not_found(),
+    }
+}
+
+/// `/logs` shows at most this much of the end of a release's log.
+pub const LOG_TAIL_BYTES: u64 = 1024 * 1024;
+
+/// The end of a release log (its previous segment too, when the current one is short), streamed
+/// in 64 KiB chunks: memory stays flat however large the file.
+struct LogTail {
+    note: Option<axum::body::Bytes>,
+    segments: VecDeque<(tokio::fs::File, u64)>,
+    buf: Box<[u8]>,
+}
+
+impl LogTail {
+    async fn open(path: &std::path::Path, max: u64) -> std::io::Result<Self> {
+        use tokio::io::AsyncSeekExt;
+        let current = tokio::fs::File::open(path).await?;
+        let len = current.metadata().await?.len();
+        let mut segments = VecDeque::new();
+        let mut want = max;
+        let mut cut = false;
+        let previous = crate::provider::process::previous_segment(path);
+        if len < max
+            && let Ok(mut prev) = tokio::fs::File::open(&previous).await
+        {
+            let prev_len = prev.metadata().await?.len();
+            let take = prev_len.min(max - len);
+            prev.seek(std::io::SeekFrom::Start(prev_len - take)).await?;
+            segments.push_back((prev, take));
+            want -= take;
+            // Rotated at least once: what came before the previous segment is gone.
+            cut = true;
+        }
+        let mut current = current;
+        let take = len.min(want);
+        if take < len {
+            cut = true;
+        }
+        current.seek(std::io::SeekFrom::Start(len - take)).await?;
+        segments.push_back((current, take));
+        let note = cut.then(|| {
+            axum::body::Bytes::from(format!(
+                "[stagebot: the end of the log, at most its last {} KiB; earlier output is not shown]\n",
+                max / 1024
+            ))
+        });
+        Ok(Self {
+            note,
+            segments,
+            buf: vec![0u8; 64 * 1024].into_boxed_slice(),
+        })
+    }
+}
+
+impl hyper::body::Body for LogTail {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use tokio::io::AsyncRead;
+        let this = self.get_mut();
+        if let Some(note) = this.note.take() {
+            return Poll::Ready(Some(Ok(hyper::body::Frame::data(note))));
+        }
+        loop {
+            let Some((file, remaining)) = this.segments.front_mut() else {
+                return Poll::Ready(None);
+            };
+            let want = usize::try_from(*remaining)
+                .unwrap_or(usize::MAX)
+                .min(this.buf.len());
+            if want == 0 {
+                this.segments.pop_front();
+                continue;
+            }
+            let mut read = tokio::io::ReadBuf::new(&mut this.buf[..want]);
+            match Pin::new(file).poll_read(cx, &mut read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Ok(())) => {
+                    let got = read.filled().len();
+                    if got == 0 {
+                        // Shorter than it was (truncated or rotated meanwhile): next segment.
+                        this.segments.pop_front();
+                        continue;
+                    }
+                    *remaining -= got as u64;
+                    let chunk = axum::body::Bytes::copy_from_slice(read.filled());
+                    return Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))));
+                }
+            }
+        }
     }
 }
 
@@ -222,7 +443,7 @@ fn escape(s: &str) -> String {
 async fn dashboard(State(app): State<App>) -> Response {
     let envs = app.store().envs().unwrap_or_default();
     let mut rows = String::new();
-    for e in envs.iter().filter(|e| e.is_active()) {
+    for e in envs.iter().filter(|e| e.is_active() && visible(&app, e)) {
         let release = e
             .current_release
             .and_then(|n| app.store().release(&e.id, n).ok().flatten());
@@ -249,11 +470,32 @@ async fn dashboard(State(app): State<App>) -> Response {
     if rows.is_empty() {
         rows.push_str("<tr><td colspan=7>No environments yet. Open a pull request.</td></tr>");
     }
+    let private_note = if app.settings().dashboard_public {
+        ""
+    } else {
+        "<p>Environments of private repositories are hidden here, with their logs and releases: \
+         this page has no sign-in yet, so anyone who reaches it would see them. An operator can \
+         show them with <code>STAGEBOT_DASHBOARD_PUBLIC=true</code> when access to this page is \
+         restricted some other way.</p>"
+    };
+    let warnings: String = app
+        .provider()
+        .checks()
+        .into_iter()
+        .filter(|(_, c)| !c.ok)
+        .map(|(name, c)| {
+            format!(
+                "<p class=warning><strong>{}</strong>: {}</p>",
+                escape(name),
+                escape(&c.detail)
+            )
+        })
+        .collect();
     Html(format!(
         "<!doctype html><meta charset=utf-8><title>stagebot</title>\
-         <style>body{{font:14px system-ui;margin:2em}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}</style>\
-         <h1>stagebot</h1><table><tr><th>Repository</th><th>Environment</th><th>Kind</th><th>State</th><th>URL</th><th>Release</th><th>Expires</th></tr>{rows}</table>\
-         <p><a href=\"/api/environments\">JSON</a> · <a href=\"/metrics\">metrics</a></p>"
+         <style>body{{font:14px system-ui;margin:2em}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}.warning{{background:#fff3cd;padding:6px 10px}}</style>\
+         <h1>stagebot</h1>{warnings}<table><tr><th>Repository</th><th>Environment</th><th>Kind</th><th>State</th><th>URL</th><th>Release</th><th>Expires</th></tr>{rows}</table>\
+         {private_note}<p><a href=\"/api/environments\">JSON</a> · <a href=\"/metrics\">metrics</a></p>"
     ))
     .into_response()
 }
@@ -373,5 +615,40 @@ fn operator_answer(
         Err(e @ E::Refused(_)) => err(StatusCode::CONFLICT, e.to_string()),
         Err(e @ E::NoBranch(_)) => err(StatusCode::NOT_FOUND, e.to_string()),
         Err(e) => err(StatusCode::BAD_GATEWAY, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_hosts_follow_the_public_url_or_the_listen_address() {
+        assert_eq!(
+            own_hosts(Some("https://Stagebot.Example.com/"), None),
+            ["stagebot.example.com:443", "stagebot.example.com"]
+        );
+        assert_eq!(
+            own_hosts(Some("http://bot.example.com"), None),
+            ["bot.example.com:80", "bot.example.com"]
+        );
+        assert_eq!(
+            own_hosts(Some("https://bot.example.com:8443"), None),
+            ["bot.example.com:8443"]
+        );
+        let listen: SocketAddr = "0.0.0.0:3000".parse().unwrap();
+        assert_eq!(
+            own_hosts(None, Some(listen)),
+            ["0.0.0.0:3000", "localhost:3000", "127.0.0.1:3000"]
+        );
+        // The public URL wins over the listen address.
+        assert_eq!(
+            own_hosts(Some("http://127.0.0.1:3000"), Some(listen)),
+            ["127.0.0.1:3000"]
+        );
+        assert!(own_hosts(Some("not a url"), Some(listen)).is_empty());
+        assert!(own_hosts(Some("/relative"), None).is_empty());
+        assert!(own_hosts(Some("stagebot.example.com"), None).is_empty());
+        assert!(own_hosts(Some("ftp://stagebot.example.com"), None).is_empty());
     }
 }

@@ -335,6 +335,14 @@ pub struct EnvRecord {
     /// GitHub. The runner is idle meanwhile; a check event for the commit wakes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ci_wait: Option<String>,
+    /// The repository is private (from the last deploy's payload): hidden from anonymous
+    /// visitors. A record written before stagebot knew counts as private until its next deploy.
+    #[serde(default = "unknown_is_private")]
+    pub private: bool,
+}
+
+fn unknown_is_private() -> bool {
+    true
 }
 
 impl EnvRecord {
@@ -375,6 +383,7 @@ impl EnvRecord {
             restart_failures: 0,
             next_restart_at: None,
             fork: false,
+            private: false,
             ci_wait: None,
         }
     }
@@ -642,6 +651,9 @@ fn tx_err(e: TransactionError<StoreError>) -> StoreError {
 // ---------------------------------------------------------------------------------------------
 // The store
 
+/// Dead letters kept at most by default (`STAGEBOT_DEAD_LETTERS_MAX`).
+pub const DEFAULT_DEAD_LETTERS_MAX: usize = 10_000;
+
 /// A handle on the sled database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -665,6 +677,22 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Create `dir` (and missing parents) readable by stagebot's user only (0700); an existing data
+/// dir open to group or others is narrowed to 0700 (it holds the admin socket, logs and
+/// checkouts).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Open (or create) the store in `dir`, migrating an older schema.
     pub fn open(dir: &Path) -> Result<Self> {
@@ -675,7 +703,7 @@ impl Store {
     /// sled's own background flusher of a handle just dropped) holds the store's file lock,
     /// keep trying for up to `wait`.
     pub fn open_waiting(dir: &Path, wait: std::time::Duration) -> Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
         let deadline = std::time::Instant::now() + wait;
         let db = loop {
             match sled::Config::new()
@@ -1042,6 +1070,28 @@ impl Store {
                 DeliveryStatus::Processed | DeliveryStatus::Ignored { .. }
             );
             if done && r.finished_at.is_some_and(|t| t < cutoff) {
+                let key = r.id.as_str().as_bytes();
+                self.deliveries.remove(key)?;
+                self.payloads.remove(key)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Forget dead letters that died before `cutoff`, then the oldest beyond `max` (the newest
+    /// `max` are kept). Returns how many went.
+    pub fn prune_dead_letters(&self, cutoff: DateTime<Utc>, max: usize) -> Result<usize> {
+        let mut dead: Vec<DeliveryRecord> = self
+            .deliveries()?
+            .into_iter()
+            .filter(|r| r.status == DeliveryStatus::Dead)
+            .collect();
+        // Newest first: by when they died, then by arrival.
+        dead.sort_by_key(|r| std::cmp::Reverse((r.finished_at, r.seq)));
+        let mut n = 0;
+        for (i, r) in dead.iter().enumerate() {
+            if i >= max || r.finished_at.is_some_and(|t| t < cutoff) {
                 let key = r.id.as_str().as_bytes();
                 self.deliveries.remove(key)?;
                 self.payloads.remove(key)?;

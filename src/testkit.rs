@@ -178,6 +178,13 @@ pub struct StackOptions {
     pub secrets: String,
     /// Use the command provider with these scripts instead of the local provider.
     pub command_provider: Option<crate::provider::command::CommandConfig>,
+    /// `STAGEBOT_LOG_MAX` (default 10 MiB).
+    pub log_max: Option<u64>,
+    /// The local provider's sandbox (default: bwrap from `PATH`).
+    pub sandbox: crate::provider::sandbox::SandboxConfig,
+    /// Write the App's private key to this file (as `PRIVATE_KEY_PATH` would name it); its
+    /// directory is hidden from the sandbox like the real server's.
+    pub key_file: Option<PathBuf>,
     /// Local provider: built artifacts kept per environment (0: build every time).
     pub artifact_keep: usize,
 }
@@ -194,6 +201,9 @@ impl StackOptions {
             header_read_timeout: crate::serve::HEADER_READ_TIMEOUT,
             command_provider: None,
             secrets: SECRET.to_owned(),
+            log_max: None,
+            sandbox: crate::provider::sandbox::SandboxConfig::default(),
+            key_file: None,
             artifact_keep: 3,
         }
     }
@@ -238,6 +248,11 @@ impl Stack {
             format!("localhost:{}", addr.port()),
         );
         settings.limits.max_previews = opts.max_previews;
+        // The public URL above is the default one: own pages answer as without one.
+        settings.own_hosts = crate::server::own_hosts(None, Some(addr));
+        if let Some(max) = opts.log_max {
+            settings.log_max = max;
+        }
         settings.delivery_retry.base = Duration::from_millis(50);
         settings.delivery_retry.max = Duration::from_millis(200);
         settings.delivery_retry.max_attempts = 3;
@@ -258,10 +273,19 @@ impl Stack {
         let routes = Routes::default();
         let mut local = LocalConfig::new(opts.data_dir.clone(), routes.clone());
         local.health_timeout = Duration::from_secs(20);
+        local.sandbox = opts.sandbox.clone();
+        if let Some(key_file) = &opts.key_file {
+            std::fs::write(key_file, fake.private_key_pem().expose())?;
+            if let Some(dir) = key_file.parent() {
+                local.sandbox.hidden.push(dir.to_path_buf());
+            }
+        }
         local.artifact_keep = opts.artifact_keep;
         let provider = match opts.command_provider.clone() {
             Some(cfg) => Provider::Command(crate::provider::command::CommandProvider::new(cfg)),
-            None => Provider::Local(LocalProvider::new(local)),
+            None => Provider::Local(
+                LocalProvider::new(local).map_err(|e| KitError::Other(e.to_string()))?,
+            ),
         };
         let store = Store::open_waiting(&opts.data_dir, Duration::from_secs(10))
             .map_err(|e| KitError::Other(e.to_string()))?;

@@ -2,18 +2,26 @@
 //! on any error: size (413), headers (400), signature (401), JSON object (400); then `ping` is
 //! answered 200, a delivery id seen before 200 `{"duplicate":true}`, and everything else is
 //! written to the inbox and flushed to disk before the 202.
+//!
+//! Before the signature is checked, a request is anyone's: the body bytes it holds come out of
+//! one budget shared by all requests ([`UnverifiedBudget`], `STAGEBOT_MAX_UNVERIFIED_BYTES`).
+//! A request reserves its `Content-Length` up front (a chunked one, as its buffer grows) and
+//! gives the bytes back once its signature has been checked or it ends; a request that does not
+//! fit is answered `503` with `Retry-After` without its body being read.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Extension, Request, State};
+use axum::http::{HeaderMap, StatusCode, header::RETRY_AFTER};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use serde_json::json;
 use sha2::Sha256;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::app::App;
@@ -24,6 +32,72 @@ use crate::types::{DeliveryId, Secret};
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
 /// A client that has not sent its whole body by then is cut off.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default of `STAGEBOT_MAX_UNVERIFIED_BYTES`.
+pub const DEFAULT_MAX_UNVERIFIED_BYTES: usize = 64 * 1024 * 1024;
+/// What a `503` for a full budget asks the client to wait, in seconds.
+pub const BUSY_RETRY_AFTER_SECS: u64 = 5;
+
+/// The bytes all requests together may hold before their signature is checked.
+#[derive(Clone, Debug)]
+pub struct UnverifiedBudget {
+    bytes: Arc<Semaphore>,
+}
+
+impl UnverifiedBudget {
+    /// A budget of `max` bytes; it never admits less than one payload of [`MAX_BODY`].
+    pub fn new(max: usize) -> Self {
+        Self {
+            bytes: Arc::new(Semaphore::new(max.clamp(MAX_BODY, Semaphore::MAX_PERMITS))),
+        }
+    }
+
+    /// Bytes not reserved right now.
+    pub fn available(&self) -> usize {
+        self.bytes.available_permits()
+    }
+
+    fn reserve(&self, n: usize) -> Option<Reservation> {
+        let mut r = Reservation {
+            budget: Arc::clone(&self.bytes),
+            held: None,
+        };
+        r.grow(n).then_some(r)
+    }
+}
+
+/// Bytes reserved by one request; given back when dropped.
+struct Reservation {
+    budget: Arc<Semaphore>,
+    held: Option<OwnedSemaphorePermit>,
+}
+
+impl Reservation {
+    fn bytes(&self) -> usize {
+        self.held
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+
+    /// Reserve `n` more bytes; false (nothing more reserved) when the budget is short.
+    fn grow(&mut self, n: usize) -> bool {
+        if n == 0 {
+            return true;
+        }
+        let Ok(n) = u32::try_from(n) else {
+            return false;
+        };
+        match Arc::clone(&self.budget).try_acquire_many_owned(n) {
+            Ok(permit) => {
+                match &mut self.held {
+                    Some(held) => held.merge(permit),
+                    None => self.held = Some(permit),
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
 
 /// The configured webhook secrets (several, so a secret can be rotated without downtime).
 #[derive(Clone, Debug)]
@@ -84,40 +158,95 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Read the body under the size limit and the read timeout.
-async fn read_body(body: Body) -> Result<Bytes, Response> {
-    let limited = Limited::new(body, MAX_BODY);
-    match tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await {
+fn too_large() -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("payload larger than {} MiB", MAX_BODY / 1024 / 1024),
+    )
+}
+
+/// The `503` for a full budget: nothing was read, the client may send again shortly.
+fn busy() -> Response {
+    let mut resp = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many unverified request bodies in flight; retry shortly",
+    );
+    resp.headers_mut().insert(
+        RETRY_AFTER,
+        axum::http::HeaderValue::from(BUSY_RETRY_AFTER_SECS),
+    );
+    resp
+}
+
+/// Read the body under the size limit and the read timeout into one buffer whose capacity is
+/// reserved from the budget first (all of `Content-Length` up front, or as a chunked body grows).
+async fn read_body(
+    body: Body,
+    announced: Option<usize>,
+    reservation: &mut Reservation,
+) -> Result<Vec<u8>, Response> {
+    let mut buf: Vec<u8> = Vec::with_capacity(announced.unwrap_or(0));
+    let read = async {
+        let mut body = body;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("could not read the request body: {e}"),
+                )
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            let needed = buf.len() + data.len();
+            if needed > MAX_BODY {
+                return Err(too_large());
+            }
+            if needed > buf.capacity() {
+                // Grow by doubling (bounded by the limit), reserving the growth first.
+                let target = needed.max(buf.capacity() * 2).clamp(4096, MAX_BODY);
+                if !reservation.grow(target.saturating_sub(reservation.bytes())) {
+                    return Err(busy());
+                }
+                buf.reserve_exact(target - buf.len());
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
         Err(_) => Err(error(
             StatusCode::REQUEST_TIMEOUT,
             "timed out reading the request body",
         )),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("payload larger than {} MiB", MAX_BODY / 1024 / 1024),
-        )),
-        Ok(Err(e)) => Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("could not read the request body: {e}"),
-        )),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(resp)) => Err(resp),
+        Ok(Ok(())) => Ok(buf),
     }
 }
 
 /// The `POST /webhook` handler.
-pub async fn receive(State(app): State<App>, req: Request) -> Response {
+pub async fn receive(
+    State(app): State<App>,
+    Extension(budget): Extension<UnverifiedBudget>,
+    req: Request,
+) -> Response {
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
     // 413 before reading anything when the client announces too much.
-    if let Some(len) = header(&headers, "content-length").and_then(|v| v.parse::<u64>().ok())
-        && len > MAX_BODY as u64
-    {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("payload larger than {} MiB", MAX_BODY / 1024 / 1024),
-        );
+    let announced = header(&headers, "content-length").and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|len| len > MAX_BODY as u64) {
+        return too_large();
     }
-    let body = match read_body(body).await {
+    let announced = announced.and_then(|len| usize::try_from(len).ok());
+    // Then the budget: a request that does not fit is not read at all.
+    let Some(mut reservation) = budget.reserve(announced.unwrap_or(0)) else {
+        tracing::warn!(
+            bytes = announced.unwrap_or(0),
+            "unverified-body budget full; answered 503"
+        );
+        return busy();
+    };
+    let body = match read_body(body, announced, &mut reservation).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
@@ -133,12 +262,16 @@ pub async fn receive(State(app): State<App>, req: Request) -> Response {
             "missing X-Hub-Signature-256 header",
         );
     };
-    if !app.webhook_secrets().verify(signature, &body) {
+    let verified = app.webhook_secrets().verify(signature, &body);
+    // Checked: the bytes are no longer anyone's.
+    drop(reservation);
+    if !verified {
         return error(
             StatusCode::UNAUTHORIZED,
             "X-Hub-Signature-256 does not match the payload",
         );
     }
+    let body = Bytes::from(body);
     let delivery = match DeliveryId::new(delivery) {
         Ok(d) => d,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),

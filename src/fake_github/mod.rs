@@ -340,6 +340,11 @@ struct RepoEntry {
 struct IssuedToken {
     installation_id: u64,
     expires_at: DateTime<Utc>,
+    /// Repository keys (`owner/name`, lower case) the token is limited to; `None`: all of the
+    /// installation's.
+    repositories: Option<Vec<String>>,
+    /// Permissions the token is limited to (`contents` → `read`…); `None`: the app's.
+    permissions: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 struct Reaction {

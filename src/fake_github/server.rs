@@ -245,7 +245,7 @@ fn route(st: &mut State, req: &Req<'_>) -> Outcome {
     match s.as_slice() {
         ["app", "installations", id, "access_tokens"] if m == Method::POST => {
             verify_jwt(req)?;
-            access_token(st, id)
+            access_token(st, req, id)
         }
         ["repos", owner, name, "installation"] if m == Method::GET => {
             verify_jwt(req)?;
@@ -331,11 +331,63 @@ fn verify_jwt(req: &Req<'_>) -> Result<(), Reply> {
     Ok(())
 }
 
-fn access_token(st: &mut State, id: &str) -> Outcome {
+fn access_token(st: &mut State, req: &Req<'_>, id: &str) -> Outcome {
     let id: u64 = id.parse().map_err(|_| Reply::not_found())?;
-    if !st.installations.contains_key(&id) {
+    let Some(account) = st.installations.get(&id).cloned() else {
         return Err(Reply::not_found());
+    };
+    // GitHub's optional scoping: `repositories` (names in the installation's account),
+    // `repository_ids`, and `permissions` no wider than the app's.
+    if req.body.get("repository_ids").is_some() {
+        return Err(Reply::unprocessable(
+            "repository_ids is not supported by the fake; use repositories",
+        ));
     }
+    let repositories = match req.body.get("repositories") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(names)) => {
+            let mut keys = Vec::new();
+            for name in names {
+                let name = name
+                    .as_str()
+                    .ok_or_else(|| Reply::unprocessable("repositories must be names"))?;
+                let repo = find_repo(st, &account, name)
+                    .filter(|r| r.installation_id == id)
+                    .ok_or_else(|| {
+                        Reply::unprocessable(&format!(
+                            "There is at least one repository that does not exist or is not accessible to the parent installation: {name}"
+                        ))
+                    })?;
+                keys.push(repo.name.to_string().to_ascii_lowercase());
+            }
+            Some(keys)
+        }
+        Some(_) => return Err(Reply::unprocessable("repositories must be an array")),
+    };
+    let permissions = match req.body.get("permissions") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(asked)) => {
+            let app = app_permissions();
+            for (name, level) in asked {
+                let granted = app.get(name).and_then(Value::as_str);
+                let ok = matches!(
+                    (level.as_str(), granted),
+                    (Some("read"), Some("read" | "write")) | (Some("write"), Some("write"))
+                );
+                if !ok {
+                    return Err(Reply::unprocessable(&format!(
+                        "The permissions requested are not granted to this installation: {name}"
+                    )));
+                }
+            }
+            Some(asked.clone())
+        }
+        Some(_) => return Err(Reply::unprocessable("permissions must be an object")),
+    };
+    let shown_permissions = permissions
+        .clone()
+        .map(Value::Object)
+        .unwrap_or_else(app_permissions);
     let token: String = std::iter::repeat_with(fastrand::alphanumeric)
         .take(36)
         .collect();
@@ -347,12 +399,14 @@ fn access_token(st: &mut State, id: &str) -> Outcome {
         IssuedToken {
             installation_id: id,
             expires_at,
+            repositories,
+            permissions,
         },
     );
     Ok(Reply::created(json!({
         "token": token,
         "expires_at": ts(expires_at),
-        "permissions": app_permissions(),
+        "permissions": shown_permissions,
         "repository_selection": "selected",
     })))
 }
@@ -373,7 +427,38 @@ fn authorize_repo(st: &State, req: &Req<'_>, owner: &str, name: &str) -> Result<
     let repo = find_repo(st, owner, name)
         .filter(|r| r.installation_id == token.installation_id)
         .ok_or_else(Reply::not_found)?;
-    Ok(repo.name.to_string().to_ascii_lowercase())
+    let key = repo.name.to_string().to_ascii_lowercase();
+    // A token scoped to other repositories does not see this one (GitHub answers 404).
+    if let Some(repos) = &token.repositories
+        && !repos.contains(&key)
+    {
+        return Err(Reply::not_found());
+    }
+    if let Some(granted) = &token.permissions {
+        let path = req.path.strip_prefix("/api/v3").unwrap_or(req.path);
+        let rest: Vec<&str> = path.split('/').skip(4).collect();
+        let needed = match rest.first().copied() {
+            Some("contents" | "git" | "commits" | "branches") => "contents",
+            Some("issues") => "issues",
+            Some("pulls") => "pull_requests",
+            Some("statuses") => "statuses",
+            Some("deployments") => "deployments",
+            _ => "metadata",
+        };
+        let write = *req.method != Method::GET && *req.method != Method::HEAD;
+        let ok = match granted.get(needed).and_then(Value::as_str) {
+            Some("write") => true,
+            Some("read") => !write,
+            _ => needed == "metadata" && !write,
+        };
+        if !ok {
+            return Err(Reply::error(
+                StatusCode::FORBIDDEN,
+                "Resource not accessible by integration",
+            ));
+        }
+    }
+    Ok(key)
 }
 
 fn repo_route(st: &mut State, req: &Req<'_>, repo: &str, rest: &[&str]) -> Outcome {

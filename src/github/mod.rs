@@ -438,6 +438,34 @@ impl GitHub {
         Ok(token)
     }
 
+    /// A fresh installation token limited to repository `name` of the installation with
+    /// `contents: read` (`POST /app/installations/{id}/access_tokens` with `repositories` and
+    /// `permissions`).
+    pub async fn scoped_token(
+        &self,
+        installation_id: u64,
+        name: &str,
+    ) -> Result<Secret, GitHubError> {
+        let path = format!("/app/installations/{installation_id}/access_tokens");
+        let body = serde_json::json!({
+            "repositories": [name],
+            "permissions": { "contents": "read" },
+        });
+        let answer = self
+            .call(
+                As::App,
+                Method::POST,
+                "/app/installations/{id}/access_tokens",
+                path,
+                Some(body),
+            )
+            .await?;
+        let minted: routes::AccessTokenResponse =
+            answer.json("scoped installation access token")?;
+        tracing::debug!(installation_id, repository = name, expires_at = %minted.expires_at, "minted a scoped token");
+        Ok(Secret::new(minted.token))
+    }
+
     /// Drop the cached token of `installation_id` if it is still `used` (GitHub refused it).
     async fn forget_token(&self, installation_id: u64, used: &Secret) {
         let slot = lock(&self.inner.tokens).get(&installation_id).cloned();
@@ -1123,9 +1151,14 @@ impl RepoClient {
         Ok(out)
     }
 
-    /// The installation token, for `git clone https://x-access-token:TOKEN@…`.
+    /// A token for `git clone https://x-access-token:TOKEN@…` (the local provider's fetch, the
+    /// command provider's `STAGEBOT_CLONE_TOKEN`): scoped to this one repository with
+    /// `contents: read` only, so a deploy script (or whatever reads its environment) can neither
+    /// write nor reach the installation's other repositories. Minted per call, never cached.
     pub async fn clone_token(&self) -> Result<Secret, GitHubError> {
-        self.gh.installation_token(self.installation_id).await
+        self.gh
+            .scoped_token(self.installation_id, self.repo.name())
+            .await
     }
 }
 

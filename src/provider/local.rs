@@ -7,9 +7,12 @@
 //! repos/<owner>/<name>.git                    bare cache, fetched into per deploy
 //! envs/<owner>/<name>/<slug>/r<release>/      checkout of one release (its cwd)
 //! envs/<owner>/<name>/<slug>/r<release>.pgid  process group of its `start`, for crash recovery
+//! envs/<owner>/<name>/<slug>/home/            the environment's `HOME` (kept across releases)
+//! git-home/                                   git's empty `HOME`
 //! ```
 //!
-//! Commands come from the repository's config (trusted like CI config) and run with `sh -c`.
+//! Commands come from the repository's config and run with `sh -c` inside the sandbox
+//! ([`super::sandbox`]): they see their own checkout and `HOME`, never stagebot's data dir.
 //! Everything that comes from GitHub users (branch names, titles…) reaches processes only as
 //! environment variables, never inside a command string. Git always runs with explicit args.
 
@@ -25,6 +28,7 @@ use base64::Engine as _;
 use tokio::process::{Child, Command};
 
 use super::process::{self, GroupGuard, ReleaseLog, describe_exit, human, signal_group};
+use super::sandbox::{Check, Prepared, Sandbox, SandboxConfig, SandboxError};
 use super::{DeploySpec, Deployed, LOG_TAIL_LINES, ProviderError, ProviderStatus, TeardownSpec};
 use crate::proxy::Routes;
 use crate::repo_config::{self, CONFIG_PATH, Effective};
@@ -48,6 +52,10 @@ pub struct LocalConfig {
     pub stop_grace: Duration,
     /// The git executable (default `git` from `PATH`).
     pub git: PathBuf,
+    /// How long one git command (a fetch, a clone) may take (default 5 min).
+    pub git_timeout: Duration,
+    /// The sandbox around every repository command (`STAGEBOT_SANDBOX`, limits).
+    pub sandbox: SandboxConfig,
     /// Built artifacts kept per environment (`STAGEBOT_ARTIFACT_KEEP`, default 3).
     pub artifact_keep: usize,
 }
@@ -63,6 +71,8 @@ impl LocalConfig {
             drain: Duration::from_secs(2),
             stop_grace: Duration::from_secs(10),
             git: PathBuf::from("git"),
+            git_timeout: Duration::from_secs(300),
+            sandbox: SandboxConfig::default(),
             artifact_keep: 3,
         }
     }
@@ -80,6 +90,7 @@ pub struct LocalProvider {
 #[derive(Debug)]
 struct Inner {
     cfg: LocalConfig,
+    sandbox: Sandbox,
     running: Mutex<HashMap<EnvId, Running>>,
     env_locks: Mutex<HashMap<EnvId, Arc<tokio::sync::Mutex<()>>>>,
     repo_locks: Mutex<HashMap<RepoName, Arc<tokio::sync::Mutex<()>>>>,
@@ -120,8 +131,22 @@ impl Drop for DirGuard {
 }
 
 impl LocalProvider {
-    /// A provider with nothing running yet.
-    pub fn new(cfg: LocalConfig) -> Self {
+    /// A provider with nothing running yet. Checks the sandbox first: with
+    /// `STAGEBOT_SANDBOX=bwrap` (the default) a missing or unusable `bwrap` is an error.
+    pub fn new(cfg: LocalConfig) -> Result<Self, SandboxError> {
+        let sandbox = Sandbox::probe(&cfg.sandbox, &cfg.data_dir)?;
+        Ok(Self::with_sandbox(cfg, sandbox))
+    }
+
+    /// A provider using an already checked sandbox (or [`Sandbox::off`]).
+    pub fn with_sandbox(cfg: LocalConfig, sandbox: Sandbox) -> Self {
+        match sandbox.limits_check() {
+            Check { ok: true, detail } => tracing::info!(%detail, "resource limits"),
+            Check { ok: false, detail } => tracing::warn!(%detail, "resource limits"),
+        }
+        if !sandbox.enabled() {
+            tracing::warn!(detail = %sandbox.check().detail, "sandbox off");
+        }
         Self {
             inner: Arc::new(Inner {
                 artifacts: super::artifact::Artifacts::new(
@@ -129,11 +154,20 @@ impl LocalProvider {
                     cfg.artifact_keep,
                 ),
                 cfg,
+                sandbox,
                 running: Mutex::new(HashMap::new()),
                 env_locks: Mutex::new(HashMap::new()),
                 repo_locks: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The sandbox and limits checks for `/readyz` and the dashboard.
+    pub fn checks(&self) -> Vec<(&'static str, Check)> {
+        vec![
+            ("sandbox", self.inner.sandbox.check()),
+            ("limits", self.inner.sandbox.limits_check()),
+        ]
     }
 
     /// The routing table this provider updates.
@@ -176,6 +210,10 @@ impl LocalProvider {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         locks.entry(repo.clone()).or_default().clone()
+    }
+
+    fn sandbox(&self) -> &Sandbox {
+        &self.inner.sandbox
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<EnvId, Running>> {
@@ -299,15 +337,15 @@ impl LocalProvider {
         if spec.first_deploy
             && let Some(seed) = &eff.seed
         {
-            run_step("seed", seed, &dir, &env, log, build_timeout).await?;
+            run_step(self.sandbox(), "seed", seed, &dir, &env, log, build_timeout).await?;
         }
 
         // 4. start on a free port and wait until healthy.
         let port = free_port()?;
         env.push(("PORT".to_owned(), port.to_string().into()));
         log.header(&format!("start (PORT={port}): {start_cmd}"));
-        let mut cmd = shell(&start_cmd, &dir, &env, log)?;
-        let (mut child, guard) = process::spawn_in_group(&mut cmd)?;
+        let cmd = shell(self.sandbox(), &start_cmd, &dir, &env, log)?;
+        let (mut child, guard) = cmd.spawn().await?;
         if let Some(pgid) = guard.pgid() {
             let _ = std::fs::write(pgid_file(&dir), pgid.to_string());
         }
@@ -317,6 +355,7 @@ impl LocalProvider {
             drop(guard); // kills the group
             let _ = child.wait().await;
             let _ = std::fs::remove_file(pgid_file(&dir));
+            self.sandbox().remove_cgroup(&cgroup_name(&dir));
             log.line(&message);
             return Err(ProviderError::Deploy {
                 message,
@@ -371,10 +410,12 @@ impl LocalProvider {
             // process get `drain` to finish; its group guard kills it even if this task is
             // dropped at shutdown.
             let (drain, grace, log) = (cfg.drain, cfg.stop_grace, log.clone());
+            let sandbox = self.sandbox().clone();
             tokio::spawn(async move {
                 tokio::time::sleep(drain).await;
                 log.header(&format!("stopping release {}", old.release));
                 process::stop_group(&mut old.child, &mut old.guard, grace).await;
+                sandbox.remove_cgroup(&cgroup_name(&old.dir));
                 let _ = tokio::fs::remove_file(pgid_file(&old.dir)).await;
                 let _ = tokio::fs::remove_dir_all(&old.dir).await;
             });
@@ -382,7 +423,16 @@ impl LocalProvider {
 
         // 6. postdeploy: the release is live already, so a failure is reported in the log only.
         if let Some(hook) = &eff.postdeploy
-            && let Err(e) = run_step("postdeploy", hook, &dir, &env, log, build_timeout).await
+            && let Err(e) = run_step(
+                self.sandbox(),
+                "postdeploy",
+                hook,
+                &dir,
+                &env,
+                log,
+                build_timeout,
+            )
+            .await
         {
             log.line(&format!(
                 "warning: postdeploy failed ({e}); the release stays live"
@@ -436,7 +486,7 @@ impl LocalProvider {
                 }
             }
         }
-        run_step("build", build, dir, &env, log, timeout).await?;
+        run_step(self.sandbox(), "build", build, dir, &env, log, timeout).await?;
         if let Err(e) = artifacts
             .save(
                 &spec.env.repo,
@@ -466,8 +516,16 @@ impl LocalProvider {
         match running {
             Some(mut r) => {
                 if let Some(hook) = &r.predestroy
-                    && let Err(e) =
-                        run_step("predestroy", hook, &r.dir, &r.env, &log, r.hook_timeout).await
+                    && let Err(e) = run_step(
+                        self.sandbox(),
+                        "predestroy",
+                        hook,
+                        &r.dir,
+                        &r.env,
+                        &log,
+                        r.hook_timeout,
+                    )
+                    .await
                 {
                     log.line(&format!(
                         "warning: predestroy failed ({e}); tearing down anyway"
@@ -478,6 +536,7 @@ impl LocalProvider {
                     cfg.routes.remove(&r.host);
                 }
                 process::stop_group(&mut r.child, &mut r.guard, cfg.stop_grace).await;
+                self.sandbox().remove_cgroup(&cgroup_name(&r.dir));
                 log.line(&format!("stopped release {}", r.release));
             }
             None => {
@@ -521,6 +580,23 @@ impl LocalProvider {
     }
 }
 
+/// The environment's `HOME`, next to its releases' checkouts.
+const HOME_DIR: &str = "home";
+
+/// The cgroup of the release checked out in `dir` (a hash: names stay short and safe).
+fn cgroup_name(dir: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt as _;
+    // FNV-1a: stable across runs, unlike std's hasher.
+    let hash = dir
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("env-{hash:016x}")
+}
+
 /// `r3` → `r3.pgid`, next to the checkout (outside it, so the app cannot rewrite it).
 fn pgid_file(dir: &Path) -> PathBuf {
     let mut name = dir.file_name().map(OsString::from).unwrap_or_default();
@@ -537,7 +613,7 @@ async fn remove_stale_releases(env_dir: &Path, keep: Option<&Path>) {
     };
     while let Ok(Some(entry)) = entries.next_entry().await {
         let path = entry.path();
-        if keep.is_some_and(|k| path == k || path == pgid_file(k)) {
+        if keep.is_some_and(|k| path == k || path == pgid_file(k)) || path.ends_with(HOME_DIR) {
             continue;
         }
         if path.extension().is_some_and(|e| e == "pgid") {
@@ -645,13 +721,10 @@ async fn fetch(
 
 /// Full id of `sha` if the cache has that commit.
 async fn resolve_commit(cfg: &LocalConfig, cache: &Path, sha: &str) -> Option<String> {
-    let out = git_command(cfg, Some(cache), &[])
-        .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
-        .arg(format!("{sha}^{{commit}}"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .ok()?;
+    let mut cmd = git_command(cfg, Some(cache), &[]);
+    cmd.args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
+        .arg(format!("{sha}^{{commit}}"));
+    let out = git_output(cfg, cmd).await.ok()?;
     let full = String::from_utf8(out.stdout).ok()?.trim().to_owned();
     (out.status.success() && !full.is_empty()).then_some(full)
 }
@@ -687,19 +760,61 @@ fn redact_url(url: &str) -> String {
     }
 }
 
+/// git with a cleared environment: `PATH`, a `HOME` of its own (empty, stagebot's), no system
+/// or global configuration, no prompts, no hooks, and only the auth `extra_env` carries.
 fn git_command(cfg: &LocalConfig, dir: Option<&Path>, extra_env: &[(String, String)]) -> Command {
+    let home = cfg.data_dir.join("git-home");
+    let _ = std::fs::create_dir_all(&home);
     let mut cmd = Command::new(&cfg.git);
+    cmd.args(["-c", "core.hooksPath=/dev/null"]);
     if let Some(dir) = dir {
         cmd.arg("-C").arg(dir);
     }
-    cmd.env("GIT_TERMINAL_PROMPT", "0")
+    cmd.env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd.env("HOME", &home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ALLOW_PROTOCOL", "file:https:http")
         .env("LC_ALL", "C")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
         .envs(extra_env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .process_group(0)
         .kill_on_drop(true);
     cmd
+}
+
+/// Run a git command to completion within `cfg.git_timeout`; on timeout its whole process group
+/// (git and its helpers) is killed.
+async fn git_output(
+    cfg: &LocalConfig,
+    mut cmd: Command,
+) -> Result<std::process::Output, ProviderError> {
+    let cannot =
+        |e: io::Error| ProviderError::Git(format!("cannot run {}: {e}", cfg.git.display()));
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().map_err(cannot)?;
+    let guard = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .map(GroupGuard::new);
+    match tokio::time::timeout(cfg.git_timeout, child.wait_with_output()).await {
+        Ok(out) => {
+            if let Some(mut g) = guard {
+                g.disarm();
+            }
+            out.map_err(cannot)
+        }
+        // Dropping the guard kills the group.
+        Err(_) => Err(ProviderError::Git(format!(
+            "git timed out after {}",
+            human(cfg.git_timeout)
+        ))),
+    }
 }
 
 async fn git(
@@ -721,12 +836,9 @@ async fn git_with(
     args: &[&str],
     extra_env: &[(String, String)],
 ) -> Result<(), ProviderError> {
-    let out = git_command(cfg, dir, extra_env)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| ProviderError::Git(format!("cannot run {}: {e}", cfg.git.display())))?;
+    let mut cmd = git_command(cfg, dir, extra_env);
+    cmd.args(args);
+    let out = git_output(cfg, cmd).await?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
         log.line(&format!("git: {line}"));
@@ -790,27 +902,28 @@ fn build_env(spec: &DeploySpec, eff: &Effective) -> Vec<(String, OsString)> {
     env
 }
 
-/// `sh -c <command>` in `dir` with exactly `env`, output appended to the log.
+/// `sh -c <command>` in `dir` with exactly `env`, in the sandbox, output appended to the log.
+/// `HOME` is the environment's, next to the checkout.
 fn shell(
+    sandbox: &Sandbox,
     command: &str,
     dir: &Path,
     env: &[(String, OsString)],
     log: &ReleaseLog,
-) -> io::Result<Command> {
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(command)
-        .current_dir(dir)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdout(log.file()?)
-        .stderr(log.file()?);
+) -> io::Result<Prepared> {
+    let home = dir
+        .parent()
+        .map(|p| p.join(HOME_DIR))
+        .ok_or_else(|| io::Error::other("a checkout has no parent directory"))?;
+    let mut cmd = sandbox.command(command, dir, &home, env, Some(&cgroup_name(dir)))?;
+    cmd.cmd.stdout(log.file()?).stderr(log.file()?);
     Ok(cmd)
 }
 
 /// Run one step (`build`, a hook) to completion in its own process group, killing the group on
 /// timeout or when the future is dropped.
 async fn run_step(
+    sandbox: &Sandbox,
     step: &str,
     command: &str,
     dir: &Path,
@@ -820,12 +933,29 @@ async fn run_step(
 ) -> Result<(), ProviderError> {
     log.header(&format!("{step}: {command}"));
     let started = Instant::now();
-    let mut cmd = shell(command, dir, env, log)?;
-    let (mut child, mut guard) = process::spawn_in_group(&mut cmd)?;
+    let cmd = shell(sandbox, command, dir, env, log)?;
+    let (mut child, mut guard) = cmd.spawn().await?;
+    let result = wait_step(step, &mut child, &mut guard, log, timeout, started).await;
+    if result.is_err() {
+        // The release will not start: its cgroup goes (best effort; busy while `start` runs).
+        sandbox.remove_cgroup(&cgroup_name(dir));
+    }
+    result
+}
+
+async fn wait_step(
+    step: &str,
+    child: &mut Child,
+    guard: &mut GroupGuard,
+    log: &ReleaseLog,
+    timeout: Duration,
+    started: Instant,
+) -> Result<(), ProviderError> {
     match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => {
             // Anything the step left running in its group goes with it.
-            drop(guard);
+            guard.kill();
+            guard.disarm();
             if status.success() {
                 log.line(&format!("{step} finished in {}", human(started.elapsed())));
                 Ok(())
@@ -840,9 +970,7 @@ async fn run_step(
         }
         Ok(Err(e)) => Err(e.into()),
         Err(_) => {
-            if let Some(pgid) = guard.pgid() {
-                let _ = signal_group(pgid, libc::SIGKILL);
-            }
+            guard.kill();
             guard.disarm();
             let _ = child.wait().await;
             log.line(&format!(

@@ -4,7 +4,8 @@
 pub mod artifact;
 pub mod command;
 pub mod local;
-mod process;
+pub(crate) mod process;
+pub mod sandbox;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -49,6 +50,15 @@ impl Provider {
         match self {
             Provider::Local(p) => p.teardown(spec).await,
             Provider::Command(p) => p.teardown(spec).await,
+        }
+    }
+
+    /// The provider's own readiness checks for `/readyz` and the dashboard (the local
+    /// provider's `sandbox` and `limits`); a failed check is a warning, not "not ready".
+    pub fn checks(&self) -> Vec<(&'static str, sandbox::Check)> {
+        match self {
+            Provider::Local(p) => p.checks(),
+            Provider::Command(_) => Vec::new(),
         }
     }
 

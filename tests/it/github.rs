@@ -111,16 +111,18 @@ async fn one_token_serves_many_calls() {
         w.rc.pull_request(PrNumber(42)).await.unwrap();
         w.rc.permission("nobody").await.unwrap();
     }
-    assert_eq!(
+    assert_eq!(w.token_mints(), 1);
+    // The clone token is not the cached one: a fresh token scoped to the repository, read-only.
+    assert_ne!(
         w.rc.clone_token().await.unwrap(),
         w.gh.installation_token(INSTALLATION).await.unwrap()
     );
-    assert_eq!(w.token_mints(), 1);
+    assert_eq!(w.token_mints(), 2);
     let m = w.gh.metrics();
     assert_eq!(
         m.calls,
-        1 + 3 + 1,
-        "a mint, three PR reads, one permission read (then cached)"
+        1 + 3 + 1 + 1,
+        "a mint, three PR reads, one permission read (then cached), one scoped mint"
     );
     assert_eq!((m.retries, m.failures), (0, 0));
 }

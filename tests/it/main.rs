@@ -3,9 +3,11 @@
 mod comments;
 mod deployments;
 mod flows;
+mod frontdoor;
 mod github;
 mod ingress;
 mod pipeline;
 mod providers;
+mod sandbox;
 mod support;
 mod worker;

@@ -204,10 +204,9 @@ async fn failures_keep_the_old_release_serving() {
     );
 
     // A start that never answers: fails after the (short) health timeout, its process killed.
-    let pidfile = data.path().join("never.pid");
+    let token = unique_token();
     let never = repo.commit_app(&format!(
-        "start: echo starting up; echo $$ > '{}'; exec sleep 60\ntimeouts: {{ health: 1s }}\n",
-        pidfile.display()
+        "start: echo starting up; exec sleep 60.{token}\ntimeouts: {{ health: 1s }}\n"
     ));
     let t = Instant::now();
     let err = provider
@@ -223,11 +222,10 @@ async fn failures_keep_the_old_release_serving() {
     );
     assert!(log_tail.contains("starting up"), "{log_tail}");
     assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
-    let pid = read_pid(&pidfile).await;
     eventually(
         "the unhealthy start to be killed",
         Duration::from_secs(3),
-        || !alive(pid),
+        || processes_with(&format!("sleep 60.{token}")).is_empty(),
     )
     .await;
     assert_eq!(
@@ -357,28 +355,27 @@ async fn dropping_a_deploy_kills_its_build() {
     let proxy = ProxyServer::start().await;
     let provider = local_provider(data.path(), &proxy.routes);
     let host = proxy.host("pr-7-drop--webapp");
-    let (sh_pid, sleep_pid) = (data.path().join("build.pid"), data.path().join("sleep.pid"));
-    let sha = repo.commit_app(&format!(
-        "build: echo $$ > '{}'; sleep 60 & echo $! > '{}'; wait\n{APP_CONFIG}",
-        sh_pid.display(),
-        sleep_pid.display()
-    ));
+    let token = unique_token();
+    let sha = repo.commit_app(&format!("build: sleep 60.{token} & wait\n{APP_CONFIG}"));
     let s = spec(&repo, data.path(), "pr-7-drop", &host, &sha, 1);
     let task = {
         let (provider, s) = (provider.clone(), s.clone());
         tokio::spawn(async move { provider.deploy(&s).await })
     };
-    let (sh, sleep) = (read_pid(&sh_pid).await, read_pid(&sleep_pid).await);
-    assert!(alive(sh) && alive(sleep));
-    task.abort(); // drops the deploy future mid-build
-    assert!(task.await.unwrap_err().is_cancelled());
-    eventually("the build's shell to die", Duration::from_secs(3), || {
-        !alive(sh)
+    // The build's shell (its command line holds the whole command) and its `sleep` child.
+    let is_sleep = |c: &String| c.starts_with("sleep ");
+    eventually("the build to start", Duration::from_secs(10), || {
+        let p = processes_with(&format!("sleep 60.{token}"));
+        p.iter().any(|(_, c)| is_sleep(c)) && p.iter().any(|(_, c)| !is_sleep(c))
     })
     .await;
-    eventually("the build's child to die", Duration::from_secs(3), || {
-        !alive(sleep)
-    })
+    task.abort(); // drops the deploy future mid-build
+    assert!(task.await.unwrap_err().is_cancelled());
+    eventually(
+        "the build's shell and child to die",
+        Duration::from_secs(3),
+        || processes_with(&format!("sleep 60.{token}")).is_empty(),
+    )
     .await;
     assert_eq!(proxy.routes.get(&host), None);
 
@@ -724,13 +721,13 @@ async fn hooks_profiles_and_file_urls() {
     let provider = local_provider(data.path(), &proxy.routes);
     let host = proxy.host("pr-7-hooks--webapp");
     let client = proxy.client(&[&host]);
-    let marks = data.path().join("marks");
-    let m = marks.display();
+    // The hooks' output lands in the release logs (the sandbox lets them write nowhere else
+    // stagebot could read); `mark=` lines are theirs.
     let sha = repo.commit_app(&format!(
         "{APP_CONFIG}\
-         seed: echo \"seed $STAGEBOT_RELEASE\" >> '{m}'\n\
-         postdeploy: echo \"postdeploy $STAGEBOT_RELEASE $PORT\" >> '{m}'\n\
-         predestroy: echo \"predestroy $STAGEBOT_SLUG\" >> '{m}'\n\
+         seed: echo \"mark=seed $STAGEBOT_RELEASE\"\n\
+         postdeploy: echo \"mark=postdeploy $STAGEBOT_RELEASE $PORT\"\n\
+         predestroy: echo \"mark=predestroy $STAGEBOT_SLUG\"\n\
          env: {{ GREETING: hello, WORKERS: 2 }}\n\
          preview: {{ env: {{ GREETING: preview-hello }}, profiles: {{ lite: {{ env: {{ LITE: yes }} }} }} }}\n"
     ));
@@ -763,7 +760,15 @@ async fn hooks_profiles_and_file_urls() {
         .await
         .expect("teardown");
 
-    let marks = std::fs::read_to_string(&marks).unwrap();
+    let mut marks = String::new();
+    for log in [&s1.log_path, &s2.log_path, &teardown_spec(&s2).log_path] {
+        for line in std::fs::read_to_string(log).unwrap().lines() {
+            if let Some(mark) = line.strip_prefix("mark=") {
+                marks.push_str(mark);
+                marks.push('\n');
+            }
+        }
+    }
     let lines: Vec<&str> = marks.lines().collect();
     assert_eq!(lines.len(), 4, "{marks}");
     assert_eq!(lines[0], "seed 1");
@@ -798,7 +803,7 @@ async fn the_clone_token_travels_in_git_config_environment_only() {
     let routes = stagebot::proxy::Routes::default();
     let mut cfg = stagebot::provider::LocalConfig::new(data.path(), routes);
     cfg.git = fake_git;
-    let provider = stagebot::provider::LocalProvider::new(cfg);
+    let provider = stagebot::provider::LocalProvider::new(cfg).unwrap_or_else(|e| panic!("{e}"));
     let repo = TestRepo::new();
     let sha = stagebot::types::Sha::new(&"d".repeat(40)).unwrap();
     let mut s = spec(&repo, data.path(), "pr-7-token", "h.localhost", &sha, 1);

@@ -203,7 +203,7 @@ pub fn local_provider(data_dir: &Path, routes: &Routes) -> LocalProvider {
     cfg.health_timeout = Duration::from_secs(10);
     cfg.drain = Duration::from_millis(200);
     cfg.stop_grace = Duration::from_secs(2);
-    LocalProvider::new(cfg)
+    LocalProvider::new(cfg).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A deploy spec for a preview of PR 7 of `acme/webapp` from `repo`.
@@ -247,6 +247,42 @@ pub fn alive(pid: i32) -> bool {
             .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
     }
+}
+
+/// Live processes (host pids) whose command line contains `token`, with their command lines
+/// (arguments joined by spaces). Sandboxed commands report pids of their own PID namespace, so
+/// tests find them by a unique token in their arguments instead.
+pub fn processes_with(token: &str) -> Vec<(i32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(token) && alive(pid) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+/// A token unique to this test process and call, for [`processes_with`]: digits, so it can be
+/// the fraction of a `sleep` argument (`sleep 60.<token>`).
+pub fn unique_token() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    format!(
+        "{}{:04}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Wait until `cond` holds, panicking with `what` after `limit`.
