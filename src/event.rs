@@ -678,34 +678,44 @@ impl Cx<'_> {
         }))
     }
 
+    /// CI events are only hints to look again: one stagebot cannot use (no commit, no
+    /// repository, its own `stagebot/*` status) is ignored, never a failed delivery.
     fn ci(&self, raw: RawCiPayload) -> Result<Event, EventError> {
+        let unusable = || {
+            Ok(ignored(format!(
+                "`{}` without a usable commit or repository: nothing to look at again",
+                self.event
+            )))
+        };
         let (sha, name) = match self.event {
-            "check_run" => {
-                let c = self.req(raw.check_run.0, "check_run")?;
-                (
-                    self.sha(c.head_sha.0, "check_run.head_sha")?,
-                    c.name.0.unwrap_or_default(),
-                )
-            }
-            "check_suite" => {
-                let c = self.req(raw.check_suite.0, "check_suite")?;
-                (
-                    self.sha(c.head_sha.0, "check_suite.head_sha")?,
-                    "check suite".to_owned(),
-                )
+            "check_run" | "check_suite" => {
+                let check = if self.event == "check_run" {
+                    raw.check_run.0
+                } else {
+                    raw.check_suite.0
+                };
+                let Some(c) = check else { return unusable() };
+                let name = c.name.0.unwrap_or_else(|| "check suite".to_owned());
+                (c.head_sha.0, name)
             }
             _ => {
-                let context = self.req(raw.context.0, "context")?;
+                let context = raw.context.0.unwrap_or_default();
                 if context.starts_with("stagebot/") {
                     return Ok(ignored(
                         "stagebot's own commit status never counts for a CI gate".into(),
                     ));
                 }
-                (self.sha(raw.sha.0, "sha")?, context)
+                (raw.sha.0, context)
             }
         };
+        let Some(sha) = sha.and_then(|s| Sha::new(&s).ok()) else {
+            return unusable();
+        };
+        let Ok(repo) = self.repo_info(raw.repository.0) else {
+            return unusable();
+        };
         Ok(Event::CiChanged(CiEvent {
-            repo: self.repo_info(raw.repository.0)?,
+            repo,
             installation_id: raw.installation.0.and_then(|i| i.id.0),
             sha,
             name: clip(&name),
@@ -1383,6 +1393,12 @@ mod tests {
             assert_eq!(
                 reason(event, json!({})),
                 format!("event `{event}` is not handled")
+            );
+        }
+        for event in ["check_run", "check_suite", "status"] {
+            assert_eq!(
+                reason(event, json!({"action": "completed", "check_run": {"id": 4}})),
+                format!("`{event}` without a usable commit or repository: nothing to look at again")
             );
         }
         let tag = payloads::push(&PushPayload {
