@@ -56,7 +56,10 @@ async fn run(base: &std::path::Path, keep: usize, runs: usize) -> Vec<Duration> 
         stack.synchronize(&mut pr, sha.clone()).await.unwrap();
         stack.settle().await.unwrap();
         let started = Instant::now();
-        stack.comment("maria", 1, "/promote production").await.unwrap();
+        stack
+            .comment("maria", 1, "/promote production")
+            .await
+            .unwrap();
         loop {
             let env = stack.app.store().env(&prod).unwrap();
             let live = env.as_ref().is_some_and(|e| {

@@ -1397,8 +1397,13 @@ mod tests {
         }
         for event in ["check_run", "check_suite", "status"] {
             assert_eq!(
-                reason(event, json!({"action": "completed", "check_run": {"id": 4}})),
-                format!("`{event}` without a usable commit or repository: nothing to look at again")
+                reason(
+                    event,
+                    json!({"action": "completed", "check_run": {"id": 4}})
+                ),
+                format!(
+                    "`{event}` without a usable commit or repository: nothing to look at again"
+                )
             );
         }
         let tag = payloads::push(&PushPayload {
