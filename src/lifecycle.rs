@@ -222,6 +222,27 @@ impl App {
                     return Ok(());
                 }
                 crate::policy::GateVerdict::Fail(text) => {
+                    // A gate that fails at its first look has no GitHub deployment yet: the
+                    // attempt is reported (queued) first, so its deployment ends `failure`.
+                    let reported = self
+                        .store()
+                        .attempts(&id)?
+                        .iter()
+                        .any(|a| a.generation == gen_now && a.sha == sha);
+                    if !reported {
+                        let noted = self.store().update_env(&id, |r| {
+                            if r.generation != gen_now {
+                                return false;
+                            }
+                            r.ci_wait = Some(text.clone());
+                            r.attempted = Some(sha.clone());
+                            true
+                        })?;
+                        if !matches!(noted, Some((_, true))) {
+                            return Ok(());
+                        }
+                        self.report(&id, Phase::Waiting).await;
+                    }
                     let failed = self.store().update_env(&id, |r| {
                         if r.generation != gen_now {
                             return false;

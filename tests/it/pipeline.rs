@@ -367,6 +367,24 @@ async fn require_checks_waits_for_ci_then_proceeds_or_fails_naming_the_check() {
             .any(|s| s.context == "stagebot/production" && s.state == "failure")
     );
 
+    let deps = w.stack.fake.deployments(w.repo(), "production");
+    assert_eq!(deps.len(), 2);
+    assert_eq!(deps[1].last_state(), Some("failure"));
+
+    // a gate that has already failed fails at once, and its deployment says so too
+    let (code, body) = admin_post(
+        &w,
+        &format!("/admin/repos/{}/promote", w.repo()),
+        serde_json::json!({ "from": "staging" }),
+    )
+    .await;
+    assert_eq!(code, 202, "{body}");
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.env("production").state, EnvState::Failed);
+    let deps = w.stack.fake.deployments(w.repo(), "production");
+    assert_eq!(deps.len(), 3);
+    assert_eq!(deps[2].last_state(), Some("failure"));
+
     // without `checks: read` the gate cannot be evaluated, and the sticky says so
     w.stack.fake.deny_checks();
     let c = w
