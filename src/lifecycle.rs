@@ -11,7 +11,7 @@ use tracing::Instrument;
 use crate::app::{App, RunnerSlot};
 use crate::metrics::Metrics;
 use crate::provider::{DeploySpec, ProviderStatus, TeardownSpec};
-use crate::store::{EnvRecord, EnvState, Op, Release, StoreError};
+use crate::store::{EnvRecord, EnvState, Op, Release, StoreError, Trigger};
 use crate::types::{EnvId, EnvKind};
 
 /// What a report to GitHub announces.
@@ -266,6 +266,13 @@ impl App {
                     return Ok(());
                 }
             }
+        }
+        // A promotion always says what allowed it, also when nothing was required.
+        if gate.is_none() && checks.is_none() && matches!(trigger, Trigger::Promote { .. }) {
+            checks = Some(format!(
+                "no CI gate (`{}.require_checks` is not set)",
+                rec.kind
+            ));
         }
         // Persist the transition before acting on it.
         let Some((rec, true)) = self.store().update_env(&id, |r| {

@@ -94,6 +94,10 @@ async fn on_merge_staging_then_promote_the_merged_pr_to_production() {
         }
     );
     assert_eq!(releases[0].pr, Some(PrNumber(5)));
+    assert_eq!(
+        releases[0].checks.as_deref(),
+        Some("no CI gate (`production.require_checks` is not set)")
+    );
     // staging still runs it
     assert_eq!(
         w.stack.get(&staging.url).await.unwrap(),
