@@ -170,6 +170,7 @@ fn main() {
             previews_in_use: envs,
             limits: Limits::default(),
             received: None,
+            open_pr_branches: Vec::new(),
         };
         row(
             "policy::decide (`opened`)",

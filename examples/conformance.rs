@@ -378,6 +378,27 @@ async fn run(upstream: String) -> Result<(), Vec<String>> {
             .map(|ps| format!("{} pulls", ps.len())),
         &mut problems,
     );
+    note(
+        "repository",
+        rc.repository()
+            .await
+            .map(|r| format!("default branch {}", r.default_branch)),
+        &mut problems,
+    );
+    note(
+        "branch_head",
+        rc.branch_head("release/1.2")
+            .await
+            .map(|s| format!("{s:?}")),
+        &mut problems,
+    );
+    note(
+        "ci_results (check runs + combined status)",
+        rc.ci_results(&sha)
+            .await
+            .map(|r| format!("{} result(s)", r.len())),
+        &mut problems,
+    );
 
     let log = proxy.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
     println!("\nexchanges with Prism ({}):", log.len());
@@ -416,7 +437,7 @@ async fn run(upstream: String) -> Result<(), Vec<String>> {
         );
     }
     // Every route the product uses must have been exercised.
-    let routes: [(&str, &str); 15] = [
+    let routes: [(&str, &str); 18] = [
         ("POST", "/app/installations/1/access_tokens"),
         ("GET", "/repos/octo-org/webapp/installation"),
         ("GET", "/repos/octo-org/webapp/issues/42/comments"),
@@ -441,7 +462,23 @@ async fn run(upstream: String) -> Result<(), Vec<String>> {
         ("GET", "/repos/octo-org/webapp/pulls/42"),
         ("GET", "/repos/octo-org/webapp/pulls?state=open"),
         ("GET", "/repos/octo-org/webapp/pulls"),
+        ("GET", "/repos/octo-org/webapp/branches/release%2F1.2"),
+        (
+            "GET",
+            "/repos/octo-org/webapp/commits/6dcb09b5b57875f334f61aebed695e2e4193db5e/check-runs",
+        ),
+        (
+            "GET",
+            "/repos/octo-org/webapp/commits/6dcb09b5b57875f334f61aebed695e2e4193db5e/status",
+        ),
     ];
+    // The repository itself (every other path starts with it).
+    if !log
+        .iter()
+        .any(|x| x.method == "GET" && x.path == "/repos/octo-org/webapp")
+    {
+        problems.push("route never exercised: GET /repos/octo-org/webapp".to_owned());
+    }
     for (method, prefix) in routes {
         if !log
             .iter()

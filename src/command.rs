@@ -41,8 +41,12 @@ pub enum Command {
         profile: Option<String>,
         sha: Option<String>,
     },
-    /// Deploy the PR's commit to staging or production.
-    Promote { target: PromoteTarget },
+    /// Deploy the PR's commit to staging or production; `skip_checks` (admins) deploys without
+    /// waiting for the CI gate, and is recorded on the release.
+    Promote {
+        target: PromoteTarget,
+        skip_checks: bool,
+    },
     /// Redeploy an earlier release of an environment; `None` means the one before the current.
     Rollback {
         target: EnvTarget,
@@ -132,7 +136,16 @@ impl fmt::Display for Command {
                 }
                 Ok(())
             }
-            Command::Promote { target } => write!(f, " {}", EnvKind::from(*target)),
+            Command::Promote {
+                target,
+                skip_checks,
+            } => {
+                write!(f, " {}", EnvKind::from(*target))?;
+                if *skip_checks {
+                    write!(f, " --skip-checks")?;
+                }
+                Ok(())
+            }
             Command::Rollback { target, to } => {
                 write!(f, " {}", EnvKind::from(*target))?;
                 match to {
@@ -191,8 +204,10 @@ const COMMANDS: &[(&str, &str, &str, &[&str])] = &[
     ),
     (
         "promote",
-        "/promote [staging|production]",
-        "deploy this pull request's commit to staging (the default) or production",
+        "/promote [staging|production] [--skip-checks]",
+        "deploy this pull request's commit to staging (the default) or production; on a merged \
+         pull request, `/promote production` promotes the staging release of its merge commit; \
+         `--skip-checks` (admins) does not wait for `require_checks`",
         &["/promote", "/promote production"],
     ),
     (
@@ -446,30 +461,40 @@ fn parse_args(name: &str, args: &[&str]) -> Result<Command, ArgError> {
             }
             Ok(Command::Stage { profile, sha })
         }
-        "promote" => match args {
-            [] => Ok(Command::Promote {
-                target: PromoteTarget::Staging,
-            }),
-            [target] => match target.to_ascii_lowercase().as_str() {
-                "staging" => Ok(Command::Promote {
-                    target: PromoteTarget::Staging,
-                }),
-                "production" | "prod" => Ok(Command::Promote {
-                    target: PromoteTarget::Production,
-                }),
-                other => Err((
-                    format!(
-                        "`/promote` goes to `staging` or `production`, not {}.",
-                        code(&clip(target, 40))
-                    ),
-                    closest(other, ["staging", "production"]).map(|t| format!("/promote {t}")),
-                )),
-            },
-            _ => Err((
-                "`/promote` takes at most one argument: `staging` or `production`.".to_owned(),
-                None,
-            )),
-        },
+        "promote" => {
+            let skip_checks = args.iter().any(|a| a.eq_ignore_ascii_case("--skip-checks"));
+            let rest: Vec<&&str> = args
+                .iter()
+                .filter(|a| !a.eq_ignore_ascii_case("--skip-checks"))
+                .collect();
+            let target = match rest.as_slice() {
+                [] => PromoteTarget::Staging,
+                [target] => match target.to_ascii_lowercase().as_str() {
+                    "staging" => PromoteTarget::Staging,
+                    "production" | "prod" => PromoteTarget::Production,
+                    other => {
+                        return Err((
+                            format!(
+                                "`/promote` goes to `staging` or `production`, not {}.",
+                                code(&clip(target, 40))
+                            ),
+                            closest(other, ["staging", "production"])
+                                .map(|t| format!("/promote {t}")),
+                        ));
+                    }
+                },
+                _ => {
+                    return Err((
+                        "`/promote` takes at most one argument: `staging` or `production` (and `--skip-checks`).".to_owned(),
+                        None,
+                    ));
+                }
+            };
+            Ok(Command::Promote {
+                target,
+                skip_checks,
+            })
+        }
         "rollback" => parse_rollback(args),
         "teardown" => no_args(Command::Teardown),
         "status" => no_args(Command::Status),
@@ -729,7 +754,10 @@ mod tests {
         }
     }
     fn promote(target: PromoteTarget) -> Command {
-        Command::Promote { target }
+        Command::Promote {
+            target,
+            skip_checks: false,
+        }
     }
     fn rollback(target: EnvTarget, to: Option<RollbackTo>) -> Command {
         Command::Rollback { target, to }

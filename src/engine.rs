@@ -156,7 +156,7 @@ impl App {
                 needs_config = !e.deleted;
                 None
             }
-            Event::BranchDeleted(_) => {
+            Event::BranchDeleted(_) | Event::CiChanged(_) => {
                 needs_config = false;
                 None
             }
@@ -190,6 +190,25 @@ impl App {
             RepoConfig::default()
         };
         let envs = self.store().envs_of_repo(&repo.name)?;
+        // A push that could deploy a branch environment: which branches have an open pull
+        // request of this repository (those get only the PR's preview).
+        let mut open_pr_branches = Vec::new();
+        if let Event::Push(e) = &event
+            && !e.deleted
+            && !e.is_default_branch
+            && (config.branch_matches(&e.branch)
+                || envs.iter().any(|env| {
+                    env.kind == EnvKind::Preview && env.pr.is_none() && env.branch == e.branch
+                }))
+        {
+            open_pr_branches = client
+                .open_pulls()
+                .await?
+                .into_iter()
+                .filter(|p| !p.fork && p.head_ref == e.branch)
+                .map(|p| p.head_ref)
+                .collect();
+        }
         // Only commands read releases (`/promote`, `/rollback`, `/status`), and only those of
         // the PR's own environments and the shared ones. Reading every release of every
         // environment the repository ever had, for every delivery, cost ~25 ms per delivery
@@ -240,6 +259,7 @@ impl App {
             head_profiles,
             limits: self.settings().limits.clone(),
             received: seq,
+            open_pr_branches,
         };
         match policy::decide(&event, &config, &state) {
             Decision::Ignore(reason) => Ok(Outcome::Ignored(reason)),
@@ -323,6 +343,8 @@ impl App {
                     by: d.by.clone(),
                     ack: d.ack,
                     force: d.force,
+                    gate: d.gate.clone(),
+                    checks: d.checks.clone(),
                 };
                 let existing = self.store().env(&id)?;
                 let rec = match existing {
@@ -373,6 +395,7 @@ impl App {
                     return Ok(());
                 }
                 rec.op = Some(op);
+                rec.ci_wait = None;
                 rec.generation += 1;
                 if d.queue {
                     rec.state = EnvState::Queued;
@@ -410,6 +433,7 @@ impl App {
                         by: by.clone(),
                         ack,
                     });
+                    rec.ci_wait = None;
                     rec.generation += 1;
                     rec.updated_at = ctx.now;
                     Some(rec.generation)
@@ -493,6 +517,12 @@ impl App {
             Action::RecordMerge { pr, sha } => {
                 self.store()
                     .update_pr(repo, pr, |r| r.merge_sha = Some(sha.clone()))?;
+            }
+            Action::RecheckCi { slug } => {
+                self.recheck_ci(&EnvId {
+                    repo: repo.clone(),
+                    slug,
+                })?;
             }
             Action::Remember { slug, shas } => {
                 let id = EnvId {

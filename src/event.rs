@@ -83,6 +83,16 @@ pub struct PushEvent {
     pub sender: Actor,
 }
 
+/// `check_run`, `check_suite` or `status`: CI results of `sha` changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CiEvent {
+    pub repo: RepoInfo,
+    pub installation_id: Option<u64>,
+    pub sha: Sha,
+    /// The check's name or the status's context (for logs).
+    pub name: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BranchDeletedEvent {
     pub repo: RepoInfo,
@@ -163,6 +173,8 @@ pub enum Event {
         zen: Option<String>,
         hook_id: Option<u64>,
     },
+    /// A check run, check suite or commit status of a commit changed (CI gates).
+    CiChanged(CiEvent),
     /// An event or action stagebot does not act on, with the reason (logged and recorded).
     Ignored {
         reason: String,
@@ -177,6 +189,7 @@ impl Event {
             Event::Push(e) => Some(&e.repo),
             Event::BranchDeleted(e) => Some(&e.repo),
             Event::Comment(e) => Some(&e.repo),
+            Event::CiChanged(e) => Some(&e.repo),
             _ => None,
         }
     }
@@ -186,6 +199,7 @@ impl Event {
             Event::Push(e) => e.installation_id,
             Event::BranchDeleted(e) => e.installation_id,
             Event::Comment(e) => e.installation_id,
+            Event::CiChanged(e) => e.installation_id,
             Event::Installation(e) => Some(e.installation_id),
             Event::InstallationRepositories(e) => Some(e.installation_id),
             _ => None,
@@ -230,6 +244,7 @@ pub fn parse_event(event: &str, payload: &[u8]) -> Result<Event, EventError> {
         "issue_comment" => cx.issue_comment(serde_json::from_value(body)?),
         "installation" => cx.installation(serde_json::from_value(body)?),
         "installation_repositories" => cx.installation_repositories(serde_json::from_value(body)?),
+        "check_run" | "check_suite" | "status" => cx.ci(serde_json::from_value(body)?),
         "ping" => {
             let raw: RawPing = serde_json::from_value(body)?;
             Ok(Event::Ping {
@@ -361,6 +376,25 @@ struct RawDeletePayload {
     repository: Loose<RawRepo>,
     installation: Loose<RawId>,
     sender: Loose<RawUser>,
+}
+
+/// `check_run`, `check_suite` (the object under the event's name) and `status` (top level).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawCiPayload {
+    check_run: Loose<RawCheck>,
+    check_suite: Loose<RawCheck>,
+    sha: Loose<String>,
+    context: Loose<String>,
+    repository: Loose<RawRepo>,
+    installation: Loose<RawId>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawCheck {
+    head_sha: Loose<String>,
+    name: Loose<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -644,6 +678,50 @@ impl Cx<'_> {
         }))
     }
 
+    /// CI events are only hints to look again: one stagebot cannot use (no commit, no
+    /// repository, its own `stagebot/*` status) is ignored, never a failed delivery.
+    fn ci(&self, raw: RawCiPayload) -> Result<Event, EventError> {
+        let unusable = || {
+            Ok(ignored(format!(
+                "`{}` without a usable commit or repository: nothing to look at again",
+                self.event
+            )))
+        };
+        let (sha, name) = match self.event {
+            "check_run" | "check_suite" => {
+                let check = if self.event == "check_run" {
+                    raw.check_run.0
+                } else {
+                    raw.check_suite.0
+                };
+                let Some(c) = check else { return unusable() };
+                let name = c.name.0.unwrap_or_else(|| "check suite".to_owned());
+                (c.head_sha.0, name)
+            }
+            _ => {
+                let context = raw.context.0.unwrap_or_default();
+                if context.starts_with("stagebot/") {
+                    return Ok(ignored(
+                        "stagebot's own commit status never counts for a CI gate".into(),
+                    ));
+                }
+                (raw.sha.0, context)
+            }
+        };
+        let Some(sha) = sha.and_then(|s| Sha::new(&s).ok()) else {
+            return unusable();
+        };
+        let Ok(repo) = self.repo_info(raw.repository.0) else {
+            return unusable();
+        };
+        Ok(Event::CiChanged(CiEvent {
+            repo,
+            installation_id: raw.installation.0.and_then(|i| i.id.0),
+            sha,
+            name: clip(&name),
+        }))
+    }
+
     fn issue_comment(&self, raw: RawCommentPayload) -> Result<Event, EventError> {
         let action = match self.req(raw.action.0, "action")?.as_str() {
             "created" => CommentAction::Created,
@@ -800,6 +878,7 @@ mod tests {
             Event::Installation(_) => "Installation",
             Event::InstallationRepositories(_) => "InstallationRepositories",
             Event::Ping { .. } => "Ping",
+            Event::CiChanged(_) => "CiChanged",
             Event::Ignored { .. } => "Ignored",
         }
     }
@@ -819,6 +898,8 @@ mod tests {
             "installation" => "Installation",
             "installation_repositories" => "InstallationRepositories",
             "ping" => "Ping",
+            "check_run" | "check_suite" => "CiChanged",
+            "status" if !body["context"].as_str().unwrap().starts_with("stagebot/") => "CiChanged",
             _ => "Ignored",
         }
     }
@@ -876,6 +957,14 @@ mod tests {
                             raw["installation"]["id"].as_u64().unwrap()
                         );
                     }
+                    Event::CiChanged(e) => {
+                        let sha = raw["check_run"]["head_sha"]
+                            .as_str()
+                            .or(raw["check_suite"]["head_sha"].as_str())
+                            .or(raw["sha"].as_str())
+                            .unwrap();
+                        assert_eq!(e.sha.as_str(), sha);
+                    }
                     Event::Ignored { reason } => assert!(!reason.is_empty()),
                     _ => {}
                 }
@@ -895,6 +984,7 @@ mod tests {
             "Installation",
             "InstallationRepositories",
             "Ping",
+            "CiChanged",
             "Ignored",
         ] {
             assert!(kinds_seen.contains(k), "no example became {k}");
@@ -941,12 +1031,31 @@ mod tests {
                 reason: "pull_request action `locked` is not handled".into()
             }
         );
+        let Event::CiChanged(e) =
+            parse_event("check_run", &read("check_run/01-completed.json")).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(
-            parse_event("check_run", &read("check_run/00-created.json")).unwrap(),
-            Event::Ignored {
-                reason: "event `check_run` is not handled".into()
-            }
+            (e.sha.as_str(), e.name.as_str()),
+            (
+                "ec26c3e57ca3a959ca5aad62de7213c562f8c821",
+                "Octocoders-linter"
+            )
         );
+        let Event::CiChanged(e) = parse_event("status", &read("status/00.json")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (e.sha.as_str(), e.name.as_str()),
+            ("6113728f27ae82c7b1a177c8d03f9e96e0adf246", "default")
+        );
+        let mut own: Value = serde_json::from_slice(&read("status/00.json")).unwrap();
+        own["context"] = "stagebot/production".into();
+        assert!(matches!(
+            parse_event("status", &serde_json::to_vec(&own).unwrap()).unwrap(),
+            Event::Ignored { .. }
+        ));
         assert_eq!(
             parse_event("ping", &read("ping/03.json")).unwrap(),
             Event::Ping {
@@ -1280,17 +1389,21 @@ mod tests {
                 Ok(Event::Ignored { reason }) => reason,
                 other => panic!("expected Ignored, got {other:?}"),
             };
-        for event in [
-            "check_run",
-            "status",
-            "deployment",
-            "workflow_run",
-            "create",
-            "",
-        ] {
+        for event in ["deployment", "workflow_run", "create", ""] {
             assert_eq!(
                 reason(event, json!({})),
                 format!("event `{event}` is not handled")
+            );
+        }
+        for event in ["check_run", "check_suite", "status"] {
+            assert_eq!(
+                reason(
+                    event,
+                    json!({"action": "completed", "check_run": {"id": 4}})
+                ),
+                format!(
+                    "`{event}` without a usable commit or repository: nothing to look at again"
+                )
             );
         }
         let tag = payloads::push(&PushPayload {

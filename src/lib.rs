@@ -16,6 +16,7 @@ pub mod github;
 pub mod lifecycle;
 pub mod markdown;
 pub mod metrics;
+pub mod pipeline;
 pub mod policy;
 pub mod provider;
 pub mod proxy;

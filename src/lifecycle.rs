@@ -11,12 +11,14 @@ use tracing::Instrument;
 use crate::app::{App, RunnerSlot};
 use crate::metrics::Metrics;
 use crate::provider::{DeploySpec, ProviderStatus, TeardownSpec};
-use crate::store::{EnvRecord, EnvState, Op, Release, StoreError};
+use crate::store::{EnvRecord, EnvState, Op, Release, StoreError, Trigger};
 use crate::types::{EnvId, EnvKind};
 
 /// What a report to GitHub announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// A deploy waits for its CI gate (`require_checks`).
+    Waiting,
     Deploying,
     Live,
     Failed,
@@ -54,6 +56,7 @@ impl App {
                 by: "operator".into(),
                 ack: None,
             });
+            r.ci_wait = None;
             r.generation += 1;
             Some(r.generation)
         })?;
@@ -98,14 +101,16 @@ impl App {
                 }
             };
             let op = match (&rec.op, rec.state) {
-                (Some(_), EnvState::Queued) | (None, _) => {
+                (Some(_), EnvState::Queued) | (None, _) | (Some(Op::Deploy { .. }), _)
+                    if rec.op.is_none() || rec.state == EnvState::Queued || waits_for_ci(&rec) =>
+                {
                     // Leave only if nothing new arrived meanwhile (checked under the lock `kick`
                     // takes, so an op is never stranded).
                     let mut runners = self.0.runners.lock().unwrap_or_else(|p| p.into_inner());
                     let fresh = self.store().env(id).ok().flatten();
-                    let idle = fresh
-                        .as_ref()
-                        .is_none_or(|r| r.op.is_none() || r.state == EnvState::Queued);
+                    let idle = fresh.as_ref().is_none_or(|r| {
+                        r.op.is_none() || r.state == EnvState::Queued || waits_for_ci(r)
+                    });
                     if idle {
                         runners.remove(id);
                         drop(runners);
@@ -115,6 +120,7 @@ impl App {
                     continue;
                 }
                 (Some(op), _) => op.clone(),
+                (None, _) => continue,
             };
             generation.borrow_and_update();
             let result = match op {
@@ -152,6 +158,7 @@ impl App {
                 by,
                 ack,
                 force,
+                ..
             }) => (
                 sha.clone(),
                 git_ref.clone(),
@@ -190,11 +197,89 @@ impl App {
             }
             return Ok(());
         }
+        // The CI gate (`require_checks`): wait, fail, or go on with what allowed it.
+        let (gate, mut checks) = match &rec.op {
+            Some(Op::Deploy { gate, checks, .. }) => (gate.clone(), checks.clone()),
+            _ => (None, None),
+        };
+        if let (Some(gate), None) = (&gate, restart_of) {
+            match self.ci_gate(&rec, &sha, gate).await {
+                crate::policy::GateVerdict::Pass(summary) => checks = Some(summary),
+                crate::policy::GateVerdict::Wait(text) => {
+                    let waiting = self.store().update_env(&id, |r| {
+                        if r.generation != gen_now {
+                            return false;
+                        }
+                        r.ci_wait = Some(text.clone());
+                        r.attempted = Some(sha.clone());
+                        r.report_pending = true;
+                        true
+                    })?;
+                    if matches!(waiting, Some((_, true))) {
+                        tracing::info!(env = %id, sha = %sha.short(), wait = %text, "deploy waits for CI");
+                        self.report(&id, Phase::Waiting).await;
+                    }
+                    return Ok(());
+                }
+                crate::policy::GateVerdict::Fail(text) => {
+                    // A gate that fails at its first look has no GitHub deployment yet: the
+                    // attempt is reported (queued) first, so its deployment ends `failure`.
+                    let reported = self
+                        .store()
+                        .attempts(&id)?
+                        .iter()
+                        .any(|a| a.generation == gen_now && a.sha == sha);
+                    if !reported {
+                        let noted = self.store().update_env(&id, |r| {
+                            if r.generation != gen_now {
+                                return false;
+                            }
+                            r.ci_wait = Some(text.clone());
+                            r.attempted = Some(sha.clone());
+                            true
+                        })?;
+                        if !matches!(noted, Some((_, true))) {
+                            return Ok(());
+                        }
+                        self.report(&id, Phase::Waiting).await;
+                    }
+                    let failed = self.store().update_env(&id, |r| {
+                        if r.generation != gen_now {
+                            return false;
+                        }
+                        r.state = EnvState::Failed;
+                        r.op = None;
+                        r.ci_wait = None;
+                        r.deploying = None;
+                        r.attempted = Some(sha.clone());
+                        r.last_error = Some(text.clone());
+                        r.last_log_tail = None;
+                        r.report_pending = true;
+                        true
+                    })?;
+                    if matches!(failed, Some((_, true))) {
+                        Metrics::inc(&self.metrics().deploys_failed);
+                        tracing::warn!(env = %id, sha = %sha.short(), error = %text, "CI gate failed");
+                        self.ack(&rec, ack, false).await;
+                        self.report(&id, Phase::Failed).await;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        // A promotion always says what allowed it, also when nothing was required.
+        if gate.is_none() && checks.is_none() && matches!(trigger, Trigger::Promote { .. }) {
+            checks = Some(format!(
+                "no CI gate (`{}.require_checks` is not set)",
+                rec.kind
+            ));
+        }
         // Persist the transition before acting on it.
         let Some((rec, true)) = self.store().update_env(&id, |r| {
             if r.generation != gen_now {
                 return false;
             }
+            r.ci_wait = None;
             r.state = EnvState::Deploying;
             r.deploying = Some(sha.clone());
             r.attempted = Some(sha.clone());
@@ -238,6 +323,7 @@ impl App {
             first_deploy: !rec.seeded,
             vars: self.settings().vars.clone(),
             log_path,
+            artifact: self.first_release_of(&id, &sha, n)?,
         };
         let started = Instant::now();
         let span = tracing::info_span!("deploy", sha = %sha.short(), release = n);
@@ -305,6 +391,8 @@ impl App {
                     url: deployed.url.clone(),
                     log: log_url,
                     pr: rec.pr,
+                    checks,
+                    artifact: deployed.artifact.clone(),
                 };
                 let committed = self.store().commit_release(&id, gen_now, &release, |e| {
                     e.state = EnvState::Live;
@@ -602,6 +690,10 @@ impl App {
             }
         }
         for env in self.store().envs()? {
+            // A gate whose check events were lost (or could not be read) is looked at again.
+            if waits_for_ci(&env) {
+                self.recheck_ci(&env.id)?;
+            }
             if env.report_pending && env.op.is_none() {
                 summary.reported += 1;
                 let phase = match env.state {
@@ -614,6 +706,74 @@ impl App {
             }
         }
         Ok(summary)
+    }
+}
+
+impl App {
+    /// `<slug>-<release>` of the first release of commit `sha` in `id`'s repository, or of
+    /// release `n` of `id` (the deploy about to run) when there is none.
+    fn first_release_of(
+        &self,
+        id: &EnvId,
+        sha: &crate::types::Sha,
+        n: u32,
+    ) -> Result<String, StoreError> {
+        let mut first: Option<(chrono::DateTime<chrono::Utc>, String)> = None;
+        for env in self.store().envs_of_repo(&id.repo)? {
+            for r in self.store().releases(&env.id)? {
+                if &r.sha == sha && first.as_ref().is_none_or(|(at, _)| r.at < *at) {
+                    first = Some((r.at, format!("{}-{}", env.id.slug, r.n)));
+                }
+            }
+        }
+        Ok(first.map_or_else(|| format!("{}-{n}", id.slug), |(_, name)| name))
+    }
+}
+
+/// A deploy op parked until its CI gate changes (`require_checks`).
+fn waits_for_ci(r: &EnvRecord) -> bool {
+    r.ci_wait.is_some() && matches!(r.op, Some(Op::Deploy { .. }))
+}
+
+impl App {
+    /// Evaluate a deploy's CI gate on commit `sha`. A gate that cannot be read waits, saying
+    /// why (a missing `checks: read` permission, GitHub unreachable).
+    async fn ci_gate(
+        &self,
+        rec: &EnvRecord,
+        sha: &crate::types::Sha,
+        gate: &crate::repo_config::CiGate,
+    ) -> crate::policy::GateVerdict {
+        let results = match self.repo_client(rec.installation_id, &rec.id.repo).await {
+            Ok(client) => client.ci_results(sha).await,
+            Err(e) => Err(e),
+        };
+        match results {
+            Ok(results) => crate::policy::ci_gate(gate, &results),
+            Err(e) => {
+                tracing::warn!(env = %rec.id, sha = %sha.short(), error = %e, "cannot read the CI results");
+                crate::policy::GateVerdict::Wait(crate::policy::ci_unreadable_text(matches!(
+                    e,
+                    crate::github::GitHubError::Forbidden { .. }
+                )))
+            }
+        }
+    }
+
+    /// Re-evaluate the CI gate of `id`'s waiting deploy (a check event for its commit, or the
+    /// reconciler). Does nothing unless a deploy waits.
+    pub fn recheck_ci(&self, id: &EnvId) -> Result<(), StoreError> {
+        let updated = self.store().update_env(id, |r| {
+            if !waits_for_ci(r) {
+                return None;
+            }
+            r.ci_wait = None;
+            Some(r.generation)
+        })?;
+        if let Some((_, Some(generation))) = updated {
+            self.kick(id, generation);
+        }
+        Ok(())
     }
 }
 

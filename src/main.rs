@@ -97,6 +97,20 @@ enum Cmd {
     /// The tiny web app `stagebot demo` deploys (serves on $PORT).
     #[command(hide = true)]
     DemoApp,
+    /// Promote a release of an environment to production, as the operator (the server must
+    /// run; the repository's `require_checks` applies).
+    Promote {
+        /// OWNER/REPO
+        repo: String,
+        /// The environment to promote from.
+        #[arg(long, default_value = "staging")]
+        from: String,
+        /// Its release number (default: its live release).
+        #[arg(long)]
+        release: Option<u32>,
+        #[arg(long, env = "STAGEBOT_DATA_DIR", default_value = "./stagebot-data")]
+        data_dir: PathBuf,
+    },
     /// Validate a repository's `.github/stagebot.yml`.
     CheckConfig {
         #[arg(default_value = ".github/stagebot.yml")]
@@ -112,6 +126,13 @@ enum EnvCmd {
     Show { repo: String, slug: String },
     /// Tear an environment down.
     Teardown { repo: String, slug: String },
+    /// Deploy a branch's environment (`br-<branch>`) at the branch's head (the server must run).
+    Deploy {
+        repo: String,
+        /// The branch.
+        #[arg(long)]
+        branch: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -263,6 +284,9 @@ struct ServeArgs {
     /// How many scheduled backups to keep.
     #[arg(long, env = "STAGEBOT_BACKUP_KEEP", default_value = "7")]
     backup_keep: usize,
+    /// Local provider: built artifacts kept per environment (0: build on every deploy).
+    #[arg(long, env = "STAGEBOT_ARTIFACT_KEEP", default_value_t = 3)]
+    artifact_keep: usize,
 }
 
 #[derive(clap::Args)]
@@ -451,6 +475,7 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
                     a.data_dir.display()
                 ))
             })?;
+            cfg.artifact_keep = a.artifact_keep;
             Provider::Local(LocalProvider::new(cfg).map_err(|e| Usage(e.to_string()))?)
         }
         ProviderKind::Command => {
@@ -713,12 +738,40 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             println!("restored {} entries from {}", s.entries, file.display());
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Promote {
+            repo,
+            from,
+            release,
+            data_dir,
+        } => {
+            let repo = repo.parse::<RepoName>()?;
+            let from = Slug::new(&from)?;
+            if open_store(&data_dir)?.is_some() {
+                bail!("the server is not running: start `stagebot serve` to promote");
+            }
+            let v = admin(
+                &data_dir,
+                "POST",
+                &format!("/admin/repos/{repo}/promote"),
+                Some(serde_json::json!({ "from": from.as_str(), "release": release })),
+            )
+            .await?;
+            println!(
+                "promotion of {} from {from} to production requested: {}",
+                v["sha"].as_str().unwrap_or("?"),
+                v["url"].as_str().unwrap_or("")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::CheckConfig { file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             match stagebot::repo_config::parse(&text) {
                 Ok(cfg) => {
                     println!("{}: ok", file.display());
+                    for warning in cfg.warnings() {
+                        eprintln!("{}: warning: {warning}", file.display());
+                    }
                     println!("{cfg:#?}");
                     Ok(ExitCode::SUCCESS)
                 }
@@ -802,6 +855,25 @@ async fn env_cmd(cmd: EnvCmd, data_dir: &Path) -> anyhow::Result<ExitCode> {
                 }
             };
             println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        EnvCmd::Deploy { repo, branch } => {
+            let repo = repo.parse::<RepoName>()?;
+            if store.is_some() {
+                bail!("the server is not running: start `stagebot serve` to deploy");
+            }
+            let v = admin(
+                data_dir,
+                "POST",
+                &format!("/admin/repos/{repo}/branch-deploy"),
+                Some(serde_json::json!({ "branch": branch })),
+            )
+            .await?;
+            println!(
+                "deploy of {} at {} requested: {}",
+                v["env"]["slug"].as_str().unwrap_or("?"),
+                v["sha"].as_str().unwrap_or("?"),
+                v["url"].as_str().unwrap_or("")
+            );
         }
         EnvCmd::Teardown { repo, slug } => {
             let id = parse_env(&repo, &slug)?;

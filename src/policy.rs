@@ -8,11 +8,12 @@ use chrono::{DateTime, Utc};
 
 use crate::command::{self, Command, EnvTarget, PromoteTarget, RollbackTo};
 use crate::event::{
-    BranchDeletedEvent, CommentAction, CommentEvent, Event, PrAction, PullRequestEvent, PushEvent,
+    BranchDeletedEvent, CiEvent, CommentAction, CommentEvent, Event, PrAction, PullRequestEvent,
+    PushEvent,
 };
 use crate::github::{PrInfo, Reaction};
 use crate::markdown;
-use crate::repo_config::RepoConfig;
+use crate::repo_config::{CiGate, OnMerge, RepoConfig};
 use crate::slug::preview_slug;
 use crate::store::{
     CommandOutcome as Ran, CommandRun, EnvRecord, EnvState, Op, PrRecord, Release, Trigger,
@@ -60,6 +61,9 @@ pub struct State {
     /// Arrival sequence of the delivery being decided (`None` outside the worker): what came
     /// "before" a comment is what stagebot received before it.
     pub received: Option<u64>,
+    /// Head branches of this repository's open pull requests (not forks'); gathered for pushes
+    /// that could deploy a branch environment.
+    pub open_pr_branches: Vec<String>,
 }
 
 impl State {
@@ -104,6 +108,11 @@ pub struct Deploy {
     pub queue: bool,
     /// Inactivity TTL for previews.
     pub ttl: Option<Duration>,
+    /// The CI gate the commit must pass first (`require_checks` of the target's kind).
+    pub gate: Option<CiGate>,
+    /// What allowed the deploy without its gate (an admin's `--skip-checks`), recorded on the
+    /// release.
+    pub checks: Option<String>,
 }
 
 /// Why the PR's sticky comment carries a note.
@@ -175,6 +184,10 @@ pub enum Action {
         pr: PrNumber,
         sha: Sha,
     },
+    /// Evaluate the CI gate of the environment's waiting deploy again.
+    RecheckCi {
+        slug: Slug,
+    },
     /// Record that the environment saw these commits (late deliveries naming them are stale).
     Remember {
         slug: Slug,
@@ -210,12 +223,38 @@ impl Decision {
 
 /// The decision for `event`.
 pub fn decide(event: &Event, config: &RepoConfig, state: &State) -> Decision {
+    match decide_inner(event, config, state) {
+        Decision::Act(actions) => Decision::Act(
+            actions
+                .into_iter()
+                .map(|a| match a {
+                    Action::Deploy(d) => Action::Deploy(with_gate(d, config)),
+                    other => other,
+                })
+                .collect(),
+        ),
+        ignore => ignore,
+    }
+}
+
+/// `d` with the CI gate its target's kind requires (`require_checks`): none for a rollback
+/// (back to a release that ran before) or when the gate was skipped (`checks` says how).
+pub fn with_gate(mut d: Deploy, config: &RepoConfig) -> Deploy {
+    let rollback = matches!(d.trigger, Trigger::Rollback { .. });
+    if d.checks.is_none() && !rollback {
+        d.gate = config.require_checks(d.target.kind).cloned();
+    }
+    d
+}
+
+fn decide_inner(event: &Event, config: &RepoConfig, state: &State) -> Decision {
     match event {
         Event::PullRequest(e) => pull_request(e, config, state),
         Event::Push(e) => push(e, config, state),
         Event::BranchDeleted(e) => branch_deleted(e, state),
         Event::Comment(e) => comment(e, config, state),
         Event::Ping { .. } => Decision::Ignore("ping".into()),
+        Event::CiChanged(e) => ci_changed(e, state),
         Event::Installation(_) | Event::InstallationRepositories(_) => {
             Decision::Ignore("installation changes are recorded, not acted on".into())
         }
@@ -271,6 +310,8 @@ fn deploy_preview(
         ack: None,
         force: false,
         profile: None,
+        gate: None,
+        checks: None,
         queue,
         ttl: Some(ttl_of(config)),
     })
@@ -439,16 +480,21 @@ fn push(e: &PushEvent, config: &RepoConfig, state: &State) -> Decision {
         };
     }
     if e.is_default_branch {
-        if !config.production.deploy_on_merge {
-            return Decision::Ignore("production.deploy_on_merge is off".into());
-        }
-        let slug = Slug::production();
+        let (kind, slug) = match config.on_merge() {
+            OnMerge::None => {
+                return Decision::Ignore(
+                    "on_merge is `none`: a push to the default branch deploys nothing".into(),
+                );
+            }
+            OnMerge::Production => (EnvKind::Production, Slug::production()),
+            OnMerge::Staging => (EnvKind::Staging, Slug::staging()),
+        };
         if state
             .env(&slug)
             .is_some_and(|env| env.seen_shas.contains(&e.after))
         {
             return Decision::Ignore(format!(
-                "commit {} was already seen for production",
+                "commit {} was already seen for {slug}",
                 e.after.short()
             ));
         }
@@ -461,7 +507,7 @@ fn push(e: &PushEvent, config: &RepoConfig, state: &State) -> Decision {
         }
         actions.push(Action::Deploy(Deploy {
             target: Target {
-                kind: EnvKind::Production,
+                kind,
                 slug,
                 branch: e.branch.clone(),
                 pr: None,
@@ -474,49 +520,112 @@ fn push(e: &PushEvent, config: &RepoConfig, state: &State) -> Decision {
             ack: None,
             force: false,
             profile: None,
+            gate: None,
+            checks: None,
             queue: false,
             ttl: None,
         }));
         return Decision::act(actions);
     }
-    // A branch environment without a PR follows its branch; PR previews follow `synchronize`.
-    let mut actions = Vec::new();
-    for env in state.envs.iter().filter(|env| {
-        env.kind == EnvKind::Preview
-            && env.pr.is_none()
-            && follows_commits(env)
-            && env.branch == e.branch
-    }) {
-        if env.seen_shas.contains(&e.after) {
-            continue;
-        }
-        if !e.before.is_zero() {
-            actions.push(Action::Remember {
-                slug: env.id.slug.clone(),
-                shas: vec![e.before.clone()],
-            });
-        }
-        actions.push(Action::Deploy(Deploy {
-            target: Target {
-                kind: EnvKind::Preview,
-                slug: env.id.slug.clone(),
-                branch: e.branch.clone(),
-                pr: None,
-                clone_url: None,
-                fork: false,
-            },
-            sha: e.after.clone(),
-            trigger: Trigger::Push,
-            by: e.sender.login.clone(),
-            ack: None,
-            force: false,
-            profile: env.profile.clone(),
-            queue: must_queue(state, &env.id.slug),
-            ttl: Some(ttl_of(config)),
-        }));
+    branch_push(e, config, state)
+}
+
+/// A push to another branch: its branch environment `br-<branch>` deploys when the branch
+/// matches `branches` (a swept one comes back) or already has an environment following it (made
+/// by `stagebot env deploy --branch`). A branch with an open pull request of this repository
+/// gets only that pull request's preview; PR previews follow `synchronize`, not `push`.
+fn branch_push(e: &PushEvent, config: &RepoConfig, state: &State) -> Decision {
+    let slug = preview_slug(None, &e.branch);
+    let existing = state
+        .env(&slug)
+        .filter(|env| env.kind == EnvKind::Preview && env.pr.is_none() && !env.fork);
+    let follows = existing.is_some_and(follows_commits);
+    if !follows && !config.branch_matches(&e.branch) {
+        return Decision::Ignore(format!("no environment follows branch {}", e.branch));
     }
+    if state.open_pr_branches.contains(&e.branch) {
+        return Decision::Ignore(format!(
+            "branch {} has an open pull request: it gets only the pull request's preview",
+            e.branch
+        ));
+    }
+    if existing.is_some_and(|env| env.seen_shas.contains(&e.after)) {
+        return Decision::Ignore(format!(
+            "commit {} was already seen for {slug}: a late delivery never moves an environment back",
+            e.after.short()
+        ));
+    }
+    let mut actions = Vec::new();
+    if !e.before.is_zero() && existing.is_some() {
+        actions.push(Action::Remember {
+            slug: slug.clone(),
+            shas: vec![e.before.clone()],
+        });
+    }
+    actions.push(Action::Deploy(branch_deploy(
+        &e.branch,
+        e.after.clone(),
+        Trigger::Push,
+        &e.sender.login,
+        existing.and_then(|env| env.profile.clone()),
+        config,
+        state,
+    )));
+    Decision::act(actions)
+}
+
+/// The deploy of branch `branch`'s environment (`br-<branch>`), a preview without a PR.
+pub fn branch_deploy(
+    branch: &str,
+    sha: Sha,
+    trigger: Trigger,
+    by: &str,
+    profile: Option<String>,
+    config: &RepoConfig,
+    state: &State,
+) -> Deploy {
+    let slug = preview_slug(None, branch);
+    Deploy {
+        queue: must_queue(state, &slug),
+        target: Target {
+            kind: EnvKind::Preview,
+            slug,
+            branch: branch.to_owned(),
+            pr: None,
+            clone_url: None,
+            fork: false,
+        },
+        sha,
+        trigger,
+        by: by.to_owned(),
+        ack: None,
+        force: false,
+        profile,
+        gate: None,
+        checks: None,
+        ttl: Some(ttl_of(config)),
+    }
+}
+
+/// A check or status of a commit changed: only environments whose deploy of that commit waits
+/// for CI look again (a storm of check events about other commits costs nothing).
+fn ci_changed(e: &CiEvent, state: &State) -> Decision {
+    let actions: Vec<Action> = state
+        .envs
+        .iter()
+        .filter(|env| {
+            env.ci_wait.is_some()
+                && matches!(&env.op, Some(Op::Deploy { sha, .. }) if *sha == e.sha)
+        })
+        .map(|env| Action::RecheckCi {
+            slug: env.id.slug.clone(),
+        })
+        .collect();
     if actions.is_empty() {
-        Decision::Ignore(format!("no environment follows branch {}", e.branch))
+        Decision::Ignore(format!(
+            "no deploy waits for CI on commit {}",
+            e.sha.short()
+        ))
     } else {
         Decision::act(actions)
     }
@@ -535,8 +644,13 @@ fn branch_deleted(e: &BranchDeletedEvent, state: &State) -> Decision {
 pub fn required_permission(cmd: &Command, config: &RepoConfig) -> Permission {
     match cmd {
         Command::Help | Command::Status => Permission::None,
+        // Skipping the CI gate is for admins only.
+        Command::Promote {
+            skip_checks: true, ..
+        } => Permission::Admin,
         Command::Promote {
             target: PromoteTarget::Production,
+            ..
         }
         | Command::Rollback {
             target: EnvTarget::Production,
@@ -694,8 +808,21 @@ fn one_command(
         );
     }
     match run_command(&cmd, e, config, state) {
-        Ok(CommandOutcome::Deferred(acts)) => (
-            acts,
+        Ok(CommandOutcome::Deferred(mut acts)) => (
+            {
+                if let Command::Promote {
+                    skip_checks: true, ..
+                } = &cmd
+                {
+                    for a in &mut acts {
+                        if let Action::Deploy(d) = a {
+                            d.checks =
+                                Some(format!("CI checks skipped by @{by} (`--skip-checks`)"));
+                        }
+                    }
+                }
+                acts
+            },
             CommandRun {
                 outcome: Ran::Deferred,
                 reply: None,
@@ -774,10 +901,20 @@ fn command_name(cmd: &Command) -> String {
         Command::Stage { .. } => "/stage".into(),
         Command::Promote {
             target: PromoteTarget::Staging,
+            skip_checks: false,
         } => "/promote".into(),
         Command::Promote {
             target: PromoteTarget::Production,
+            skip_checks: false,
         } => "/promote production".into(),
+        Command::Promote {
+            target: PromoteTarget::Staging,
+            skip_checks: true,
+        } => "/promote staging --skip-checks".into(),
+        Command::Promote {
+            target: PromoteTarget::Production,
+            skip_checks: true,
+        } => "/promote production --skip-checks".into(),
         Command::Rollback {
             target: EnvTarget::Production,
             ..
@@ -875,19 +1012,43 @@ fn run_command(
                 ack: Some(e.comment_id),
                 force: true,
                 profile: profile.clone(),
+                gate: None,
+                checks: None,
                 queue,
                 ttl: Some(ttl_of(config)),
             }));
             Ok(CommandOutcome::Deferred(actions))
         }
-        Command::Promote { target } => {
+        Command::Promote { target, .. } => {
             let slug = preview_slug_now.ok_or("could not read this pull request from GitHub")?;
-            let env = state
+            let live_preview = state
                 .active_env(&slug)
-                .filter(|env| env.current_release.is_some())
-                .ok_or(
-                    "this pull request has no live preview to promote: comment `/stage` first.",
-                )?;
+                .filter(|env| env.current_release.is_some() && env.state != EnvState::TearingDown);
+            let closed =
+                info.is_some_and(|i| !i.open) || state.pr_record.as_ref().is_some_and(|r| r.closed);
+            if live_preview.is_none() && closed && *target == PromoteTarget::Production {
+                let merged = info.is_some_and(|i| i.merged)
+                    || state
+                        .pr_record
+                        .as_ref()
+                        .is_some_and(|r| r.merge_sha.is_some());
+                if !merged {
+                    return Err(
+                        "this pull request was closed without being merged: there is nothing to promote."
+                            .into(),
+                    );
+                }
+                let merge = state
+                    .pr_record
+                    .as_ref()
+                    .and_then(|r| r.merge_sha.as_ref())
+                    .ok_or("stagebot did not record this pull request's merge commit, so it cannot tell which staging release to promote. Nothing was deployed.")?;
+                let deploy = promote_merge_from_staging(merge, pr, by, e.comment_id, state)?;
+                return Ok(CommandOutcome::Deferred(vec![Action::Deploy(deploy)]));
+            }
+            let env = live_preview.ok_or(
+                "this pull request has no live preview to promote: comment `/stage` first.",
+            )?;
             let n = env.current_release.unwrap_or_default();
             let release = state
                 .releases_of(&slug)
@@ -910,11 +1071,16 @@ fn run_command(
                     fork: false,
                 },
                 sha: release.sha.clone(),
-                trigger: Trigger::Promote { from: slug },
+                trigger: Trigger::Promote {
+                    from: slug,
+                    release: Some(release.n),
+                },
                 by: by.clone(),
                 ack: Some(e.comment_id),
                 force: false,
                 profile: None,
+                gate: None,
+                checks: None,
                 queue: false,
                 ttl: None,
             })]))
@@ -953,6 +1119,8 @@ fn run_command(
                 ack: Some(e.comment_id),
                 force: true,
                 profile: env.profile.clone(),
+                gate: None,
+                checks: None,
                 queue,
                 ttl: env.ttl_secs.map(Duration::from_secs),
             })]))
@@ -996,6 +1164,118 @@ fn run_command(
             })
         }
     }
+}
+
+/// `/promote production` on a merged pull request: the live staging release, if it runs the
+/// PR's merge commit; otherwise an answer saying what staging runs and why it cannot be promoted.
+fn promote_merge_from_staging(
+    merge: &Sha,
+    pr: PrNumber,
+    by: &str,
+    comment_id: u64,
+    state: &State,
+) -> Result<Deploy, String> {
+    let staging = Slug::staging();
+    let env = state.active_env(&staging);
+    let live = env.and_then(|env| {
+        let n = env.current_release?;
+        state.releases_of(&staging).iter().find(|r| r.n == n)
+    });
+    let deploying = env.and_then(|env| match &env.op {
+        Some(Op::Deploy { sha, .. }) => Some(sha),
+        _ => None,
+    });
+    match (env, live) {
+        (Some(env), Some(release)) if release.sha == *merge => Ok(Deploy {
+            target: Target {
+                kind: EnvKind::Production,
+                slug: Slug::production(),
+                branch: env.branch.clone(),
+                pr: Some(pr),
+                clone_url: None,
+                fork: false,
+            },
+            sha: release.sha.clone(),
+            trigger: Trigger::Promote {
+                from: staging,
+                release: Some(release.n),
+            },
+            by: by.to_owned(),
+            ack: Some(comment_id),
+            force: false,
+            profile: None,
+            gate: None,
+            checks: None,
+            queue: false,
+            ttl: None,
+        }),
+        _ if deploying == Some(merge) => Err(format!(
+            "staging is still deploying this pull request's merge commit `{}`: promote it once it is live. Nothing was deployed.",
+            merge.short()
+        )),
+        (Some(_), Some(release)) => Err(format!(
+            "staging runs `{}` (release #{}), not this pull request's merge commit `{}`, so it cannot be promoted from here. Nothing was deployed. An operator can promote a given staging release with `stagebot promote`.",
+            release.sha.short(),
+            release.n,
+            merge.short()
+        )),
+        _ => Err(format!(
+            "staging has no live release, so this pull request's merge commit `{}` cannot be promoted from it. Nothing was deployed.",
+            merge.short()
+        )),
+    }
+}
+
+/// The operator's promotion (`stagebot promote OWNER/REPO [--from ENV] [--release N]`): release
+/// `release` of `from` (default: its live release) to production, by `operator`.
+pub fn operator_promote(
+    from: &Slug,
+    release: Option<u32>,
+    state: &State,
+    config: &RepoConfig,
+) -> Result<Deploy, String> {
+    let env = state
+        .active_env(from)
+        .ok_or_else(|| format!("there is no active `{from}` environment to promote from."))?;
+    let n = release
+        .or(env.current_release)
+        .ok_or_else(|| format!("`{from}` has no live release to promote."))?;
+    let release = state
+        .releases_of(from)
+        .iter()
+        .find(|r| r.n == n)
+        .ok_or_else(|| format!("`{from}` has no release #{n}."))?;
+    if *from == Slug::production() {
+        return Err(
+            "production cannot be promoted to itself: name another environment with --from.".into(),
+        );
+    }
+    Ok(with_gate(
+        Deploy {
+            target: Target {
+                kind: EnvKind::Production,
+                slug: Slug::production(),
+                branch: release.git_ref.clone(),
+                pr: release.pr,
+                clone_url: None,
+                fork: false,
+            },
+            sha: release.sha.clone(),
+            trigger: Trigger::Promote {
+                from: from.clone(),
+                release: Some(release.n),
+            },
+            by: "operator".into(),
+            ack: None,
+            force: false,
+            profile: None,
+            gate: None,
+            checks: None,
+            queue: false,
+            ttl: None,
+        },
+        config,
+    ))
 }
 
 /// The commit `/stage` deploys (docs/commands.md, "Fork pull requests"):
@@ -1090,6 +1370,104 @@ fn pick_rollback<'a>(
                 .find(|r| Some(&r.sha) != live_sha)
                 .ok_or_else(|| format!("`{}` has no earlier release to roll back to.", env.id.slug))
         }
+    }
+}
+
+/// Where a deploy's CI gate stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateVerdict {
+    /// Go on; what allowed it, recorded on the release.
+    Pass(String),
+    /// Not yet: what it waits for, as the sticky comment and the GitHub deployment say.
+    Wait(String),
+    /// A required check failed: the deploy fails with this error, naming the failing checks.
+    Fail(String),
+}
+
+/// The CI gate (`require_checks`) on a commit's check runs and statuses. stagebot's own
+/// `stagebot/*` statuses never count. With a list, each named check or status must exist and
+/// have succeeded; with `true`, at least one must exist and all must be complete and successful.
+/// A name reported more than once (a re-run) counts by its first result, GitHub's newest.
+pub fn ci_gate(gate: &CiGate, results: &[crate::github::CiResult]) -> GateVerdict {
+    use crate::github::CiState;
+    let mut seen: Vec<(&str, Option<CiState>)> = Vec::new();
+    for r in results.iter().filter(|r| !r.name.starts_with("stagebot/")) {
+        if !seen.iter().any(|(n, _)| *n == r.name) {
+            seen.push((&r.name, Some(r.state)));
+        }
+    }
+    let considered: Vec<(&str, Option<CiState>)> = match gate {
+        CiGate::All => seen,
+        CiGate::Named(names) => names
+            .iter()
+            .map(|n| {
+                let state = seen
+                    .iter()
+                    .find(|(s, _)| *s == n.as_str())
+                    .and_then(|x| x.1);
+                (n.as_str(), state)
+            })
+            .collect(),
+    };
+    let shown = |list: &[&str]| {
+        list.iter()
+            .map(|n| markdown::code(n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let failed: Vec<&str> = considered
+        .iter()
+        .filter(|(_, s)| *s == Some(CiState::Failure))
+        .map(|(n, _)| *n)
+        .collect();
+    if !failed.is_empty() {
+        return GateVerdict::Fail(format!(
+            "CI failed: {} (required by `require_checks`); nothing was deployed",
+            shown(&failed)
+        ));
+    }
+    let passed: Vec<&str> = considered
+        .iter()
+        .filter(|(_, s)| *s == Some(CiState::Success))
+        .map(|(n, _)| *n)
+        .collect();
+    if considered.is_empty() {
+        return GateVerdict::Wait("waiting for CI: no check or status reported yet".into());
+    }
+    if passed.len() == considered.len() {
+        return GateVerdict::Pass(format!("CI passed: {}", shown(&passed)));
+    }
+    let pending: Vec<&str> = considered
+        .iter()
+        .filter(|(_, s)| *s == Some(CiState::Pending))
+        .map(|(n, _)| *n)
+        .collect();
+    let missing: Vec<&str> = considered
+        .iter()
+        .filter(|(_, s)| s.is_none())
+        .map(|(n, _)| *n)
+        .collect();
+    let mut text = format!(
+        "waiting for CI: {} of {} checks passed",
+        passed.len(),
+        considered.len()
+    );
+    if !pending.is_empty() {
+        text.push_str(&format!("; pending: {}", shown(&pending)));
+    }
+    if !missing.is_empty() {
+        text.push_str(&format!("; not reported yet: {}", shown(&missing)));
+    }
+    GateVerdict::Wait(text)
+}
+
+/// What a deploy waits for when the CI results cannot be read (`forbidden`: the app lacks
+/// `checks: read`).
+pub fn ci_unreadable_text(forbidden: bool) -> String {
+    if forbidden {
+        "the CI gate cannot be evaluated: the GitHub App lacks the `checks: read` permission on this repository (accept the new permission in the installation's settings); the deploy waits".into()
+    } else {
+        "waiting for CI: the checks could not be read from GitHub; they are read again on the next check event".into()
     }
 }
 

@@ -96,6 +96,8 @@ fn release(n: u32, sha_: &str) -> Release {
         url: "http://x.localhost".into(),
         log: "http://x.localhost/log".into(),
         pr: Some(PrNumber(PR)),
+        checks: None,
+        artifact: None,
     }
 }
 
@@ -126,6 +128,7 @@ fn state() -> State {
         previews_in_use: 0,
         limits: Limits::default(),
         received: None,
+        open_pr_branches: Vec::new(),
     }
 }
 
@@ -412,6 +415,8 @@ fn opening_a_same_repo_pr_deploys_its_head() {
                 profile: None,
                 queue: false,
                 ttl: Some(Duration::from_secs(3 * DAY as u64)),
+                gate: None,
+                checks: None,
             },
             "{action:?}"
         );
@@ -1601,7 +1606,13 @@ fn promote_deploys_the_previews_live_release_not_the_head() {
     assert_eq!(d.target.kind, EnvKind::Staging);
     assert_eq!(d.target.slug, Slug::staging());
     assert_eq!(d.sha, sha("bbb0002"));
-    assert_eq!(d.trigger, Trigger::Promote { from: pr_slug() });
+    assert_eq!(
+        d.trigger,
+        Trigger::Promote {
+            from: pr_slug(),
+            release: Some(2)
+        }
+    );
     assert_eq!(d.ack, Some(COMMENT_ID));
     assert_eq!(d.by, "bob");
     assert!(!d.queue);
@@ -1620,7 +1631,13 @@ fn promote_production() {
     assert_eq!(d.target.kind, EnvKind::Production);
     assert_eq!(d.target.slug, Slug::production());
     assert_eq!(d.sha, sha("bbb0002"));
-    assert_eq!(d.trigger, Trigger::Promote { from: pr_slug() });
+    assert_eq!(
+        d.trigger,
+        Trigger::Promote {
+            from: pr_slug(),
+            release: Some(2)
+        }
+    );
 }
 
 #[test]
@@ -1971,6 +1988,8 @@ fn queued(name: &str, minutes_ago: i64) -> EnvRecord {
         by: "alice".into(),
         ack: None,
         force: false,
+        gate: None,
+        checks: None,
     });
     e
 }
@@ -2373,4 +2392,504 @@ fn database_plan_per_kind_profile_and_settings() {
     assert!(drops_database_on_teardown(EnvKind::Preview));
     assert!(!drops_database_on_teardown(EnvKind::Staging));
     assert!(!drops_database_on_teardown(EnvKind::Production));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 13. the release pipeline: on_merge, promotion without a preview, branch environments
+
+#[test]
+fn on_merge_decides_what_a_push_to_the_default_branch_deploys() {
+    let push = Event::Push(push_event("main", "aaa0001", "bbb0002"));
+    // staging: staging gets the merge commit, production is untouched
+    let cfg = repo_config::parse("on_merge: staging\n").unwrap();
+    let mut st = state();
+    st.envs
+        .push(env("production", EnvKind::Production, EnvState::Live));
+    let a = acts(decide(&push, &cfg, &st));
+    let d = one_deploy(&a);
+    assert_eq!(d.target.kind, EnvKind::Staging);
+    assert_eq!(d.target.slug, Slug::staging());
+    assert_eq!(d.sha, sha("bbb0002"));
+    assert_eq!(d.trigger, Trigger::Merge);
+    assert!(
+        !a.iter()
+            .any(|x| matches!(x, Action::Remember { slug, .. } if *slug == Slug::production())),
+        "{a:#?}"
+    );
+    // a seen commit is stale for staging too
+    let mut seen = env("staging", EnvKind::Staging, EnvState::Live);
+    seen.seen_shas = vec![sha("bbb0002")];
+    let st = State {
+        envs: vec![seen],
+        ..state()
+    };
+    ignored(decide(&push, &cfg, &st));
+    // none: nothing
+    let none = repo_config::parse("on_merge: none\n").unwrap();
+    assert!(ignored(decide(&push, &none, &state())).contains("on_merge"));
+    // production (explicit, or the default, or the alias set to true)
+    for yaml in [
+        "on_merge: production\n",
+        "",
+        "production: { deploy_on_merge: true }\n",
+    ] {
+        let cfg = repo_config::parse(yaml).unwrap();
+        let a = acts(decide(&push, &cfg, &state()));
+        assert_eq!(one_deploy(&a).target.slug, Slug::production(), "{yaml}");
+    }
+    // on_merge wins over the deprecated alias
+    let both =
+        repo_config::parse("on_merge: staging\nproduction: { deploy_on_merge: false }\n").unwrap();
+    let a = acts(decide(&push, &both, &state()));
+    assert_eq!(one_deploy(&a).target.slug, Slug::staging());
+}
+
+/// A merged PR (merge commit `e0e0001`) whose preview is gone; staging's releases are `shas`.
+fn merged_state(permission: Permission, staging_shas: &[&str]) -> State {
+    let mut st = comment_state(permission);
+    st.pr_info = Some(PrInfo {
+        open: false,
+        merged: true,
+        ..pr_info("ddd0001")
+    });
+    st.pr_record = Some(PrRecord {
+        closed: true,
+        merge_sha: Some(sha("e0e0001")),
+        ..PrRecord::default()
+    });
+    st.envs.push(pr_preview(EnvState::Destroyed));
+    if !staging_shas.is_empty() {
+        let s = with_releases(
+            env("staging", EnvKind::Staging, EnvState::Live),
+            staging_shas,
+            &mut st,
+        );
+        st.envs.push(s);
+    }
+    st
+}
+
+#[test]
+fn promote_production_on_a_merged_pr_promotes_staging_running_its_merge_commit() {
+    let st = merged_state(Permission::Maintain, &["5a0001", "e0e0001"]);
+    let a = acts(decide(&comment("/promote production"), &config(), &st));
+    let d = one_deploy(&a);
+    assert_eq!(d.target.kind, EnvKind::Production);
+    assert_eq!(d.target.slug, Slug::production());
+    assert_eq!(d.target.pr, Some(PrNumber(PR)));
+    assert_eq!((d.target.clone_url.as_ref(), d.target.fork), (None, false));
+    assert_eq!(d.sha, sha("e0e0001"));
+    assert_eq!(
+        d.trigger,
+        Trigger::Promote {
+            from: Slug::staging(),
+            release: Some(2)
+        }
+    );
+    assert_eq!((d.by.as_str(), d.ack), ("bob", Some(COMMENT_ID)));
+
+    // a writer is refused (production.permission, maintain by default)
+    let st = merged_state(Permission::Write, &["5a0001", "e0e0001"]);
+    assert_refused(
+        &acts(decide(&comment("/promote production"), &config(), &st)),
+        &["maintain"],
+    );
+}
+
+#[test]
+fn promote_production_on_a_merged_pr_says_what_staging_runs_when_it_cannot() {
+    // staging runs another commit
+    let st = merged_state(Permission::Maintain, &["e0e0001", "5b0002"]);
+    assert_refused(
+        &acts(decide(&comment("/promote production"), &config(), &st)),
+        &["staging runs `5b00020`", "release #2", "`e0e0001`"],
+    );
+    // no staging at all
+    let st = merged_state(Permission::Maintain, &[]);
+    assert_refused(
+        &acts(decide(&comment("/promote production"), &config(), &st)),
+        &["staging has no live release", "`e0e0001`"],
+    );
+    // staging still deploying the merge commit
+    let mut st = merged_state(Permission::Maintain, &["5a0001"]);
+    if let Some(s) = st.envs.iter_mut().find(|e| e.kind == EnvKind::Staging) {
+        s.op = Some(Op::Deploy {
+            sha: sha("e0e0001"),
+            git_ref: "main".into(),
+            trigger: Trigger::Merge,
+            by: "alice".into(),
+            ack: None,
+            force: false,
+            gate: None,
+            checks: None,
+        });
+    }
+    assert_refused(
+        &acts(decide(&comment("/promote production"), &config(), &st)),
+        &["still deploying", "`e0e0001`"],
+    );
+    // closed without a merge
+    let mut st = merged_state(Permission::Maintain, &["e0e0001"]);
+    st.pr_info = Some(PrInfo {
+        open: false,
+        merged: false,
+        ..pr_info("ddd0001")
+    });
+    st.pr_record = Some(PrRecord {
+        closed: true,
+        ..PrRecord::default()
+    });
+    assert_refused(
+        &acts(decide(&comment("/promote production"), &config(), &st)),
+        &["closed without being merged"],
+    );
+    // `/promote` (to staging) on a merged PR still needs a live preview
+    let st = merged_state(Permission::Maintain, &["e0e0001"]);
+    assert_refused(
+        &acts(decide(&comment("/promote"), &config(), &st)),
+        &["no live preview"],
+    );
+}
+
+#[test]
+fn operator_promotes_a_release_of_an_environment_to_production() {
+    let st = promotable(Permission::None);
+    let d = operator_promote(&Slug::staging(), None, &st, &config()).unwrap();
+    assert_eq!(d.target.slug, Slug::production());
+    assert_eq!(d.sha, sha("5b0002"));
+    assert_eq!(d.by, "operator");
+    assert_eq!(
+        d.trigger,
+        Trigger::Promote {
+            from: Slug::staging(),
+            release: Some(2)
+        }
+    );
+    let d = operator_promote(&Slug::staging(), Some(1), &st, &config()).unwrap();
+    assert_eq!(d.sha, sha("5a0001"));
+    let e = operator_promote(&Slug::staging(), Some(9), &st, &config()).unwrap_err();
+    assert!(e.contains("no release #9"), "{e}");
+    let e = operator_promote(&Slug::production(), None, &st, &config()).unwrap_err();
+    assert!(e.contains("itself"), "{e}");
+    let e = operator_promote(&slug("br-nope"), None, &st, &config()).unwrap_err();
+    assert!(e.contains("no active `br-nope`"), "{e}");
+}
+
+#[test]
+fn a_push_to_a_matching_branch_deploys_its_branch_environment() {
+    let cfg = repo_config::parse("branches: [\"release/*\", \"qa/**\"]\n").unwrap();
+    for branch in ["release/1.2", "qa/a/b"] {
+        let a = acts(decide(
+            &Event::Push(push_event(branch, "0000000", "bbb0002")),
+            &cfg,
+            &state(),
+        ));
+        let d = one_deploy(&a);
+        assert_eq!(d.target.kind, EnvKind::Preview);
+        assert_eq!(d.target.slug, preview_slug(None, branch));
+        assert!(d.target.slug.as_str().starts_with("br-"));
+        assert_eq!(d.target.branch, branch);
+        assert_eq!((d.target.pr, d.target.fork), (None, false));
+        assert_eq!(d.trigger, Trigger::Push);
+        assert_eq!(d.ttl, Some(cfg.preview.ttl));
+        // a new branch (before = 0) remembers nothing
+        assert!(!a.iter().any(|x| matches!(x, Action::Remember { .. })));
+    }
+    // a non-matching branch deploys nothing
+    for branch in ["feature/x", "release/1/2", "qa"] {
+        ignored(decide(
+            &Event::Push(push_event(branch, "aaa0001", "bbb0002")),
+            &cfg,
+            &state(),
+        ));
+    }
+    // a swept (destroyed) branch environment comes back on the next push
+    let st = State {
+        envs: vec![branch_env("release/1.2", EnvState::Destroyed)],
+        ..state()
+    };
+    let a = acts(decide(
+        &Event::Push(push_event("release/1.2", "aaa0001", "bbb0002")),
+        &cfg,
+        &st,
+    ));
+    let d = one_deploy(&a);
+    assert_eq!(d.target.slug, preview_slug(None, "release/1.2"));
+    assert_eq!(d.profile.as_deref(), Some("lite"));
+    // under a preview limit it queues like a preview
+    let st = State {
+        previews_in_use: 2,
+        limits: Limits {
+            max_previews: Some(2),
+            ..Limits::default()
+        },
+        ..state()
+    };
+    let a = acts(decide(
+        &Event::Push(push_event("release/1.2", "0000000", "bbb0002")),
+        &cfg,
+        &st,
+    ));
+    assert!(one_deploy(&a).queue);
+}
+
+#[test]
+fn a_matching_branch_with_an_open_pr_gets_only_the_prs_preview() {
+    let cfg = repo_config::parse("branches: [\"release/*\"]\n").unwrap();
+    let st = State {
+        open_pr_branches: vec!["release/1.2".into()],
+        ..state()
+    };
+    let why = ignored(decide(
+        &Event::Push(push_event("release/1.2", "aaa0001", "bbb0002")),
+        &cfg,
+        &st,
+    ));
+    assert!(why.contains("open pull request"), "{why}");
+    // another matching branch is not affected
+    let a = acts(decide(
+        &Event::Push(push_event("release/2.0", "aaa0001", "bbb0002")),
+        &cfg,
+        &st,
+    ));
+    assert_eq!(one_deploy(&a).target.branch, "release/2.0");
+}
+
+#[test]
+fn deleting_a_branch_tears_down_its_branch_environment() {
+    let mut st = state();
+    st.envs.push(branch_env("release/1.2", EnvState::Live));
+    for event in [deleted_push("release/1.2"), branch_deleted("release/1.2")] {
+        let a = acts(decide(&event, &config(), &st));
+        let t = teardowns(&a);
+        assert_eq!(t.len(), 1, "{a:#?}");
+        assert_eq!(t[0].0, &preview_slug(None, "release/1.2"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 14. CI gates (require_checks)
+
+fn ci(name: &str, state: crate::github::CiState) -> crate::github::CiResult {
+    crate::github::CiResult {
+        name: name.into(),
+        state,
+    }
+}
+
+#[test]
+fn ci_gate_decision_table() {
+    use crate::github::CiState::{Failure, Pending, Success};
+    let named = CiGate::Named(vec!["build".into(), "test".into(), "lint".into()]);
+    let only_test = CiGate::Named(vec!["test".into()]);
+    let cases: Vec<(&CiGate, Vec<crate::github::CiResult>, &str)> = vec![
+        // every named check passed (stagebot's own statuses are never counted)
+        (
+            &named,
+            vec![
+                ci("build", Success),
+                ci("test", Success),
+                ci("lint", Success),
+                ci("stagebot/staging", Failure),
+            ],
+            "pass: CI passed: `build`, `test`, `lint`",
+        ),
+        (
+            &named,
+            vec![
+                ci("build", Success),
+                ci("test", Pending),
+                ci("lint", Success),
+            ],
+            "wait: waiting for CI: 2 of 3 checks passed; pending: `test`",
+        ),
+        (
+            &named,
+            vec![ci("build", Success), ci("test", Success)],
+            "wait: waiting for CI: 2 of 3 checks passed; not reported yet: `lint`",
+        ),
+        (
+            &named,
+            vec![
+                ci("build", Success),
+                ci("test", Failure),
+                ci("lint", Pending),
+            ],
+            "fail: CI failed: `test` (required by `require_checks`); nothing was deployed",
+        ),
+        // a re-run: the newest result (listed first) counts
+        (
+            &named,
+            vec![
+                ci("build", Success),
+                ci("test", Success),
+                ci("test", Failure),
+                ci("lint", Success),
+            ],
+            "pass: CI passed: `build`, `test`, `lint`",
+        ),
+        // unlisted checks do not matter to a list
+        (
+            &only_test,
+            vec![ci("test", Success), ci("slow", Failure)],
+            "pass: CI passed: `test`",
+        ),
+        // true: at least one, all complete and successful
+        (
+            &CiGate::All,
+            vec![],
+            "wait: waiting for CI: no check or status reported yet",
+        ),
+        (
+            &CiGate::All,
+            vec![ci("stagebot/production", Success)],
+            "wait: waiting for CI: no check or status reported yet",
+        ),
+        (
+            &CiGate::All,
+            vec![ci("a", Success), ci("b", Pending)],
+            "wait: waiting for CI: 1 of 2 checks passed; pending: `b`",
+        ),
+        (
+            &CiGate::All,
+            vec![ci("a", Failure), ci("b", Failure)],
+            "fail: CI failed: `a`, `b` (required by `require_checks`); nothing was deployed",
+        ),
+        (
+            &CiGate::All,
+            vec![ci("a", Success), ci("ci/status", Success)],
+            "pass: CI passed: `a`, `ci/status`",
+        ),
+        // names from CI apps are code spans in the texts
+        (
+            &CiGate::All,
+            vec![ci("x` @all <b>", Pending)],
+            "wait: waiting for CI: 0 of 1 checks passed; pending: ``x` @all <b>``",
+        ),
+    ];
+    for (gate, results, want) in cases {
+        let got = match ci_gate(gate, &results) {
+            GateVerdict::Pass(t) => format!("pass: {t}"),
+            GateVerdict::Wait(t) => format!("wait: {t}"),
+            GateVerdict::Fail(t) => format!("fail: {t}"),
+        };
+        assert_eq!(got, want, "{gate:?} {results:?}");
+    }
+    assert!(ci_unreadable_text(true).contains("`checks: read`"));
+}
+
+#[test]
+fn deploys_carry_the_gate_of_their_kind() {
+    let cfg = repo_config::parse(
+        "on_merge: staging\nstaging: { require_checks: true }\nproduction: { require_checks: [test] }\n",
+    )
+    .unwrap();
+    // a merge to staging waits for every check
+    let a = acts(decide(
+        &Event::Push(push_event("main", "aaa0001", "bbb0002")),
+        &cfg,
+        &state(),
+    ));
+    assert_eq!(one_deploy(&a).gate, Some(CiGate::All));
+    // previews do not wait unless preview.require_checks is set
+    let open = pr_event(PrAction::Opened, pull("abc0001"));
+    assert_eq!(one_deploy(&acts(decide(&open, &cfg, &state()))).gate, None);
+    let gated = repo_config::parse("preview: { require_checks: [unit] }\n").unwrap();
+    assert_eq!(
+        one_deploy(&acts(decide(&open, &gated, &state()))).gate,
+        Some(CiGate::Named(vec!["unit".into()]))
+    );
+    // a promotion to production waits for production's gate
+    let st = promotable(Permission::Maintain);
+    let a = acts(decide(&comment("/promote production"), &cfg, &st));
+    let d = one_deploy(&a);
+    assert_eq!(d.gate, Some(CiGate::Named(vec!["test".into()])));
+    assert_eq!(d.checks, None);
+    // so does the operator's
+    let d = operator_promote(&Slug::staging(), None, &st, &cfg).unwrap();
+    assert_eq!(d.gate, Some(CiGate::Named(vec!["test".into()])));
+    // a rollback goes back to a release that ran before: no gate
+    let a = acts(decide(&comment("/rollback production"), &cfg, &st));
+    assert_eq!(one_deploy(&a).gate, None);
+}
+
+#[test]
+fn skip_checks_is_for_admins_and_is_recorded() {
+    let cfg = repo_config::parse("production: { require_checks: true }\n").unwrap();
+    for p in [Permission::Write, Permission::Maintain] {
+        let st = promotable(p);
+        assert_refused(
+            &acts(decide(
+                &comment("/promote production --skip-checks"),
+                &cfg,
+                &st,
+            )),
+            &["needs **admin**"],
+        );
+    }
+    let st = promotable(Permission::Admin);
+    let a = acts(decide(
+        &comment("/promote production --skip-checks"),
+        &cfg,
+        &st,
+    ));
+    let d = one_deploy(&a);
+    assert_eq!(d.gate, None);
+    assert_eq!(
+        d.checks.as_deref(),
+        Some("CI checks skipped by @bob (`--skip-checks`)")
+    );
+    assert_eq!(d.sha, sha("bbb0002"));
+    // on a merged PR too
+    let st = merged_state(Permission::Admin, &["e0e0001"]);
+    let a = acts(decide(
+        &comment("/promote production --skip-checks"),
+        &cfg,
+        &st,
+    ));
+    let d = one_deploy(&a);
+    assert_eq!((d.gate.as_ref(), d.sha.clone()), (None, sha("e0e0001")));
+    assert!(d.checks.is_some());
+}
+
+#[test]
+fn check_events_recheck_only_deploys_waiting_for_that_commit() {
+    let waiting = |slug_: &str, kind, sha_: &str, wait: bool| {
+        let mut e = env(slug_, kind, EnvState::Live);
+        e.op = Some(Op::Deploy {
+            sha: sha(sha_),
+            git_ref: "main".into(),
+            trigger: Trigger::Merge,
+            by: "alice".into(),
+            ack: None,
+            force: false,
+            gate: Some(CiGate::All),
+            checks: None,
+        });
+        e.ci_wait = wait.then(|| "waiting for CI".to_owned());
+        e
+    };
+    let st = State {
+        envs: vec![
+            waiting("production", EnvKind::Production, "c0ffee1", true),
+            waiting("staging", EnvKind::Staging, "c0ffee1", false),
+            waiting("br-x", EnvKind::Preview, "dddd001", true),
+        ],
+        ..state()
+    };
+    let event = |s: &str| {
+        Event::CiChanged(crate::event::CiEvent {
+            repo: repo_info(),
+            installation_id: Some(1),
+            sha: sha(s),
+            name: "test".into(),
+        })
+    };
+    assert_eq!(
+        acts(decide(&event("c0ffee1"), &config(), &st)),
+        vec![Action::RecheckCi {
+            slug: Slug::production()
+        }]
+    );
+    assert!(ignored(decide(&event("eeee001"), &config(), &st)).contains("no deploy waits"));
 }

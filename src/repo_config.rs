@@ -12,7 +12,9 @@
 //! timeouts: { build: 10m, health: 2m }
 //! preview:    { auto: true, ttl: 3d, env: {}, profiles: { lite: { env: {}, build: …, start: … } } }
 //! staging:    { env: {} }
-//! production: { deploy_on_merge: true, permission: maintain, env: {} }
+//! production: { permission: maintain, env: {} }
+//! on_merge: production           # production | staging | none (read on the default branch)
+//! branches: ["release/*"]        # branches that get an environment without a PR
 //! database:   { postgres: { snapshot: webapp_snapshot, env: DATABASE_URL, anonymize: db/anonymize.sql } }
 //! sentry:     { dsn: https://key@o1.ingest.sentry.io/2 }
 //! ```
@@ -94,6 +96,48 @@ pub struct RepoConfig {
     pub database: DatabaseConfig,
     /// Error tracking (Sentry).
     pub sentry: SentryConfig,
+    /// What a push to the default branch deploys (read on the default branch); unset means
+    /// `production`, or `none` with the deprecated `production.deploy_on_merge: false`.
+    pub on_merge: Option<OnMerge>,
+    /// Glob patterns of branches that get an environment of their own without a pull request
+    /// (read on the default branch): `*` within one path segment, `**` across segments.
+    #[serde(deserialize_with = "branch_patterns")]
+    pub branches: Vec<String>,
+}
+
+/// `require_checks`: which CI results a deploy waits for. Never counts stagebot's own
+/// `stagebot/*` statuses.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CiGate {
+    /// `true`: at least one check run or status exists, and all are complete and successful.
+    All,
+    /// A list: each named check run or status exists and succeeded.
+    Named(Vec<String>),
+}
+
+/// `on_merge`: where a push to the default branch goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMerge {
+    /// Deploy production (the default).
+    #[default]
+    Production,
+    /// Deploy staging; production moves only by promotion.
+    Staging,
+    /// Deploy nothing.
+    None,
+}
+
+impl OnMerge {
+    /// The setting's word, as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnMerge::Production => "production",
+            OnMerge::Staging => "staging",
+            OnMerge::None => "none",
+        }
+    }
 }
 
 /// `database:` settings.
@@ -263,6 +307,9 @@ pub struct PreviewConfig {
     pub env: EnvVars,
     /// Named override sets selected with `/stage <profile>`.
     pub profiles: BTreeMap<String, Profile>,
+    /// CI gate for preview deploys (read on the default branch; off by default).
+    #[serde(deserialize_with = "require_checks")]
+    pub require_checks: Option<CiGate>,
 }
 
 impl Default for PreviewConfig {
@@ -272,6 +319,7 @@ impl Default for PreviewConfig {
             ttl: Duration::from_secs(3 * 24 * 3600),
             env: EnvVars::new(),
             profiles: BTreeMap::new(),
+            require_checks: None,
         }
     }
 }
@@ -298,27 +346,34 @@ pub struct Profile {
 pub struct StagingConfig {
     /// Variables for staging only.
     pub env: EnvVars,
+    /// CI gate for staging deploys (read on the default branch; off by default).
+    #[serde(deserialize_with = "require_checks")]
+    pub require_checks: Option<CiGate>,
 }
 
 /// `production:` settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProductionConfig {
-    /// Deploy production when a PR is merged into the default branch (default true).
-    pub deploy_on_merge: bool,
+    /// Deprecated alias: `false` means `on_merge: none` (unset: see [`RepoConfig::on_merge`]).
+    pub deploy_on_merge: Option<bool>,
     /// Who may `/promote production` or `/rollback production` (default maintain).
     #[serde(deserialize_with = "permission")]
     pub permission: Permission,
     /// Variables for production only.
     pub env: EnvVars,
+    /// CI gate for production deploys (read on the default branch; off by default).
+    #[serde(deserialize_with = "require_checks")]
+    pub require_checks: Option<CiGate>,
 }
 
 impl Default for ProductionConfig {
     fn default() -> Self {
         Self {
-            deploy_on_merge: true,
+            deploy_on_merge: None,
             permission: Permission::Maintain,
             env: EnvVars::new(),
+            require_checks: None,
         }
     }
 }
@@ -336,6 +391,9 @@ pub struct Effective {
     pub env: BTreeMap<String, String>,
     /// `migrate` hook.
     pub migrate: Option<String>,
+    /// The top-level `env` alone: all that `build` sees of the repository's variables (a
+    /// build is shared by every environment of its commit).
+    pub base_env: BTreeMap<String, String>,
     /// `seed` hook.
     pub seed: Option<String>,
     /// `sentry.dsn`, if set.
@@ -413,6 +471,48 @@ fn from_yaml_error(err: &serde_saphyr::Error) -> ConfigError {
 }
 
 impl RepoConfig {
+    /// What a push to the default branch deploys: `on_merge`, else `none` when the deprecated
+    /// `production.deploy_on_merge` is `false`, else `production`.
+    pub fn on_merge(&self) -> OnMerge {
+        match (self.on_merge, self.production.deploy_on_merge) {
+            (Some(o), _) => o,
+            (None, Some(false)) => OnMerge::None,
+            (None, _) => OnMerge::Production,
+        }
+    }
+
+    /// Settings that work but should be changed (`stagebot check-config` prints them).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(old) = self.production.deploy_on_merge {
+            let now = if old { "production" } else { "none" };
+            out.push(match self.on_merge {
+                Some(o) => format!(
+                    "`production.deploy_on_merge` is deprecated and ignored here: `on_merge: {}` is set; remove `deploy_on_merge`",
+                    o.as_str()
+                ),
+                None => format!(
+                    "`production.deploy_on_merge` is deprecated: write `on_merge: {now}` (a top-level key) instead"
+                ),
+            });
+        }
+        out
+    }
+
+    /// The CI gate deploys of `kind` wait for, if any.
+    pub fn require_checks(&self, kind: EnvKind) -> Option<&CiGate> {
+        match kind {
+            EnvKind::Preview => self.preview.require_checks.as_ref(),
+            EnvKind::Staging => self.staging.require_checks.as_ref(),
+            EnvKind::Production => self.production.require_checks.as_ref(),
+        }
+    }
+
+    /// Does `branch` match one of the `branches` patterns?
+    pub fn branch_matches(&self, branch: &str) -> bool {
+        self.branches.iter().any(|p| glob_match(p, branch))
+    }
+
     /// The settings for one environment kind and optional profile: global values, then the
     /// kind's `env`, then the profile's overrides. Profiles live under `preview.profiles`; an
     /// unknown profile is an error listing the known ones.
@@ -421,6 +521,11 @@ impl RepoConfig {
         kind: EnvKind,
         profile: Option<&str>,
     ) -> Result<Effective, ConfigError> {
+        let base_env: BTreeMap<String, String> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.0.clone(), v.0.clone()))
+            .collect();
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         let mut layer = |vars: &EnvVars| {
             for (k, v) in vars {
@@ -460,6 +565,7 @@ impl RepoConfig {
             health,
             env,
             migrate: self.migrate.clone(),
+            base_env,
             seed: self.seed.clone(),
             sentry_dsn: self.sentry.dsn.clone(),
             postdeploy: self.postdeploy.clone(),
@@ -468,6 +574,80 @@ impl RepoConfig {
             health_timeout: self.timeouts.health,
         })
     }
+}
+
+/// `require_checks:` `true`, `false`, or a non-empty list of check/status names.
+fn require_checks<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CiGate>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Flag(bool),
+        Names(Vec<String>),
+    }
+    let raw = Raw::deserialize(d).map_err(|_| {
+        serde::de::Error::custom(
+            "require_checks must be true, false, or a list of check or status names",
+        )
+    })?;
+    match raw {
+        Raw::Flag(false) => Ok(None),
+        Raw::Flag(true) => Ok(Some(CiGate::All)),
+        Raw::Names(names) => {
+            if names.is_empty() || names.iter().any(|n| n.trim().is_empty()) {
+                return Err(serde::de::Error::custom(
+                    "require_checks lists no names (or an empty one): use true for every check, or name them",
+                ));
+            }
+            if let Some(n) = names.iter().find(|n| n.starts_with("stagebot/")) {
+                return Err(serde::de::Error::custom(format!(
+                    "require_checks cannot name {n:?}: stagebot's own statuses never count"
+                )));
+            }
+            Ok(Some(CiGate::Named(names)))
+        }
+    }
+}
+
+/// `branches:` patterns: non-empty, without whitespace or control characters.
+fn branch_patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    for p in &list {
+        if p.is_empty() || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(serde::de::Error::custom(format!(
+                "invalid branch pattern {p:?}: expected a glob like `release/*` or `qa/**`"
+            )));
+        }
+    }
+    Ok(list)
+}
+
+/// Branch glob: `**` matches any characters (`/` included), `*` any characters but `/`, `?`
+/// one character but `/`; everything else matches itself. A pattern ending in `/**` also
+/// matches the bare prefix's children only (`qa/**` matches `qa/x` and `qa/x/y`, not `qa`).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    fn go(p: &[char], t: &[char]) -> bool {
+        match p {
+            [] => t.is_empty(),
+            ['*', '*', rest @ ..] => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            ['*', rest @ ..] => {
+                let mut i = 0;
+                loop {
+                    if go(rest, &t[i..]) {
+                        return true;
+                    }
+                    if i == t.len() || t[i] == '/' {
+                        return false;
+                    }
+                    i += 1;
+                }
+            }
+            ['?', rest @ ..] => t.first().is_some_and(|c| *c != '/') && go(rest, &t[1..]),
+            [c, rest @ ..] => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    go(&p, &t)
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -523,7 +703,9 @@ mod tests {
         assert!(c.preview.auto);
         assert_eq!(c.preview.ttl, Duration::from_secs(3 * 86_400));
         assert_eq!(c.health.as_str(), "/");
-        assert!(c.production.deploy_on_merge);
+        assert_eq!(c.on_merge(), OnMerge::Production);
+        assert!(c.branches.is_empty());
+        assert!(c.warnings().is_empty());
         assert_eq!(c.production.permission, Permission::Maintain);
         assert_eq!(c.start, None);
         assert_eq!(c.timeouts, Timeouts::default());
@@ -559,7 +741,7 @@ production: { deploy_on_merge: false, permission: admin, env: { MODE: prod } }
         assert!(!c.preview.auto);
         assert_eq!(c.preview.ttl, Duration::from_secs(7 * 86_400));
         assert_eq!(c.preview.profiles.len(), 2);
-        assert!(!c.production.deploy_on_merge);
+        assert_eq!(c.on_merge(), OnMerge::None);
         assert_eq!(c.production.permission, Permission::Admin);
 
         let e = c.effective(EnvKind::Preview, None).unwrap();
@@ -671,6 +853,83 @@ production: { deploy_on_merge: false, permission: admin, env: { MODE: prod } }
         assert!(t.starts_with(".github/stagebot.yml: "), "{t}");
         let wrong_type = invalid("build: [make, test]");
         assert!(wrong_type.contains("line 1"), "{wrong_type}");
+    }
+
+    #[test]
+    fn on_merge_and_its_deprecated_alias() {
+        let c = parse("on_merge: staging\n").unwrap();
+        assert_eq!(c.on_merge(), OnMerge::Staging);
+        assert!(c.warnings().is_empty());
+        assert_eq!(parse("on_merge: none").unwrap().on_merge(), OnMerge::None);
+        let old = parse("production: { deploy_on_merge: false }").unwrap();
+        assert_eq!(old.on_merge(), OnMerge::None);
+        assert_eq!(
+            old.warnings(),
+            [
+                "`production.deploy_on_merge` is deprecated: write `on_merge: none` (a top-level key) instead"
+            ]
+        );
+        let on = parse("production: { deploy_on_merge: true }").unwrap();
+        assert_eq!(on.on_merge(), OnMerge::Production);
+        assert_eq!(on.warnings().len(), 1);
+        let both = parse("on_merge: staging\nproduction: { deploy_on_merge: false }").unwrap();
+        assert_eq!(both.on_merge(), OnMerge::Staging);
+        assert!(
+            both.warnings()[0].contains("ignored here"),
+            "{:?}",
+            both.warnings()
+        );
+        let bad = invalid("on_merge: prod");
+        assert!(bad.contains("prod"), "{bad}");
+    }
+
+    #[test]
+    fn require_checks_is_a_flag_or_names() {
+        let c = parse(
+            "staging: { require_checks: true }\nproduction: { require_checks: [test, lint] }\npreview: { require_checks: false }\n",
+        )
+        .unwrap();
+        assert_eq!(c.require_checks(EnvKind::Staging), Some(&CiGate::All));
+        assert_eq!(
+            c.require_checks(EnvKind::Production),
+            Some(&CiGate::Named(vec!["test".into(), "lint".into()]))
+        );
+        assert_eq!(c.require_checks(EnvKind::Preview), None);
+        assert_eq!(
+            RepoConfig::default().require_checks(EnvKind::Production),
+            None
+        );
+        for bad in [
+            "production: { require_checks: [] }",
+            "production: { require_checks: yes-please }",
+            "production: { require_checks: [\"stagebot/production\"] }",
+        ] {
+            let e = invalid(bad);
+            assert!(e.contains("require_checks"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn branch_patterns_match_like_globs() {
+        let c = parse("branches: [\"release/*\", \"qa/**\", \"hotfix-?\"]").unwrap();
+        for yes in ["release/1.2", "release/x", "qa/a", "qa/a/b/c", "hotfix-1"] {
+            assert!(c.branch_matches(yes), "{yes}");
+        }
+        for no in [
+            "release/1/2",
+            "release",
+            "qa",
+            "main",
+            "hotfix-12",
+            "xrelease/1",
+        ] {
+            assert!(!c.branch_matches(no), "{no}");
+        }
+        assert!(glob_match("**", "a/b"));
+        assert!(glob_match("feat*", "feature"));
+        assert!(!glob_match("feat*", "feat/x"));
+        let e = invalid("branches: [\"\"]");
+        assert!(e.contains("invalid branch pattern"), "{e}");
     }
 
     #[test]

@@ -152,7 +152,7 @@ impl App {
         let sha = match phase {
             Phase::Deploying => rec.deploying.clone(),
             Phase::Live | Phase::Destroyed => release.as_ref().map(|r| r.sha.clone()),
-            Phase::Failed => rec.attempted.clone(),
+            Phase::Failed | Phase::Waiting => rec.attempted.clone(),
         };
         let context = format!("stagebot/{}", rec.kind);
         let (_, log_url) = self.log_location(
@@ -166,6 +166,13 @@ impl App {
             self.report_deployment(&client, &rec, release.as_ref(), phase, sha, &log_url)
                 .await?;
             let status = match phase {
+                Phase::Waiting => Some((
+                    StatusState::Pending,
+                    rec.ci_wait
+                        .clone()
+                        .unwrap_or_else(|| "Waiting for CI".into()),
+                    log_url.clone(),
+                )),
                 Phase::Deploying => Some((
                     StatusState::Pending,
                     "Deploying…".to_string(),
@@ -221,7 +228,7 @@ impl App {
     ) -> Result<(), ReportError> {
         let attempts = self.store().attempts(&rec.id)?;
         match phase {
-            Phase::Deploying => {
+            Phase::Deploying | Phase::Waiting => {
                 // Only the op being deployed right now (a newer op reports for itself).
                 let Some(Op::Deploy {
                     sha: op_sha,
@@ -274,10 +281,17 @@ impl App {
                         deployment_id: Some(deployment),
                         ..attempt
                     },
-                    DeploymentState::InProgress,
+                    if phase == Phase::Waiting {
+                        DeploymentState::Queued
+                    } else {
+                        DeploymentState::InProgress
+                    },
                     None,
                     Some(log_url.to_owned()),
-                    format!("Deploying {}", sha.short()),
+                    match (&rec.ci_wait, phase) {
+                        (Some(wait), Phase::Waiting) => wait.clone(),
+                        _ => format!("Deploying {}", sha.short()),
+                    },
                 )
                 .await?;
             }
@@ -818,6 +832,17 @@ pub fn render_sticky_with(
                     ));
                 }
             }
+            if let Some(wait) = env.ci_wait.as_ref().filter(|_| env.op.is_some()) {
+                // Built by stagebot; check names in it are code spans.
+                out.push_str(&format!(
+                    "⏳ **`{}`** {}{wait}.\n\n",
+                    env.id.slug,
+                    env.attempted
+                        .as_ref()
+                        .map(|s| format!("(commit `{}`): ", s.short()))
+                        .unwrap_or_default()
+                ));
+            }
             if env.state == EnvState::Destroyed {
                 out.push_str(&format!(
                     "`{}` was removed. Comment `/stage` to bring it back.\n\n",
@@ -895,6 +920,8 @@ mod tests {
             url: String::new(),
             log: String::new(),
             pr: Some(PrNumber(42)),
+            checks: None,
+            artifact: None,
         }
     }
 
@@ -909,6 +936,33 @@ mod tests {
         let expected = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("{}: {e} (run with STAGEBOT_BLESS=1)", path.display()));
         assert_eq!(actual, expected, "{name} changed; bless it if intended");
+    }
+
+    #[test]
+    fn sticky_waiting_for_ci() {
+        let mut prod = env("production", EnvKind::Production, EnvState::Live);
+        prod.expires_at = None;
+        prod.current_release = Some(1);
+        prod.attempted = Some(sha('c'));
+        prod.op = Some(Op::Deploy {
+            sha: sha('c'),
+            git_ref: "main".into(),
+            trigger: Trigger::Promote {
+                from: Slug::staging(),
+                release: Some(2),
+            },
+            by: "maria".into(),
+            ack: None,
+            force: false,
+            gate: Some(crate::repo_config::CiGate::All),
+            checks: None,
+        });
+        prod.ci_wait = Some("waiting for CI: 2 of 3 checks passed; pending: `test`".into());
+        let rows = vec![(prod, Some(release(1, 'b')), None)];
+        golden(
+            "sticky-waiting-for-ci.md",
+            &render_sticky(&PrRecord::default(), &rows, at(2)),
+        );
     }
 
     #[test]

@@ -53,6 +53,11 @@ pub fn admin_router(app: App) -> Router {
         .route("/admin/deliveries/{id}/replay", post(admin_replay))
         .route("/admin/backup", post(admin_backup))
         .route("/admin/snapshot", post(crate::services::admin_snapshot))
+        .route("/admin/repos/{owner}/{repo}/promote", post(admin_promote))
+        .route(
+            "/admin/repos/{owner}/{repo}/branch-deploy",
+            post(admin_branch_deploy),
+        )
         .with_state(app)
 }
 
@@ -571,6 +576,59 @@ async fn admin_backup(State(app): State<App>, Json(body): Json<BackupBody>) -> R
                 .into_response()
         }
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct PromoteBody {
+    from: String,
+    release: Option<u32>,
+}
+
+/// `stagebot promote`: the operator's promotion to production (docs/commands.md).
+async fn admin_promote(
+    State(app): State<App>,
+    Path((owner, repo)): Path<(String, String)>,
+    Json(body): Json<PromoteBody>,
+) -> Response {
+    let id = match env_id(&owner, &repo, &body.from) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    operator_answer(app.operator_promote(&id.repo, &id.slug, body.release).await)
+}
+
+#[derive(Deserialize)]
+struct BranchDeployBody {
+    branch: String,
+}
+
+/// `stagebot env deploy --branch`: a branch environment by hand (docs/commands.md).
+async fn admin_branch_deploy(
+    State(app): State<App>,
+    Path((owner, repo)): Path<(String, String)>,
+    Json(body): Json<BranchDeployBody>,
+) -> Response {
+    let repo = match RepoName::new(&owner, &repo) {
+        Ok(r) => r,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let branch = body.branch.trim();
+    if branch.is_empty() || branch.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return err(StatusCode::BAD_REQUEST, "invalid branch name");
+    }
+    operator_answer(app.operator_deploy_branch(&repo, branch).await)
+}
+
+fn operator_answer(
+    result: Result<crate::pipeline::Started, crate::pipeline::OperatorError>,
+) -> Response {
+    use crate::pipeline::OperatorError as E;
+    match result {
+        Ok(started) => (StatusCode::ACCEPTED, Json(json!(started))).into_response(),
+        Err(e @ E::Refused(_)) => err(StatusCode::CONFLICT, e.to_string()),
+        Err(e @ E::NoBranch(_)) => err(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e) => err(StatusCode::BAD_GATEWAY, e.to_string()),
     }
 }
 

@@ -213,8 +213,16 @@ pub enum Trigger {
     PullRequest,
     Push,
     Stage,
-    Promote { from: Slug },
-    Rollback { to_release: u32 },
+    Promote {
+        from: Slug,
+        /// The release of `from` that was promoted (recorded since promotions without a
+        /// preview; older records lack it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        release: Option<u32>,
+    },
+    Rollback {
+        to_release: u32,
+    },
     Merge,
 }
 
@@ -224,7 +232,14 @@ impl Trigger {
             Trigger::PullRequest => "pull request".into(),
             Trigger::Push => "push".into(),
             Trigger::Stage => "/stage".into(),
-            Trigger::Promote { from } => format!("/promote from {from}"),
+            Trigger::Promote {
+                from,
+                release: Some(n),
+            } => format!("/promote from {from} #{n}"),
+            Trigger::Promote {
+                from,
+                release: None,
+            } => format!("/promote from {from}"),
             Trigger::Rollback { to_release } => format!("/rollback to #{to_release}"),
             Trigger::Merge => "merge".into(),
         }
@@ -245,6 +260,13 @@ pub enum Op {
         ack: Option<u64>,
         /// Deploy even when this commit is already live (a restart or a forced `/stage`).
         force: bool,
+        /// The CI gate the commit must pass before the deploy starts (`require_checks`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gate: Option<crate::repo_config::CiGate>,
+        /// What allowed the deploy without a gate, recorded on the release (an admin's
+        /// `--skip-checks`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checks: Option<String>,
     },
     /// Start the live release again as it was (after a restart of stagebot); no new release.
     Restart { release: u32 },
@@ -309,6 +331,10 @@ pub struct EnvRecord {
     /// A fork PR's preview (its branch name is the fork's, not this repository's).
     #[serde(default)]
     pub fork: bool,
+    /// The pending deploy waits for CI (`require_checks`): what it waits for, as shown on
+    /// GitHub. The runner is idle meanwhile; a check event for the commit wakes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci_wait: Option<String>,
     /// The repository is private (from the last deploy's payload): hidden from anonymous
     /// visitors. A record written before stagebot knew counts as private until its next deploy.
     #[serde(default = "unknown_is_private")]
@@ -358,6 +384,7 @@ impl EnvRecord {
             next_restart_at: None,
             fork: false,
             private: false,
+            ci_wait: None,
         }
     }
 
@@ -389,6 +416,12 @@ pub struct Release {
     /// The log URL of this release's build and start output.
     pub log: String,
     pub pr: Option<PrNumber>,
+    /// The CI result that allowed this release (`require_checks`), or how the gate was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<String>,
+    /// "reused artifact of release #n (env)" when the local provider did not run `build`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

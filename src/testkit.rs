@@ -191,6 +191,8 @@ pub struct StackOptions {
     pub sentry: crate::sentry::SentrySettings,
     /// Scheduled backups.
     pub backup: Option<crate::backup::BackupSettings>,
+    /// Local provider: built artifacts kept per environment (0: build every time).
+    pub artifact_keep: usize,
 }
 
 impl StackOptions {
@@ -211,6 +213,7 @@ impl StackOptions {
             postgres: None,
             sentry: crate::sentry::SentrySettings::default(),
             backup: None,
+            artifact_keep: 3,
         }
     }
 }
@@ -289,6 +292,7 @@ impl Stack {
                 local.sandbox.hidden.push(dir.to_path_buf());
             }
         }
+        local.artifact_keep = opts.artifact_keep;
         let provider = match opts.command_provider.clone() {
             Some(cfg) => Provider::Command(crate::provider::command::CommandProvider::new(cfg)),
             None => Provider::Local(

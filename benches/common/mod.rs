@@ -241,6 +241,8 @@ pub mod fixtures {
                 env.id.repo, env.id.slug
             ),
             pr: env.pr,
+            checks: None,
+            artifact: None,
         }
     }
 }

@@ -612,3 +612,67 @@ fn add_installation(body: &mut Value, installation_id: Option<u64>) {
             json!({"id": id, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uMQ=="});
     }
 }
+
+/// A `check_run` payload (action `created`, `completed`…) for check `name` on commit `sha`.
+pub fn check_run(
+    repo: &RepoName,
+    installation_id: Option<u64>,
+    sha: &str,
+    name: &str,
+    status: &str,
+    conclusion: Option<&str>,
+) -> Value {
+    let full = repo.to_string();
+    let action = if status == "completed" {
+        "completed"
+    } else {
+        "created"
+    };
+    let mut body = json!({
+        "action": action,
+        "check_run": {
+            "id": id_of(name),
+            "name": name,
+            "head_sha": sha,
+            "status": status,
+            "conclusion": conclusion,
+            "app": {"id": 15368, "slug": "github-actions", "name": "GitHub Actions"},
+            "check_suite": {"id": id_of(sha), "head_sha": sha, "status": status, "conclusion": conclusion},
+        },
+        "repository": repository(&full, &format!("https://github.com/{full}.git"), "main", false, false),
+        "sender": user("github-actions[bot]", true),
+    });
+    if let Some(id) = installation_id {
+        body["installation"] =
+            json!({"id": id, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uMQ=="});
+    }
+    body
+}
+
+/// A `status` payload: commit status `context` of commit `sha` is now `state`.
+pub fn status(
+    repo: &RepoName,
+    installation_id: Option<u64>,
+    sha: &str,
+    context: &str,
+    state: &str,
+) -> Value {
+    let full = repo.to_string();
+    let mut body = json!({
+        "id": id_of(context),
+        "sha": sha,
+        "name": full,
+        "target_url": null,
+        "context": context,
+        "description": null,
+        "state": state,
+        "branches": [],
+        "repository": repository(&full, &format!("https://github.com/{full}.git"), "main", false, false),
+        "sender": user("ci-bot[bot]", true),
+    });
+    if let Some(id) = installation_id {
+        body["installation"] =
+            json!({"id": id, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uMQ=="});
+    }
+    body
+}

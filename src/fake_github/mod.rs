@@ -333,6 +333,8 @@ struct RepoEntry {
     id: u64,
     default_branch: String,
     installation_id: u64,
+    /// What `GET /repos/{o}/{r}` says the clone URL is (GitHub's by default).
+    clone_url: Option<String>,
 }
 
 struct IssuedToken {
@@ -390,6 +392,25 @@ struct State {
     stalls: Vec<Stall>,
     /// Answers held back right now.
     stalled: usize,
+    /// (repo key, branch) → head commit, for `GET /repos/{o}/{r}/branches/{branch}`.
+    branches: HashMap<(String, String), Sha>,
+    /// (repo key, sha) → check runs, in creation order.
+    check_runs: HashMap<(String, String), Vec<FakeCheckRun>>,
+    /// The installation has not granted `checks: read`: check-run reads answer 403.
+    checks_denied: bool,
+}
+
+/// A check run as the fake keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeCheckRun {
+    /// Its id.
+    pub id: u64,
+    /// Its name, e.g. `test`.
+    pub name: String,
+    /// `queued`, `in_progress` or `completed`.
+    pub status: String,
+    /// `success`, `failure`… once completed.
+    pub conclusion: Option<String>,
 }
 
 impl State {
@@ -411,6 +432,9 @@ impl State {
             faults: Vec::new(),
             stalls: Vec::new(),
             stalled: 0,
+            branches: HashMap::new(),
+            check_runs: HashMap::new(),
+            checks_denied: false,
         }
     }
 
@@ -522,8 +546,79 @@ impl FakeGitHub {
                 id,
                 default_branch: default_branch.to_owned(),
                 installation_id,
+                clone_url: None,
             },
         );
+    }
+
+    /// What `GET /repos/{o}/{r}` answers as the repository's clone URL.
+    pub fn set_clone_url(&self, repo: &RepoName, url: &str) {
+        if let Some(r) = self.state().repos.get_mut(&repo_key(repo)) {
+            r.clone_url = Some(url.to_owned());
+        }
+    }
+
+    /// Point `branch` of `repo` at `sha` (`GET /repos/{o}/{r}/branches/{branch}`).
+    pub fn set_branch(&self, repo: &RepoName, branch: &str, sha: &Sha) {
+        self.state()
+            .branches
+            .insert((repo_key(repo), branch.to_owned()), sha.clone());
+    }
+
+    /// Create or update the check run `name` of commit `sha` (as a CI app would); returns its id.
+    pub fn set_check_run(
+        &self,
+        repo: &RepoName,
+        sha: &Sha,
+        name: &str,
+        status: &str,
+        conclusion: Option<&str>,
+    ) -> u64 {
+        let mut st = self.state();
+        let id = st.id();
+        let runs = st
+            .check_runs
+            .entry((repo_key(repo), sha.to_string()))
+            .or_default();
+        match runs.iter_mut().find(|r| r.name == name) {
+            Some(r) => {
+                r.status = status.to_owned();
+                r.conclusion = conclusion.map(str::to_owned);
+                r.id
+            }
+            None => {
+                runs.push(FakeCheckRun {
+                    id,
+                    name: name.to_owned(),
+                    status: status.to_owned(),
+                    conclusion: conclusion.map(str::to_owned),
+                });
+                id
+            }
+        }
+    }
+
+    /// Post a commit status as another app would (`statuses` API).
+    pub fn add_status(&self, repo: &RepoName, sha: &Sha, context: &str, state: &str) {
+        let mut st = self.state();
+        let id = st.id();
+        st.statuses.push(StatusEntry {
+            id,
+            repo: repo_key(repo),
+            sha: sha.to_string(),
+            status: FakeStatus {
+                state: state.to_owned(),
+                context: context.to_owned(),
+                description: String::new(),
+                target_url: None,
+            },
+            created_at: Utc::now(),
+        });
+    }
+
+    /// Take back `checks: read`: check-run reads answer 403 as GitHub does.
+    pub fn deny_checks(&self) {
+        self.state().checks_denied = true;
     }
 
     /// Give `login` a permission on `repo` (they become a known user).

@@ -274,7 +274,7 @@ fn route(st: &mut State, req: &Req<'_>) -> Outcome {
 fn app_permissions() -> Value {
     json!({
         "contents": "read", "pull_requests": "write", "issues": "write",
-        "statuses": "write", "deployments": "write", "metadata": "read",
+        "statuses": "write", "deployments": "write", "metadata": "read", "checks": "read",
     })
 }
 
@@ -585,6 +585,90 @@ fn repo_route(st: &mut State, req: &Req<'_>, repo: &str, rest: &[&str]) -> Outco
             let answer = status_json(req, &entry);
             st.statuses.push(entry);
             Ok(Reply::created(answer))
+        }
+        [] if m == Method::GET => {
+            let entry = st.repos.get(repo).ok_or_else(Reply::not_found)?;
+            let full_name = entry.name.to_string();
+            Ok(Reply::ok(json!({
+                "id": entry.id,
+                "name": entry.name.name(),
+                "full_name": full_name,
+                "private": false,
+                "fork": false,
+                "default_branch": entry.default_branch,
+                "clone_url": entry.clone_url.clone().unwrap_or_else(|| format!("https://github.com/{full_name}.git")),
+                "owner": user_json(entry.name.owner(), false),
+            })))
+        }
+        ["branches", branch] if m == Method::GET => {
+            let branch = percent_decode(branch);
+            let sha = st
+                .branches
+                .get(&(repo.to_owned(), branch.clone()))
+                .ok_or_else(Reply::not_found)?;
+            Ok(Reply::ok(json!({
+                "name": branch,
+                "commit": { "sha": sha.as_str(), "url": format!("{}/repos/{repo}/commits/{}", req.fake.url(), sha.as_str()) },
+                "protected": false,
+            })))
+        }
+        ["commits", git_ref, "check-runs"] if m == Method::GET => {
+            if st.checks_denied {
+                return Err(Reply::error(
+                    StatusCode::FORBIDDEN,
+                    "Resource not accessible by integration",
+                ));
+            }
+            let shas = resolve_ref(st, repo, git_ref);
+            let runs: Vec<Value> = shas
+                .iter()
+                .filter_map(|s| st.check_runs.get(&(repo.to_owned(), s.clone())))
+                .flatten()
+                .map(|r| {
+                    json!({
+                        "id": r.id,
+                        "name": r.name,
+                        "head_sha": git_ref,
+                        "status": r.status,
+                        "conclusion": r.conclusion,
+                    })
+                })
+                .collect();
+            Ok(Reply::ok(
+                json!({ "total_count": runs.len(), "check_runs": runs }),
+            ))
+        }
+        ["commits", git_ref, "status"] if m == Method::GET => {
+            let shas = resolve_ref(st, repo, git_ref);
+            // The newest status of each context, like GitHub's combined status.
+            let mut newest: Vec<&StatusEntry> = Vec::new();
+            for s in st
+                .statuses
+                .iter()
+                .rev()
+                .filter(|s| s.repo == repo && shas.contains(&s.sha))
+            {
+                if !newest.iter().any(|n| n.status.context == s.status.context) {
+                    newest.push(s);
+                }
+            }
+            let state = if newest
+                .iter()
+                .any(|s| matches!(s.status.state.as_str(), "failure" | "error"))
+            {
+                "failure"
+            } else if !newest.is_empty() && newest.iter().all(|s| s.status.state == "success") {
+                "success"
+            } else {
+                "pending"
+            };
+            let statuses: Vec<Value> = newest.iter().map(|s| status_json(req, s)).collect();
+            Ok(Reply::ok(json!({
+                "state": state,
+                "sha": git_ref,
+                "total_count": statuses.len(),
+                "statuses": statuses,
+            })))
         }
         ["commits", git_ref, "statuses"] if m == Method::GET => {
             let shas = resolve_ref(st, repo, git_ref);

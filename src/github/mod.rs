@@ -247,6 +247,26 @@ pub struct PrInfo {
     pub head_clone_url: String,
 }
 
+/// One check run or commit status of a commit, as a CI gate sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CiResult {
+    /// The check run's name or the status's context.
+    pub name: String,
+    /// Where it stands.
+    pub state: CiState,
+}
+
+/// The state of a [`CiResult`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CiState {
+    /// Queued, in progress, or a `pending` status.
+    Pending,
+    /// Completed successfully (also `neutral` and `skipped` check runs).
+    Success,
+    /// Failed, errored, cancelled, timed out or needing action.
+    Failure,
+}
+
 /// The app-level GitHub client: the app's signing key, the installation-token cache, the
 /// permission cache and the metrics. Cheap to clone.
 #[derive(Clone)]
@@ -1052,6 +1072,88 @@ impl RepoClient {
             )
             .await?;
         pulls.into_iter().map(pr_info).collect()
+    }
+
+    /// The repository itself: its default branch and clone URL.
+    pub async fn repository(&self) -> Result<crate::event::RepoInfo, GitHubError> {
+        let r: routes::Repository = self
+            .call(Method::GET, "/repos/{owner}/{repo}", "", None)
+            .await?
+            .json("repository")?;
+        if !r.full_name.eq_ignore_ascii_case(&self.repo.to_string()) {
+            tracing::info!(asked = %self.repo, answered = %r.full_name, "the repository was renamed");
+        }
+        Ok(crate::event::RepoInfo {
+            name: self.repo.clone(),
+            default_branch: r.default_branch,
+            clone_url: r.clone_url.unwrap_or_default(),
+            private: r.private,
+        })
+    }
+
+    /// The head commit of `branch`; `None` when there is no such branch.
+    pub async fn branch_head(&self, branch: &str) -> Result<Option<Sha>, GitHubError> {
+        let answer = match self
+            .call(
+                Method::GET,
+                "/repos/{owner}/{repo}/branches/{branch}",
+                &format!("/branches/{}", enc(branch)),
+                None,
+            )
+            .await
+        {
+            Ok(a) => a,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let b: routes::Branch = answer.json("branch")?;
+        Sha::new(&b.commit.sha)
+            .map(Some)
+            .map_err(|e| GitHubError::Decode(format!("branch {branch}: {e}")))
+    }
+
+    /// The check runs and commit statuses of commit `sha` (the newest status per context), as
+    /// CI results. A check run needs the `checks: read` permission, a status `statuses: read`.
+    pub async fn ci_results(&self, sha: &Sha) -> Result<Vec<CiResult>, GitHubError> {
+        let runs: routes::CheckRuns = self
+            .call(
+                Method::GET,
+                "/repos/{owner}/{repo}/commits/{ref}/check-runs",
+                &format!("/commits/{sha}/check-runs?per_page={PER_PAGE}"),
+                None,
+            )
+            .await?
+            .json("check runs")?;
+        let combined: routes::CombinedStatus = self
+            .call(
+                Method::GET,
+                "/repos/{owner}/{repo}/commits/{ref}/status",
+                &format!("/commits/{sha}/status?per_page={PER_PAGE}"),
+                None,
+            )
+            .await?
+            .json("combined status")?;
+        let mut out: Vec<CiResult> = runs
+            .check_runs
+            .into_iter()
+            .map(|r| CiResult {
+                state: match (r.status.as_str(), r.conclusion.as_deref()) {
+                    ("completed", Some("success" | "neutral" | "skipped")) => CiState::Success,
+                    ("completed", _) => CiState::Failure,
+                    _ => CiState::Pending,
+                },
+                name: r.name,
+            })
+            .collect();
+        out.extend(combined.statuses.into_iter().map(|s| CiResult {
+            state: match s.state.as_str() {
+                "success" => CiState::Success,
+                "failure" | "error" => CiState::Failure,
+                _ => CiState::Pending,
+            },
+            name: s.context,
+        }));
+        Ok(out)
     }
 
     /// A token for `git clone https://x-access-token:TOKEN@…` (the local provider's fetch, the

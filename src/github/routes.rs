@@ -162,3 +162,56 @@ pub(crate) struct PullRequest {
     #[serde(default)]
     pub user: Option<UserRef>,
 }
+
+/// `GET /repos/{o}/{r}` → 200 (the fields stagebot reads).
+#[derive(Debug, Deserialize)]
+pub(crate) struct Repository {
+    pub full_name: String,
+    pub default_branch: String,
+    #[serde(default)]
+    pub clone_url: Option<String>,
+    #[serde(default)]
+    pub private: bool,
+}
+
+/// `GET /repos/{o}/{r}/branches/{branch}` → 200.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Branch {
+    pub commit: BranchCommit,
+}
+
+/// The head commit of a [`Branch`].
+#[derive(Debug, Deserialize)]
+pub(crate) struct BranchCommit {
+    pub sha: String,
+}
+
+/// `GET /repos/{o}/{r}/commits/{ref}/check-runs` → 200.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CheckRuns {
+    #[serde(default)]
+    pub check_runs: Vec<CheckRun>,
+}
+
+/// One check run.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CheckRun {
+    pub name: String,
+    pub status: String,
+    #[serde(default)]
+    pub conclusion: Option<String>,
+}
+
+/// `GET /repos/{o}/{r}/commits/{ref}/status` → 200 (the combined status).
+#[derive(Debug, Deserialize)]
+pub(crate) struct CombinedStatus {
+    #[serde(default)]
+    pub statuses: Vec<CommitStatus>,
+}
+
+/// One commit status (the newest of its context).
+#[derive(Debug, Deserialize)]
+pub(crate) struct CommitStatus {
+    pub context: String,
+    pub state: String,
+}

@@ -114,7 +114,10 @@ impl CommandProvider {
             });
         };
         log.header(&format!("live at {url}"));
-        Ok(Deployed { url })
+        Ok(Deployed {
+            url,
+            artifact: None,
+        })
     }
 
     /// Run the teardown script, if one is configured.

@@ -56,6 +56,8 @@ pub struct LocalConfig {
     pub git_timeout: Duration,
     /// The sandbox around every repository command (`STAGEBOT_SANDBOX`, limits).
     pub sandbox: SandboxConfig,
+    /// Built artifacts kept per environment (`STAGEBOT_ARTIFACT_KEEP`, default 3).
+    pub artifact_keep: usize,
 }
 
 impl LocalConfig {
@@ -71,6 +73,7 @@ impl LocalConfig {
             git: PathBuf::from("git"),
             git_timeout: Duration::from_secs(300),
             sandbox: SandboxConfig::default(),
+            artifact_keep: 3,
         }
     }
 }
@@ -91,6 +94,7 @@ struct Inner {
     running: Mutex<HashMap<EnvId, Running>>,
     env_locks: Mutex<HashMap<EnvId, Arc<tokio::sync::Mutex<()>>>>,
     repo_locks: Mutex<HashMap<RepoName, Arc<tokio::sync::Mutex<()>>>>,
+    artifacts: super::artifact::Artifacts,
 }
 
 /// The live release of one environment.
@@ -145,6 +149,10 @@ impl LocalProvider {
         }
         Self {
             inner: Arc::new(Inner {
+                artifacts: super::artifact::Artifacts::new(
+                    cfg.data_dir.join("artifacts"),
+                    cfg.artifact_keep,
+                ),
                 cfg,
                 sandbox,
                 running: Mutex::new(HashMap::new()),
@@ -317,18 +325,14 @@ impl LocalProvider {
         let health_timeout = eff.health_timeout.unwrap_or(cfg.health_timeout);
         let mut env = app_env(spec, &eff);
 
-        // 3. build, migrate, then seed on an environment's first deploy.
+        // 3. build (or start from the artifact of an earlier build of the same inputs), then
+        // migrate on every deploy, then seed on an environment's first deploy.
+        let mut artifact = None;
         if let Some(build) = &eff.build {
-            run_step(
-                self.sandbox(),
-                "build",
-                build,
-                &dir,
-                &env,
-                log,
-                build_timeout,
-            )
-            .await?;
+            let (key, reused) = self
+                .build_once(spec, build, &eff, &dir, log, build_timeout)
+                .await?;
+            artifact = Some((key, reused));
         }
         if let Some(migrate) = &eff.migrate {
             run_step(
@@ -396,6 +400,19 @@ impl LocalProvider {
             )
         };
         tracing::info!(host = %spec.host, %addr, "route switched");
+        if let Err(e) = self
+            .inner
+            .artifacts
+            .used(
+                &spec.env.repo,
+                artifact.as_ref().map(|(k, _)| k.as_str()),
+                &spec.env.slug,
+                spec.release,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record the artifact's use");
+        }
         if let Some(mut old) = previous {
             if old.host != spec.host {
                 cfg.routes.remove(&old.host);
@@ -436,7 +453,66 @@ impl LocalProvider {
         }
         Ok(Deployed {
             url: spec.public_url.clone(),
+            artifact: artifact.and_then(|(_, reused)| reused),
         })
+    }
+
+    /// Run `build` in `dir`, or copy in the artifact of an earlier build of the same commit,
+    /// command and variables (then `build` does not run). Returns the artifact key and, when
+    /// one was reused, what the release says about it.
+    async fn build_once(
+        &self,
+        spec: &DeploySpec,
+        build: &str,
+        eff: &Effective,
+        dir: &Path,
+        log: &ReleaseLog,
+        timeout: Duration,
+    ) -> Result<(String, Option<String>), ProviderError> {
+        let env = build_env(spec, eff);
+        let mut inputs = eff.base_env.clone();
+        inputs.extend(spec.vars.clone());
+        let key = super::artifact::key(&spec.sha, build, &inputs);
+        let artifacts = &self.inner.artifacts;
+        if let Some((from, entry)) = artifacts.find(&spec.env.repo, &key).await {
+            let note = format!(
+                "reused artifact of release #{} ({})",
+                entry.release, entry.env
+            );
+            // Copied next to the fresh checkout, which it replaces only once complete.
+            let mut copy = dir.as_os_str().to_owned();
+            copy.push(".artifact");
+            let copy = PathBuf::from(copy);
+            let _ = tokio::fs::remove_dir_all(&copy).await;
+            match super::artifact::copy_tree(&from, &copy).await {
+                Ok(()) => {
+                    tokio::fs::remove_dir_all(dir).await?;
+                    tokio::fs::rename(&copy, dir).await?;
+                    log.header(&format!("build skipped: {note}"));
+                    return Ok((key, Some(note)));
+                }
+                Err(e) => {
+                    let _ = tokio::fs::remove_dir_all(&copy).await;
+                    log.line(&format!("cannot use the kept artifact ({e}); building"));
+                    tracing::warn!(error = %e, "cannot copy the artifact; building");
+                }
+            }
+        }
+        run_step(self.sandbox(), "build", build, dir, &env, log, timeout).await?;
+        if let Err(e) = artifacts
+            .save(
+                &spec.env.repo,
+                &key,
+                dir,
+                &spec.sha,
+                &spec.env.slug,
+                spec.release,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "cannot keep the build as an artifact");
+        }
+        Ok((key, None))
     }
 
     /// Stop the environment: `predestroy` (best effort), remove the route, stop the process
@@ -478,6 +554,14 @@ impl LocalProvider {
             None => {
                 log.line("no running release known to this stagebot process; cleaning up files")
             }
+        }
+        if let Err(e) = self
+            .inner
+            .artifacts
+            .forget(&spec.env.repo, &spec.env.slug)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot let go of the environment's artifacts");
         }
         let env_dir = self.env_dir(&spec.env);
         remove_stale_releases(&env_dir, None).await;
@@ -826,6 +910,18 @@ fn app_env(spec: &DeploySpec, eff: &Effective) -> Vec<(String, OsString)> {
     }
     env.extend(spec.vars.iter().map(|(k, v)| (k.clone(), v.into())));
     env.extend(spec.stagebot_vars().into_iter().map(|(k, v)| (k, v.into())));
+    env
+}
+
+/// The environment of `build`: the basics, the repository's base `env`, the operator's
+/// variables, and only the commit's identity (`STAGEBOT_REPO`, `STAGEBOT_SHA`): a build is
+/// shared by every environment of its commit, so nothing kind- or profile-specific.
+fn build_env(spec: &DeploySpec, eff: &Effective) -> Vec<(String, OsString)> {
+    let mut env = process::base_env();
+    env.extend(eff.base_env.iter().map(|(k, v)| (k.clone(), v.into())));
+    env.extend(spec.vars.iter().map(|(k, v)| (k.clone(), v.into())));
+    env.push(("STAGEBOT_REPO".to_owned(), spec.env.repo.to_string().into()));
+    env.push(("STAGEBOT_SHA".to_owned(), spec.sha.to_string().into()));
     env
 }
 

@@ -1,6 +1,7 @@
 //! Providers make environments real (docs/providers.md). Two are built in: `local` (embedded, default)
 //! and `command` (operator scripts). A plain enum keeps dispatch obvious.
 
+pub mod artifact;
 pub mod command;
 pub mod local;
 pub(crate) mod process;
@@ -148,6 +149,10 @@ pub struct DeploySpec {
     pub vars: BTreeMap<String, String>,
     /// Where this release's build/start output goes (the provider appends to it).
     pub log_path: PathBuf,
+    /// `STAGEBOT_ARTIFACT`: `<slug>-<release>` of the release this commit was first deployed
+    /// as in the repository (this deploy's own when it is the first), so a script can re-tag
+    /// what it built then instead of building again.
+    pub artifact: String,
 }
 
 impl DeploySpec {
@@ -155,6 +160,7 @@ impl DeploySpec {
     pub fn stagebot_vars(&self) -> BTreeMap<String, String> {
         let mut v = identity_vars(&self.env, self.kind, &self.branch, Some(&self.sha), self.pr);
         v.insert("STAGEBOT_RELEASE".into(), self.release.to_string());
+        v.insert("STAGEBOT_ARTIFACT".into(), self.artifact.clone());
         v.insert(
             "STAGEBOT_PREVIOUS_SHA".into(),
             self.previous_sha
@@ -172,6 +178,8 @@ impl DeploySpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deployed {
     pub url: String,
+    /// The local provider started from a kept build: "reused artifact of release #n (env)".
+    pub artifact: Option<String>,
 }
 
 /// What is needed to tear an environment down.

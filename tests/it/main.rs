@@ -8,6 +8,7 @@ mod flows;
 mod frontdoor;
 mod github;
 mod ingress;
+mod pipeline;
 mod providers;
 mod sandbox;
 mod sentry;

@@ -311,7 +311,7 @@ async fn hostile_branch_names_reach_processes_only_as_variables() {
     let tag = format!("{:016x}", fastrand::u64(..));
     let pwned = [format!("/tmp/pwned-{tag}"), format!("/tmp/pwned2-{tag}")];
     let sha = repo.commit_app(&format!(
-        "build: echo \"building $STAGEBOT_BRANCH\"\nseed: echo \"seeding $STAGEBOT_BRANCH\"\n{APP_CONFIG}"
+        "build: echo \"building\"\nseed: echo \"seeding $STAGEBOT_BRANCH\"\n{APP_CONFIG}"
     ));
     for (i, branch) in [
         format!("x;touch${{IFS}}{}", pwned[0]),
@@ -337,7 +337,7 @@ async fn hostile_branch_names_reach_processes_only_as_variables() {
             "{env}"
         );
         let log = std::fs::read_to_string(&s.log_path).unwrap();
-        assert!(log.contains(&format!("building {branch}")), "{log}");
+        assert!(log.contains(&format!("seeding {branch}")), "{log}");
         provider.teardown(&teardown_spec(&s)).await.unwrap();
     }
     for p in &pwned {
@@ -572,6 +572,7 @@ fn spec_for_command(
         first_deploy: false,
         vars: [("EXTRA".to_owned(), "from operator".to_owned())].into(),
         log_path: data.join("logs/r4.log"),
+        artifact: "staging-2".to_owned(),
     }
 }
 
@@ -599,6 +600,7 @@ async fn command_provider_contract() {
     for line in [
         "STAGEBOT_SLUG=pr-7-login".to_owned(),
         "STAGEBOT_RELEASE=4".to_owned(),
+        "STAGEBOT_ARTIFACT=staging-2".to_owned(),
         format!("STAGEBOT_PREVIOUS_SHA={}", "b".repeat(40)),
         format!("STAGEBOT_SHA={}", "c".repeat(40)),
         "STAGEBOT_CLONE_URL=https://github.com/acme/webapp.git".to_owned(),

@@ -236,6 +236,7 @@ pub fn spec(
         first_deploy: release == 1,
         vars: BTreeMap::new(),
         log_path: data.join("logs").join(slug).join(format!("r{release}.log")),
+        artifact: format!("{slug}-{release}"),
     }
 }
 
