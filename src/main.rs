@@ -377,7 +377,10 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
                     a.data_dir.display()
                 ))
             })?;
-            Provider::Local(LocalProvider::new(cfg).map_err(|e| Usage(e.to_string()))?)
+            let local = LocalProvider::new(cfg).map_err(|e| Usage(e.to_string()))?;
+            // A restart (graceful or not) leaves live apps running; the next start adopts them.
+            local.keep_apps_on_exit();
+            Provider::Local(local)
         }
         ProviderKind::Command => {
             let deploy_cmd = a.deploy_cmd.clone().ok_or_else(|| {

@@ -6,7 +6,8 @@
 //! ```text
 //! repos/<owner>/<name>.git                    bare cache, fetched into per deploy
 //! envs/<owner>/<name>/<slug>/r<release>/      checkout of one release (its cwd)
-//! envs/<owner>/<name>/<slug>/r<release>.pgid  process group of its `start`, for crash recovery
+//! envs/<owner>/<name>/<slug>/r<release>.pgid  its `start`'s process group, start time, port and
+//!                                             route (JSON), for adoption after a restart
 //! envs/<owner>/<name>/<slug>/home/            the environment's `HOME` (kept across releases)
 //! git-home/                                   git's empty `HOME`
 //! ```
@@ -76,9 +77,9 @@ impl LocalConfig {
 }
 
 /// The local provider. Cheap to clone; clones share their state. When the last clone is
-/// dropped (stagebot shuts down), every process it started is killed; after a restart the
-/// lifecycle deploys the live releases again, and processes left behind by a crash are killed
-/// by the next deploy or teardown of their environment.
+/// dropped, every process it started is killed, unless [`LocalProvider::keep_apps_on_exit`] was
+/// called (`stagebot serve` does): then live apps keep running, and the next stagebot
+/// [`adopts`](LocalProvider::adopt) them or stops them.
 #[derive(Debug, Clone)]
 pub struct LocalProvider {
     inner: Arc<Inner>,
@@ -89,6 +90,8 @@ struct Inner {
     cfg: LocalConfig,
     sandbox: Sandbox,
     running: Mutex<HashMap<EnvId, Running>>,
+    /// Leave live apps running when the provider goes (a restart adopts them).
+    keep_on_exit: std::sync::atomic::AtomicBool,
     env_locks: Mutex<HashMap<EnvId, Arc<tokio::sync::Mutex<()>>>>,
     repo_locks: Mutex<HashMap<RepoName, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -97,7 +100,7 @@ struct Inner {
 #[derive(Debug)]
 struct Running {
     release: u32,
-    child: Child,
+    proc: Proc,
     guard: GroupGuard,
     addr: SocketAddr,
     dir: PathBuf,
@@ -107,6 +110,98 @@ struct Running {
     /// The environment `start` ran with, for `predestroy`.
     env: Vec<(String, OsString)>,
     hook_timeout: Duration,
+}
+
+/// The process of a live release: started by this stagebot, or adopted from a previous one.
+#[derive(Debug)]
+enum Proc {
+    Child(Child),
+    /// Not our child: known by its pid and start time (so a reused pid is never taken for it).
+    Adopted {
+        pid: i32,
+        start_time: u64,
+    },
+}
+
+impl Proc {
+    fn alive(&mut self) -> bool {
+        match self {
+            Proc::Child(c) => matches!(c.try_wait(), Ok(None)),
+            Proc::Adopted { pid, start_time } => start_time_of(*pid) == Some(*start_time),
+        }
+    }
+}
+
+/// Stop a release's process group: TERM, up to `grace` for the leader, then KILL.
+async fn stop_proc(proc: &mut Proc, guard: &mut GroupGuard, grace: Duration) {
+    match proc {
+        Proc::Child(child) => process::stop_group(child, guard, grace).await,
+        Proc::Adopted { pid, start_time } => {
+            if start_time_of(*pid) == Some(*start_time) {
+                if let Some(pgid) = guard.pgid() {
+                    let _ = signal_group(pgid, libc::SIGTERM);
+                }
+                let deadline = Instant::now() + grace;
+                while Instant::now() < deadline && start_time_of(*pid) == Some(*start_time) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                guard.kill();
+            }
+            guard.disarm();
+        }
+    }
+}
+
+/// What is recorded next to each release's checkout (`r<n>.pgid`) from the moment its `start`
+/// runs: enough to adopt it after a restart of stagebot, or to stop it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Record {
+    /// The group holding the app: the sandbox's session leader (or the spawned shell's).
+    pgid: i32,
+    /// The spawned command's own group (bwrap's, when sandboxed).
+    outer: Option<i32>,
+    /// The leader's start time (field 22 of `/proc/<pid>/stat`, in clock ticks since boot).
+    start_time: u64,
+    release: u32,
+    port: u16,
+    host: String,
+    public_url: String,
+    health: String,
+    predestroy: Option<String>,
+    hook_timeout_ms: u64,
+    /// The environment `start` ran with (for `predestroy`).
+    env: Vec<(String, String)>,
+}
+
+/// The start time of process `pid` (clock ticks since boot), `None` when it does not exist
+/// or is a zombie.
+fn start_time_of(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces or parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); start time is field 22.
+    if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// A live release the lifecycle expects to be running (see [`LocalProvider::adopt`]).
+#[derive(Debug, Clone)]
+pub struct LiveRelease {
+    pub env: EnvId,
+    pub release: u32,
+}
+
+/// What [`LocalProvider::adopt`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AdoptSummary {
+    /// Live releases still running and healthy: routed again, nothing redeployed.
+    pub adopted: usize,
+    /// Process groups of a previous stagebot that belonged to no live release (or were not
+    /// healthy): killed, their files removed.
+    pub stopped: usize,
 }
 
 /// Removes a directory when dropped, unless kept.
@@ -148,10 +243,119 @@ impl LocalProvider {
                 cfg,
                 sandbox,
                 running: Mutex::new(HashMap::new()),
+                keep_on_exit: std::sync::atomic::AtomicBool::new(false),
                 env_locks: Mutex::new(HashMap::new()),
                 repo_locks: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Leave live apps running when this provider goes away (`stagebot serve`): the next
+    /// stagebot adopts them. Without it (tests, the demo) dropping the provider kills them.
+    pub fn keep_apps_on_exit(&self) {
+        self.inner
+            .keep_on_exit
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// At start-up, before anything is deployed: every process group recorded under the data
+    /// dir (`envs/**/r<n>.pgid`) by a previous stagebot is either adopted — it is the release
+    /// `live` names for its environment, its leader is alive with the recorded start time, and
+    /// it answers its health path — (route restored, no redeploy) or stopped (killed, its
+    /// checkout and record removed). Leftovers of failed or cancelled deploys are stopped too.
+    #[tracing::instrument(name = "local_adopt", skip_all)]
+    pub async fn adopt(&self, live: &[LiveRelease]) -> AdoptSummary {
+        let mut summary = AdoptSummary::default();
+        for (env, record_path) in self.recorded_groups() {
+            let checkout = record_path.with_extension("");
+            let record = std::fs::read_to_string(&record_path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Record>(&t).ok());
+            let wanted = record.as_ref().is_some_and(|r| {
+                release_of(&checkout) == Some(r.release)
+                    && live.iter().any(|l| l.env == env && l.release == r.release)
+                    && !self.running().contains_key(&env)
+            });
+            if let (Some(rec), true) = (&record, wanted)
+                && start_time_of(rec.pgid) == Some(rec.start_time)
+                && answers_health(rec.port, &rec.health).await
+            {
+                let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, rec.port));
+                let mut guard = GroupGuard::new(rec.outer.unwrap_or(rec.pgid));
+                guard.set_sandbox(rec.pgid);
+                let mut running = self.running();
+                self.inner.cfg.routes.set(&rec.host, addr);
+                running.insert(
+                    env.clone(),
+                    Running {
+                        release: rec.release,
+                        proc: Proc::Adopted {
+                            pid: rec.pgid,
+                            start_time: rec.start_time,
+                        },
+                        guard,
+                        addr,
+                        dir: checkout.clone(),
+                        host: rec.host.clone(),
+                        public_url: rec.public_url.clone(),
+                        predestroy: rec.predestroy.clone(),
+                        env: rec.env.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
+                        hook_timeout: Duration::from_millis(rec.hook_timeout_ms),
+                    },
+                );
+                tracing::info!(env = %env, release = rec.release, pid = rec.pgid, port = rec.port, "adopted a live release");
+                summary.adopted += 1;
+                continue;
+            }
+            if stop_recorded(&record_path) {
+                summary.stopped += 1;
+            }
+            self.sandbox().remove_cgroup(&cgroup_name(&checkout));
+            let _ = tokio::fs::remove_file(&record_path).await;
+            let _ = tokio::fs::remove_dir_all(&checkout).await;
+        }
+        summary
+    }
+
+    /// Every `envs/<owner>/<name>/<slug>/*.pgid` under the data dir, with its environment.
+    fn recorded_groups(&self) -> Vec<(EnvId, PathBuf)> {
+        let mut found = Vec::new();
+        let root = self.inner.cfg.data_dir.join("envs");
+        let dirs = |p: &Path| -> Vec<(String, PathBuf)> {
+            std::fs::read_dir(p)
+                .map(|it| {
+                    it.filter_map(Result::ok)
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for (owner, owner_dir) in dirs(&root) {
+            for (name, repo_dir) in dirs(&owner_dir) {
+                let Ok(repo) = RepoName::new(&owner, &name) else {
+                    continue;
+                };
+                for (slug, env_dir) in dirs(&repo_dir) {
+                    let Ok(slug) = crate::types::Slug::new(&slug) else {
+                        continue;
+                    };
+                    let env = EnvId {
+                        repo: repo.clone(),
+                        slug,
+                    };
+                    let Ok(entries) = std::fs::read_dir(&env_dir) else {
+                        continue;
+                    };
+                    for e in entries.filter_map(Result::ok) {
+                        if e.path().extension().is_some_and(|x| x == "pgid") {
+                            found.push((env.clone(), e.path()));
+                        }
+                    }
+                }
+            }
+        }
+        found
     }
 
     /// The sandbox and limits checks for `/readyz` and the dashboard.
@@ -343,7 +547,25 @@ impl LocalProvider {
         let cmd = shell(self.sandbox(), &start_cmd, &dir, &env, log)?;
         let (mut child, guard) = cmd.spawn().await?;
         if let Some(pgid) = guard.pgid() {
-            let _ = std::fs::write(pgid_file(&dir), pgid.to_string());
+            let record = Record {
+                pgid,
+                outer: child.id().and_then(|p| i32::try_from(p).ok()),
+                start_time: start_time_of(pgid).unwrap_or_default(),
+                release: spec.release,
+                port,
+                host: spec.host.clone(),
+                public_url: spec.public_url.clone(),
+                health: eff.health.clone(),
+                predestroy: eff.predestroy.clone(),
+                hook_timeout_ms: u64::try_from(build_timeout.as_millis()).unwrap_or(u64::MAX),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_string_lossy().into_owned()))
+                    .collect(),
+            };
+            if let Err(e) = write_record(&pgid_file(&dir), &record) {
+                tracing::warn!(error = %e, "cannot record the release's process group");
+            }
         }
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let health_started = Instant::now();
@@ -371,7 +593,7 @@ impl LocalProvider {
                 spec.env.clone(),
                 Running {
                     release: spec.release,
-                    child,
+                    proc: Proc::Child(child),
                     guard,
                     addr,
                     dir: checkout.keep(),
@@ -397,7 +619,7 @@ impl LocalProvider {
             tokio::spawn(async move {
                 tokio::time::sleep(drain).await;
                 log.header(&format!("stopping release {}", old.release));
-                process::stop_group(&mut old.child, &mut old.guard, grace).await;
+                stop_proc(&mut old.proc, &mut old.guard, grace).await;
                 sandbox.remove_cgroup(&cgroup_name(&old.dir));
                 let _ = tokio::fs::remove_file(pgid_file(&old.dir)).await;
                 let _ = tokio::fs::remove_dir_all(&old.dir).await;
@@ -459,7 +681,7 @@ impl LocalProvider {
                 if cfg.routes.get(&r.host) == Some(r.addr) {
                     cfg.routes.remove(&r.host);
                 }
-                process::stop_group(&mut r.child, &mut r.guard, cfg.stop_grace).await;
+                stop_proc(&mut r.proc, &mut r.guard, cfg.stop_grace).await;
                 self.sandbox().remove_cgroup(&cgroup_name(&r.dir));
                 log.line(&format!("stopped release {}", r.release));
             }
@@ -479,13 +701,13 @@ impl LocalProvider {
     }
 
     /// `Running` if the environment's process is alive and its route is set, else `Stopped`.
-    /// After a restart of stagebot nothing is known and everything is `Stopped`.
+    /// After a restart of stagebot only what [`LocalProvider::adopt`] took over is known.
     pub fn status(&self, env: &EnvId) -> ProviderStatus {
         let mut running = self.running();
         let Some(r) = running.get_mut(env) else {
             return ProviderStatus::Stopped;
         };
-        let alive = matches!(r.child.try_wait(), Ok(None));
+        let alive = r.proc.alive();
         if alive && self.inner.cfg.routes.get(&r.host) == Some(r.addr) {
             ProviderStatus::Running {
                 url: r.public_url.clone(),
@@ -520,9 +742,99 @@ fn pgid_file(dir: &Path) -> PathBuf {
     dir.with_file_name(name)
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.keep_on_exit.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            for r in running.values_mut() {
+                // Left running for the next stagebot to adopt (its record stays on disk).
+                r.guard.disarm();
+            }
+        }
+    }
+}
+
+/// Write a release's record (0600: it holds the app's environment), replacing any older one.
+fn write_record(path: &Path, record: &Record) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let text = serde_json::to_vec(record).map_err(io::Error::other)?;
+    let tmp = path.with_extension("pgid.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// `.../r3` or `.../r3-0badc0de` → 3.
+fn release_of(checkout: &Path) -> Option<u32> {
+    let name = checkout.file_name()?.to_str()?.strip_prefix('r')?;
+    name.split('-').next()?.parse().ok()
+}
+
+/// Does `GET http://127.0.0.1:<port><health>` answer 2xx within a few seconds?
+async fn answers_health(port: u16, health: &str) -> bool {
+    let Ok(client) = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(3))
+        .build()
+    else {
+        return false;
+    };
+    client
+        .get(format!("http://127.0.0.1:{port}{health}"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// Kill the process group a record file (`r<n>.pgid`) names, if it is still the one that was
+/// recorded: the same leader start time, or (a record written before start times were kept: a
+/// bare pgid) a leader whose working directory is still the release's checkout. So a recycled
+/// pid is never hit. True when something was killed.
+fn stop_recorded(record_path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(record_path) else {
+        return false;
+    };
+    let checkout = record_path.with_extension("");
+    let (pgid, outer, ours) = match serde_json::from_str::<Record>(&text) {
+        Ok(r) => (
+            r.pgid,
+            r.outer,
+            r.start_time != 0 && start_time_of(r.pgid) == Some(r.start_time),
+        ),
+        Err(_) => match text.trim().parse::<i32>() {
+            Ok(pgid) => {
+                let cwd = std::fs::read_link(format!("/proc/{pgid}/cwd")).ok();
+                (pgid, None, cwd.is_some_and(|c| c.starts_with(&checkout)))
+            }
+            Err(_) => return false,
+        },
+    };
+    if !ours {
+        return false;
+    }
+    tracing::info!(pgid, dir = %checkout.display(), "stopping a release left behind");
+    let _ = signal_group(pgid, libc::SIGKILL);
+    // bwrap's own group, if it is still bwrap's (it goes with the sandbox anyway).
+    if let Some(outer) = outer.filter(|o| *o > 1) {
+        let is_bwrap = std::fs::read_link(format!("/proc/{outer}/exe"))
+            .ok()
+            .is_some_and(|e| e.file_name().is_some_and(|n| n == "bwrap"));
+        if is_bwrap {
+            let _ = signal_group(outer, libc::SIGKILL);
+        }
+    }
+    true
+}
+
 /// Kill the processes of every release in `env_dir` except `keep`, and delete their files.
-/// A process group is only killed if its leader's working directory is still that release's
-/// checkout, so a recycled pid is never hit.
+/// A process group is only killed if it is still the recorded one (see [`stop_recorded`]), so
+/// a recycled pid is never hit.
 async fn remove_stale_releases(env_dir: &Path, keep: Option<&Path>) {
     let Ok(mut entries) = tokio::fs::read_dir(env_dir).await else {
         return;
@@ -533,17 +845,7 @@ async fn remove_stale_releases(env_dir: &Path, keep: Option<&Path>) {
             continue;
         }
         if path.extension().is_some_and(|e| e == "pgid") {
-            let checkout = path.with_extension("");
-            if let Some(pgid) = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-            {
-                let cwd = std::fs::read_link(format!("/proc/{pgid}/cwd")).ok();
-                if cwd.is_some_and(|c| c.starts_with(&checkout)) {
-                    tracing::info!(pgid, dir = %checkout.display(), "killing a release left behind");
-                    let _ = signal_group(pgid, libc::SIGKILL);
-                }
-            }
+            stop_recorded(&path);
             let _ = tokio::fs::remove_file(&path).await;
         } else if entry.file_type().await.is_ok_and(|t| t.is_dir()) {
             let _ = tokio::fs::remove_dir_all(&path).await;
