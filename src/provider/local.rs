@@ -154,7 +154,8 @@ async fn stop_proc(proc: &mut Proc, guard: &mut GroupGuard, grace: Duration) {
 
 /// What is recorded next to each release's checkout (`r<n>.pgid`) from the moment its `start`
 /// runs: enough to adopt it after a restart of stagebot, or to stop it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 struct Record {
     /// The group holding the app: the sandbox's session leader (or the spawned shell's).
     pgid: i32,
@@ -545,27 +546,35 @@ impl LocalProvider {
         env.push(("PORT".to_owned(), port.to_string().into()));
         log.header(&format!("start (PORT={port}): {start_cmd}"));
         let cmd = shell(self.sandbox(), &start_cmd, &dir, &env, log)?;
-        let (mut child, guard) = cmd.spawn().await?;
+        let mut record = Record {
+            release: spec.release,
+            port,
+            host: spec.host.clone(),
+            public_url: spec.public_url.clone(),
+            health: eff.health.clone(),
+            predestroy: eff.predestroy.clone(),
+            hook_timeout_ms: u64::try_from(build_timeout.as_millis()).unwrap_or(u64::MAX),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string_lossy().into_owned()))
+                .collect(),
+            ..Record::default()
+        };
+        // Recorded twice: the spawned group at once (a crash while the sandbox starts leaves
+        // nothing unrecorded: stopping it stops the sandbox it spawned), then the sandbox's.
+        let record_path = pgid_file(&dir);
+        let (mut child, guard) = cmd
+            .spawn_noting(|outer| {
+                record.pgid = outer;
+                record.outer = Some(outer);
+                record.start_time = start_time_of(outer).unwrap_or_default();
+                note_record(&record_path, &record);
+            })
+            .await?;
         if let Some(pgid) = guard.pgid() {
-            let record = Record {
-                pgid,
-                outer: child.id().and_then(|p| i32::try_from(p).ok()),
-                start_time: start_time_of(pgid).unwrap_or_default(),
-                release: spec.release,
-                port,
-                host: spec.host.clone(),
-                public_url: spec.public_url.clone(),
-                health: eff.health.clone(),
-                predestroy: eff.predestroy.clone(),
-                hook_timeout_ms: u64::try_from(build_timeout.as_millis()).unwrap_or(u64::MAX),
-                env: env
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.to_string_lossy().into_owned()))
-                    .collect(),
-            };
-            if let Err(e) = write_record(&pgid_file(&dir), &record) {
-                tracing::warn!(error = %e, "cannot record the release's process group");
-            }
+            record.pgid = pgid;
+            record.start_time = start_time_of(pgid).unwrap_or_default();
+            note_record(&record_path, &record);
         }
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let health_started = Instant::now();
@@ -754,6 +763,23 @@ impl Drop for Inner {
     }
 }
 
+/// The direct children of process `pid` (all its threads'), read before it is killed.
+fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter(|p| *p > 1)
+        .collect()
+}
+
 /// Write a release's record (0600: it holds the app's environment), replacing any older one.
 fn write_record(path: &Path, record: &Record) -> io::Result<()> {
     use std::io::Write as _;
@@ -768,6 +794,20 @@ fn write_record(path: &Path, record: &Record) -> io::Result<()> {
         .open(&tmp)?;
     f.write_all(&text)?;
     std::fs::rename(&tmp, path)
+}
+
+/// Write a record, logging (not failing) when it cannot be written.
+fn note_record(path: &Path, record: &Record) {
+    if let Err(e) = write_record(path, record) {
+        tracing::warn!(error = %e, path = %path.display(), "cannot record a process group");
+    }
+}
+
+/// `r3` → `r3.step.pgid`: the record of the step (`build`, a hook) running in that checkout.
+fn step_record_file(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().map(OsString::from).unwrap_or_default();
+    name.push(".step.pgid");
+    dir.with_file_name(name)
 }
 
 /// `.../r3` or `.../r3-0badc0de` → 3.
@@ -819,6 +859,11 @@ fn stop_recorded(record_path: &Path) -> bool {
         return false;
     }
     tracing::info!(pgid, dir = %checkout.display(), "stopping a release left behind");
+    // A record of the spawned group only (stagebot died while the sandbox started): the
+    // sandbox is a child of the recorded leader, in a session of its own.
+    for child in children_of(pgid) {
+        let _ = signal_group(child, libc::SIGKILL);
+    }
     let _ = signal_group(pgid, libc::SIGKILL);
     // bwrap's own group, if it is still bwrap's (it goes with the sandbox anyway).
     if let Some(outer) = outer.filter(|o| *o > 1) {
@@ -1140,8 +1185,23 @@ async fn run_step(
     log.header(&format!("{step}: {command}"));
     let started = Instant::now();
     let cmd = shell(sandbox, command, dir, env, log)?;
-    let (mut child, mut guard) = cmd.spawn().await?;
+    // Recorded while it runs, so a crash of stagebot does not leave it running unknown.
+    let record_path = step_record_file(dir);
+    let (mut child, mut guard) = cmd
+        .spawn_noting(|outer| {
+            note_record(
+                &record_path,
+                &Record {
+                    pgid: outer,
+                    outer: Some(outer),
+                    start_time: start_time_of(outer).unwrap_or_default(),
+                    ..Record::default()
+                },
+            );
+        })
+        .await?;
     let result = wait_step(step, &mut child, &mut guard, log, timeout, started).await;
+    let _ = std::fs::remove_file(&record_path);
     if result.is_err() {
         // The release will not start: its cgroup goes (best effort; busy while `start` runs).
         sandbox.remove_cgroup(&cgroup_name(dir));

@@ -1699,3 +1699,157 @@ async fn a_restart_adopts_the_live_app_and_stops_what_belongs_to_no_live_release
         "the log says so"
     );
 }
+
+/// Issue 9 and 15: stagebot is killed with SIGKILL 4 times during a burst of deliveries (6 PRs,
+/// 3 pushes each, 2 closed). Nothing is lost, no deployment is duplicated for one attempt, no app
+/// process of a previous run is left behind, and every PR converges to its newest commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_burst_loses_nothing_duplicates_nothing_and_leaves_no_process() {
+    use stagebot::reporter::DeploymentPayload;
+    const PRS: u64 = 6;
+    const PUSHES: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("serve.log");
+    let repo = RepoName::new("acme", "webapp").unwrap();
+    let fake = FakeGitHub::start().await;
+    fake.add_installation(INSTALLATION, repo.owner());
+    fake.add_repo(&repo, "main", INSTALLATION);
+    let files = python_app_files("");
+    let (git, main_sha) = GitRepo::init(&dir.path().join("src"), &files).unwrap();
+    for (path, content) in &files {
+        fake.set_file(&repo, "main", path, content);
+        fake.set_file(&repo, main_sha.as_str(), path, content);
+    }
+    let prefix = format!("burst-{}-", unique_token());
+    let clone = git.clone_url();
+    // Every delivery: (id, payload, the PR state the fake shows once it is sent).
+    let mut deliveries: Vec<(String, Vec<u8>, FakePr, bool)> = Vec::new();
+    let mut newest = std::collections::BTreeMap::new();
+    for push in 0..PUSHES {
+        for n in 1..=PRS {
+            let branch = format!("{prefix}{n}");
+            let mut f = files.clone();
+            f.push(("version.txt", format!("{n}.{push}")));
+            let sha = git.commit(&branch, &f, &format!("push {push}")).unwrap();
+            let action = if push == 0 { "opened" } else { "synchronize" };
+            let body =
+                serde_json::to_vec(&pr_payload(&repo, action, 100 + n, &branch, &sha, &clone))
+                    .unwrap();
+            let pr = FakePr::new(100 + n, &branch, sha.clone()).clone_url(&clone);
+            deliveries.push((format!("burst-{n}-{push}"), body, pr, true));
+            newest.insert(n, (branch, sha));
+        }
+    }
+    let closed = [1u64, 2];
+    for n in closed {
+        let (branch, sha) = &newest[&n];
+        let mut p = PrPayload::new("closed", &repo, 100 + n);
+        p.head_ref = branch.clone();
+        p.head_sha = sha.to_string();
+        p.clone_url = Some(clone.clone());
+        p.head_clone_url = Some(clone.clone());
+        p.installation_id = Some(INSTALLATION);
+        let body = serde_json::to_vec(&payloads::pull_request(&p)).unwrap();
+        let pr = FakePr::new(100 + n, branch, sha.clone()).clone_url(&clone);
+        deliveries.push((format!("burst-{n}-closed"), body, pr, false));
+    }
+
+    let addr = free_addr();
+    let mut servers = vec![Server::start(&fake, &data, addr, &log)];
+    let kills = 4;
+    let per_kill = deliveries.len().div_ceil(kills);
+    for (i, (id, body, pr, open)) in deliveries.iter().enumerate() {
+        if i % per_kill == 0 && i > 0 {
+            // Let some work start, then crash in the middle of it.
+            tokio::time::sleep(Duration::from_millis(300 + 150 * (i as u64 % 3))).await;
+            servers.last_mut().unwrap().kill9();
+            servers.push(Server::start(&fake, &data, addr, &log));
+        }
+        servers.last_mut().unwrap().wait_healthy().await;
+        fake.upsert_pr(&repo, pr.clone());
+        if !open {
+            fake.set_pr_state(&repo, pr.number, false, false);
+        }
+        let reply = post(
+            addr,
+            &signed("pull_request", id, SECRET, body),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(reply.status, 202, "{id}: {reply:?}");
+    }
+    // The last kill comes after the last delivery.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    servers.last_mut().unwrap().kill9();
+    servers.push(Server::start(&fake, &data, addr, &log));
+    let last_restart = Instant::now();
+    servers.last_mut().unwrap().wait_healthy().await;
+
+    // Converged: every open PR serves its newest commit, every closed PR's preview is gone.
+    poll("every PR to converge", async || {
+        for (n, (branch, sha)) in &newest {
+            let slug =
+                stagebot::slug::preview_slug(Some(stagebot::types::PrNumber(100 + n)), branch);
+            let (state, url) = env_state(addr, slug.as_str()).await?;
+            if closed.contains(n) {
+                if state != "destroyed" {
+                    return None;
+                }
+            } else if state != "live" || get_via(addr, &url).await? != (200, sha.to_string()) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let converged = last_restart.elapsed();
+    eprintln!("measure: converged {converged:?} after the last restart");
+
+    // No leftover process: exactly one app per open PR, serving its newest commit.
+    poll("only the live releases' apps to run", async || {
+        let mut apps = apps_of(&prefix);
+        apps.sort();
+        let mut want: Vec<(String, String)> = newest
+            .iter()
+            .filter(|(n, _)| !closed.contains(n))
+            .map(|(_, (b, s))| (b.clone(), s.to_string()))
+            .collect();
+        want.sort();
+        let mut have: Vec<(String, String)> = apps
+            .iter()
+            .map(|(_, b, s)| (b.clone(), s.clone()))
+            .collect();
+        have.sort();
+        if have != want {
+            eprintln!("apps now: {apps:?}");
+        }
+        (have == want).then_some(())
+    })
+    .await;
+    servers.last_mut().unwrap().terminate().await;
+
+    // Nothing lost: every delivery was processed.
+    read_store(&data, |s| {
+        for (id, ..) in &deliveries {
+            let rec = record(s, id);
+            assert!(
+                matches!(
+                    rec.status,
+                    DeliveryStatus::Processed | DeliveryStatus::Ignored { .. }
+                ),
+                "{id}: {:?}",
+                rec.status
+            );
+        }
+    });
+    // Nothing duplicated: one deployment per attempt.
+    let mut keys = std::collections::BTreeSet::new();
+    for d in fake.all_deployments(&repo) {
+        let key = DeploymentPayload::from_json(&d.payload).expect("every deployment has a key");
+        assert!(
+            keys.insert((key.environment.clone(), key.attempt)),
+            "two deployments for one attempt: {key:?}"
+        );
+    }
+}
