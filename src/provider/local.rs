@@ -8,6 +8,8 @@
 //! envs/<owner>/<name>/<slug>/r<release>/      checkout of one release (its cwd)
 //! envs/<owner>/<name>/<slug>/r<release>.pgid  its `start`'s process group, start time, port and
 //!                                             route (JSON), for adoption after a restart
+//! envs/<owner>/<name>/<slug>/r<release>.out   FIFO of `start`'s output (copied into its log)
+//! envs/<owner>/<name>/<slug>/r<release>.step.pgid  the running `build`/hook's process group
 //! envs/<owner>/<name>/<slug>/home/            the environment's `HOME` (kept across releases)
 //! git-home/                                   git's empty `HOME`
 //! ```
@@ -172,6 +174,8 @@ struct Record {
     hook_timeout_ms: u64,
     /// The environment `start` ran with (for `predestroy`).
     env: Vec<(String, String)>,
+    /// The release log its output is copied into (through the FIFO `r<n>.out`).
+    log: PathBuf,
 }
 
 /// The start time of process `pid` (clock ticks since boot), `None` when it does not exist
@@ -305,6 +309,7 @@ impl LocalProvider {
                     },
                 );
                 tracing::info!(env = %env, release = rec.release, pid = rec.pgid, port = rec.port, "adopted a live release");
+                reattach_output(&checkout, &rec.log, rec.release);
                 summary.adopted += 1;
                 continue;
             }
@@ -313,6 +318,7 @@ impl LocalProvider {
             }
             self.sandbox().remove_cgroup(&cgroup_name(&checkout));
             let _ = tokio::fs::remove_file(&record_path).await;
+            let _ = tokio::fs::remove_file(fifo_file(&checkout)).await;
             let _ = tokio::fs::remove_dir_all(&checkout).await;
         }
         summary
@@ -545,8 +551,9 @@ impl LocalProvider {
         let port = free_port()?;
         env.push(("PORT".to_owned(), port.to_string().into()));
         log.header(&format!("start (PORT={port}): {start_cmd}"));
-        let cmd = shell(self.sandbox(), &start_cmd, &dir, &env, log)?;
+        let cmd = start_shell(self.sandbox(), &start_cmd, &dir, &env, log)?;
         let mut record = Record {
+            log: spec.log_path.clone(),
             release: spec.release,
             port,
             host: spec.host.clone(),
@@ -582,6 +589,7 @@ impl LocalProvider {
             drop(guard); // kills the group
             let _ = child.wait().await;
             let _ = std::fs::remove_file(pgid_file(&dir));
+            let _ = std::fs::remove_file(fifo_file(&dir));
             self.sandbox().remove_cgroup(&cgroup_name(&dir));
             log.line(&message);
             return Err(ProviderError::Deploy {
@@ -631,6 +639,7 @@ impl LocalProvider {
                 stop_proc(&mut old.proc, &mut old.guard, grace).await;
                 sandbox.remove_cgroup(&cgroup_name(&old.dir));
                 let _ = tokio::fs::remove_file(pgid_file(&old.dir)).await;
+                let _ = tokio::fs::remove_file(fifo_file(&old.dir)).await;
                 let _ = tokio::fs::remove_dir_all(&old.dir).await;
             });
         }
@@ -886,11 +895,15 @@ async fn remove_stale_releases(env_dir: &Path, keep: Option<&Path>) {
     };
     while let Ok(Some(entry)) = entries.next_entry().await {
         let path = entry.path();
-        if keep.is_some_and(|k| path == k || path == pgid_file(k)) || path.ends_with(HOME_DIR) {
+        if keep.is_some_and(|k| path == k || path == pgid_file(k) || path == fifo_file(k))
+            || path.ends_with(HOME_DIR)
+        {
             continue;
         }
         if path.extension().is_some_and(|e| e == "pgid") {
             stop_recorded(&path);
+            let _ = tokio::fs::remove_file(&path).await;
+        } else if path.extension().is_some_and(|e| e == "out") {
             let _ = tokio::fs::remove_file(&path).await;
         } else if entry.file_type().await.is_ok_and(|t| t.is_dir()) {
             let _ = tokio::fs::remove_dir_all(&path).await;
@@ -1169,6 +1182,97 @@ fn shell(
     let mut cmd = sandbox.command(command, dir, &home, env, Some(&cgroup_name(dir)))?;
     cmd.cmd.stdout(log.file()?).stderr(log.file()?);
     Ok(cmd)
+}
+
+/// [`shell`] for `start`: its output goes through a FIFO next to the checkout (`r<n>.out`)
+/// instead of an anonymous pipe, and the command also holds a read end of it. So when stagebot
+/// exits, the app's writes neither fail (`EPIPE`, `SIGPIPE`) nor get lost: they wait in the
+/// FIFO (up to its size, then the app's writes block) until the next stagebot adopts the app
+/// and copies the FIFO into the log again ([`reattach_output`]).
+fn start_shell(
+    sandbox: &Sandbox,
+    command: &str,
+    dir: &Path,
+    env: &[(String, OsString)],
+    log: &ReleaseLog,
+) -> io::Result<Prepared> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let home = dir
+        .parent()
+        .map(|p| p.join(HOME_DIR))
+        .ok_or_else(|| io::Error::other("a checkout has no parent directory"))?;
+    let mut cmd = sandbox.command(command, dir, &home, env, Some(&cgroup_name(dir)))?;
+    let fifo = fifo_file(dir);
+    match std::fs::remove_file(&fifo) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::other("the FIFO's path holds a NUL byte"))?;
+    // SAFETY: mkfifo reads the NUL-terminated path `c_path` owns.
+    if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let open_read = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+    };
+    // The reader first: opening the write end then does not block.
+    let reader = open_read()?;
+    let writer = std::fs::OpenOptions::new().write(true).open(&fifo)?;
+    let keeper = open_read()?;
+    // Room for what the app writes while no stagebot reads (best effort; 1 MiB is the
+    // default limit for unprivileged processes).
+    // SAFETY: fcntl on a descriptor `writer` owns; no memory is passed.
+    unsafe { libc::fcntl(writer.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+    log.attach(io::PipeReader::from(std::os::fd::OwnedFd::from(reader)))?;
+    cmd.cmd.stdout(writer.try_clone()?).stderr(writer);
+    let keep_fd = keeper.as_raw_fd();
+    // SAFETY: runs in the child between fork and exec; fcntl is async-signal-safe and `keep_fd`
+    // is open (the closure owns `keeper`, which lives as long as the command).
+    unsafe {
+        cmd.cmd.pre_exec(move || {
+            let _owned = &keeper;
+            if libc::fcntl(keep_fd, libc::F_SETFD, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+/// `r3` → `r3.out`: the FIFO a release's `start` writes its output into.
+fn fifo_file(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().map(OsString::from).unwrap_or_default();
+    name.push(".out");
+    dir.with_file_name(name)
+}
+
+/// Copy an adopted release's output into its log again (best effort: a missing FIFO, a release
+/// started by an older stagebot, only loses the output).
+fn reattach_output(checkout: &Path, log_path: &Path, release: u32) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if log_path.as_os_str().is_empty() {
+        return;
+    }
+    let attached = ReleaseLog::open(log_path).and_then(|log| {
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo_file(checkout))?;
+        log.attach(io::PipeReader::from(std::os::fd::OwnedFd::from(reader)))?;
+        log.header(&format!(
+            "stagebot restarted; release {release} kept running and was adopted"
+        ));
+        Ok(())
+    });
+    if let Err(e) = attached {
+        tracing::warn!(error = %e, "cannot copy the adopted release's output into its log");
+    }
 }
 
 /// Run one step (`build`, a hook) to completion in its own process group, killing the group on

@@ -1510,7 +1510,20 @@ async fn a_restart_adopts_the_live_app_and_stops_what_belongs_to_no_live_release
     let fake = FakeGitHub::start().await;
     fake.add_installation(INSTALLATION, repo.owner());
     fake.add_repo(&repo, "main", INSTALLATION);
-    let files = python_app_files("");
+    // The app logs every request to stderr: an adopted app's output still reaches its log.
+    let files: Vec<(&str, String)> = python_app_files("")
+        .into_iter()
+        .map(|(p, c)| {
+            (
+                p,
+                c.replace("    def log_message(self, *a):\n        pass\n", ""),
+            )
+        })
+        .collect();
+    assert!(
+        !files[0].1.contains("log_message"),
+        "the app logs its requests"
+    );
     let (git, main_sha) = GitRepo::init(&dir.path().join("src"), &files).unwrap();
     for (path, content) in &files {
         fake.set_file(&repo, "main", path, content);
@@ -1590,6 +1603,14 @@ async fn a_restart_adopts_the_live_app_and_stops_what_belongs_to_no_live_release
         "the same process"
     );
     assert_eq!(apps_of(&branch).len(), 1, "{:?}", apps_of(&branch));
+    // Its requests (made while no stagebot read its output, and since) are in the release log.
+    let release_log = data.join(format!("logs/acme/webapp/{slug}/1.log"));
+    poll("the adopted app's output in its log", async || {
+        let text = std::fs::read_to_string(&release_log).ok()?;
+        let (_, after) = text.rsplit_once("was adopted")?;
+        after.contains("\"GET / HTTP/1.1\" 200").then_some(())
+    })
+    .await;
     assert_eq!(
         fake.all_deployments(&repo).len(),
         deployments,
