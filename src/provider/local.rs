@@ -1443,6 +1443,34 @@ mod tests {
     }
 
     #[test]
+    fn a_process_is_known_by_its_start_time() {
+        let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+        let start = start_time_of(me);
+        assert!(start.is_some_and(|t| t > 0), "{start:?}");
+        assert_eq!(start_time_of(me), start, "stable");
+        assert_eq!(start_time_of(i32::MAX), None, "no such process");
+    }
+
+    #[test]
+    fn records_name_their_release() {
+        assert_eq!(release_of(Path::new("/d/envs/o/r/s/r3")), Some(3));
+        assert_eq!(
+            release_of(Path::new("/d/envs/o/r/s/r12-0badc0de")),
+            Some(12)
+        );
+        assert_eq!(release_of(Path::new("/d/envs/o/r/s/r3.step")), None);
+        assert_eq!(release_of(Path::new("/d/envs/o/r/s/home")), None);
+        assert_eq!(
+            step_record_file(Path::new("/d/s/r3")),
+            Path::new("/d/s/r3.step.pgid")
+        );
+        assert_eq!(fifo_file(Path::new("/d/s/r3")), Path::new("/d/s/r3.out"));
+        // A record without the newer fields (or from an older layout) still parses.
+        let old: Record = serde_json::from_str(r#"{"pgid":42,"start_time":7}"#).unwrap_or_default();
+        assert_eq!((old.pgid, old.start_time, old.release), (42, 7, 0));
+    }
+
+    #[test]
     fn pgid_file_sits_next_to_the_checkout() {
         assert_eq!(
             pgid_file(Path::new("/d/envs/o/r/s/r3")),
