@@ -147,7 +147,11 @@ async fn stop_proc(proc: &mut Proc, guard: &mut GroupGuard, grace: Duration) {
                 while Instant::now() < deadline && start_time_of(*pid) == Some(*start_time) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                guard.kill();
+                // Still the same leader: kill its group. Gone: the sandbox's PID namespace went
+                // with its pid 1, and its group id may already be someone else's.
+                if start_time_of(*pid) == Some(*start_time) {
+                    guard.kill();
+                }
             }
             guard.disarm();
         }
@@ -286,8 +290,9 @@ impl LocalProvider {
                 && answers_health(rec.port, &rec.health).await
             {
                 let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, rec.port));
-                let mut guard = GroupGuard::new(rec.outer.unwrap_or(rec.pgid));
-                guard.set_sandbox(rec.pgid);
+                // The sandbox's group only: bwrap's own process exits with the sandbox, and its
+                // pid is not checked, so it is never signalled.
+                let guard = GroupGuard::new(rec.pgid);
                 let mut running = self.running();
                 self.inner.cfg.routes.set(&rec.host, addr);
                 running.insert(

@@ -1696,7 +1696,41 @@ async fn a_restart_adopts_the_live_app_and_stops_what_belongs_to_no_live_release
         (apps.len() == 1 && apps[0].2 == fixed.as_str()).then_some(())
     })
     .await;
+    // Closing the PR stops an adopted app like any other.
     fifth.terminate().await;
+    let adopted = pgid_of(&data, slug.as_str(), 2).expect("the record of release 2");
+    let mut sixth = Server::start(&fake, &data, addr, &log);
+    sixth.wait_healthy().await;
+    serves(&fixed).await;
+    assert_eq!(pgid_of(&data, slug.as_str(), 2), Some(adopted), "adopted");
+    fake.set_pr_state(&repo, stagebot::types::PrNumber(41), false, false);
+    let body = serde_json::to_vec(&pr_payload(
+        &repo,
+        "closed",
+        41,
+        &branch,
+        &fixed,
+        &git.clone_url(),
+    ))
+    .unwrap();
+    let reply = post(
+        addr,
+        &signed("pull_request", "adopt-4", SECRET, &body),
+        body,
+    )
+    .await;
+    assert_eq!(reply.status, 202);
+    poll("the preview to be torn down", async || {
+        let (state, _) = env_state(addr, slug.as_str()).await?;
+        (state == "destroyed").then_some(())
+    })
+    .await;
+    assert!(
+        !alive(adopted),
+        "the adopted app is stopped by the teardown"
+    );
+    assert_eq!(apps_of(&branch), [], "no app of the closed PR is left");
+    sixth.terminate().await;
     let releases = read_store(&data, |s| s.releases(&env_id).unwrap());
     let shas: Vec<&str> = releases.iter().map(|r| r.sha.as_str()).collect();
     assert_eq!(
