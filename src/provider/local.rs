@@ -869,26 +869,62 @@ fn stop_recorded(record_path: &Path) -> bool {
             Err(_) => return false,
         },
     };
-    if !ours {
-        return false;
+    let mut stopped = false;
+    if ours {
+        tracing::info!(pgid, dir = %checkout.display(), "stopping a release left behind");
+        // A record of the spawned group only (stagebot died while the sandbox started): the
+        // sandbox is a child of the recorded leader, maybe not yet in a session of its own.
+        for child in children_of(pgid) {
+            let _ = signal_group(child, libc::SIGKILL);
+            // SAFETY: kill(2) on a current child of the verified leader; no memory involved.
+            unsafe { libc::kill(child, libc::SIGKILL) };
+        }
+        let _ = signal_group(pgid, libc::SIGKILL);
+        // The leader itself, also when it is not (yet) its group's leader: the sandbox's first
+        // process, whose death ends its PID namespace.
+        // SAFETY: kill(2) on the leader verified by its start time; no memory involved.
+        unsafe { libc::kill(pgid, libc::SIGKILL) };
+        stopped = true;
     }
-    tracing::info!(pgid, dir = %checkout.display(), "stopping a release left behind");
-    // A record of the spawned group only (stagebot died while the sandbox started): the
-    // sandbox is a child of the recorded leader, in a session of its own.
-    for child in children_of(pgid) {
-        let _ = signal_group(child, libc::SIGKILL);
-    }
-    let _ = signal_group(pgid, libc::SIGKILL);
-    // bwrap's own group, if it is still bwrap's (it goes with the sandbox anyway).
-    if let Some(outer) = outer.filter(|o| *o > 1) {
-        let is_bwrap = std::fs::read_link(format!("/proc/{outer}/exe"))
-            .ok()
-            .is_some_and(|e| e.file_name().is_some_and(|n| n == "bwrap"));
-        if is_bwrap {
-            let _ = signal_group(outer, libc::SIGKILL);
+    // Groups whose leader is gone but whose members are not: killing bwrap's group while it
+    // creates the sandbox (a deploy cancelled then, or stagebot dying then) can miss the
+    // sandbox's first process, which is left in that group. The members whose arguments name
+    // this checkout (bwrap's `--chdir`) are stopped.
+    for g in [Some(pgid), outer].into_iter().flatten().filter(|g| *g > 1) {
+        // A leader that still runs is handled above (or is not ours); a zombie counts as gone.
+        if start_time_of(g).is_some() {
+            continue;
+        }
+        for pid in group_members_naming(g, &checkout) {
+            tracing::info!(pid, pgid = g, dir = %checkout.display(), "stopping what is left of a release's group");
+            // SAFETY: kill(2) on a member of the recorded group that names the checkout.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            stopped = true;
         }
     }
-    true
+    stopped
+}
+
+/// The processes of group `pgid` whose command line names `checkout`.
+fn group_members_naming(pgid: i32, checkout: &Path) -> Vec<i32> {
+    let needle = checkout.as_os_str().as_encoded_bytes();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let in_group = stat.rfind(')').is_some_and(|i| {
+                // After the command: state, ppid, pgrp.
+                stat[i + 1..].split_whitespace().nth(2) == Some(pgid.to_string().as_str())
+            });
+            in_group
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle))
+        })
+        .collect()
 }
 
 /// Kill the processes of every release in `env_dir` except `keep`, and delete their files.

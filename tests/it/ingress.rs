@@ -1876,10 +1876,27 @@ async fn kill_9_during_a_burst_loses_nothing_duplicates_nothing_and_leaves_no_pr
             .map(|(_, b, s)| (b.clone(), s.clone()))
             .collect();
         have.sort();
-        if have != want {
-            eprintln!("apps now: {apps:?}");
+        // And nothing else of a sandbox: every process naming a checkout (bwrap's `--chdir`)
+        // names one of the open PRs' live checkouts, at most bwrap's two per checkout.
+        let envs = data.join("envs");
+        let mut per_dir = std::collections::BTreeMap::<String, usize>::new();
+        for (_, cmd) in processes_with(&envs.to_string_lossy()) {
+            let dir = cmd
+                .split(" --chdir ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next())
+                .unwrap_or(&cmd)
+                .to_owned();
+            *per_dir.entry(dir).or_default() += 1;
         }
-        (have == want).then_some(())
+        let sandboxes_ok = per_dir.len() == want.len()
+            && per_dir
+                .iter()
+                .all(|(dir, n)| *n <= 2 && Path::new(dir).is_dir());
+        if have != want || !sandboxes_ok {
+            eprintln!("apps now: {apps:?}; sandboxes: {per_dir:?}");
+        }
+        (have == want && sandboxes_ok).then_some(())
     })
     .await;
     servers.last_mut().unwrap().terminate().await;
