@@ -591,6 +591,28 @@ impl App {
         Ok(summary)
     }
 
+    /// At start-up, before [`App::reconcile_local`]: the provider adopts the processes of live
+    /// releases a previous stagebot left running (no redeploy, no new release, no report) and
+    /// stops everything else that stagebot left behind (docs/providers.md, "Restarts and crash
+    /// recovery"). An environment whose app died meanwhile is restarted by the reconcile pass.
+    pub async fn adopt_processes(
+        &self,
+    ) -> Result<crate::provider::local::AdoptSummary, StoreError> {
+        let live: Vec<crate::provider::local::LiveRelease> = self
+            .store()
+            .envs()?
+            .into_iter()
+            .filter(|e| e.is_active() && e.state != EnvState::Queued)
+            .filter_map(|e| {
+                Some(crate::provider::local::LiveRelease {
+                    release: e.current_release?,
+                    env: e.id,
+                })
+            })
+            .collect();
+        Ok(self.provider().adopt(&live).await)
+    }
+
     /// What needs no GitHub: unfinished ops (a crash mid-deploy) are resumed, live environments
     /// whose process died are restarted (with backoff when the restart itself fails), and queued
     /// previews start when there is room. Fast: runs before the server accepts webhooks.

@@ -476,7 +476,10 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
                 ))
             })?;
             cfg.artifact_keep = a.artifact_keep;
-            Provider::Local(LocalProvider::new(cfg).map_err(|e| Usage(e.to_string()))?)
+            let local = LocalProvider::new(cfg).map_err(|e| Usage(e.to_string()))?;
+            // A restart (graceful or not) leaves live apps running; the next start adopts them.
+            local.keep_apps_on_exit();
+            Provider::Local(local)
         }
         ProviderKind::Command => {
             let deploy_cmd = a.deploy_cmd.clone().ok_or_else(|| {

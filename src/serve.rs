@@ -74,6 +74,10 @@ pub async fn start(app: App, listener: TcpListener, intervals: Intervals) -> Ser
         &app.settings().data_dir.join("logs"),
         app.settings().log_max,
     );
+    match app.adopt_processes().await {
+        Ok(s) => tracing::info!(?s, "processes of the previous run adopted or stopped"),
+        Err(e) => tracing::error!(error = %e, "adopting processes at start-up failed"),
+    }
     match app.reconcile_local().await {
         Ok(s) => tracing::info!(?s, "reconciled at start-up"),
         Err(e) => tracing::error!(error = %e, "reconcile at start-up failed"),

@@ -6,7 +6,10 @@
 //! ```text
 //! repos/<owner>/<name>.git                    bare cache, fetched into per deploy
 //! envs/<owner>/<name>/<slug>/r<release>/      checkout of one release (its cwd)
-//! envs/<owner>/<name>/<slug>/r<release>.pgid  process group of its `start`, for crash recovery
+//! envs/<owner>/<name>/<slug>/r<release>.pgid  its `start`'s process group, start time, port and
+//!                                             route (JSON), for adoption after a restart
+//! envs/<owner>/<name>/<slug>/r<release>.out   FIFO of `start`'s output (copied into its log)
+//! envs/<owner>/<name>/<slug>/r<release>.step.pgid  the running `build`/hook's process group
 //! envs/<owner>/<name>/<slug>/home/            the environment's `HOME` (kept across releases)
 //! git-home/                                   git's empty `HOME`
 //! ```
@@ -79,9 +82,9 @@ impl LocalConfig {
 }
 
 /// The local provider. Cheap to clone; clones share their state. When the last clone is
-/// dropped (stagebot shuts down), every process it started is killed; after a restart the
-/// lifecycle deploys the live releases again, and processes left behind by a crash are killed
-/// by the next deploy or teardown of their environment.
+/// dropped, every process it started is killed, unless [`LocalProvider::keep_apps_on_exit`] was
+/// called (`stagebot serve` does): then live apps keep running, and the next stagebot
+/// [`adopts`](LocalProvider::adopt) them or stops them.
 #[derive(Debug, Clone)]
 pub struct LocalProvider {
     inner: Arc<Inner>,
@@ -92,6 +95,8 @@ struct Inner {
     cfg: LocalConfig,
     sandbox: Sandbox,
     running: Mutex<HashMap<EnvId, Running>>,
+    /// Leave live apps running when the provider goes (a restart adopts them).
+    keep_on_exit: std::sync::atomic::AtomicBool,
     env_locks: Mutex<HashMap<EnvId, Arc<tokio::sync::Mutex<()>>>>,
     repo_locks: Mutex<HashMap<RepoName, Arc<tokio::sync::Mutex<()>>>>,
     artifacts: super::artifact::Artifacts,
@@ -101,7 +106,7 @@ struct Inner {
 #[derive(Debug)]
 struct Running {
     release: u32,
-    child: Child,
+    proc: Proc,
     guard: GroupGuard,
     addr: SocketAddr,
     dir: PathBuf,
@@ -111,6 +116,105 @@ struct Running {
     /// The environment `start` ran with, for `predestroy`.
     env: Vec<(String, OsString)>,
     hook_timeout: Duration,
+}
+
+/// The process of a live release: started by this stagebot, or adopted from a previous one.
+#[derive(Debug)]
+enum Proc {
+    Child(Child),
+    /// Not our child: known by its pid and start time (so a reused pid is never taken for it).
+    Adopted {
+        pid: i32,
+        start_time: u64,
+    },
+}
+
+impl Proc {
+    fn alive(&mut self) -> bool {
+        match self {
+            Proc::Child(c) => matches!(c.try_wait(), Ok(None)),
+            Proc::Adopted { pid, start_time } => start_time_of(*pid) == Some(*start_time),
+        }
+    }
+}
+
+/// Stop a release's process group: TERM, up to `grace` for the leader, then KILL.
+async fn stop_proc(proc: &mut Proc, guard: &mut GroupGuard, grace: Duration) {
+    match proc {
+        Proc::Child(child) => process::stop_group(child, guard, grace).await,
+        Proc::Adopted { pid, start_time } => {
+            if start_time_of(*pid) == Some(*start_time) {
+                if let Some(pgid) = guard.pgid() {
+                    let _ = signal_group(pgid, libc::SIGTERM);
+                }
+                let deadline = Instant::now() + grace;
+                while Instant::now() < deadline && start_time_of(*pid) == Some(*start_time) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                // Still the same leader: kill its group. Gone: the sandbox's PID namespace went
+                // with its pid 1, and its group id may already be someone else's.
+                if start_time_of(*pid) == Some(*start_time) {
+                    guard.kill();
+                }
+            }
+            guard.disarm();
+        }
+    }
+}
+
+/// What is recorded next to each release's checkout (`r<n>.pgid`) from the moment its `start`
+/// runs: enough to adopt it after a restart of stagebot, or to stop it.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+struct Record {
+    /// The group holding the app: the sandbox's session leader (or the spawned shell's).
+    pgid: i32,
+    /// The spawned command's own group (bwrap's, when sandboxed).
+    outer: Option<i32>,
+    /// The leader's start time (field 22 of `/proc/<pid>/stat`, in clock ticks since boot).
+    start_time: u64,
+    release: u32,
+    port: u16,
+    host: String,
+    public_url: String,
+    health: String,
+    predestroy: Option<String>,
+    hook_timeout_ms: u64,
+    /// The environment `start` ran with (for `predestroy`).
+    env: Vec<(String, String)>,
+    /// The release log its output is copied into (through the FIFO `r<n>.out`).
+    log: PathBuf,
+}
+
+/// The start time of process `pid` (clock ticks since boot), `None` when it does not exist
+/// or is a zombie.
+fn start_time_of(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces or parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); start time is field 22.
+    if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// A live release the lifecycle expects to be running (see [`LocalProvider::adopt`]).
+#[derive(Debug, Clone)]
+pub struct LiveRelease {
+    pub env: EnvId,
+    pub release: u32,
+}
+
+/// What [`LocalProvider::adopt`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AdoptSummary {
+    /// Live releases still running and healthy: routed again, nothing redeployed.
+    pub adopted: usize,
+    /// Process groups of a previous stagebot that belonged to no live release (or were not
+    /// healthy): killed, their files removed.
+    pub stopped: usize,
 }
 
 /// Removes a directory when dropped, unless kept.
@@ -156,10 +260,122 @@ impl LocalProvider {
                 cfg,
                 sandbox,
                 running: Mutex::new(HashMap::new()),
+                keep_on_exit: std::sync::atomic::AtomicBool::new(false),
                 env_locks: Mutex::new(HashMap::new()),
                 repo_locks: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Leave live apps running when this provider goes away (`stagebot serve`): the next
+    /// stagebot adopts them. Without it (tests, the demo) dropping the provider kills them.
+    pub fn keep_apps_on_exit(&self) {
+        self.inner
+            .keep_on_exit
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// At start-up, before anything is deployed: every process group recorded under the data
+    /// dir (`envs/**/r<n>.pgid`) by a previous stagebot is either adopted — it is the release
+    /// `live` names for its environment, its leader is alive with the recorded start time, and
+    /// it answers its health path — (route restored, no redeploy) or stopped (killed, its
+    /// checkout and record removed). Leftovers of failed or cancelled deploys are stopped too.
+    #[tracing::instrument(name = "local_adopt", skip_all)]
+    pub async fn adopt(&self, live: &[LiveRelease]) -> AdoptSummary {
+        let mut summary = AdoptSummary::default();
+        for (env, record_path) in self.recorded_groups() {
+            let checkout = record_path.with_extension("");
+            let record = std::fs::read_to_string(&record_path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Record>(&t).ok());
+            let wanted = record.as_ref().is_some_and(|r| {
+                release_of(&checkout) == Some(r.release)
+                    && live.iter().any(|l| l.env == env && l.release == r.release)
+                    && !self.running().contains_key(&env)
+            });
+            if let (Some(rec), true) = (&record, wanted)
+                && start_time_of(rec.pgid) == Some(rec.start_time)
+                && answers_health(rec.port, &rec.health).await
+            {
+                let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, rec.port));
+                // The sandbox's group only: bwrap's own process exits with the sandbox, and its
+                // pid is not checked, so it is never signalled.
+                let guard = GroupGuard::new(rec.pgid);
+                let mut running = self.running();
+                self.inner.cfg.routes.set(&rec.host, addr);
+                running.insert(
+                    env.clone(),
+                    Running {
+                        release: rec.release,
+                        proc: Proc::Adopted {
+                            pid: rec.pgid,
+                            start_time: rec.start_time,
+                        },
+                        guard,
+                        addr,
+                        dir: checkout.clone(),
+                        host: rec.host.clone(),
+                        public_url: rec.public_url.clone(),
+                        predestroy: rec.predestroy.clone(),
+                        env: rec.env.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
+                        hook_timeout: Duration::from_millis(rec.hook_timeout_ms),
+                    },
+                );
+                tracing::info!(env = %env, release = rec.release, pid = rec.pgid, port = rec.port, "adopted a live release");
+                reattach_output(&checkout, &rec.log, rec.release);
+                summary.adopted += 1;
+                continue;
+            }
+            if stop_recorded(&record_path) {
+                summary.stopped += 1;
+            }
+            self.sandbox().remove_cgroup(&cgroup_name(&checkout));
+            let _ = tokio::fs::remove_file(&record_path).await;
+            let _ = tokio::fs::remove_file(fifo_file(&checkout)).await;
+            let _ = tokio::fs::remove_dir_all(&checkout).await;
+        }
+        summary
+    }
+
+    /// Every `envs/<owner>/<name>/<slug>/*.pgid` under the data dir, with its environment.
+    fn recorded_groups(&self) -> Vec<(EnvId, PathBuf)> {
+        let mut found = Vec::new();
+        let root = self.inner.cfg.data_dir.join("envs");
+        let dirs = |p: &Path| -> Vec<(String, PathBuf)> {
+            std::fs::read_dir(p)
+                .map(|it| {
+                    it.filter_map(Result::ok)
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for (owner, owner_dir) in dirs(&root) {
+            for (name, repo_dir) in dirs(&owner_dir) {
+                let Ok(repo) = RepoName::new(&owner, &name) else {
+                    continue;
+                };
+                for (slug, env_dir) in dirs(&repo_dir) {
+                    let Ok(slug) = crate::types::Slug::new(&slug) else {
+                        continue;
+                    };
+                    let env = EnvId {
+                        repo: repo.clone(),
+                        slug,
+                    };
+                    let Ok(entries) = std::fs::read_dir(&env_dir) else {
+                        continue;
+                    };
+                    for e in entries.filter_map(Result::ok) {
+                        if e.path().extension().is_some_and(|x| x == "pgid") {
+                            found.push((env.clone(), e.path()));
+                        }
+                    }
+                }
+            }
+        }
+        found
     }
 
     /// The sandbox and limits checks for `/readyz` and the dashboard.
@@ -356,10 +572,37 @@ impl LocalProvider {
         let port = free_port()?;
         env.push(("PORT".to_owned(), port.to_string().into()));
         log.header(&format!("start (PORT={port}): {start_cmd}"));
-        let cmd = shell(self.sandbox(), &start_cmd, &dir, &env, log)?;
-        let (mut child, guard) = cmd.spawn().await?;
+        let cmd = start_shell(self.sandbox(), &start_cmd, &dir, &env, log)?;
+        let mut record = Record {
+            log: spec.log_path.clone(),
+            release: spec.release,
+            port,
+            host: spec.host.clone(),
+            public_url: spec.public_url.clone(),
+            health: eff.health.clone(),
+            predestroy: eff.predestroy.clone(),
+            hook_timeout_ms: u64::try_from(build_timeout.as_millis()).unwrap_or(u64::MAX),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string_lossy().into_owned()))
+                .collect(),
+            ..Record::default()
+        };
+        // Recorded twice: the spawned group at once (a crash while the sandbox starts leaves
+        // nothing unrecorded: stopping it stops the sandbox it spawned), then the sandbox's.
+        let record_path = pgid_file(&dir);
+        let (mut child, guard) = cmd
+            .spawn_noting(|outer| {
+                record.pgid = outer;
+                record.outer = Some(outer);
+                record.start_time = start_time_of(outer).unwrap_or_default();
+                note_record(&record_path, &record);
+            })
+            .await?;
         if let Some(pgid) = guard.pgid() {
-            let _ = std::fs::write(pgid_file(&dir), pgid.to_string());
+            record.pgid = pgid;
+            record.start_time = start_time_of(pgid).unwrap_or_default();
+            note_record(&record_path, &record);
         }
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let health_started = Instant::now();
@@ -367,6 +610,7 @@ impl LocalProvider {
             drop(guard); // kills the group
             let _ = child.wait().await;
             let _ = std::fs::remove_file(pgid_file(&dir));
+            let _ = std::fs::remove_file(fifo_file(&dir));
             self.sandbox().remove_cgroup(&cgroup_name(&dir));
             log.line(&message);
             return Err(ProviderError::Deploy {
@@ -387,7 +631,7 @@ impl LocalProvider {
                 spec.env.clone(),
                 Running {
                     release: spec.release,
-                    child,
+                    proc: Proc::Child(child),
                     guard,
                     addr,
                     dir: checkout.keep(),
@@ -426,9 +670,10 @@ impl LocalProvider {
             tokio::spawn(async move {
                 tokio::time::sleep(drain).await;
                 log.header(&format!("stopping release {}", old.release));
-                process::stop_group(&mut old.child, &mut old.guard, grace).await;
+                stop_proc(&mut old.proc, &mut old.guard, grace).await;
                 sandbox.remove_cgroup(&cgroup_name(&old.dir));
                 let _ = tokio::fs::remove_file(pgid_file(&old.dir)).await;
+                let _ = tokio::fs::remove_file(fifo_file(&old.dir)).await;
                 let _ = tokio::fs::remove_dir_all(&old.dir).await;
             });
         }
@@ -547,7 +792,7 @@ impl LocalProvider {
                 if cfg.routes.get(&r.host) == Some(r.addr) {
                     cfg.routes.remove(&r.host);
                 }
-                process::stop_group(&mut r.child, &mut r.guard, cfg.stop_grace).await;
+                stop_proc(&mut r.proc, &mut r.guard, cfg.stop_grace).await;
                 self.sandbox().remove_cgroup(&cgroup_name(&r.dir));
                 log.line(&format!("stopped release {}", r.release));
             }
@@ -575,13 +820,13 @@ impl LocalProvider {
     }
 
     /// `Running` if the environment's process is alive and its route is set, else `Stopped`.
-    /// After a restart of stagebot nothing is known and everything is `Stopped`.
+    /// After a restart of stagebot only what [`LocalProvider::adopt`] took over is known.
     pub fn status(&self, env: &EnvId) -> ProviderStatus {
         let mut running = self.running();
         let Some(r) = running.get_mut(env) else {
             return ProviderStatus::Stopped;
         };
-        let alive = matches!(r.child.try_wait(), Ok(None));
+        let alive = r.proc.alive();
         if alive && self.inner.cfg.routes.get(&r.host) == Some(r.addr) {
             ProviderStatus::Running {
                 url: r.public_url.clone(),
@@ -616,30 +861,186 @@ fn pgid_file(dir: &Path) -> PathBuf {
     dir.with_file_name(name)
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.keep_on_exit.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            for r in running.values_mut() {
+                // Left running for the next stagebot to adopt (its record stays on disk).
+                r.guard.disarm();
+            }
+        }
+    }
+}
+
+/// The direct children of process `pid` (all its threads'), read before it is killed.
+fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter(|p| *p > 1)
+        .collect()
+}
+
+/// Write a release's record (0600: it holds the app's environment), replacing any older one.
+fn write_record(path: &Path, record: &Record) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let text = serde_json::to_vec(record).map_err(io::Error::other)?;
+    let tmp = path.with_extension("pgid.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Write a record, logging (not failing) when it cannot be written.
+fn note_record(path: &Path, record: &Record) {
+    if let Err(e) = write_record(path, record) {
+        tracing::warn!(error = %e, path = %path.display(), "cannot record a process group");
+    }
+}
+
+/// `r3` → `r3.step.pgid`: the record of the step (`build`, a hook) running in that checkout.
+fn step_record_file(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().map(OsString::from).unwrap_or_default();
+    name.push(".step.pgid");
+    dir.with_file_name(name)
+}
+
+/// `.../r3` or `.../r3-0badc0de` → 3.
+fn release_of(checkout: &Path) -> Option<u32> {
+    let name = checkout.file_name()?.to_str()?.strip_prefix('r')?;
+    name.split('-').next()?.parse().ok()
+}
+
+/// Does `GET http://127.0.0.1:<port><health>` answer 2xx within a few seconds?
+async fn answers_health(port: u16, health: &str) -> bool {
+    let Ok(client) = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(3))
+        .build()
+    else {
+        return false;
+    };
+    client
+        .get(format!("http://127.0.0.1:{port}{health}"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// Kill the process group a record file (`r<n>.pgid`) names, if it is still the one that was
+/// recorded: the same leader start time, or (a record written before start times were kept: a
+/// bare pgid) a leader whose working directory is still the release's checkout. So a recycled
+/// pid is never hit. True when something was killed.
+fn stop_recorded(record_path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(record_path) else {
+        return false;
+    };
+    let checkout = record_path.with_extension("");
+    let (pgid, outer, ours) = match serde_json::from_str::<Record>(&text) {
+        Ok(r) => (
+            r.pgid,
+            r.outer,
+            r.start_time != 0 && start_time_of(r.pgid) == Some(r.start_time),
+        ),
+        Err(_) => match text.trim().parse::<i32>() {
+            Ok(pgid) => {
+                let cwd = std::fs::read_link(format!("/proc/{pgid}/cwd")).ok();
+                (pgid, None, cwd.is_some_and(|c| c.starts_with(&checkout)))
+            }
+            Err(_) => return false,
+        },
+    };
+    let mut stopped = false;
+    if ours {
+        tracing::info!(pgid, dir = %checkout.display(), "stopping a release left behind");
+        // A record of the spawned group only (stagebot died while the sandbox started): the
+        // sandbox is a child of the recorded leader, maybe not yet in a session of its own.
+        for child in children_of(pgid) {
+            let _ = signal_group(child, libc::SIGKILL);
+            // SAFETY: kill(2) on a current child of the verified leader; no memory involved.
+            unsafe { libc::kill(child, libc::SIGKILL) };
+        }
+        let _ = signal_group(pgid, libc::SIGKILL);
+        // The leader itself, also when it is not (yet) its group's leader: the sandbox's first
+        // process, whose death ends its PID namespace.
+        // SAFETY: kill(2) on the leader verified by its start time; no memory involved.
+        unsafe { libc::kill(pgid, libc::SIGKILL) };
+        stopped = true;
+    }
+    // Groups whose leader is gone but whose members are not: killing bwrap's group while it
+    // creates the sandbox (a deploy cancelled then, or stagebot dying then) can miss the
+    // sandbox's first process, which is left in that group. The members whose arguments name
+    // this checkout (bwrap's `--chdir`) are stopped.
+    for g in [Some(pgid), outer].into_iter().flatten().filter(|g| *g > 1) {
+        // A leader that still runs is handled above (or is not ours); a zombie counts as gone.
+        if start_time_of(g).is_some() {
+            continue;
+        }
+        for pid in group_members_naming(g, &checkout) {
+            tracing::info!(pid, pgid = g, dir = %checkout.display(), "stopping what is left of a release's group");
+            // SAFETY: kill(2) on a member of the recorded group that names the checkout.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            stopped = true;
+        }
+    }
+    stopped
+}
+
+/// The processes of group `pgid` whose command line names `checkout`.
+fn group_members_naming(pgid: i32, checkout: &Path) -> Vec<i32> {
+    let needle = checkout.as_os_str().as_encoded_bytes();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let in_group = stat.rfind(')').is_some_and(|i| {
+                // After the command: state, ppid, pgrp.
+                stat[i + 1..].split_whitespace().nth(2) == Some(pgid.to_string().as_str())
+            });
+            in_group
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle))
+        })
+        .collect()
+}
+
 /// Kill the processes of every release in `env_dir` except `keep`, and delete their files.
-/// A process group is only killed if its leader's working directory is still that release's
-/// checkout, so a recycled pid is never hit.
+/// A process group is only killed if it is still the recorded one (see [`stop_recorded`]), so
+/// a recycled pid is never hit.
 async fn remove_stale_releases(env_dir: &Path, keep: Option<&Path>) {
     let Ok(mut entries) = tokio::fs::read_dir(env_dir).await else {
         return;
     };
     while let Ok(Some(entry)) = entries.next_entry().await {
         let path = entry.path();
-        if keep.is_some_and(|k| path == k || path == pgid_file(k)) || path.ends_with(HOME_DIR) {
+        if keep.is_some_and(|k| path == k || path == pgid_file(k) || path == fifo_file(k))
+            || path.ends_with(HOME_DIR)
+        {
             continue;
         }
         if path.extension().is_some_and(|e| e == "pgid") {
-            let checkout = path.with_extension("");
-            if let Some(pgid) = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-            {
-                let cwd = std::fs::read_link(format!("/proc/{pgid}/cwd")).ok();
-                if cwd.is_some_and(|c| c.starts_with(&checkout)) {
-                    tracing::info!(pgid, dir = %checkout.display(), "killing a release left behind");
-                    let _ = signal_group(pgid, libc::SIGKILL);
-                }
-            }
+            stop_recorded(&path);
+            let _ = tokio::fs::remove_file(&path).await;
+        } else if path.extension().is_some_and(|e| e == "out") {
             let _ = tokio::fs::remove_file(&path).await;
         } else if entry.file_type().await.is_ok_and(|t| t.is_dir()) {
             let _ = tokio::fs::remove_dir_all(&path).await;
@@ -943,6 +1344,97 @@ fn shell(
     Ok(cmd)
 }
 
+/// [`shell`] for `start`: its output goes through a FIFO next to the checkout (`r<n>.out`)
+/// instead of an anonymous pipe, and the command also holds a read end of it. So when stagebot
+/// exits, the app's writes neither fail (`EPIPE`, `SIGPIPE`) nor get lost: they wait in the
+/// FIFO (up to its size, then the app's writes block) until the next stagebot adopts the app
+/// and copies the FIFO into the log again ([`reattach_output`]).
+fn start_shell(
+    sandbox: &Sandbox,
+    command: &str,
+    dir: &Path,
+    env: &[(String, OsString)],
+    log: &ReleaseLog,
+) -> io::Result<Prepared> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let home = dir
+        .parent()
+        .map(|p| p.join(HOME_DIR))
+        .ok_or_else(|| io::Error::other("a checkout has no parent directory"))?;
+    let mut cmd = sandbox.command(command, dir, &home, env, Some(&cgroup_name(dir)))?;
+    let fifo = fifo_file(dir);
+    match std::fs::remove_file(&fifo) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::other("the FIFO's path holds a NUL byte"))?;
+    // SAFETY: mkfifo reads the NUL-terminated path `c_path` owns.
+    if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let open_read = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+    };
+    // The reader first: opening the write end then does not block.
+    let reader = open_read()?;
+    let writer = std::fs::OpenOptions::new().write(true).open(&fifo)?;
+    let keeper = open_read()?;
+    // Room for what the app writes while no stagebot reads (best effort; 1 MiB is the
+    // default limit for unprivileged processes).
+    // SAFETY: fcntl on a descriptor `writer` owns; no memory is passed.
+    unsafe { libc::fcntl(writer.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+    log.attach(io::PipeReader::from(std::os::fd::OwnedFd::from(reader)))?;
+    cmd.cmd.stdout(writer.try_clone()?).stderr(writer);
+    let keep_fd = keeper.as_raw_fd();
+    // SAFETY: runs in the child between fork and exec; fcntl is async-signal-safe and `keep_fd`
+    // is open (the closure owns `keeper`, which lives as long as the command).
+    unsafe {
+        cmd.cmd.pre_exec(move || {
+            let _owned = &keeper;
+            if libc::fcntl(keep_fd, libc::F_SETFD, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+/// `r3` → `r3.out`: the FIFO a release's `start` writes its output into.
+fn fifo_file(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().map(OsString::from).unwrap_or_default();
+    name.push(".out");
+    dir.with_file_name(name)
+}
+
+/// Copy an adopted release's output into its log again (best effort: a missing FIFO, a release
+/// started by an older stagebot, only loses the output).
+fn reattach_output(checkout: &Path, log_path: &Path, release: u32) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if log_path.as_os_str().is_empty() {
+        return;
+    }
+    let attached = ReleaseLog::open(log_path).and_then(|log| {
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo_file(checkout))?;
+        log.attach(io::PipeReader::from(std::os::fd::OwnedFd::from(reader)))?;
+        log.header(&format!(
+            "stagebot restarted; release {release} kept running and was adopted"
+        ));
+        Ok(())
+    });
+    if let Err(e) = attached {
+        tracing::warn!(error = %e, "cannot copy the adopted release's output into its log");
+    }
+}
+
 /// Run one step (`build`, a hook) to completion in its own process group, killing the group on
 /// timeout or when the future is dropped.
 async fn run_step(
@@ -957,8 +1449,23 @@ async fn run_step(
     log.header(&format!("{step}: {command}"));
     let started = Instant::now();
     let cmd = shell(sandbox, command, dir, env, log)?;
-    let (mut child, mut guard) = cmd.spawn().await?;
+    // Recorded while it runs, so a crash of stagebot does not leave it running unknown.
+    let record_path = step_record_file(dir);
+    let (mut child, mut guard) = cmd
+        .spawn_noting(|outer| {
+            note_record(
+                &record_path,
+                &Record {
+                    pgid: outer,
+                    outer: Some(outer),
+                    start_time: start_time_of(outer).unwrap_or_default(),
+                    ..Record::default()
+                },
+            );
+        })
+        .await?;
     let result = wait_step(step, &mut child, &mut guard, log, timeout, started).await;
+    let _ = std::fs::remove_file(&record_path);
     if result.is_err() {
         // The release will not start: its cgroup goes (best effort; busy while `start` runs).
         sandbox.remove_cgroup(&cgroup_name(dir));
@@ -1093,6 +1600,34 @@ mod tests {
             redact_url("https://github.com/o/r"),
             "https://github.com/o/r"
         );
+    }
+
+    #[test]
+    fn a_process_is_known_by_its_start_time() {
+        let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+        let start = start_time_of(me);
+        assert!(start.is_some_and(|t| t > 0), "{start:?}");
+        assert_eq!(start_time_of(me), start, "stable");
+        assert_eq!(start_time_of(i32::MAX), None, "no such process");
+    }
+
+    #[test]
+    fn records_name_their_release() {
+        assert_eq!(release_of(Path::new("/d/envs/o/r/s/r3")), Some(3));
+        assert_eq!(
+            release_of(Path::new("/d/envs/o/r/s/r12-0badc0de")),
+            Some(12)
+        );
+        assert_eq!(release_of(Path::new("/d/envs/o/r/s/r3.step")), None);
+        assert_eq!(release_of(Path::new("/d/envs/o/r/s/home")), None);
+        assert_eq!(
+            step_record_file(Path::new("/d/s/r3")),
+            Path::new("/d/s/r3.step.pgid")
+        );
+        assert_eq!(fifo_file(Path::new("/d/s/r3")), Path::new("/d/s/r3.out"));
+        // A record without the newer fields (or from an older layout) still parses.
+        let old: Record = serde_json::from_str(r#"{"pgid":42,"start_time":7}"#).unwrap_or_default();
+        assert_eq!((old.pgid, old.start_time, old.release), (42, 7, 0));
     }
 
     #[test]

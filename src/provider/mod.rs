@@ -53,6 +53,16 @@ impl Provider {
         }
     }
 
+    /// At start-up: take over the processes of `live` releases a previous stagebot left running
+    /// and stop every other process it left behind (the local provider; the command provider's
+    /// environments live elsewhere and need nothing).
+    pub async fn adopt(&self, live: &[local::LiveRelease]) -> local::AdoptSummary {
+        match self {
+            Provider::Local(p) => p.adopt(live).await,
+            Provider::Command(_) => local::AdoptSummary::default(),
+        }
+    }
+
     /// The provider's own readiness checks for `/readyz` and the dashboard (the local
     /// provider's `sandbox` and `limits`); a failed check is a warning, not "not ready".
     pub fn checks(&self) -> Vec<(&'static str, sandbox::Check)> {

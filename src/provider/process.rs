@@ -280,6 +280,13 @@ impl ReleaseLog {
     /// every holder of the write end (the child and what it spawned) has closed it.
     pub(crate) fn file(&self) -> io::Result<File> {
         let (reader, writer) = io::pipe()?;
+        self.attach(reader)?;
+        Ok(File::from(std::os::fd::OwnedFd::from(writer)))
+    }
+
+    /// Copy what arrives on `reader` (a pipe or a FIFO's read end) into the log until every
+    /// writer has closed it.
+    pub(crate) fn attach(&self, reader: io::PipeReader) -> io::Result<()> {
         set_nonblocking(&reader)?;
         let fd = reader.as_raw_fd();
         lock(&self.sink).pumps.push(fd);
@@ -297,7 +304,7 @@ impl ReleaseLog {
             lock(&self.sink).pumps.retain(|p| *p != fd);
             return Err(e);
         }
-        Ok(File::from(std::os::fd::OwnedFd::from(writer)))
+        Ok(())
     }
 
     /// The sink once every byte already written into its pipes has been copied into the file

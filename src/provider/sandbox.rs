@@ -422,9 +422,16 @@ pub(crate) struct Prepared {
 impl Prepared {
     /// Spawn as the leader of a new process group (stdin from /dev/null). For a sandbox, the
     /// guard also covers the sandbox's own session (bwrap's `--new-session`), which is where
-    /// the command's processes live.
-    pub(crate) async fn spawn(mut self) -> io::Result<(Child, GroupGuard)> {
+    /// the command's processes live. `spawned` is called with the spawned command's process group as soon as it exists
+    /// (before the sandbox has reported its own), so the caller can record it.
+    pub(crate) async fn spawn_noting(
+        mut self,
+        spawned: impl FnOnce(i32),
+    ) -> io::Result<(Child, GroupGuard)> {
         let (child, mut guard) = process::spawn_in_group(&mut self.cmd)?;
+        if let Some(pgid) = guard.pgid() {
+            spawned(pgid);
+        }
         if let Some((read, write)) = self.info.take() {
             drop(write);
             let pid = tokio::task::spawn_blocking(move || sandbox_pid(read))

@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::flows::World;
+use crate::support::{alive, pgid_of, processes_with, unique_token};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stagebot");
 /// Every wait in this file is bounded by this.
@@ -659,6 +660,8 @@ async fn healthz_answers_200() {
 struct Server {
     child: Option<Child>,
     addr: SocketAddr,
+    /// Its data dir: the apps it left running are killed when the test is done with it.
+    data_dir: std::path::PathBuf,
 }
 
 impl Server {
@@ -688,6 +691,7 @@ impl Server {
         Server {
             child: Some(child),
             addr,
+            data_dir: data_dir.to_owned(),
         }
     }
 
@@ -735,6 +739,8 @@ impl Drop for Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // `serve` leaves its apps running for the next start to adopt; a test is done with them.
+        crate::support::kill_recorded_groups(&self.data_dir);
     }
 }
 
@@ -1459,4 +1465,463 @@ fn the_demo_runs_the_whole_flow() {
     }
     // nothing left listening
     assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adoption: apps survive restarts of stagebot; nothing of a previous run is left behind
+
+/// Processes of `python3 app.py` whose environment carries `STAGEBOT_BRANCH=<prefix>…`, with
+/// the `STAGEBOT_SHA` they serve.
+fn apps_of(prefix: &str) -> Vec<(i32, String, String)> {
+    let marker = format!("STAGEBOT_BRANCH={prefix}");
+    processes_with("app.py")
+        .into_iter()
+        // Not bwrap (whose arguments name the command too): the app itself.
+        .filter(|(_, cmd)| {
+            let program = cmd.split(' ').next().unwrap_or_default();
+            !program.ends_with("bwrap")
+        })
+        .filter_map(|(pid, _)| {
+            let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let vars: Vec<String> = raw
+                .split(|b| *b == 0)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect();
+            let branch = vars.iter().find(|v| v.starts_with(&marker))?;
+            let sha = vars
+                .iter()
+                .find_map(|v| v.strip_prefix("STAGEBOT_SHA="))
+                .unwrap_or_default();
+            Some((
+                pid,
+                branch["STAGEBOT_BRANCH=".len()..].to_owned(),
+                sha.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_adopts_the_live_app_and_stops_what_belongs_to_no_live_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("serve.log");
+    let repo = RepoName::new("acme", "webapp").unwrap();
+    let fake = FakeGitHub::start().await;
+    fake.add_installation(INSTALLATION, repo.owner());
+    fake.add_repo(&repo, "main", INSTALLATION);
+    // The app logs every request to stderr: an adopted app's output still reaches its log.
+    let files: Vec<(&str, String)> = python_app_files("")
+        .into_iter()
+        .map(|(p, c)| {
+            (
+                p,
+                c.replace("    def log_message(self, *a):\n        pass\n", ""),
+            )
+        })
+        .collect();
+    assert!(
+        !files[0].1.contains("log_message"),
+        "the app logs its requests"
+    );
+    let (git, main_sha) = GitRepo::init(&dir.path().join("src"), &files).unwrap();
+    for (path, content) in &files {
+        fake.set_file(&repo, "main", path, content);
+        fake.set_file(&repo, main_sha.as_str(), path, content);
+    }
+    let branch = format!("adopt-{}", unique_token());
+    let sha = git.commit(&branch, &files, "adopt").unwrap();
+    fake.upsert_pr(
+        &repo,
+        FakePr::new(41, &branch, sha.clone()).clone_url(&git.clone_url()),
+    );
+    let slug = stagebot::slug::preview_slug(Some(stagebot::types::PrNumber(41)), &branch);
+    let env_id = stagebot::types::EnvId {
+        repo: repo.clone(),
+        slug: slug.clone(),
+    };
+    let addr = free_addr();
+    let serves = async |want: &Sha| {
+        poll("the preview to serve its commit", async || {
+            let (state, url) = env_state(addr, slug.as_str()).await?;
+            let served = get_via(addr, &url).await?;
+            (state == "live" && served == (200, want.to_string())).then_some(())
+        })
+        .await
+    };
+
+    let mut first = Server::start(&fake, &data, addr, &log);
+    first.wait_healthy().await;
+    let body = serde_json::to_vec(&pr_payload(
+        &repo,
+        "opened",
+        41,
+        &branch,
+        &sha,
+        &git.clone_url(),
+    ))
+    .unwrap();
+    let reply = post(
+        addr,
+        &signed("pull_request", "adopt-1", SECRET, &body),
+        body,
+    )
+    .await;
+    assert_eq!(reply.status, 202);
+    serves(&sha).await;
+    poll("the live report", async || {
+        let deps = fake.all_deployments(&repo);
+        deps.iter()
+            .any(|d| d.last_state() == Some("success"))
+            .then_some(())
+    })
+    .await;
+    let pid = pgid_of(&data, slug.as_str(), 1).expect("the live release's record");
+    let deployments = fake.all_deployments(&repo).len();
+
+    // A graceful stop leaves the app running; the next start adopts it.
+    first.terminate().await;
+    assert!(alive(pid), "a graceful stop of stagebot keeps the live app");
+    let mut second = Server::start(&fake, &data, addr, &log);
+    second.wait_healthy().await;
+    serves(&sha).await;
+    assert_eq!(
+        pgid_of(&data, slug.as_str(), 1),
+        Some(pid),
+        "the same process"
+    );
+
+    // So does kill -9.
+    second.kill9();
+    assert!(alive(pid), "kill -9 of stagebot keeps the live app");
+    let mut third = Server::start(&fake, &data, addr, &log);
+    third.wait_healthy().await;
+    serves(&sha).await;
+    assert_eq!(
+        pgid_of(&data, slug.as_str(), 1),
+        Some(pid),
+        "the same process"
+    );
+    assert_eq!(apps_of(&branch).len(), 1, "{:?}", apps_of(&branch));
+    // Its requests (made while no stagebot read its output, and since) are in the release log.
+    let release_log = data.join(format!("logs/acme/webapp/{slug}/1.log"));
+    poll("the adopted app's output in its log", async || {
+        let text = std::fs::read_to_string(&release_log).ok()?;
+        let (_, after) = text.rsplit_once("was adopted")?;
+        after.contains("\"GET / HTTP/1.1\" 200").then_some(())
+    })
+    .await;
+    assert_eq!(
+        fake.all_deployments(&repo).len(),
+        deployments,
+        "an adopted app is no new deployment"
+    );
+
+    // An app that died while stagebot was down is started again (the same release).
+    third.kill9();
+    // SAFETY: killpg(2) on the group this test's app was recorded with; no memory involved.
+    unsafe { libc::killpg(pid, libc::SIGKILL) };
+    let mut fourth = Server::start(&fake, &data, addr, &log);
+    fourth.wait_healthy().await;
+    serves(&sha).await;
+    let restarted = pgid_of(&data, slug.as_str(), 1).expect("a record of the restarted app");
+    assert_ne!(restarted, pid, "a new process");
+
+    // A deploy that never became healthy, cut short by kill -9: its group is left behind.
+    let token = unique_token();
+    let hang = [(
+        ".github/stagebot.yml",
+        format!("start: exec sleep 60.{token}\ntimeouts: {{ health: 20s }}\n"),
+    )];
+    let hang_sha = git.commit(&branch, &hang, "hangs").unwrap();
+    fake.upsert_pr(
+        &repo,
+        FakePr::new(41, &branch, hang_sha.clone()).clone_url(&git.clone_url()),
+    );
+    let body = serde_json::to_vec(&pr_payload(
+        &repo,
+        "synchronize",
+        41,
+        &branch,
+        &hang_sha,
+        &git.clone_url(),
+    ))
+    .unwrap();
+    let reply = post(
+        addr,
+        &signed("pull_request", "adopt-2", SECRET, &body),
+        body,
+    )
+    .await;
+    assert_eq!(reply.status, 202);
+    let leftover = poll("the hanging start to run", async || {
+        let found = processes_with(&token);
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
+    fourth.kill9();
+    // Back to a commit that works, while stagebot is down (the webhook is delivered after).
+    let fixed = git.commit(&branch, &files, "fixed").unwrap();
+    fake.upsert_pr(
+        &repo,
+        FakePr::new(41, &branch, fixed.clone()).clone_url(&git.clone_url()),
+    );
+    let mut fifth = Server::start(&fake, &data, addr, &log);
+    fifth.wait_healthy().await;
+    for (pid, cmd) in &leftover {
+        assert!(
+            !alive(*pid),
+            "the failed deploy's process {pid} ({cmd}) is stopped at start-up"
+        );
+    }
+    let body = serde_json::to_vec(&pr_payload(
+        &repo,
+        "synchronize",
+        41,
+        &branch,
+        &fixed,
+        &git.clone_url(),
+    ))
+    .unwrap();
+    let reply = post(
+        addr,
+        &signed("pull_request", "adopt-3", SECRET, &body),
+        body,
+    )
+    .await;
+    assert_eq!(reply.status, 202);
+    serves(&fixed).await;
+    poll("one app process of the branch", async || {
+        let apps = apps_of(&branch);
+        (apps.len() == 1 && apps[0].2 == fixed.as_str()).then_some(())
+    })
+    .await;
+    // Closing the PR stops an adopted app like any other.
+    fifth.terminate().await;
+    let adopted = pgid_of(&data, slug.as_str(), 2).expect("the record of release 2");
+    let mut sixth = Server::start(&fake, &data, addr, &log);
+    sixth.wait_healthy().await;
+    serves(&fixed).await;
+    assert_eq!(pgid_of(&data, slug.as_str(), 2), Some(adopted), "adopted");
+    fake.set_pr_state(&repo, stagebot::types::PrNumber(41), false, false);
+    let body = serde_json::to_vec(&pr_payload(
+        &repo,
+        "closed",
+        41,
+        &branch,
+        &fixed,
+        &git.clone_url(),
+    ))
+    .unwrap();
+    let reply = post(
+        addr,
+        &signed("pull_request", "adopt-4", SECRET, &body),
+        body,
+    )
+    .await;
+    assert_eq!(reply.status, 202);
+    poll("the preview to be torn down", async || {
+        let (state, _) = env_state(addr, slug.as_str()).await?;
+        (state == "destroyed").then_some(())
+    })
+    .await;
+    assert!(
+        !alive(adopted),
+        "the adopted app is stopped by the teardown"
+    );
+    assert_eq!(apps_of(&branch), [], "no app of the closed PR is left");
+    sixth.terminate().await;
+    let releases = read_store(&data, |s| s.releases(&env_id).unwrap());
+    let shas: Vec<&str> = releases.iter().map(|r| r.sha.as_str()).collect();
+    assert_eq!(
+        shas.first(),
+        Some(&sha.as_str()),
+        "restarts made no new release: {shas:?}"
+    );
+    assert!(
+        !shas.contains(&hang_sha.as_str()),
+        "the hanging commit never went live"
+    );
+    assert_eq!(shas.last(), Some(&fixed.as_str()));
+    assert_eq!(shas.len(), 2, "{shas:?}");
+    assert!(
+        fake.all_deployments(&repo).len() > deployments,
+        "the fixed commit is a new deployment"
+    );
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        log_text.contains("adopted a live release"),
+        "the log says so"
+    );
+}
+
+/// Issue 9 and 15: stagebot is killed with SIGKILL 4 times during a burst of deliveries (6 PRs,
+/// 3 pushes each, 2 closed). Nothing is lost, no deployment is duplicated for one attempt, no app
+/// process of a previous run is left behind, and every PR converges to its newest commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_burst_loses_nothing_duplicates_nothing_and_leaves_no_process() {
+    use stagebot::reporter::DeploymentPayload;
+    const PRS: u64 = 6;
+    const PUSHES: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("serve.log");
+    let repo = RepoName::new("acme", "webapp").unwrap();
+    let fake = FakeGitHub::start().await;
+    fake.add_installation(INSTALLATION, repo.owner());
+    fake.add_repo(&repo, "main", INSTALLATION);
+    let files = python_app_files("");
+    let (git, main_sha) = GitRepo::init(&dir.path().join("src"), &files).unwrap();
+    for (path, content) in &files {
+        fake.set_file(&repo, "main", path, content);
+        fake.set_file(&repo, main_sha.as_str(), path, content);
+    }
+    let prefix = format!("burst-{}-", unique_token());
+    let clone = git.clone_url();
+    // Every delivery: (id, payload, the PR state the fake shows once it is sent).
+    let mut deliveries: Vec<(String, Vec<u8>, FakePr, bool)> = Vec::new();
+    let mut newest = std::collections::BTreeMap::new();
+    for push in 0..PUSHES {
+        for n in 1..=PRS {
+            let branch = format!("{prefix}{n}");
+            let mut f = files.clone();
+            f.push(("version.txt", format!("{n}.{push}")));
+            let sha = git.commit(&branch, &f, &format!("push {push}")).unwrap();
+            let action = if push == 0 { "opened" } else { "synchronize" };
+            let body =
+                serde_json::to_vec(&pr_payload(&repo, action, 100 + n, &branch, &sha, &clone))
+                    .unwrap();
+            let pr = FakePr::new(100 + n, &branch, sha.clone()).clone_url(&clone);
+            deliveries.push((format!("burst-{n}-{push}"), body, pr, true));
+            newest.insert(n, (branch, sha));
+        }
+    }
+    let closed = [1u64, 2];
+    for n in closed {
+        let (branch, sha) = &newest[&n];
+        let mut p = PrPayload::new("closed", &repo, 100 + n);
+        p.head_ref = branch.clone();
+        p.head_sha = sha.to_string();
+        p.clone_url = Some(clone.clone());
+        p.head_clone_url = Some(clone.clone());
+        p.installation_id = Some(INSTALLATION);
+        let body = serde_json::to_vec(&payloads::pull_request(&p)).unwrap();
+        let pr = FakePr::new(100 + n, branch, sha.clone()).clone_url(&clone);
+        deliveries.push((format!("burst-{n}-closed"), body, pr, false));
+    }
+
+    let addr = free_addr();
+    let mut servers = vec![Server::start(&fake, &data, addr, &log)];
+    let kills = 4;
+    let per_kill = deliveries.len().div_ceil(kills);
+    for (i, (id, body, pr, open)) in deliveries.iter().enumerate() {
+        if i % per_kill == 0 && i > 0 {
+            // Let some work start, then crash in the middle of it.
+            tokio::time::sleep(Duration::from_millis(300 + 150 * (i as u64 % 3))).await;
+            servers.last_mut().unwrap().kill9();
+            servers.push(Server::start(&fake, &data, addr, &log));
+        }
+        servers.last_mut().unwrap().wait_healthy().await;
+        fake.upsert_pr(&repo, pr.clone());
+        if !open {
+            fake.set_pr_state(&repo, pr.number, false, false);
+        }
+        let reply = post(
+            addr,
+            &signed("pull_request", id, SECRET, body),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(reply.status, 202, "{id}: {reply:?}");
+    }
+    // The last kill comes after the last delivery.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    servers.last_mut().unwrap().kill9();
+    servers.push(Server::start(&fake, &data, addr, &log));
+    let last_restart = Instant::now();
+    servers.last_mut().unwrap().wait_healthy().await;
+
+    // Converged: every open PR serves its newest commit, every closed PR's preview is gone.
+    poll("every PR to converge", async || {
+        for (n, (branch, sha)) in &newest {
+            let slug =
+                stagebot::slug::preview_slug(Some(stagebot::types::PrNumber(100 + n)), branch);
+            let (state, url) = env_state(addr, slug.as_str()).await?;
+            if closed.contains(n) {
+                if state != "destroyed" {
+                    return None;
+                }
+            } else if state != "live" || get_via(addr, &url).await? != (200, sha.to_string()) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let converged = last_restart.elapsed();
+    eprintln!("measure: converged {converged:?} after the last restart");
+
+    // No leftover process: exactly one app per open PR, serving its newest commit.
+    poll("only the live releases' apps to run", async || {
+        let mut apps = apps_of(&prefix);
+        apps.sort();
+        let mut want: Vec<(String, String)> = newest
+            .iter()
+            .filter(|(n, _)| !closed.contains(n))
+            .map(|(_, (b, s))| (b.clone(), s.to_string()))
+            .collect();
+        want.sort();
+        let mut have: Vec<(String, String)> = apps
+            .iter()
+            .map(|(_, b, s)| (b.clone(), s.clone()))
+            .collect();
+        have.sort();
+        // And nothing else of a sandbox: every process naming a checkout (bwrap's `--chdir`)
+        // names one of the open PRs' live checkouts, at most bwrap's two per checkout.
+        let envs = data.join("envs");
+        let mut per_dir = std::collections::BTreeMap::<String, usize>::new();
+        for (_, cmd) in processes_with(&envs.to_string_lossy()) {
+            let dir = cmd
+                .split(" --chdir ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next())
+                .unwrap_or(&cmd)
+                .to_owned();
+            *per_dir.entry(dir).or_default() += 1;
+        }
+        let sandboxes_ok = per_dir.len() == want.len()
+            && per_dir
+                .iter()
+                .all(|(dir, n)| *n <= 2 && Path::new(dir).is_dir());
+        if have != want || !sandboxes_ok {
+            eprintln!("apps now: {apps:?}; sandboxes: {per_dir:?}");
+        }
+        (have == want && sandboxes_ok).then_some(())
+    })
+    .await;
+    servers.last_mut().unwrap().terminate().await;
+
+    // Nothing lost: every delivery was processed.
+    read_store(&data, |s| {
+        for (id, ..) in &deliveries {
+            let rec = record(s, id);
+            assert!(
+                matches!(
+                    rec.status,
+                    DeliveryStatus::Processed | DeliveryStatus::Ignored { .. }
+                ),
+                "{id}: {:?}",
+                rec.status
+            );
+        }
+    });
+    // Nothing duplicated: one deployment per attempt.
+    let mut keys = std::collections::BTreeSet::new();
+    for d in fake.all_deployments(&repo) {
+        let key = DeploymentPayload::from_json(&d.payload).expect("every deployment has a key");
+        assert!(
+            keys.insert((key.environment.clone(), key.attempt)),
+            "two deployments for one attempt: {key:?}"
+        );
+    }
 }

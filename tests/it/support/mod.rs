@@ -315,8 +315,50 @@ pub async fn read_pid(path: &Path) -> i32 {
     }
 }
 
-/// The pgid file of release directory `r<n>` of `slug`.
+/// The process group (the sandbox's leader) recorded for release directory `r<n>` of `slug`.
 pub fn pgid_of(data: &Path, slug: &str, release: u32) -> Option<i32> {
     let p: PathBuf = data.join(format!("envs/acme/webapp/{slug}/r{release}.pgid"));
-    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+    let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
+    i32::try_from(record["pgid"].as_i64()?).ok()
+}
+
+/// Kill every process group recorded under `data/envs` (apps a `stagebot serve` leaves running
+/// on exit, for the next start to adopt): a test's clean-up.
+pub fn kill_recorded_groups(data: &Path) {
+    let Ok(owners) = std::fs::read_dir(data.join("envs")) else {
+        return;
+    };
+    for owner in owners.flatten() {
+        for repo in std::fs::read_dir(owner.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for env in std::fs::read_dir(repo.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                for f in std::fs::read_dir(env.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let p = f.path();
+                    if p.extension().is_none_or(|e| e != "pgid") {
+                        continue;
+                    }
+                    let pgid = std::fs::read_to_string(&p)
+                        .ok()
+                        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                        .and_then(|v| v["pgid"].as_i64())
+                        .and_then(|v| i32::try_from(v).ok());
+                    if let Some(pgid) = pgid.filter(|p| *p > 1) {
+                        // SAFETY: killpg(2) with a recorded group id > 1; no memory involved.
+                        unsafe { libc::killpg(pgid, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
+    }
 }
