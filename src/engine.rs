@@ -454,6 +454,24 @@ impl App {
                     rec.last_activity = ctx.now;
                 })?;
             }
+            Action::Visited { slug, at, until } => {
+                let id = EnvId {
+                    repo: repo.clone(),
+                    slug,
+                };
+                self.store().update_env(&id, |rec| {
+                    rec.last_visit = Some(at);
+                    rec.last_activity = rec.last_activity.max(at);
+                    if let Some(until) = until
+                        && rec.expires_at.is_some_and(|e| until > e)
+                    {
+                        rec.expires_at = Some(until);
+                        // A warning already given no longer holds: the next one is due
+                        // before the new expiry.
+                        rec.warned_at = None;
+                    }
+                })?;
+            }
             Action::WarnExpiry { slug, at } => {
                 let id = EnvId {
                     repo: repo.clone(),
@@ -589,7 +607,14 @@ impl App {
         }
         let mut n = 0;
         for (repo, envs) in by_repo {
-            let actions = policy::sweep(&envs, now);
+            let actions = policy::sweep_with_visits(
+                &envs,
+                |slug| {
+                    let (host, _) = self.host_and_url(&repo, slug);
+                    self.routes().last_visit(&host)
+                },
+                now,
+            );
             if actions.is_empty() {
                 continue;
             }
@@ -625,6 +650,10 @@ impl App {
                 }
             }
         }
+        self.metrics().sweeper_last_run.store(
+            u64::try_from(self.now().timestamp()).unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(n)
     }
 }

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub deliveries_failed: AtomicU64,
     pub deliveries_dead: AtomicU64,
     pub deploys_started: AtomicU64,
+    /// When the sweeper last finished a run (Unix seconds; 0: not yet).
+    pub sweeper_last_run: AtomicU64,
     pub deploys_succeeded: AtomicU64,
     pub deploys_failed: AtomicU64,
     pub deploys_superseded: AtomicU64,

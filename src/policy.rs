@@ -139,6 +139,13 @@ pub enum Action {
         slug: Slug,
         until: DateTime<Utc>,
     },
+    /// Somebody visited a preview at `at` (the proxy forwarded a request): record the visit as
+    /// activity and move its expiry to `until` (never earlier).
+    Visited {
+        slug: Slug,
+        at: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+    },
     /// Warn that a preview will be swept at `at`.
     WarnExpiry {
         slug: Slug,
@@ -1525,14 +1532,49 @@ pub fn status_text(pr: PrNumber, state: &State) -> String {
 /// The sweeper's decision for one repository's environments at `now`: previews idle past their
 /// expiry are torn down; those within the warning window get one warning first.
 pub fn sweep(envs: &[EnvRecord], now: DateTime<Utc>) -> Vec<Action> {
+    sweep_with_visits(envs, |_| None, now)
+}
+
+/// The sweeper's rule with the proxy's record of visits (`last_visit` of a slug, this run of
+/// stagebot): a preview is active while it serves traffic, as well as on deploys and commands.
+/// A visit newer than the recorded activity moves the expiry to the visit plus the TTL (never
+/// earlier) and is recorded; a preview visited within its TTL is neither warned nor swept.
+pub fn sweep_with_visits(
+    envs: &[EnvRecord],
+    last_visit: impl Fn(&Slug) -> Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Vec<Action> {
     let mut actions = Vec::new();
     for env in envs
         .iter()
         .filter(|e| e.kind == EnvKind::Preview && e.is_active() && e.op.is_none())
     {
-        let Some(expires) = env.expires_at else {
+        let Some(mut expires) = env.expires_at else {
             continue;
         };
+        if let Some(at) = last_visit(&env.id.slug)
+            .filter(|at| *at > env.last_activity && env.last_visit.is_none_or(|seen| *at > seen))
+        {
+            let until = env.ttl_secs.map(|ttl| {
+                let by_visit = at
+                    .checked_add_signed(chrono::Duration::seconds(
+                        i64::try_from(ttl).unwrap_or(i64::MAX),
+                    ))
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
+                by_visit.max(expires)
+            });
+            actions.push(Action::Visited {
+                slug: env.id.slug.clone(),
+                at,
+                until,
+            });
+            if let Some(u) = until {
+                expires = u;
+            }
+            if now < expires {
+                continue;
+            }
+        }
         if now >= expires {
             actions.push(Action::Teardown {
                 slug: env.id.slug.clone(),

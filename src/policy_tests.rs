@@ -16,6 +16,7 @@ const PR: u64 = 42;
 const BRANCH: &str = "feature/login";
 const COMMENT_ID: u64 = 777;
 const DAY: i64 = 24 * 3600;
+const HOUR: i64 = 3600;
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 1, 10, 12, 0, 0).unwrap()
@@ -2045,6 +2046,68 @@ fn sweep_tears_down_expired_previews() {
             matches!(&a[0], Action::Teardown { slug: s, by, ack: None, .. } if *s == slug("pr-1-a") && by == "stagebot"),
             "{a:#?}"
         );
+    }
+}
+
+/// Visits count as activity: (visit relative to now, recorded visit, expires in) → what the
+/// sweeper does.
+#[test]
+fn sweep_counts_a_visit_as_activity() {
+    let ttl = 3 * DAY;
+    // The preview's last activity was a day ago (see `env`); it expired an hour ago.
+    // (what, visit, visit already recorded, expires in, what the sweeper does)
+    type Case = (&'static str, Option<i64>, Option<i64>, i64, &'static str);
+    let cases: &[Case] = &[
+        ("never visited: swept", None, None, -HOUR, "teardown"),
+        (
+            "visited after its expiry, within the TTL: kept",
+            Some(-HOUR / 2),
+            None,
+            -HOUR,
+            "visited",
+        ),
+        (
+            "visited before its last activity: swept",
+            Some(-2 * DAY),
+            None,
+            -HOUR,
+            "teardown",
+        ),
+        (
+            "a visit already recorded: swept",
+            Some(-HOUR / 2),
+            Some(-HOUR / 2),
+            -HOUR,
+            "teardown",
+        ),
+        (
+            "visited, expiry further out already: recorded, not moved",
+            Some(-HOUR),
+            None,
+            5 * DAY,
+            "visited",
+        ),
+    ];
+    for (title, visit, recorded, expires_in, want) in cases {
+        let mut e = idle_preview("pr-1-a", ttl, *expires_in);
+        e.last_visit = recorded.map(|r| now() + secs(r));
+        let visit_at = visit.map(|v| now() + secs(v));
+        let a = sweep_with_visits(std::slice::from_ref(&e), |_| visit_at, now());
+        let got: Vec<&str> = a
+            .iter()
+            .map(|x| match x {
+                Action::Visited { .. } => "visited",
+                Action::Teardown { .. } => "teardown",
+                Action::WarnExpiry { .. } => "warn",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(got.join("+"), *want, "{title}: {a:#?}");
+        if let Some(Action::Visited { at, until, .. }) = a.first() {
+            assert_eq!(Some(*at), visit_at, "{title}");
+            let by_visit = visit_at.map(|v| v + secs(ttl));
+            assert_eq!(*until, by_visit.max(e.expires_at), "{title}: never earlier");
+        }
     }
 }
 

@@ -27,6 +27,9 @@ use hyper_util::rt::TokioExecutor;
 #[derive(Clone, Default)]
 pub struct Routes {
     inner: Arc<RwLock<HashMap<String, SocketAddr>>>,
+    /// The last request the proxy forwarded per route (its configured host): kept in memory,
+    /// read by the sweeper, so a visit costs a map insert, never a store write.
+    visits: Arc<std::sync::Mutex<HashMap<String, chrono::DateTime<chrono::Utc>>>>,
 }
 
 impl std::fmt::Debug for Routes {
@@ -53,18 +56,38 @@ impl Routes {
     /// arrives through a front proxy on the default port (`Host: x.example.dev`) still finds
     /// `x.example.dev:3000`, and the reverse.
     pub fn get(&self, host: &str) -> Option<SocketAddr> {
+        self.find(host).map(|(_, addr)| addr)
+    }
+
+    /// The configured host a request for `host` is routed under, and where it goes.
+    fn find(&self, host: &str) -> Option<(String, SocketAddr)> {
         let host = host.to_ascii_lowercase();
         let map = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(addr) = map.get(&host) {
-            return Some(*addr);
+            return Some((host, *addr));
         }
         let bare = strip_port(&host);
         if let Some(addr) = map.get(bare) {
-            return Some(*addr);
+            return Some((bare.to_owned(), *addr));
         }
         map.iter()
             .find(|(k, _)| strip_port(k) == bare)
-            .map(|(_, addr)| *addr)
+            .map(|(k, addr)| (k.clone(), *addr))
+    }
+
+    /// Note a request forwarded for `host` at `at` (the route's last visit).
+    pub fn visit(&self, host: &str, at: chrono::DateTime<chrono::Utc>) {
+        if let Some((key, _)) = self.find(host) {
+            let mut visits = self.visits.lock().unwrap_or_else(PoisonError::into_inner);
+            let last = visits.entry(key).or_insert(at);
+            *last = (*last).max(at);
+        }
+    }
+
+    /// When the route of the configured `host` last forwarded a request (since this start).
+    pub fn last_visit(&self, host: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        let visits = self.visits.lock().unwrap_or_else(PoisonError::into_inner);
+        visits.get(&host.to_ascii_lowercase()).copied()
     }
 
     /// Every route, sorted by host.
@@ -351,7 +374,7 @@ pub async fn forward(
 }
 
 /// The request's host: the `Host` header, or the authority of an absolute-form URI.
-fn request_host(req: &Request) -> Option<String> {
+pub(crate) fn request_host(req: &Request) -> Option<String> {
     req.headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())

@@ -694,6 +694,17 @@ fn state_label(env: &EnvRecord) -> String {
 }
 
 /// "in 2d 23h", "in 5h 10m", "in 12m": the two largest units, rounded down to the minute.
+/// How long ago `at` was: `just now`, `5m ago`, `3h ago`, `2d ago`.
+fn ago(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (now - at).num_seconds().max(0);
+    match secs {
+        0..60 => "just now".into(),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86_400 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
 fn relative(to: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let secs = (to - now).num_seconds();
     if secs < 60 {
@@ -783,7 +794,10 @@ pub fn render_sticky_with(
                 .unwrap_or_else(|| "—".into());
             let expires = match (env.state, env.expires_at) {
                 (EnvState::Destroyed, _) => "—".into(),
-                (_, Some(t)) => relative(t, now),
+                (_, Some(t)) => match env.last_visit {
+                    Some(v) => format!("{}: last visited {}", relative(t, now), ago(v, now)),
+                    None => format!("{}: no visits since deploy", relative(t, now)),
+                },
                 _ => "never".into(),
             };
             let mut state = state_label(env);

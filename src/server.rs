@@ -124,8 +124,15 @@ fn request_host(req: &Request) -> Option<String> {
 /// stagebot's own pages only on its own host ([`own_hosts`]); everything else is the proxy's
 /// 404.
 async fn proxy_first(State(app): State<App>, req: Request, next: Next) -> Response {
+    let visited = crate::proxy::request_host(&req);
     let req = match crate::proxy::forward(app.routes(), app.proxy_client(), req).await {
-        Ok(resp) => return resp,
+        Ok(resp) => {
+            // Somebody uses this environment: the sweeper counts it as activity.
+            if let Some(h) = visited {
+                app.routes().visit(&h, app.now());
+            }
+            return resp;
+        }
         Err(req) => req,
     };
     let host = request_host(&req);
@@ -202,6 +209,13 @@ async fn metrics(State(app): State<App>) -> Response {
                 "stagebot_inbox_pending",
                 "Deliveries waiting in the inbox.",
                 pending,
+            ),
+            (
+                "stagebot_sweeper_last_run_timestamp_seconds",
+                "When the sweeper last finished a run (Unix time; 0: not yet): alert when it stops moving.",
+                app.metrics()
+                    .sweeper_last_run
+                    .load(std::sync::atomic::Ordering::Relaxed),
             ),
             (
                 "stagebot_backup_last_success_timestamp_seconds",

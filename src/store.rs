@@ -303,6 +303,9 @@ pub struct EnvRecord {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_activity: DateTime<Utc>,
+    /// The last request the proxy forwarded to it, as the sweeper last recorded it.
+    #[serde(default)]
+    pub last_visit: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
     pub warned_at: Option<DateTime<Utc>>,
     /// Inactivity TTL in seconds (previews), from the repo config at the last deploy.
@@ -371,6 +374,7 @@ impl EnvRecord {
             created_at: now,
             updated_at: now,
             last_activity: now,
+            last_visit: None,
             expires_at: None,
             warned_at: None,
             ttl_secs: None,

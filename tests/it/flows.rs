@@ -795,3 +795,60 @@ async fn the_command_provider_drives_the_same_flow_with_the_teams_scripts() {
         "the branch name ran as a command"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visited_preview_is_not_swept_and_an_unvisited_one_is() {
+    let start = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    let w = World::with("", |o| o.manual_clock = Some(start)).await;
+    opened(&w, 32, "visited").await;
+    opened(&w, 33, "forgotten").await;
+    let clock = w.stack.clock.clone().unwrap();
+    assert!(
+        w.stack
+            .sticky(32)
+            .unwrap()
+            .contains("no visits since deploy"),
+        "{}",
+        w.stack.sticky(32).unwrap()
+    );
+    // Two and a half days later somebody opens #32's preview (through stagebot's proxy).
+    clock.advance(chrono::Duration::hours(60));
+    let url = w.preview(32, "visited").url;
+    assert_eq!(w.stack.get(&url).await.unwrap().0, 200);
+    // Past the 3-day TTL of the deploy: the unvisited preview goes, the visited one stays
+    // until three days after the visit.
+    clock.advance(chrono::Duration::hours(13));
+    w.stack.app.sweep().await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.preview(33, "forgotten").state, EnvState::Destroyed);
+    let visited = w.preview(32, "visited");
+    assert_eq!(visited.state, EnvState::Live);
+    assert_eq!(
+        visited.last_visit,
+        Some(start + chrono::Duration::hours(60)),
+        "the visit is recorded"
+    );
+    assert_eq!(
+        visited.expires_at,
+        Some(start + chrono::Duration::hours(60 + 72)),
+        "three days after the visit"
+    );
+    let metrics = w
+        .stack
+        .get(&format!("{}/metrics", w.stack.url()))
+        .await
+        .unwrap()
+        .1;
+    assert!(
+        metrics.contains(&format!(
+            "stagebot_sweeper_last_run_timestamp_seconds {}",
+            (start + chrono::Duration::hours(73)).timestamp()
+        )),
+        "{metrics}"
+    );
+    // No further visit: it goes three days after the one visit.
+    clock.advance(chrono::Duration::hours(60));
+    w.stack.app.sweep().await.unwrap();
+    w.stack.settle().await.unwrap();
+    assert_eq!(w.preview(32, "visited").state, EnvState::Destroyed);
+}
