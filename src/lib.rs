@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod catchup;
 pub mod clock;
 pub mod command;
 pub mod demo;

@@ -567,8 +567,8 @@ async fn deliveries_cmd(cmd: DeliveriesCmd, data_dir: &Path) -> anyhow::Result<E
                 }
             };
             println!(
-                "{:<38} {:<22} {:<10} {:>8}  ERROR / REASON",
-                "DELIVERY", "EVENT", "STATE", "ATTEMPTS"
+                "{:<38} {:<22} {:<10} {:>8} {:<9}  ERROR / REASON",
+                "DELIVERY", "EVENT", "STATE", "ATTEMPTS", "RECOVERED"
             );
             for d in list.as_array().into_iter().flatten() {
                 let status = &d["status"];
@@ -576,12 +576,19 @@ async fn deliveries_cmd(cmd: DeliveriesCmd, data_dir: &Path) -> anyhow::Result<E
                     .as_str()
                     .or_else(|| status["reason"].as_str())
                     .unwrap_or("");
+                // Redelivered by GitHub at the catch-up's request (src/catchup.rs).
+                let recovered = if d["recovered"].as_bool() == Some(true) {
+                    "yes"
+                } else {
+                    ""
+                };
                 println!(
-                    "{:<38} {:<22} {:<10} {:>8}  {}",
+                    "{:<38} {:<22} {:<10} {:>8} {:<9}  {}",
                     d["id"].as_str().unwrap_or("?"),
                     d["event"].as_str().unwrap_or("?"),
                     status["state"].as_str().unwrap_or("?"),
                     d["attempts"],
+                    recovered,
                     detail
                 );
             }
