@@ -371,6 +371,58 @@ async fn run(upstream: String) -> Result<(), Vec<String>> {
             .map(|ps| format!("{} pulls", ps.len())),
         &mut problems,
     );
+    // The catch-up (src/catchup.rs) and `stagebot recover` (src/recover.rs).
+    let mut first_delivery = None;
+    note(
+        "visit_hook_deliveries",
+        gh.visit_hook_deliveries(|page| {
+            first_delivery = page.first().map(|d| d.id);
+            true
+        })
+        .await
+        .map(|()| format!("first entry {first_delivery:?}")),
+        &mut problems,
+    );
+    note(
+        "redeliver",
+        gh.redeliver(first_delivery.unwrap_or(12345678))
+            .await
+            .map(|()| "requested".to_owned()),
+        &mut problems,
+    );
+    note(
+        "installations",
+        gh.installations()
+            .await
+            .map(|is| format!("{} installations", is.len())),
+        &mut problems,
+    );
+    note(
+        "installation_repositories",
+        gh.installation_repositories(1)
+            .await
+            .map(|rs| format!("{} repositories", rs.len())),
+        &mut problems,
+    );
+    note(
+        "all_deployments",
+        rc.all_deployments()
+            .await
+            .map(|ds| format!("{} deployments", ds.len())),
+        &mut problems,
+    );
+    note(
+        "deployment_statuses",
+        rc.deployment_statuses(1)
+            .await
+            .map(|s| format!("{} statuses", s.len())),
+        &mut problems,
+    );
+    note(
+        "find_sticky_comment",
+        rc.find_sticky_comment(pr).await.map(|id| format!("{id:?}")),
+        &mut problems,
+    );
 
     let log = proxy.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
     println!("\nexchanges with Prism ({}):", log.len());
@@ -409,7 +461,7 @@ async fn run(upstream: String) -> Result<(), Vec<String>> {
         );
     }
     // Every route the product uses must have been exercised.
-    let routes: [(&str, &str); 15] = [
+    let routes: [(&str, &str); 21] = [
         ("POST", "/app/installations/1/access_tokens"),
         ("GET", "/repos/octo-org/webapp/installation"),
         ("GET", "/repos/octo-org/webapp/issues/42/comments"),
@@ -434,6 +486,15 @@ async fn run(upstream: String) -> Result<(), Vec<String>> {
         ("GET", "/repos/octo-org/webapp/pulls/42"),
         ("GET", "/repos/octo-org/webapp/pulls?state=open"),
         ("GET", "/repos/octo-org/webapp/pulls"),
+        ("GET", "/app/hook/deliveries?per_page=100"),
+        ("POST", "/app/hook/deliveries/"),
+        ("GET", "/app/installations?per_page=100"),
+        ("GET", "/installation/repositories?per_page=100"),
+        ("GET", "/repos/octo-org/webapp/deployments?per_page=100"),
+        (
+            "GET",
+            "/repos/octo-org/webapp/deployments/1/statuses?per_page=100",
+        ),
     ];
     for (method, prefix) in routes {
         if !log

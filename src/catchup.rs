@@ -76,8 +76,9 @@ impl App {
         let now = Utc::now();
         let retention = chrono::Duration::from_std(self.settings().delivery_retention)
             .unwrap_or(chrono::Duration::days(7));
-        // GitHub gives `delivered_at` in whole seconds: compare at that precision.
-        let floor = chrono::SubsecRound::trunc_subsecs(state.horizon.max(now - retention), 0);
+        // GitHub gives `delivered_at` in whole seconds (cut, not rounded): a delivery in the
+        // horizon's own second counts as older, so nothing from before the horizon is replayed.
+        let floor = state.horizon.max(now - retention);
         let cursor = state.cursor;
         let mut summary = CatchupSummary::default();
         let mut newest = cursor;

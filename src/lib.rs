@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod policy;
 pub mod provider;
 pub mod proxy;
+pub mod recover;
 pub mod repo_config;
 pub mod reporter;
 pub mod serve;

@@ -86,6 +86,9 @@ enum Cmd {
     /// The tiny web app `stagebot demo` deploys (serves on $PORT).
     #[command(hide = true)]
     DemoApp,
+    /// Rebuild an empty data dir from GitHub: environments, releases, sticky comments (takes the
+    /// same settings as `serve`; the next `serve` restarts what should be live).
+    Recover(Box<ServeArgs>),
     /// Validate a repository's `.github/stagebot.yml`.
     CheckConfig {
         #[arg(default_value = ".github/stagebot.yml")]
@@ -173,6 +176,16 @@ struct ServeArgs {
     /// How often the reconciler and sweeper run (e.g. `1m`).
     #[arg(long, env = "STAGEBOT_RECONCILE_INTERVAL", default_value = "1m")]
     reconcile_interval: String,
+    /// `auto`: on an empty store, rebuild environments and releases from GitHub at start
+    /// (`stagebot recover`); `off`: start empty.
+    #[arg(long, env = "STAGEBOT_RECOVER", value_enum, default_value = "off")]
+    recover: RecoverArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RecoverArg {
+    Off,
+    Auto,
 }
 
 #[derive(clap::Args)]
@@ -359,6 +372,14 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
+            if matches!(args.recover, RecoverArg::Auto) && app.store().is_empty() {
+                // Before the start-up reconcile, which then restarts what should be live.
+                let summary = app
+                    .recover()
+                    .await
+                    .context("STAGEBOT_RECOVER=auto: recovering from GitHub failed")?;
+                tracing::info!(?summary, "empty store recovered from GitHub");
+            }
             stagebot::serve::run(
                 app,
                 listener,
@@ -371,6 +392,29 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             .await
             .context("server failed")?;
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Recover(args) => {
+            let (app, _) = match build_app(&args) {
+                Ok(x) => x,
+                Err(Usage(msg)) => {
+                    eprintln!("error: {msg}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let s = app.recover().await.context("recovery failed")?;
+            println!(
+                "recovered {} environments ({} live, {} releases) and {} sticky comments in {} repositories of {} installations",
+                s.environments, s.live, s.releases, s.stickies, s.repositories, s.installations
+            );
+            for skipped in &s.skipped {
+                println!("skipped {skipped}");
+            }
+            println!("start `stagebot serve`: it restarts the live environments");
+            Ok(if s.skipped.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Cmd::Demo(args) => {
             stagebot::demo::run(stagebot::demo::DemoOptions {

@@ -178,6 +178,8 @@ pub struct StackOptions {
     pub secrets: String,
     /// Use the command provider with these scripts instead of the local provider.
     pub command_provider: Option<crate::provider::command::CommandConfig>,
+    /// `STAGEBOT_RECOVER=auto`: an empty store is rebuilt from the fake GitHub before serving.
+    pub recover: bool,
 }
 
 impl StackOptions {
@@ -192,6 +194,7 @@ impl StackOptions {
             header_read_timeout: crate::serve::HEADER_READ_TIMEOUT,
             command_provider: None,
             secrets: SECRET.to_owned(),
+            recover: false,
         }
     }
 }
@@ -284,6 +287,11 @@ impl Stack {
             clock: shared,
             secrets,
         });
+        if opts.recover && app.store().is_empty() {
+            app.recover()
+                .await
+                .map_err(|e| KitError::Other(format!("recover: {e}")))?;
+        }
         // Redeliveries the fake is asked for come here (src/catchup.rs).
         fake.set_webhook_target(&format!("http://{addr}/webhook"), &secret);
         let server = crate::serve::start(

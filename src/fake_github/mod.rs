@@ -372,6 +372,8 @@ struct Shared {
 struct RepoEntry {
     name: RepoName,
     id: u64,
+    /// `None`: `https://github.com/<name>.git`.
+    clone_url: Option<String>,
     default_branch: String,
     installation_id: u64,
 }
@@ -564,10 +566,18 @@ impl FakeGitHub {
             RepoEntry {
                 name: repo.clone(),
                 id,
+                clone_url: None,
                 default_branch: default_branch.to_owned(),
                 installation_id,
             },
         );
+    }
+
+    /// The repository's clone URL (e.g. a local `file://` repository).
+    pub fn set_repo_clone_url(&self, repo: &RepoName, url: &str) {
+        if let Some(r) = self.state().repos.get_mut(&repo_key(repo)) {
+            r.clone_url = Some(url.to_owned());
+        }
     }
 
     /// Give `login` a permission on `repo` (they become a known user).

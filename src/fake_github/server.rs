@@ -310,6 +310,7 @@ fn route(st: &mut State, req: &Req<'_>) -> Outcome {
                         "full_name": r.name.to_string(),
                         "private": true,
                         "default_branch": r.default_branch,
+                        "clone_url": r.clone_url.clone().unwrap_or_else(|| format!("https://github.com/{}.git", r.name)),
                         "owner": user_json(r.name.owner(), false),
                     })
                 })

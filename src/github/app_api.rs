@@ -94,6 +94,21 @@ struct InstallationItem {
 #[derive(Debug, Deserialize)]
 struct RepositoryItem {
     full_name: String,
+    #[serde(default)]
+    clone_url: Option<String>,
+    #[serde(default)]
+    default_branch: Option<String>,
+}
+
+/// A repository an installation covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledRepo {
+    /// `owner/name`.
+    pub name: RepoName,
+    /// HTTPS clone URL.
+    pub clone_url: String,
+    /// The default branch.
+    pub default_branch: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,7 +196,7 @@ impl GitHub {
     pub async fn installation_repositories(
         &self,
         installation_id: u64,
-    ) -> Result<Vec<RepoName>, GitHubError> {
+    ) -> Result<Vec<InstalledRepo>, GitHubError> {
         let mut out = Vec::new();
         let mut path = format!("/installation/repositories?per_page={PER_PAGE}");
         for _ in 0..super::MAX_PAGES {
@@ -195,11 +210,16 @@ impl GitHub {
                 )
                 .await?;
             let list: RepositoryList = answer.json("/installation/repositories")?;
-            out.extend(
-                list.repositories
-                    .iter()
-                    .filter_map(|r| r.full_name.parse::<RepoName>().ok()),
-            );
+            out.extend(list.repositories.into_iter().filter_map(|r| {
+                let name = r.full_name.parse::<RepoName>().ok()?;
+                Some(InstalledRepo {
+                    clone_url: r
+                        .clone_url
+                        .unwrap_or_else(|| format!("https://github.com/{name}.git")),
+                    default_branch: r.default_branch.unwrap_or_else(|| "main".to_owned()),
+                    name,
+                })
+            }));
             match next_page(&answer.headers, &self.inner.api_url)? {
                 Some(next) => path = next,
                 None => return Ok(out),
@@ -235,27 +255,31 @@ impl RepoClient {
             .collect())
     }
 
-    /// The newest status of a deployment, if it has any (`GET
-    /// /repos/{o}/{r}/deployments/{id}/statuses`, newest first).
-    pub async fn latest_deployment_status(
+    /// The statuses of a deployment, newest first (`GET
+    /// /repos/{o}/{r}/deployments/{id}/statuses`).
+    pub async fn deployment_statuses(
         &self,
         deployment_id: u64,
-    ) -> Result<Option<DeploymentStatusInfo>, GitHubError> {
-        let answer = self
-            .call(
-                Method::GET,
+    ) -> Result<Vec<DeploymentStatusInfo>, GitHubError> {
+        let items: Vec<StatusItem> = self
+            .gh
+            .get_all(
+                As::Installation(self.installation_id),
                 "/repos/{owner}/{repo}/deployments/{id}/statuses",
-                &format!("/deployments/{deployment_id}/statuses?per_page=1"),
-                None,
+                self.path(&format!(
+                    "/deployments/{deployment_id}/statuses?per_page={PER_PAGE}"
+                )),
             )
             .await?;
-        let items: Vec<StatusItem> = answer.json("deployment statuses")?;
-        Ok(items.into_iter().next().map(|s| DeploymentStatusInfo {
-            state: s.state,
-            environment_url: s.environment_url,
-            log_url: s.log_url,
-            created_at: s.created_at,
-        }))
+        Ok(items
+            .into_iter()
+            .map(|s| DeploymentStatusInfo {
+                state: s.state,
+                environment_url: s.environment_url,
+                log_url: s.log_url,
+                created_at: s.created_at,
+            })
+            .collect())
     }
 
     /// The id of the App's sticky comment on `pr`, if there is one.

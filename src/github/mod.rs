@@ -31,7 +31,9 @@ use tracing::Instrument as _;
 
 use crate::types::{Permission, PrNumber, RepoName, Secret, Sha};
 
-pub use app_api::{AppInstallation, DeploymentInfo, DeploymentStatusInfo, HookDelivery};
+pub use app_api::{
+    AppInstallation, DeploymentInfo, DeploymentStatusInfo, HookDelivery, InstalledRepo,
+};
 pub use auth::{AppClaims, JWT_BACKDATE_SECS, JWT_LIFETIME_SECS};
 pub use error::GitHubError;
 pub use retry::RetryPolicy;

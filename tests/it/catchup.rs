@@ -21,6 +21,13 @@ fn attempts_requested(fake: &FakeGitHub) -> Vec<String> {
         .collect()
 }
 
+/// GitHub's `delivered_at` has whole seconds and a delivery in the horizon's own second counts
+/// as older than the store: wait for the next second before GitHub "sends" anything.
+async fn next_second() {
+    let ms = 1000 - u64::from(chrono::Utc::now().timestamp_subsec_millis());
+    tokio::time::sleep(Duration::from_millis(ms + 50)).await;
+}
+
 fn check_run(n: u64) -> serde_json::Value {
     json!({
         "action": "created",
@@ -142,6 +149,7 @@ async fn a_webhook_sent_while_stagebot_was_down_is_redelivered_and_processed_aft
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catch_up_pass_with_nothing_new_makes_exactly_one_api_call() {
     let w = World::new("").await;
+    next_second().await;
     let sha = w.commit("quiet", "v1", "");
     w.stack
         .open_pr(&TestPr::new(71, "quiet", sha, &w.git.clone_url()))
@@ -176,6 +184,7 @@ async fn a_catch_up_pass_with_nothing_new_makes_exactly_one_api_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_are_bounded_oldest_first_and_read_only_what_is_new() {
     let w = World::new("").await;
+    next_second().await;
     let fake = w.stack.fake.clone();
     // 25 lost deliveries (more than one pass asks for) behind 101 failed pings (more than one
     // page of the log; pings are never requested).
@@ -261,8 +270,7 @@ async fn nothing_from_before_a_new_store_is_replayed() {
         &check_run(2),
         202,
     );
-    // Whole seconds apart: GitHub's `delivered_at` has no fraction.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    next_second().await;
     let dir = tempfile::tempdir().unwrap();
     let stack = Stack::start_with(fake, StackOptions::new(&dir.path().join("data")))
         .await
@@ -274,6 +282,7 @@ async fn nothing_from_before_a_new_store_is_replayed() {
 
     // A delivery lost after the store exists is requested, even one GitHub saw answered 2xx
     // (a store restored from an older backup lost it; here: it never reached the store).
+    next_second().await;
     let after = stagebot::fake_github::new_guid();
     stack
         .fake

@@ -6,5 +6,6 @@ mod flows;
 mod github;
 mod ingress;
 mod providers;
+mod recover;
 mod support;
 mod worker;
