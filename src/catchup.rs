@@ -20,7 +20,7 @@
 //! (`stagebot_deliveries_recovered_total`). Deliveries found missing wait in a persisted backlog
 //! until requested; a delivery is requested at most [`MAX_REQUESTS`] times.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Serialize;
 
 use crate::app::App;
@@ -197,9 +197,4 @@ impl App {
         }
         Ok(())
     }
-}
-
-/// When the catch-up's horizon is (for `stagebot recover` and the docs' examples).
-pub fn horizon(app: &App) -> Result<DateTime<Utc>, StoreError> {
-    Ok(app.store().catchup()?.horizon)
 }
