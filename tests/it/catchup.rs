@@ -291,3 +291,48 @@ async fn nothing_from_before_a_new_store_is_replayed() {
     assert_eq!((s.missing, s.requested), (1, 1), "{s:?}");
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_restored_store_starts_the_horizon_afresh_and_marks_requested_arrivals() {
+    use stagebot::store::{CatchupRequest, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("a")).unwrap();
+    let old = chrono::Utc::now() - chrono::Duration::days(2);
+    let mut state = store.catchup().unwrap();
+    state.horizon = old;
+    state.cursor = Some(42);
+    store.put_catchup(&state).unwrap();
+    // A requested redelivery arrives: marked recovered, counted; an ordinary delivery is not.
+    let requested = DeliveryId::new("aaaaaaaa-0000-4000-8000-000000000001").unwrap();
+    let ordinary = DeliveryId::new("aaaaaaaa-0000-4000-8000-000000000002").unwrap();
+    store
+        .put_catchup_request(
+            &requested,
+            &CatchupRequest {
+                requests: 1,
+                last_at: chrono::Utc::now(),
+            },
+        )
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    store
+        .insert_delivery(&requested, "push", b"{}", now)
+        .await
+        .unwrap();
+    store
+        .insert_delivery(&ordinary, "push", b"{}", now)
+        .await
+        .unwrap();
+    assert!(store.delivery(&requested).unwrap().unwrap().recovered);
+    assert!(!store.delivery(&ordinary).unwrap().unwrap().recovered);
+    assert_eq!(store.catchup_requests(&requested).unwrap(), None);
+    assert_eq!(store.recovered_total().unwrap(), 1);
+
+    let backup = dir.path().join("backup.json");
+    store.backup(&backup).unwrap();
+    store.restore(&backup, true).unwrap();
+    let state = store.catchup().unwrap();
+    assert_eq!(state.cursor, None);
+    assert!(state.horizon > old + chrono::Duration::days(1), "{state:?}");
+}
