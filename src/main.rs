@@ -378,7 +378,11 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     .recover()
                     .await
                     .context("STAGEBOT_RECOVER=auto: recovering from GitHub failed")?;
-                tracing::info!(?summary, "empty store recovered from GitHub");
+                if summary.skipped.is_empty() {
+                    tracing::info!(?summary, "empty store recovered from GitHub");
+                } else {
+                    tracing::error!(skipped = ?summary.skipped, "store recovered from GitHub in part: stop stagebot and run `stagebot recover` into an empty data dir");
+                }
             }
             stagebot::serve::run(
                 app,

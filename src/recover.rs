@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tracing::Instrument as _;
 
 use crate::app::App;
 use crate::github::{DeploymentInfo, GitHubError, InstalledRepo, PrInfo, RepoClient};
@@ -35,7 +36,7 @@ pub struct RecoverSummary {
     pub releases: usize,
     /// Sticky comments found again.
     pub stickies: usize,
-    /// Repositories that could not be read (skipped; listed with the error).
+    /// Installations and repositories that could not be read (skipped; listed with the error).
     pub skipped: Vec<String>,
 }
 
@@ -72,7 +73,17 @@ impl App {
                 continue;
             }
             summary.installations += 1;
-            let repos = self.github().installation_repositories(inst.id).await?;
+            let repos = match self.github().installation_repositories(inst.id).await {
+                Ok(repos) => repos,
+                Err(e) => {
+                    tracing::warn!(installation = inst.id, error = %e,
+                        "installation's repositories could not be listed; skipped");
+                    summary
+                        .skipped
+                        .push(format!("installation {} ({}): {e}", inst.id, inst.account));
+                    continue;
+                }
+            };
             self.store().put_installation(&InstallationRecord {
                 v: 1,
                 id: inst.id,
@@ -85,8 +96,11 @@ impl App {
                 self.store().set_repo_installation(&repo.name, inst.id)?;
                 summary.repositories += 1;
                 let span = tracing::info_span!("recover", repo = %repo.name);
-                let _enter = span.enter();
-                if let Err(e) = self.recover_repo(inst.id, &repo, &mut summary).await {
+                let result = self
+                    .recover_repo(inst.id, &repo, &mut summary)
+                    .instrument(span)
+                    .await;
+                if let Err(e) = result {
                     tracing::warn!(error = %e, "repository could not be recovered; skipped");
                     summary.skipped.push(format!("{}: {e}", repo.name));
                 }
