@@ -76,11 +76,10 @@ seed() {
 status=0
 for target in "${targets[@]}"; do
     seed "$target"
-    mkdir -p "fuzz/artifacts/$target"
     echo "==> fuzzing $target for ${seconds}s"
     if ! (cd fuzz && cargo fuzz run "$target" "corpus/$target" -- \
         -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-        -print_final_stats=1 -artifact_prefix="artifacts/$target/"); then
+        -print_final_stats=1); then
         echo "!!! $target found a failure: see fuzz/artifacts/$target/" >&2
         status=1
     fi

@@ -56,8 +56,10 @@ async fn a_webhook_sent_while_stagebot_was_down_is_redelivered_and_processed_aft
     drop(_check);
     let fake = stack.stop().await;
 
-    // While stagebot is down: a push to the PR (GitHub could not connect), a ping, and a
-    // delivery stagebot had refused with 401 (a bad signature stays refused).
+    // While stagebot is down (in a later second than the store's creation: GitHub's times have
+    // whole seconds): a push to the PR (GitHub could not connect), a ping, and a delivery
+    // stagebot had refused with 401 (a bad signature stays refused).
+    next_second().await;
     fake.set_pr_head(
         &RepoName::new("acme", "webapp").unwrap(),
         PrNumber(70),
