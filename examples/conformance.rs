@@ -399,6 +399,58 @@ async fn run(upstream: String) -> Result<(), Vec<String>> {
             .map(|r| format!("{} result(s)", r.len())),
         &mut problems,
     );
+    // The catch-up (src/catchup.rs) and `stagebot recover` (src/recover.rs).
+    let mut first_delivery = None;
+    note(
+        "visit_hook_deliveries",
+        gh.visit_hook_deliveries(|page| {
+            first_delivery = page.first().map(|d| d.id);
+            true
+        })
+        .await
+        .map(|()| format!("first entry {first_delivery:?}")),
+        &mut problems,
+    );
+    note(
+        "redeliver",
+        gh.redeliver(first_delivery.unwrap_or(12345678))
+            .await
+            .map(|()| "requested".to_owned()),
+        &mut problems,
+    );
+    note(
+        "installations",
+        gh.installations()
+            .await
+            .map(|is| format!("{} installations", is.len())),
+        &mut problems,
+    );
+    note(
+        "installation_repositories",
+        gh.installation_repositories(1)
+            .await
+            .map(|rs| format!("{} repositories", rs.len())),
+        &mut problems,
+    );
+    note(
+        "all_deployments",
+        rc.all_deployments()
+            .await
+            .map(|ds| format!("{} deployments", ds.len())),
+        &mut problems,
+    );
+    note(
+        "deployment_statuses",
+        rc.deployment_statuses(1)
+            .await
+            .map(|s| format!("{} statuses", s.len())),
+        &mut problems,
+    );
+    note(
+        "find_sticky_comment",
+        rc.find_sticky_comment(pr).await.map(|id| format!("{id:?}")),
+        &mut problems,
+    );
 
     let log = proxy.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
     println!("\nexchanges with Prism ({}):", log.len());
@@ -437,7 +489,7 @@ async fn run(upstream: String) -> Result<(), Vec<String>> {
         );
     }
     // Every route the product uses must have been exercised.
-    let routes: [(&str, &str); 18] = [
+    let routes: [(&str, &str); 24] = [
         ("POST", "/app/installations/1/access_tokens"),
         ("GET", "/repos/octo-org/webapp/installation"),
         ("GET", "/repos/octo-org/webapp/issues/42/comments"),
@@ -470,6 +522,15 @@ async fn run(upstream: String) -> Result<(), Vec<String>> {
         (
             "GET",
             "/repos/octo-org/webapp/commits/6dcb09b5b57875f334f61aebed695e2e4193db5e/status",
+        ),
+        ("GET", "/app/hook/deliveries?per_page=100"),
+        ("POST", "/app/hook/deliveries/"),
+        ("GET", "/app/installations?per_page=100"),
+        ("GET", "/installation/repositories?per_page=100"),
+        ("GET", "/repos/octo-org/webapp/deployments?per_page=100"),
+        (
+            "GET",
+            "/repos/octo-org/webapp/deployments/1/statuses?per_page=100",
         ),
     ];
     // The repository itself (every other path starts with it).

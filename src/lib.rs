@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod app;
 pub mod backup;
+pub mod catchup;
 pub mod clock;
 pub mod command;
 pub mod database;
@@ -20,6 +21,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod provider;
 pub mod proxy;
+pub mod recover;
 pub mod repo_config;
 pub mod reporter;
 pub mod sentry;

@@ -111,6 +111,9 @@ enum Cmd {
         #[arg(long, env = "STAGEBOT_DATA_DIR", default_value = "./stagebot-data")]
         data_dir: PathBuf,
     },
+    /// Rebuild an empty data dir from GitHub: environments, releases, sticky comments (takes the
+    /// same settings as `serve`; the next `serve` restarts what should be live).
+    Recover(Box<ServeArgs>),
     /// Validate a repository's `.github/stagebot.yml`.
     CheckConfig {
         #[arg(default_value = ".github/stagebot.yml")]
@@ -287,6 +290,16 @@ struct ServeArgs {
     /// Local provider: built artifacts kept per environment (0: build on every deploy).
     #[arg(long, env = "STAGEBOT_ARTIFACT_KEEP", default_value_t = 3)]
     artifact_keep: usize,
+    /// `auto`: on an empty store, rebuild environments and releases from GitHub at start
+    /// (`stagebot recover`); `off`: start empty.
+    #[arg(long, env = "STAGEBOT_RECOVER", value_enum, default_value = "off")]
+    recover: RecoverArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RecoverArg {
+    Off,
+    Auto,
 }
 
 #[derive(clap::Args)]
@@ -644,6 +657,18 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
+            if matches!(args.recover, RecoverArg::Auto) && app.store().is_empty() {
+                // Before the start-up reconcile, which then restarts what should be live.
+                let summary = app
+                    .recover()
+                    .await
+                    .context("STAGEBOT_RECOVER=auto: recovering from GitHub failed")?;
+                if summary.skipped.is_empty() {
+                    tracing::info!(?summary, "empty store recovered from GitHub");
+                } else {
+                    tracing::error!(skipped = ?summary.skipped, "store recovered from GitHub in part: stop stagebot and run `stagebot recover` into an empty data dir");
+                }
+            }
             stagebot::serve::run(
                 app,
                 listener,
@@ -656,6 +681,29 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             .await
             .context("server failed")?;
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Recover(args) => {
+            let (app, _) = match build_app(&args) {
+                Ok(x) => x,
+                Err(Usage(msg)) => {
+                    eprintln!("error: {msg}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let s = app.recover().await.context("recovery failed")?;
+            println!(
+                "recovered {} environments ({} live, {} releases) and {} sticky comments in {} repositories of {} installations",
+                s.environments, s.live, s.releases, s.stickies, s.repositories, s.installations
+            );
+            for skipped in &s.skipped {
+                println!("skipped {skipped}");
+            }
+            println!("start `stagebot serve`: it restarts the live environments");
+            Ok(if s.skipped.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Cmd::Demo(args) => {
             stagebot::demo::run(stagebot::demo::DemoOptions {
@@ -920,8 +968,8 @@ async fn deliveries_cmd(cmd: DeliveriesCmd, data_dir: &Path) -> anyhow::Result<E
                 }
             };
             println!(
-                "{:<38} {:<22} {:<10} {:>8}  ERROR / REASON",
-                "DELIVERY", "EVENT", "STATE", "ATTEMPTS"
+                "{:<38} {:<22} {:<10} {:>8} {:<9}  ERROR / REASON",
+                "DELIVERY", "EVENT", "STATE", "ATTEMPTS", "RECOVERED"
             );
             for d in list.as_array().into_iter().flatten() {
                 let status = &d["status"];
@@ -929,12 +977,19 @@ async fn deliveries_cmd(cmd: DeliveriesCmd, data_dir: &Path) -> anyhow::Result<E
                     .as_str()
                     .or_else(|| status["reason"].as_str())
                     .unwrap_or("");
+                // Redelivered by GitHub at the catch-up's request (src/catchup.rs).
+                let recovered = if d["recovered"].as_bool() == Some(true) {
+                    "yes"
+                } else {
+                    ""
+                };
                 println!(
-                    "{:<38} {:<22} {:<10} {:>8}  {}",
+                    "{:<38} {:<22} {:<10} {:>8} {:<9}  {}",
                     d["id"].as_str().unwrap_or("?"),
                     d["event"].as_str().unwrap_or("?"),
                     status["state"].as_str().unwrap_or("?"),
                     d["attempts"],
+                    recovered,
                     detail
                 );
             }

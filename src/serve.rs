@@ -89,6 +89,11 @@ pub async fn start(app: App, listener: TcpListener, intervals: Intervals) -> Ser
             Ok(s) => tracing::info!(?s, "reconciled with GitHub at start-up"),
             Err(e) => tracing::error!(error = %e, "reconcile with GitHub at start-up failed"),
         }
+        // Deliveries GitHub made while stagebot was down (src/catchup.rs).
+        match remote.catch_up().await {
+            Ok(s) => tracing::info!(?s, "caught up with GitHub's delivery log at start-up"),
+            Err(e) => tracing::warn!(error = %e, "catch-up at start-up failed"),
+        }
         startup_tx.send_replace(true);
     });
     let worker = tokio::spawn(app.clone().run_worker(signal.clone()));
@@ -300,6 +305,9 @@ async fn periodic(app: App, intervals: Intervals, signal: Shutdown) {
         }
         if let Err(e) = app.reconcile().await {
             tracing::warn!(error = %e, "reconcile failed");
+        }
+        if let Err(e) = app.catch_up().await {
+            tracing::warn!(error = %e, "catch-up with GitHub's delivery log failed");
         }
         if let Err(e) = app.sweep().await {
             tracing::warn!(error = %e, "sweep failed");

@@ -183,6 +183,7 @@ async fn metrics(State(app): State<App>) -> Response {
     let count = |s: EnvState| envs.iter().filter(|e| e.state == s).count() as u64;
     let pending = app.store().pending().map(|p| p.len() as u64).unwrap_or(0);
     let gh = app.github().metrics();
+    let recovered = app.store().recovered_total().unwrap_or(0);
     let body = app.metrics().render(
         &[
             (
@@ -240,6 +241,11 @@ async fn metrics(State(app): State<App>) -> Response {
                 "stagebot_github_failures_total",
                 "GitHub API calls that failed for good.",
                 gh.failures,
+            ),
+            (
+                "stagebot_deliveries_recovered_total",
+                "Deliveries GitHub redelivered at the catch-up's request (they had been lost).",
+                recovered,
             ),
         ],
     );

@@ -143,6 +143,9 @@ pub struct DeliveryRecord {
     /// what "received before" means for fork approval and edited comments.
     #[serde(default)]
     pub first_seq: Option<u64>,
+    /// Redelivered by GitHub at the catch-up's request (`src/catchup.rs`): it had been lost.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovered: bool,
 }
 
 impl DeliveryRecord {
@@ -671,6 +674,8 @@ pub struct Store {
     installations: sled::Tree,
     attempts: sled::Tree,
     meta: sled::Tree,
+    /// The catch-up's state (`src/catchup.rs`); not part of backups.
+    catchup: sled::Tree,
     incarnation: u64,
     faults: std::sync::Arc<std::sync::Mutex<Vec<StoreFault>>>,
 }
@@ -731,11 +736,13 @@ impl Store {
             installations: db.open_tree("installations")?,
             attempts: db.open_tree("attempts")?,
             meta: db.open_tree("meta")?,
+            catchup: db.open_tree("catchup")?,
             db,
             incarnation: 0,
             faults: Default::default(),
         };
         store.migrate()?;
+        store.init_catchup()?;
         store.incarnation = store.begin_incarnation()?;
         Ok(store)
     }
@@ -876,15 +883,29 @@ impl Store {
             next_attempt_at: None,
             finished_at: None,
             first_seq: Some(seq),
+            recovered: false,
         };
         let rec_bytes = encode(&record)?;
+        let recovered_bytes = encode(&DeliveryRecord {
+            recovered: true,
+            ..record
+        })?;
         let key = id.as_str().as_bytes();
-        let outcome = (&self.deliveries, &self.inbox, &self.payloads)
-            .transaction(|(d, i, p)| {
+        let requested = catchup_requested_key(id);
+        let recovered_key = format!("c/{}", id.as_str()).into_bytes();
+        let outcome = (&self.deliveries, &self.inbox, &self.payloads, &self.catchup)
+            .transaction(|(d, i, p, c)| {
                 if d.get(key)?.is_some() {
                     return Ok(Inserted::Duplicate);
                 }
-                d.insert(key, rec_bytes.as_slice())?;
+                // A redelivery the catch-up asked for: mark it and count it (one key per
+                // delivery: concurrent inserts never read-modify-write a shared counter).
+                if c.remove(requested.as_slice())?.is_some() {
+                    c.insert(recovered_key.as_slice(), &[])?;
+                    d.insert(key, recovered_bytes.as_slice())?;
+                } else {
+                    d.insert(key, rec_bytes.as_slice())?;
+                }
                 p.insert(key, payload)?;
                 i.insert(&seq.to_be_bytes(), key)?;
                 Ok(Inserted::New)
@@ -1103,6 +1124,94 @@ impl Store {
             }
         }
         Ok(n)
+    }
+
+    // -- catch-up (src/catchup.rs) --------------------------------------------------------------
+
+    /// A store without catch-up state gets one whose horizon is now: nothing GitHub sent before
+    /// this store existed (or before this build) is replayed.
+    fn init_catchup(&self) -> Result<()> {
+        if self.catchup.get(CATCHUP_STATE)?.is_none() {
+            self.reset_catchup(Utc::now())?;
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Start the catch-up afresh at `horizon` (a new, recovered or restored store): no cursor,
+    /// no backlog, no outstanding requests.
+    pub fn reset_catchup(&self, horizon: DateTime<Utc>) -> Result<()> {
+        for item in self.catchup.scan_prefix(b"r/") {
+            self.catchup.remove(item?.0)?;
+        }
+        self.put_catchup(&CatchupState::new(horizon))
+    }
+
+    /// The catch-up's state.
+    pub fn catchup(&self) -> Result<CatchupState> {
+        match self.catchup.get(CATCHUP_STATE)? {
+            Some(b) => decode("catchup", CATCHUP_STATE, &b),
+            None => Ok(CatchupState::new(Utc::now())),
+        }
+    }
+
+    /// Replace the catch-up's state (cursor and backlog together, so a pass is all or nothing).
+    pub fn put_catchup(&self, state: &CatchupState) -> Result<()> {
+        self.catchup.insert(CATCHUP_STATE, encode(state)?)?;
+        Ok(())
+    }
+
+    /// How often the catch-up asked GitHub to redeliver `id` (that has not arrived since).
+    pub fn catchup_requests(&self, id: &DeliveryId) -> Result<Option<CatchupRequest>> {
+        let key = catchup_requested_key(id);
+        self.catchup
+            .get(&key)?
+            .map(|b| decode("catchup", &key, &b))
+            .transpose()
+    }
+
+    /// Remember that a redelivery of `id` was requested (its arrival is then marked recovered).
+    pub async fn put_catchup_request(&self, id: &DeliveryId, req: &CatchupRequest) -> Result<()> {
+        self.catchup
+            .insert(catchup_requested_key(id), encode(req)?)?;
+        self.flush().await
+    }
+
+    /// Put back what was known about requests for `id` before a request that failed (unless
+    /// the delivery arrived meanwhile, which removed the marker).
+    pub fn restore_catchup_request(
+        &self,
+        id: &DeliveryId,
+        previous: Option<&CatchupRequest>,
+    ) -> Result<()> {
+        let key = catchup_requested_key(id);
+        if self.catchup.get(&key)?.is_none() {
+            return Ok(());
+        }
+        match previous {
+            Some(req) => self.catchup.insert(key, encode(req)?)?,
+            None => self.catchup.remove(key)?,
+        };
+        Ok(())
+    }
+
+    /// Forget requests made before `cutoff` whose redelivery never arrived.
+    pub fn prune_catchup_requests(&self, cutoff: DateTime<Utc>) -> Result<usize> {
+        let mut n = 0;
+        for item in self.catchup.scan_prefix(b"r/") {
+            let (k, b) = item?;
+            let req: CatchupRequest = decode("catchup", &k, &b)?;
+            if req.last_at < cutoff {
+                self.catchup.remove(&k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Deliveries recovered through the catch-up since this store was created.
+    pub fn recovered_total(&self) -> Result<u64> {
+        Ok(self.catchup.scan_prefix(b"c/").count() as u64)
     }
 
     // -- environments -------------------------------------------------------------------------
@@ -1553,6 +1662,8 @@ impl Store {
             }
         }
         summary.bytes = bytes.len();
+        // What GitHub sent between the backup and now is not replayed (issue 14's horizon rule).
+        self.reset_catchup(Utc::now())?;
         self.db.flush()?;
         self.migrate()?;
         Ok(summary)
@@ -1581,6 +1692,59 @@ pub type StoreDump = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
 pub struct BackupSummary {
     pub entries: usize,
     pub bytes: usize,
+}
+
+const CATCHUP_STATE: &[u8] = b"state";
+
+fn catchup_requested_key(id: &DeliveryId) -> Vec<u8> {
+    format!("r/{}", id.as_str()).into_bytes()
+}
+
+/// Where the catch-up from GitHub's delivery log stands (tree `catchup`, key `state`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchupState {
+    pub v: u32,
+    /// Deliveries GitHub made before this are never requested: when this store was created,
+    /// recovered or restored.
+    pub horizon: DateTime<Utc>,
+    /// The newest delivery-log entry (GitHub's `id`) a completed pass has read; the next pass
+    /// reads down to it and no further.
+    pub cursor: Option<u64>,
+    /// Deliveries found missing and not requested yet, oldest first.
+    pub backlog: Vec<CatchupEntry>,
+}
+
+impl CatchupState {
+    pub fn new(horizon: DateTime<Utc>) -> Self {
+        Self {
+            v: 1,
+            horizon,
+            cursor: None,
+            backlog: Vec::new(),
+        }
+    }
+}
+
+/// A delivery the catch-up will ask GitHub to redeliver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchupEntry {
+    /// GitHub's id of the delivery-log entry (what `POST .../attempts` takes).
+    pub hook_delivery_id: u64,
+    /// The delivery's GUID (`X-GitHub-Delivery`), kept by every redelivery.
+    pub guid: DeliveryId,
+    pub event: String,
+    pub action: Option<String>,
+    pub delivered_at: DateTime<Utc>,
+    /// GitHub's answer code then (0: no answer).
+    pub status_code: u16,
+}
+
+/// A redelivery the catch-up requested (tree `catchup`, key `r/<guid>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchupRequest {
+    /// How many times it was requested.
+    pub requests: u32,
+    pub last_at: DateTime<Utc>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -193,6 +193,8 @@ pub struct StackOptions {
     pub backup: Option<crate::backup::BackupSettings>,
     /// Local provider: built artifacts kept per environment (0: build every time).
     pub artifact_keep: usize,
+    /// `STAGEBOT_RECOVER=auto`: an empty store is rebuilt from the fake GitHub before serving.
+    pub recover: bool,
 }
 
 impl StackOptions {
@@ -214,6 +216,7 @@ impl StackOptions {
             sentry: crate::sentry::SentrySettings::default(),
             backup: None,
             artifact_keep: 3,
+            recover: false,
         }
     }
 }
@@ -324,6 +327,13 @@ impl Stack {
             clock: shared,
             secrets,
         });
+        if opts.recover && app.store().is_empty() {
+            app.recover()
+                .await
+                .map_err(|e| KitError::Other(format!("recover: {e}")))?;
+        }
+        // Redeliveries the fake is asked for come here (src/catchup.rs).
+        fake.set_webhook_target(&format!("http://{addr}/webhook"), &secret);
         let server = crate::serve::start(
             app.clone(),
             listener,
@@ -392,6 +402,8 @@ impl Stack {
             .map_err(|e| KitError::Other(e.to_string()))?;
         let status = resp.status().as_u16();
         let json = resp.json().await.unwrap_or(Value::Null);
+        // The fake's delivery log shows what it "sent" and the answer, as GitHub's does.
+        self.fake.record_delivery(delivery, event, payload, status);
         Ok((status, json))
     }
 
@@ -441,6 +453,14 @@ impl Stack {
         pr: &TestPr,
         before: Option<&Sha>,
     ) -> Result<(), KitError> {
+        let (status, body) = self
+            .send("pull_request", &self.pr_payload(action, pr, before))
+            .await?;
+        expect_accepted(status, &body)
+    }
+
+    /// The `pull_request` payload GitHub sends for `pr` as it is now.
+    pub fn pr_payload(&self, action: &str, pr: &TestPr, before: Option<&Sha>) -> Value {
         let mut p = PrPayload::new(action, &self.repo, pr.number);
         p.head_ref = pr.branch.clone();
         p.head_sha = pr.sha.to_string();
@@ -455,10 +475,7 @@ impl Stack {
             p.merge_commit_sha = pr.merge_sha.as_ref().map(|s| s.to_string());
         }
         p.installation_id = Some(INSTALLATION);
-        let (status, body) = self
-            .send("pull_request", &payloads::pull_request(&p))
-            .await?;
-        expect_accepted(status, &body)
+        payloads::pull_request(&p)
     }
 
     /// New head for a PR: fake state + `pull_request.synchronize`.

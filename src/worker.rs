@@ -344,6 +344,7 @@ mod tests {
             last_error: None,
             next_attempt_at: None,
             finished_at: None,
+            recovered: false,
         };
         assert!(matches!(readiness(&r, &schedule, t0), Ready::Now));
         // Third failure at t0: retried after delay(3) = 20 s; holds the others for 5 s only.

@@ -304,6 +304,50 @@ pub struct Stall {
     pub times: u32,
 }
 
+/// One entry of the App's webhook delivery log (`GET /app/hook/deliveries`): a delivery the fake
+/// "sent" and what the receiver answered. A redelivery is an entry of its own with the same GUID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FakeHookDelivery {
+    /// This attempt's id.
+    pub id: u64,
+    /// The delivery's GUID (`X-GitHub-Delivery`).
+    pub guid: String,
+    /// When it was sent.
+    pub delivered_at: DateTime<Utc>,
+    /// A redelivery.
+    pub redelivery: bool,
+    /// The receiver's HTTP status (0: no answer).
+    pub status_code: u16,
+    /// `OK`, `Invalid HTTP Response: 502`, `failed to connect to host`…
+    pub status: String,
+    /// `X-GitHub-Event`.
+    pub event: String,
+    /// The payload's `action`.
+    pub action: Option<String>,
+    /// The payload's `installation.id`.
+    pub installation_id: Option<u64>,
+    /// The payload's `repository.id`.
+    pub repository_id: Option<u64>,
+    /// The body sent.
+    pub payload: serde_json::Value,
+}
+
+/// Where redeliveries go: the receiver's webhook URL and the secret they are signed with.
+#[derive(Debug, Clone)]
+struct WebhookTarget {
+    url: String,
+    secret: String,
+}
+
+/// A delivery the fake will POST once the lock is released (a redelivery).
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    target: WebhookTarget,
+    guid: String,
+    event: String,
+    payload: serde_json::Value,
+}
+
 /// A handle on a running fake GitHub. Clones share the same state and server.
 #[derive(Clone)]
 pub struct FakeGitHub {
@@ -331,10 +375,11 @@ struct Shared {
 struct RepoEntry {
     name: RepoName,
     id: u64,
+    /// What `GET /repos/{o}/{r}` and payloads say the clone URL is; `None`:
+    /// `https://github.com/<name>.git`.
+    clone_url: Option<String>,
     default_branch: String,
     installation_id: u64,
-    /// What `GET /repos/{o}/{r}` says the clone URL is (GitHub's by default).
-    clone_url: Option<String>,
 }
 
 struct IssuedToken {
@@ -398,6 +443,11 @@ struct State {
     check_runs: HashMap<(String, String), Vec<FakeCheckRun>>,
     /// The installation has not granted `checks: read`: check-run reads answer 403.
     checks_denied: bool,
+    /// The App's webhook delivery log, oldest first.
+    hook_log: Vec<FakeHookDelivery>,
+    webhook_target: Option<WebhookTarget>,
+    /// Redeliveries to send once the current request is answered.
+    outbox: Vec<Outgoing>,
 }
 
 /// A check run as the fake keeps it.
@@ -435,6 +485,9 @@ impl State {
             branches: HashMap::new(),
             check_runs: HashMap::new(),
             checks_denied: false,
+            hook_log: Vec::new(),
+            webhook_target: None,
+            outbox: Vec::new(),
         }
     }
 
@@ -544,9 +597,9 @@ impl FakeGitHub {
             RepoEntry {
                 name: repo.clone(),
                 id,
+                clone_url: None,
                 default_branch: default_branch.to_owned(),
                 installation_id,
-                clone_url: None,
             },
         );
     }
@@ -619,6 +672,13 @@ impl FakeGitHub {
     /// Take back `checks: read`: check-run reads answer 403 as GitHub does.
     pub fn deny_checks(&self) {
         self.state().checks_denied = true;
+    }
+
+    /// The repository's clone URL (e.g. a local `file://` repository).
+    pub fn set_repo_clone_url(&self, repo: &RepoName, url: &str) {
+        if let Some(r) = self.state().repos.get_mut(&repo_key(repo)) {
+            r.clone_url = Some(url.to_owned());
+        }
     }
 
     /// Give `login` a permission on `repo` (they become a known user).
@@ -813,9 +873,129 @@ impl FakeGitHub {
         self.state().stalled
     }
 
+    /// Where redeliveries are POSTed (stagebot's `…/webhook`), signed with `secret`.
+    pub fn set_webhook_target(&self, url: &str, secret: &str) {
+        self.state().webhook_target = Some(WebhookTarget {
+            url: url.to_owned(),
+            secret: secret.to_owned(),
+        });
+    }
+
+    /// Log a delivery the fake "sent" with `guid` and the receiver's answer (`status_code`; 0
+    /// for no answer). Returns the log entry's id.
+    pub fn record_delivery(
+        &self,
+        guid: &str,
+        event: &str,
+        payload: &serde_json::Value,
+        status_code: u16,
+    ) -> u64 {
+        let mut st = self.state();
+        log_delivery(&mut st, guid, event, payload, status_code, false)
+    }
+
+    /// A delivery "sent" while the receiver was down: logged as failed (no answer), never
+    /// actually sent. Returns its GUID.
+    pub fn record_failed_delivery(&self, event: &str, payload: &serde_json::Value) -> String {
+        let guid = new_guid();
+        self.record_delivery(&guid, event, payload, 0);
+        guid
+    }
+
+    /// The delivery log, oldest first.
+    pub fn hook_deliveries(&self) -> Vec<FakeHookDelivery> {
+        self.state().hook_log.clone()
+    }
+
     /// Send every held-back answer (to whoever is still listening) and drop pending stalls.
     pub fn release_stalled(&self) {
         self.state().stalls.clear();
         self.shared.released.send_modify(|n| *n += 1);
     }
+}
+
+/// A GUID like GitHub's (`X-GitHub-Delivery`).
+pub fn new_guid() -> String {
+    let hex: String = std::iter::repeat_with(|| fastrand::u8(..))
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+fn log_delivery(
+    st: &mut State,
+    guid: &str,
+    event: &str,
+    payload: &serde_json::Value,
+    status_code: u16,
+    redelivery: bool,
+) -> u64 {
+    let id = st.id();
+    let status = match status_code {
+        0 => "failed to connect to host".to_owned(),
+        200..=299 => "OK".to_owned(),
+        code => format!("Invalid HTTP Response: {code}"),
+    };
+    st.hook_log.push(FakeHookDelivery {
+        id,
+        guid: guid.to_owned(),
+        delivered_at: Utc::now(),
+        redelivery,
+        status_code,
+        status,
+        event: event.to_owned(),
+        action: payload
+            .get("action")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned),
+        installation_id: payload
+            .pointer("/installation/id")
+            .and_then(serde_json::Value::as_u64),
+        repository_id: payload
+            .pointer("/repository/id")
+            .and_then(serde_json::Value::as_u64),
+        payload: payload.clone(),
+    });
+    id
+}
+
+/// POST a redelivery to the receiver, signed, and log the answer.
+pub(crate) async fn send_outgoing(fake: FakeGitHub, out: Outgoing) {
+    let body = serde_json::to_vec(&out.payload).unwrap_or_default();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build();
+    let status = match client {
+        Ok(client) => match client
+            .post(&out.target.url)
+            .header("X-GitHub-Event", &out.event)
+            .header("X-GitHub-Delivery", &out.guid)
+            .header(
+                "X-Hub-Signature-256",
+                crate::webhook::sign(&out.target.secret, &body),
+            )
+            .header("Content-Type", "application/json")
+            .header("User-Agent", "GitHub-Hookshot/fake")
+            .body(body)
+            .send()
+            .await
+        {
+            Ok(resp) => resp.status().as_u16(),
+            Err(e) => {
+                tracing::debug!(error = %e, "fake GitHub: redelivery failed");
+                0
+            }
+        },
+        Err(_) => 0,
+    };
+    let mut st = fake.state();
+    log_delivery(&mut st, &out.guid, &out.event, &out.payload, status, true);
 }

@@ -156,6 +156,9 @@ async fn handle(
         if stall.is_some() {
             st.stalled += 1;
         }
+        for out in std::mem::take(&mut st.outbox) {
+            tokio::spawn(super::send_outgoing(fake.clone(), out));
+        }
         (reply, stall)
     };
     if stall.is_some() {
@@ -262,6 +265,67 @@ fn route(st: &mut State, req: &Req<'_>) -> Outcome {
                 "permissions": app_permissions(),
                 "events": ["pull_request", "push", "issue_comment"],
             })))
+        }
+        ["app", "hook", "deliveries"] if m == Method::GET => {
+            verify_jwt(req)?;
+            Ok(hook_deliveries(st, req))
+        }
+        ["app", "hook", "deliveries", id, "attempts"] if m == Method::POST => {
+            verify_jwt(req)?;
+            redeliver(st, id)
+        }
+        ["app", "installations"] if m == Method::GET => {
+            verify_jwt(req)?;
+            let items = st
+                .installations
+                .iter()
+                .map(|(id, account)| {
+                    json!({
+                        "id": id,
+                        "app_id": req.fake.app_id(),
+                        "app_slug": super::FAKE_APP_SLUG,
+                        "account": user_json(account, false),
+                        "target_type": "Organization",
+                        "repository_selection": "selected",
+                        "permissions": app_permissions(),
+                        "events": ["pull_request", "push", "issue_comment"],
+                        "access_tokens_url": format!("{}/app/installations/{id}/access_tokens", req.fake.url()),
+                        "repositories_url": format!("{}/installation/repositories", req.fake.url()),
+                        "html_url": format!("https://github.com/organizations/{account}/settings/installations/{id}"),
+                        "target_id": 1,
+                        "created_at": "2026-01-01T00:00:00Z",
+                        "updated_at": "2026-01-01T00:00:00Z",
+                        "single_file_name": null,
+                        "suspended_at": null,
+                        "suspended_by": null,
+                    })
+                })
+                .collect();
+            Ok(paginate(req, items))
+        }
+        ["installation", "repositories"] if m == Method::GET => {
+            let installation = authorize_installation(st, req)?;
+            let repos: Vec<Value> = st
+                .repos
+                .values()
+                .filter(|r| r.installation_id == installation)
+                .map(|r| {
+                    json!({
+                        "id": r.id,
+                        "name": r.name.name(),
+                        "full_name": r.name.to_string(),
+                        "private": true,
+                        "default_branch": r.default_branch,
+                        "clone_url": r.clone_url.clone().unwrap_or_else(|| format!("https://github.com/{}.git", r.name)),
+                        "owner": user_json(r.name.owner(), false),
+                    })
+                })
+                .collect();
+            let total = repos.len();
+            let page = paginate(req, repos);
+            // GitHub wraps this list in an object.
+            let body = json!({ "total_count": total, "repository_selection": "selected", "repositories": page.body });
+            Ok(Reply { body, ..page })
         }
         ["repos", owner, name, rest @ ..] => {
             let repo_key = authorize_repo(st, req, owner, name)?;
@@ -409,6 +473,92 @@ fn access_token(st: &mut State, req: &Req<'_>, id: &str) -> Outcome {
         "permissions": shown_permissions,
         "repository_selection": "selected",
     })))
+}
+
+/// The delivery log, newest first, cursor-paginated like GitHub (`per_page` ≤ 100, default 30;
+/// `cursor` from the `Link` header's `next`).
+fn hook_deliveries(st: &State, req: &Req<'_>) -> Reply {
+    let per_page = req
+        .params
+        .get("per_page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    // The cursor is opaque to clients; here it is `v1_<id>`: start at entries with id ≤ it.
+    let start = req
+        .params
+        .get("cursor")
+        .and_then(|c| c.strip_prefix("v1_"))
+        .and_then(|c| c.parse::<u64>().ok());
+    let mut entries = st
+        .hook_log
+        .iter()
+        .rev()
+        .filter(|d| start.is_none_or(|s| d.id <= s));
+    let page: Vec<Value> = entries
+        .by_ref()
+        .take(per_page)
+        .map(|d| {
+            json!({
+                "id": d.id,
+                "guid": d.guid,
+                "delivered_at": ts(d.delivered_at),
+                "redelivery": d.redelivery,
+                "duration": 0.12,
+                "status": d.status,
+                "status_code": d.status_code,
+                "event": d.event,
+                "action": d.action,
+                "installation_id": d.installation_id,
+                "repository_id": d.repository_id,
+            })
+        })
+        .collect();
+    let reply = Reply::ok(Value::Array(page));
+    match entries.next() {
+        Some(next) => reply.header(
+            http::header::LINK,
+            format!(
+                "<{}{}?per_page={per_page}&cursor=v1_{}>; rel=\"next\"",
+                req.fake.url(),
+                req.path,
+                next.id
+            ),
+        ),
+        None => reply,
+    }
+}
+
+/// `POST /app/hook/deliveries/{id}/attempts`: 202, then the payload is sent again (same GUID).
+fn redeliver(st: &mut State, id: &str) -> Outcome {
+    let id: u64 = id.parse().map_err(|_| Reply::not_found())?;
+    let entry = st
+        .hook_log
+        .iter()
+        .find(|d| d.id == id)
+        .cloned()
+        .ok_or_else(Reply::not_found)?;
+    if let Some(target) = st.webhook_target.clone() {
+        st.outbox.push(super::Outgoing {
+            target,
+            guid: entry.guid,
+            event: entry.event,
+            payload: entry.payload,
+        });
+    }
+    Ok(Reply::json(StatusCode::ACCEPTED, json!({})))
+}
+
+/// The installation an installation token stands for; else 401 as GitHub.
+fn authorize_installation(st: &State, req: &Req<'_>) -> Result<u64, Reply> {
+    let credential = req
+        .credential()
+        .ok_or_else(|| Reply::error(StatusCode::UNAUTHORIZED, "Requires authentication"))?;
+    st.tokens
+        .get(credential)
+        .filter(|t| t.expires_at > Utc::now())
+        .map(|t| t.installation_id)
+        .ok_or_else(|| Reply::error(StatusCode::UNAUTHORIZED, "Bad credentials"))
 }
 
 /// An installation token that covers the repository → its key; else 401/404 as GitHub.

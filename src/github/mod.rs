@@ -7,6 +7,7 @@
 //! `Authorization` header on every request. octocrab's retry layer is not compiled in (its `retry`
 //! feature is off in `Cargo.toml`); retries are ours, see [`RetryPolicy`].
 
+mod app_api;
 mod auth;
 mod error;
 mod retry;
@@ -30,6 +31,9 @@ use tracing::Instrument as _;
 
 use crate::types::{Permission, PrNumber, RepoName, Secret, Sha};
 
+pub use app_api::{
+    AppInstallation, DeploymentInfo, DeploymentStatusInfo, HookDelivery, InstalledRepo,
+};
 pub use auth::{AppClaims, JWT_BACKDATE_SECS, JWT_LIFETIME_SECS};
 pub use error::GitHubError;
 pub use retry::RetryPolicy;

@@ -1,6 +1,7 @@
 //! Integration tests: real processes, real git repositories, real HTTP. One test binary.
 
 mod backups;
+mod catchup;
 mod comments;
 mod database;
 mod deployments;
@@ -10,6 +11,7 @@ mod github;
 mod ingress;
 mod pipeline;
 mod providers;
+mod recover;
 mod sandbox;
 mod sentry;
 mod support;
