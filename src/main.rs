@@ -197,6 +197,9 @@ struct ServeArgs {
     /// Dead letters kept at most; the oldest go first.
     #[arg(long, env = "STAGEBOT_DEAD_LETTERS_MAX", default_value = "10000")]
     dead_letters_max: String,
+    /// sled's page cache (at least 1MiB); the store's memory beyond it is what is in flight.
+    #[arg(long, env = "STAGEBOT_STORE_CACHE", default_value = "16MiB")]
+    store_cache: String,
 }
 
 #[derive(clap::Args)]
@@ -343,12 +346,14 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
         }
     };
     // A previous stagebot may still be exiting (a restart): give it a moment to let go.
-    let store = Store::open_waiting(&a.data_dir, Duration::from_secs(10)).map_err(|e| {
-        Usage(format!(
-            "the data dir {} cannot be opened: {e}",
-            a.data_dir.display()
-        ))
-    })?;
+    let cache = bytes("STAGEBOT_STORE_CACHE", &a.store_cache, 1024 * 1024)?;
+    let store =
+        Store::open_with_cache(&a.data_dir, Duration::from_secs(10), cache).map_err(|e| {
+            Usage(format!(
+                "the data dir {} cannot be opened: {e}",
+                a.data_dir.display()
+            ))
+        })?;
     let app = App::new(Parts {
         settings,
         store,

@@ -194,6 +194,11 @@ async fn metrics(State(app): State<App>) -> Response {
                 "GitHub API calls that failed for good.",
                 gh.failures,
             ),
+            (
+                "stagebot_store_flushes_total",
+                "Store flushes (group commits: one covers every delivery waiting for it).",
+                app.store().flushes(),
+            ),
         ],
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
