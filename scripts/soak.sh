@@ -70,7 +70,8 @@ EOF2
 SOAK_DATA="$WORK/data" SOAK_LISTEN="127.0.0.1:$PORT" SOAK_SECRET="$SECRET" RUST_LOG=warn \
     "$BIN" >"$WORK/server.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
+wrk_pid=""
+trap 'kill $pid $wrk_pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 200); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.05; done
 
 wrk -t2 -c$CONNS -d"${DURATION}s" --latency -s "$WORK/soak.lua" "http://127.0.0.1:$PORT/webhook" >"$WORK/wrk.out" 2>&1 &
@@ -84,7 +85,7 @@ while kill -0 "$wrk_pid" 2>/dev/null; do
     sleep "$SAMPLE"
     t=$(($(date +%s) - start))
     rss=$(awk '/^VmRSS:/ {printf "%.1f", $2/1024}' "/proc/$pid/status")
-    disk=$(du -sb "$WORK/data" | awk '{printf "%.1f", $1/1e6}')
+    disk=$( (du -sb "$WORK/data" 2>/dev/null || true) | awk '{printf "%.1f", $1/1e6}')
     metrics=$(curl -s "http://127.0.0.1:$PORT/metrics" || true)
     pending=$(echo "$metrics" | awk '/^stagebot_inbox_pending / {print $2}')
     flushes=$(echo "$metrics" | awk '/^stagebot_store_flushes_total / {print $2}')
