@@ -136,6 +136,15 @@ impl App {
             return Ok(Outcome::Ignored("event without a repository".into()));
         };
         tracing::Span::current().record("repo", tracing::field::display(&repo.name));
+        // Decided before anything is read or asked of GitHub (a label storm costs no API call);
+        // the PR's head is still recorded in arrival order.
+        if let Some(reason) = policy::ignored_whatever_the_state(&event) {
+            if let (Event::PullRequest(e), Some(seq)) = (&event, seq) {
+                self.store()
+                    .record_pr_head(&repo.name, e.pr.number, seq, &e.pr.head_sha)?;
+            }
+            return Ok(Outcome::Ignored(reason.to_owned()));
+        }
         let client = self
             .repo_client(event.installation_id(), &repo.name)
             .await?;

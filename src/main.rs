@@ -294,6 +294,9 @@ struct ServeArgs {
     /// (`stagebot recover`); `off`: start empty.
     #[arg(long, env = "STAGEBOT_RECOVER", value_enum, default_value = "off")]
     recover: RecoverArg,
+    /// sled's page cache (at least 1MiB); the store's memory beyond it is what is in flight.
+    #[arg(long, env = "STAGEBOT_STORE_CACHE", default_value = "16MiB")]
+    store_cache: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -455,6 +458,8 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
         backup.keep = a.backup_keep;
         settings.backup = Some(backup);
     }
+    // Every setting is checked before the provider looks for bwrap and anything is created.
+    let cache = bytes("STAGEBOT_STORE_CACHE", &a.store_cache, 1024 * 1024)?;
     let routes = Routes::default();
     let provider = match a.provider {
         ProviderKind::Local => {
@@ -507,12 +512,13 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
         }
     };
     // A previous stagebot may still be exiting (a restart): give it a moment to let go.
-    let store = Store::open_waiting(&a.data_dir, Duration::from_secs(10)).map_err(|e| {
-        Usage(format!(
-            "the data dir {} cannot be opened: {e}",
-            a.data_dir.display()
-        ))
-    })?;
+    let store =
+        Store::open_with_cache(&a.data_dir, Duration::from_secs(10), cache).map_err(|e| {
+            Usage(format!(
+                "the data dir {} cannot be opened: {e}",
+                a.data_dir.display()
+            ))
+        })?;
     let app = App::new(Parts {
         settings,
         store,

@@ -229,6 +229,24 @@ impl Decision {
 }
 
 /// The decision for `event`.
+const LABELS_IGNORED: &str = "labels do not change environments";
+
+/// The events [`decide`] ignores whatever the configuration and the state: the engine answers
+/// them before it reads the store or asks GitHub anything (a label storm costs no API calls).
+pub fn ignored_whatever_the_state(event: &Event) -> Option<&'static str> {
+    match event {
+        Event::PullRequest(e)
+            if matches!(
+                e.action,
+                PrAction::Labeled { .. } | PrAction::Unlabeled { .. }
+            ) =>
+        {
+            Some(LABELS_IGNORED)
+        }
+        _ => None,
+    }
+}
+
 pub fn decide(event: &Event, config: &RepoConfig, state: &State) -> Decision {
     match decide_inner(event, config, state) {
         Decision::Act(actions) => Decision::Act(
@@ -454,7 +472,7 @@ fn pull_request(e: &PullRequestEvent, config: &RepoConfig, state: &State) -> Dec
             Decision::Ignore("a draft keeps its preview until closed".into())
         }
         PrAction::Labeled { .. } | PrAction::Unlabeled { .. } => {
-            Decision::Ignore("labels do not change environments".into())
+            Decision::Ignore(LABELS_IGNORED.into())
         }
     }
 }

@@ -479,6 +479,41 @@ fn draft_conversion_and_labels_are_ignored() {
     }
 }
 
+/// What the engine decides before reading anything is exactly what `decide` ignores in every
+/// state: labels, whatever the environments and the configuration.
+#[test]
+fn labels_are_ignored_whatever_the_state() {
+    let cfg = repo_config::parse("preview:\n  auto: false\n").unwrap();
+    let mut live = state();
+    live.envs.push(pr_preview(EnvState::Live));
+    for action in [
+        PrAction::Labeled { label: "x".into() },
+        PrAction::Unlabeled { label: "x".into() },
+    ] {
+        let event = pr_event(action, pull("abc0001"));
+        let early = ignored_whatever_the_state(&event);
+        assert!(early.is_some());
+        for st in [&state(), &live] {
+            for c in [&config(), &cfg] {
+                assert_eq!(
+                    Some(ignored(decide(&event, c, st))),
+                    early.map(str::to_owned)
+                );
+            }
+        }
+    }
+    for action in [
+        PrAction::Opened,
+        PrAction::Synchronize { before: None },
+        PrAction::ConvertedToDraft,
+    ] {
+        assert_eq!(
+            ignored_whatever_the_state(&pr_event(action, pull("abc0001"))),
+            None
+        );
+    }
+}
+
 #[test]
 fn non_repository_events_are_ignored() {
     let st = state();

@@ -247,6 +247,11 @@ async fn metrics(State(app): State<App>) -> Response {
                 "Deliveries GitHub redelivered at the catch-up's request (they had been lost).",
                 recovered,
             ),
+            (
+                "stagebot_store_flushes_total",
+                "Store flushes (group commits: one covers every delivery waiting for it).",
+                app.store().flushes(),
+            ),
         ],
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()

@@ -661,6 +661,24 @@ fn tx_err(e: TransactionError<StoreError>) -> StoreError {
 /// Dead letters kept at most by default (`STAGEBOT_DEAD_LETTERS_MAX`).
 pub const DEFAULT_DEAD_LETTERS_MAX: usize = 10_000;
 
+/// sled's page cache by default (`STAGEBOT_STORE_CACHE`): sled's own default is 1 GiB, which
+/// a burst of deliveries fills with payloads.
+pub const DEFAULT_STORE_CACHE: u64 = 16 * 1024 * 1024;
+
+/// Group commit: one flush makes every write durable that was done before it started, so
+/// callers waiting together share one flush (docs/performance.md).
+#[derive(Debug, Default)]
+struct GroupCommit {
+    /// Writes done so far (a ticket per write that must become durable).
+    written: std::sync::atomic::AtomicU64,
+    /// Every ticket up to this one is durable.
+    durable: std::sync::atomic::AtomicU64,
+    /// Held while a flush runs; the callers queued behind it are covered by the next one.
+    flushing: tokio::sync::Mutex<()>,
+    /// Flushes done (`stagebot_store_flushes_total`).
+    flushes: std::sync::atomic::AtomicU64,
+}
+
 /// A handle on the sled database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -678,6 +696,7 @@ pub struct Store {
     catchup: sled::Tree,
     incarnation: u64,
     faults: std::sync::Arc<std::sync::Mutex<Vec<StoreFault>>>,
+    group: std::sync::Arc<GroupCommit>,
 }
 
 impl std::fmt::Debug for Store {
@@ -712,12 +731,19 @@ impl Store {
     /// sled's own background flusher of a handle just dropped) holds the store's file lock,
     /// keep trying for up to `wait`.
     pub fn open_waiting(dir: &Path, wait: std::time::Duration) -> Result<Self> {
+        Self::open_with_cache(dir, wait, DEFAULT_STORE_CACHE)
+    }
+
+    /// Like [`Store::open_waiting`], with sled's page cache capped at `cache` bytes
+    /// (`STAGEBOT_STORE_CACHE`).
+    pub fn open_with_cache(dir: &Path, wait: std::time::Duration, cache: u64) -> Result<Self> {
         create_private_dir(dir)?;
         let deadline = std::time::Instant::now() + wait;
         let db = loop {
             match sled::Config::new()
                 .path(dir.join("db"))
                 .mode(sled::Mode::HighThroughput)
+                .cache_capacity(cache)
                 .open()
             {
                 Err(e) if Self::is_locked(&e) && std::time::Instant::now() < deadline => {
@@ -740,6 +766,7 @@ impl Store {
             db,
             incarnation: 0,
             faults: Default::default(),
+            group: Default::default(),
         };
         store.migrate()?;
         store.init_catchup()?;
@@ -839,17 +866,44 @@ impl Store {
 
     /// Make everything written so far durable.
     ///
+    /// Group commit: a caller that finds a flush running waits for it to end, then either finds
+    /// its writes covered by a flush that started after them, or runs the next flush, which
+    /// covers every caller queued meanwhile. So N concurrent deliveries cost about two flushes,
+    /// not N, and each caller still returns only once its own writes are on disk.
+    ///
     /// Not `flush_async`: in sled 0.34 several `flush_async` futures awaited at once deadlock
     /// sled's I/O thread pool (spacejam/sled#1308, fixed only on sled's unreleased main), which
     /// hung the webhook handler as soon as two deliveries arrived together. The blocking flush
-    /// runs on tokio's blocking pool instead, so concurrent callers neither deadlock nor stall
-    /// the runtime's worker threads.
+    /// runs on tokio's blocking pool instead, so it never stalls the runtime's worker threads.
     pub async fn flush(&self) -> Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        // Everything this caller wrote is done: take a ticket behind it.
+        let ticket = self.group.written.fetch_add(1, SeqCst) + 1;
+        if self.group.durable.load(SeqCst) >= ticket {
+            return Ok(());
+        }
+        let _turn = self.group.flushing.lock().await;
+        if self.group.durable.load(SeqCst) >= ticket {
+            // The flush we waited for started after our writes: it covered them.
+            return Ok(());
+        }
+        // Every ticket taken so far belongs to a write that is done: this flush covers them all.
+        let covers = self.group.written.load(SeqCst);
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || db.flush())
             .await
             .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        self.group.flushes.fetch_add(1, SeqCst);
+        self.group.durable.fetch_max(covers, SeqCst);
         Ok(())
+    }
+
+    /// Flushes done by [`Store::flush`] since this store was opened (group commits: one flush
+    /// covers every caller that waited for it).
+    pub fn flushes(&self) -> u64 {
+        self.group
+            .flushes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Is the store's directory empty of data (no environments, no deliveries)?
@@ -940,6 +994,25 @@ impl Store {
             if let Some(b) = self.deliveries.get(&id)? {
                 out.push(decode("deliveries", &id, &b)?);
             }
+        }
+        Ok(out)
+    }
+
+    /// The ids in the inbox, in arrival order, without reading their records (the worker's
+    /// dispatcher reads a record only when its repository is not busy).
+    pub fn inbox_ids(&self) -> Result<Vec<DeliveryId>> {
+        let mut out = Vec::new();
+        for item in self.inbox.iter() {
+            let (_, id) = item?;
+            let id = std::str::from_utf8(&id)
+                .ok()
+                .and_then(|s| DeliveryId::new(s).ok())
+                .ok_or_else(|| StoreError::Corrupt {
+                    tree: "inbox",
+                    key: String::from_utf8_lossy(&id).into_owned(),
+                    source: <serde_json::Error as serde::de::Error>::custom("not a delivery id"),
+                })?;
+            out.push(id);
         }
         Ok(out)
     }
@@ -1875,6 +1948,57 @@ mod tests {
                 .unwrap(),
             Inserted::Duplicate
         );
+    }
+
+    /// Group commit: deliveries that arrive while a flush runs are all covered by the next
+    /// one. The running flush is simulated by holding the flush turn until all 16 inserts have
+    /// written and are waiting; then exactly one flush makes all 16 durable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_flush_covers_every_delivery_that_waited_for_it() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let before = store.flushes();
+        let written_before = store.group.written.load(SeqCst);
+        let turn = store.group.flushing.lock().await;
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .insert_delivery(&id(&format!("g-{i}")), "push", b"{}", now())
+                    .await
+            }));
+        }
+        // Every insert has written its delivery and waits for a flush (bounded, not timed).
+        for _ in 0..10_000 {
+            if store.group.written.load(SeqCst) == written_before + 16 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(store.group.written.load(SeqCst), written_before + 16);
+        assert_eq!(
+            store.flushes(),
+            before,
+            "nobody flushed while the turn was held"
+        );
+        drop(turn);
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap(), Inserted::New);
+        }
+        assert_eq!(
+            store.flushes(),
+            before + 1,
+            "one flush covered all 16 deliveries"
+        );
+        assert_eq!(store.pending().unwrap().len(), 16);
+        // A lone write still gets a flush of its own before it returns.
+        store
+            .insert_delivery(&id("alone"), "push", b"{}", now())
+            .await
+            .unwrap();
+        assert_eq!(store.flushes(), before + 2);
     }
 
     /// sled 0.34's `flush_async` deadlocks when several flushes are awaited at once

@@ -224,6 +224,79 @@ async fn read_body(
     }
 }
 
+/// Why a body is not a payload.
+#[derive(Debug, thiserror::Error)]
+pub enum NotAPayload {
+    #[error("payload is not a JSON object")]
+    NotAnObject,
+    #[error("payload is not JSON: {0}")]
+    NotJson(serde_json::Error),
+}
+
+/// Is `body` exactly one JSON object? The whole text is checked as a full parse checks it
+/// (syntax, UTF-8, escapes and surrogates, numbers, nesting depth, nothing after it), but
+/// nothing is built: every key and value is visited and dropped, like `IgnoredAny` does but with
+/// the validation `IgnoredAny` skips (it does not decode strings). The worker parses the
+/// payload fully; the front door only refuses what the worker could never read, so a burst of
+/// deliveries allocates no JSON tree (at most serde_json's one scratch buffer for escapes).
+pub fn check_json_object(body: &[u8]) -> Result<(), NotAPayload> {
+    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    /// Any JSON value, visited and dropped.
+    struct Skip;
+    impl<'de> Deserialize<'de> for Skip {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(SkipVisitor)
+        }
+    }
+    struct SkipVisitor;
+    impl<'de> Visitor<'de> for SkipVisitor {
+        type Value = Skip;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_unit<E>(self) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+            while seq.next_element::<Skip>()?.is_some() {}
+            Ok(Skip)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+            while map.next_entry::<Skip, Skip>()?.is_some() {}
+            Ok(Skip)
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let first = body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    Skip::deserialize(&mut de)
+        .and_then(|Skip| de.end())
+        .map_err(NotAPayload::NotJson)?;
+    if first == Some(&b'{') {
+        Ok(())
+    } else {
+        Err(NotAPayload::NotAnObject)
+    }
+}
+
 /// The `POST /webhook` handler.
 pub async fn receive(
     State(app): State<App>,
@@ -282,10 +355,8 @@ pub async fn receive(
     {
         return error(StatusCode::BAD_REQUEST, "malformed X-GitHub-Event header");
     }
-    match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(serde_json::Value::Object(_)) => {}
-        Ok(_) => return error(StatusCode::BAD_REQUEST, "payload is not a JSON object"),
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("payload is not JSON: {e}")),
+    if let Err(e) = check_json_object(&body) {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
     }
     let span = tracing::info_span!("webhook", delivery = %delivery, event);
     record(&app, &delivery, event, &body).instrument(span).await
@@ -329,6 +400,122 @@ async fn record(app: &App, delivery: &DeliveryId, event: &str, body: &Bytes) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts the allocations made by the current thread (the rest of the test binary's threads
+    /// are not counted), so a test can tell how much a call allocates.
+    struct CountingAlloc;
+
+    thread_local! {
+        static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    // SAFETY: every call is forwarded to the system allocator unchanged; only a thread-local
+    // counter (const-initialised, so it never allocates) is bumped.
+    unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+        unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+            // SAFETY: same contract as ours.
+            unsafe { std::alloc::System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+            // SAFETY: same contract as ours.
+            unsafe { std::alloc::System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(
+            &self,
+            ptr: *mut u8,
+            layout: std::alloc::Layout,
+            new_size: usize,
+        ) -> *mut u8 {
+            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+            // SAFETY: same contract as ours.
+            unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: CountingAlloc = CountingAlloc;
+
+    fn allocations_during(f: impl FnOnce()) -> u64 {
+        let before = ALLOCATIONS.with(|n| n.get());
+        f();
+        ALLOCATIONS.with(|n| n.get()) - before
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/github-webhook-examples")
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// The front door builds no JSON tree: checking a real 31 KB payload (hundreds of keys,
+    /// escaped strings, nested objects and arrays) allocates at most serde_json's scratch buffer
+    /// for escapes, where building a `serde_json::Value` of it allocates once per key and value.
+    #[test]
+    fn the_payload_check_allocates_no_json_tree() {
+        let body = fixture("pull_request/08-labeled.json");
+        let tree = allocations_during(|| {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            std::hint::black_box(v);
+        });
+        assert!(
+            tree > 500,
+            "the counter works: a tree costs {tree} allocations"
+        );
+        let scan = allocations_during(|| {
+            std::hint::black_box(check_json_object(std::hint::black_box(&body))).unwrap();
+        });
+        assert!(
+            scan <= 4,
+            "the front door's JSON check allocated {scan} times"
+        );
+    }
+
+    #[test]
+    fn the_payload_check_refuses_what_a_full_parse_refuses() {
+        for ok in [
+            &b"{}"[..],
+            b" {\"a\":[1,{\"b\":null}],\"c\":\"\\u00e9\"} \n",
+        ] {
+            assert!(
+                check_json_object(ok).is_ok(),
+                "{:?}",
+                String::from_utf8_lossy(ok)
+            );
+        }
+        for not_object in [&b"[]"[..], b"1", b"\"x\"", b"null"] {
+            assert!(matches!(
+                check_json_object(not_object),
+                Err(NotAPayload::NotAnObject)
+            ));
+        }
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        for bad in [
+            &b""[..],
+            b"{",
+            b"{\"a\":}",
+            b"{\"a\":1,}",
+            b"{} {}",
+            b"{\"a\":\"\xff\"}",
+            b"{\"a\":\"\\ud800x\"}",
+            b"{'a':1}",
+            b"[",
+            deep.as_bytes(),
+        ] {
+            let full = serde_json::from_slice::<serde_json::Value>(bad);
+            assert!(
+                full.is_err(),
+                "a full parse accepts {:?}",
+                String::from_utf8_lossy(bad)
+            );
+            assert!(
+                matches!(check_json_object(bad), Err(NotAPayload::NotJson(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 
     #[test]
     fn signatures_verify_in_any_rotation_slot() {

@@ -126,19 +126,31 @@ impl App {
     /// The deliveries that may start now, each marked in flight under its key.
     fn dispatchable(&self) -> Result<Vec<(PendingDelivery, OrderKey)>, StoreError> {
         let now = self.now();
-        let pending = self.store().pending()?;
+        // Only the ids: a delivery behind a busy key is skipped without reading its record, so a
+        // backlog of one repository costs a walk of the inbox, not a decode of every record, on
+        // every pass (one pass per arrival and per completion; docs/performance.md).
+        let pending = self.store().inbox_ids()?;
         let mut dispatch = self
             .0
             .dispatch
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let ids: HashSet<&DeliveryId> = pending.iter().map(|r| &r.id).collect();
+        let ids: HashSet<&DeliveryId> = pending.iter().collect();
         dispatch.keys.retain(|id, _| ids.contains(id));
         let mut held: HashSet<OrderKey> = HashSet::new();
         let mut out = Vec::new();
-        for record in pending {
-            let key = match dispatch.keys.get(&record.id) {
-                Some(k) => k.clone(),
+        for id in &pending {
+            let key = dispatch.keys.get(id).cloned();
+            if let Some(key) = &key
+                && (held.contains(key) || dispatch.in_flight.contains(key))
+            {
+                continue;
+            }
+            let Some(record) = self.store().delivery(id)? else {
+                continue;
+            };
+            let key = match key {
+                Some(k) => k,
                 None => {
                     let payload = self.store().payload(&record.id)?.unwrap_or_default();
                     let k = OrderKey::of(&record.id, &record.event, &payload);

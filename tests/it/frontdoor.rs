@@ -791,6 +791,8 @@ async fn serve_refuses_bad_front_door_settings_with_one_sentence() {
         ("STAGEBOT_MAX_CONNECTIONS", "0", "above 0"),
         ("STAGEBOT_LOG_MAX", "1K", "at least 64 KiB"),
         ("STAGEBOT_DEAD_LETTERS_MAX", "-5", "whole number"),
+        ("STAGEBOT_STORE_CACHE", "512KiB", "at least 1024 KiB"),
+        ("STAGEBOT_STORE_CACHE", "lots", "must be a size"),
         ("STAGEBOT_PUBLIC_URL", "stagebot", "absolute URL"),
     ];
     for (name, value, needle) in cases {

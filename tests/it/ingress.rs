@@ -974,6 +974,68 @@ async fn a_delivery_answered_202_survives_kill_9_and_is_processed_after_restart(
     );
 }
 
+/// Group commit: a burst of concurrent deliveries shares flushes, and still every one answered
+/// `202` is on disk when the process is killed right after the last answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_answered_202_under_group_commit_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("serve.log");
+    let fake = FakeGitHub::start().await;
+    let addr = free_addr();
+    let mut server = Server::start(&fake, &data, addr, &log);
+    server.wait_healthy().await;
+
+    const BURST: usize = 48;
+    let payload =
+        serde_json::to_vec(&json!({"action": "completed", "check_run": {"id": 4}})).unwrap();
+    let mut requests = Vec::new();
+    for i in 0..BURST {
+        let body = payload.clone();
+        requests.push(tokio::spawn(async move {
+            let id = format!("burst-{i}");
+            let reply = post(addr, &signed("check_run", &id, SECRET, &body), body.clone()).await;
+            (id, reply.status)
+        }));
+    }
+    let mut accepted = Vec::new();
+    for r in requests {
+        let (id, status) = r.await.unwrap();
+        assert_eq!(status, 202, "{id}");
+        accepted.push(id);
+    }
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let flushes: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("stagebot_store_flushes_total "))
+        .unwrap_or_else(|| panic!("no stagebot_store_flushes_total in {metrics}"))
+        .parse()
+        .unwrap();
+    assert!(flushes > 0, "{metrics}");
+    server.kill9();
+
+    let stored: Vec<String> = read_store(&data, |s| {
+        accepted
+            .iter()
+            .filter(|id| {
+                s.delivery(&DeliveryId::new(id.as_str()).unwrap())
+                    .unwrap()
+                    .is_some()
+            })
+            .cloned()
+            .collect()
+    });
+    assert_eq!(
+        stored, accepted,
+        "every delivery answered 202 is on disk after kill -9"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_failing_past_its_retries_is_kept_listed_by_the_cli_and_replayable() {
     let dir = tempfile::tempdir().unwrap();
