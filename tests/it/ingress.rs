@@ -1228,9 +1228,10 @@ async fn serve_refuses_bad_settings_with_exit_2_and_one_sentence_before_binding(
         );
         assert!(!data.exists(), "{needle}: the data dir was created");
     }
-    // The port was never taken from us.
+    // We held the port throughout: a server that had tried to bind would have said "cannot
+    // listen" (asserted above). Binding it again after dropping it would race with the other
+    // tests' free ports.
     drop(held);
-    std::net::TcpListener::bind(addr).expect("the port is still free");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1277,20 +1278,17 @@ async fn env_state(addr: SocketAddr, slug: &str) -> Option<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_interrupted_by_kill_9_is_finished_after_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let log = dir.path().join("serve.log");
-    let repo = RepoName::new("acme", "webapp").unwrap();
-    let fake = FakeGitHub::start().await;
-    fake.add_installation(INSTALLATION, repo.owner());
-    fake.add_repo(&repo, "main", INSTALLATION);
     // a build slow enough to be killed in the middle of
-    let files = python_app_files("build: sleep 2\n");
-    let (git, main_sha) = GitRepo::init(&dir.path().join("src"), &files).unwrap();
-    for (path, content) in &files {
-        fake.set_file(&repo, "main", path, content);
-        fake.set_file(&repo, main_sha.as_str(), path, content);
-    }
+    let BinWorld {
+        dir: _dir,
+        data,
+        log,
+        repo,
+        fake,
+        git,
+        files,
+        ..
+    } = BinWorld::new(python_app_files("build: sleep 2\n")).await;
     let sha = git.commit("slow", &files, "slow").unwrap();
     fake.upsert_pr(
         &repo,
@@ -1350,19 +1348,16 @@ async fn a_deploy_interrupted_by_kill_9_is_finished_after_restart() {
 async fn a_crash_between_creating_a_deployment_and_recording_it_leaves_one_deployment() {
     use stagebot::fake_github::{Method, Stall};
     use stagebot::reporter::DeploymentPayload;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let log = dir.path().join("serve.log");
-    let repo = RepoName::new("acme", "webapp").unwrap();
-    let fake = FakeGitHub::start().await;
-    fake.add_installation(INSTALLATION, repo.owner());
-    fake.add_repo(&repo, "main", INSTALLATION);
-    let files = python_app_files("");
-    let (git, main_sha) = GitRepo::init(&dir.path().join("src"), &files).unwrap();
-    for (path, content) in &files {
-        fake.set_file(&repo, "main", path, content);
-        fake.set_file(&repo, main_sha.as_str(), path, content);
-    }
+    let BinWorld {
+        dir: _dir,
+        data,
+        log,
+        repo,
+        fake,
+        git,
+        files,
+        ..
+    } = BinWorld::new(python_app_files("")).await;
     let sha = git.commit("stall", &files, "stall").unwrap();
     fake.upsert_pr(
         &repo,
@@ -1570,13 +1565,6 @@ fn apps_of(prefix: &str) -> Vec<(i32, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_adopts_the_live_app_and_stops_what_belongs_to_no_live_release() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let log = dir.path().join("serve.log");
-    let repo = RepoName::new("acme", "webapp").unwrap();
-    let fake = FakeGitHub::start().await;
-    fake.add_installation(INSTALLATION, repo.owner());
-    fake.add_repo(&repo, "main", INSTALLATION);
     // The app logs every request to stderr: an adopted app's output still reaches its log.
     let files: Vec<(&str, String)> = python_app_files("")
         .into_iter()
@@ -1591,11 +1579,16 @@ async fn a_restart_adopts_the_live_app_and_stops_what_belongs_to_no_live_release
         !files[0].1.contains("log_message"),
         "the app logs its requests"
     );
-    let (git, main_sha) = GitRepo::init(&dir.path().join("src"), &files).unwrap();
-    for (path, content) in &files {
-        fake.set_file(&repo, "main", path, content);
-        fake.set_file(&repo, main_sha.as_str(), path, content);
-    }
+    let BinWorld {
+        dir: _dir,
+        data,
+        log,
+        repo,
+        fake,
+        git,
+        files,
+        ..
+    } = BinWorld::new(files).await;
     let branch = format!("adopt-{}", unique_token());
     let sha = git.commit(&branch, &files, "adopt").unwrap();
     fake.upsert_pr(
@@ -1830,19 +1823,16 @@ async fn kill_9_during_a_burst_loses_nothing_duplicates_nothing_and_leaves_no_pr
     use stagebot::reporter::DeploymentPayload;
     const PRS: u64 = 6;
     const PUSHES: usize = 3;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let log = dir.path().join("serve.log");
-    let repo = RepoName::new("acme", "webapp").unwrap();
-    let fake = FakeGitHub::start().await;
-    fake.add_installation(INSTALLATION, repo.owner());
-    fake.add_repo(&repo, "main", INSTALLATION);
-    let files = python_app_files("");
-    let (git, main_sha) = GitRepo::init(&dir.path().join("src"), &files).unwrap();
-    for (path, content) in &files {
-        fake.set_file(&repo, "main", path, content);
-        fake.set_file(&repo, main_sha.as_str(), path, content);
-    }
+    let BinWorld {
+        dir: _dir,
+        data,
+        log,
+        repo,
+        fake,
+        git,
+        files,
+        ..
+    } = BinWorld::new(python_app_files("")).await;
     let prefix = format!("burst-{}-", unique_token());
     let clone = git.clone_url();
     // Every delivery: (id, payload, the PR state the fake shows once it is sent).
@@ -1990,5 +1980,44 @@ async fn kill_9_during_a_burst_loses_nothing_duplicates_nothing_and_leaves_no_pr
             keys.insert((key.environment.clone(), key.attempt)),
             "two deployments for one attempt: {key:?}"
         );
+    }
+}
+
+/// What the tests of the real binary start from: a temp dir for its data and log, a fake GitHub
+/// with `acme/webapp` installed, and a git repository whose `main` holds `files` (mirrored
+/// into the fake at `main` and at its commit).
+struct BinWorld {
+    dir: TempDir,
+    data: std::path::PathBuf,
+    log: std::path::PathBuf,
+    repo: RepoName,
+    fake: FakeGitHub,
+    git: GitRepo,
+    files: Vec<(&'static str, String)>,
+}
+
+impl BinWorld {
+    async fn new(files: Vec<(&'static str, String)>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = dir.path().join("serve.log");
+        let repo = RepoName::new("acme", "webapp").unwrap();
+        let fake = FakeGitHub::start().await;
+        fake.add_installation(INSTALLATION, repo.owner());
+        fake.add_repo(&repo, "main", INSTALLATION);
+        let (git, main_sha) = GitRepo::init(&dir.path().join("src"), &files).unwrap();
+        for (path, content) in &files {
+            fake.set_file(&repo, "main", path, content);
+            fake.set_file(&repo, main_sha.as_str(), path, content);
+        }
+        Self {
+            dir,
+            data,
+            log,
+            repo,
+            fake,
+            git,
+            files,
+        }
     }
 }
