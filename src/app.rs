@@ -58,6 +58,9 @@ pub struct Settings {
     pub delivery_retry: RetrySchedule,
     /// Finished deliveries are forgotten after this long.
     pub delivery_retention: Duration,
+    /// How often the reconciler and the sweeper run (`STAGEBOT_RECONCILE_INTERVAL`); `/readyz`
+    /// warns when the sweeper has not run for three of them.
+    pub reconcile_interval: Duration,
     /// Extra variables for every environment.
     pub vars: BTreeMap<String, String>,
     /// The `Host` values (`host[:port]`, lowercase) stagebot's own pages answer on
@@ -95,6 +98,7 @@ impl Settings {
             limits: Limits::default(),
             delivery_retry: RetrySchedule::default(),
             delivery_retention: Duration::from_secs(7 * 24 * 3600),
+            reconcile_interval: Duration::from_secs(60),
             vars: BTreeMap::new(),
             own_hosts,
             dashboard_public: false,

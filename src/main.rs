@@ -429,6 +429,7 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
     settings.limits.max_previews = a.max_previews;
     settings.limits.max_extend = duration("STAGEBOT_MAX_EXTEND", &a.max_extend)?;
     let reconcile = duration("STAGEBOT_RECONCILE_INTERVAL", &a.reconcile_interval)?;
+    settings.reconcile_interval = reconcile;
     front_door(a, &mut settings)?;
     if let Some(url) = &a.postgres_url {
         let secret = Secret::new(a.postgres_secret.clone().unwrap_or_else(|| key.clone()));

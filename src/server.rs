@@ -166,16 +166,41 @@ async fn readyz(State(app): State<App>) -> Response {
         checks.insert(name.to_owned(), json!({ "ok": ok, "detail": detail }));
     }
     let ready = checks.values().all(|c| c["ok"] == true);
-    // The provider's checks (sandbox, limits) are warnings: shown, never "not ready".
+    // The provider's checks (sandbox, limits) and the sweeper's are warnings: shown, never
+    // "not ready".
     for (name, check) in app.provider().checks() {
         checks.insert(name.to_owned(), json!(check));
     }
+    checks.insert("sweeper".to_owned(), sweeper_check(&app));
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(json!({ "ready": ready, "checks": checks }))).into_response()
+}
+
+/// The sweeper is stuck when its last run is more than three reconcile intervals old.
+fn sweeper_check(app: &App) -> serde_json::Value {
+    let last = app
+        .metrics()
+        .sweeper_last_run
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if last == 0 {
+        return json!({ "ok": true, "detail": "not run yet since the start" });
+    }
+    let ago = u64::try_from(app.now().timestamp())
+        .unwrap_or(0)
+        .saturating_sub(last);
+    let limit = app
+        .settings()
+        .reconcile_interval
+        .as_secs()
+        .saturating_mul(3);
+    json!({
+        "ok": ago <= limit,
+        "detail": format!("last run {ago}s ago (every {}s)", app.settings().reconcile_interval.as_secs()),
+    })
 }
 
 async fn metrics(State(app): State<App>) -> Response {

@@ -331,7 +331,7 @@ impl Sandbox {
         if let Some(fd) = info_fd {
             c.arg("--info-fd").arg(fd.to_string());
         }
-        c.args(self.args(dir, home, env))
+        c.args(self.args(dir, home))
             .arg("--")
             .arg("sh")
             .arg("-c")
@@ -350,7 +350,7 @@ impl Sandbox {
     /// The environment is given to the bwrap process itself (cleared, then exactly the app's
     /// variables) rather than with `--clearenv --setenv …`, which would put every value on
     /// bwrap's command line where any process of the same user can read it.
-    fn args(&self, dir: &Path, home: &Path, env: &[(String, OsString)]) -> Vec<OsString> {
+    fn args(&self, dir: &Path, home: &Path) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
         let mut push =
             |items: &[&std::ffi::OsStr]| a.extend(items.iter().map(|s| s.to_os_string()));
@@ -377,11 +377,9 @@ impl Sandbox {
         if self.disable_userns {
             push(&["--disable-userns".as_ref()]);
         }
-        let path_var = env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.clone());
+        // The directories on stagebot's own PATH, never the app's: a repository's config sets
+        // the app's `PATH` (`env: {PATH: /}` must not mount the host's root).
+        let path_var = std::env::var_os("PATH");
         // The private /tmp and /var/tmp first: mounts below come after them, so a directory
         // offered under /tmp (a checkout, a binary built there) is layered on top, not hidden.
         push(&[
@@ -704,6 +702,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_apps_path_never_decides_what_is_mounted() {
+        let base = tempfile::tempdir().unwrap();
+        let data = base.path().join("data");
+        let sandbox = Sandbox::probe(&SandboxConfig::default(), &data)
+            .expect("bwrap (Debian package bubblewrap)");
+        let dir = data.join("envs/o/r/s/r1");
+        let hostile: Vec<(String, OsString)> = vec![(
+            "PATH".into(),
+            OsString::from("/:/proc:/home:/var/lib:/root"),
+        )];
+        // The command bwrap runs, with the app's environment as a repository's `env` makes it.
+        let cmd = sandbox.command_std("true", &dir, &data.join("envs/o/r/s/home"), &hostile, None);
+        let args: Vec<&std::ffi::OsStr> = cmd.get_args().collect();
+        let bound: Vec<&std::ffi::OsStr> = args
+            .windows(2)
+            .filter(|w| w[0] == "--ro-bind")
+            .map(|w| w[1])
+            .collect();
+        for p in ["/", "/proc", "/home", "/var/lib", "/root", "/var"] {
+            assert!(
+                !bound.iter().any(|b| *b == std::ffi::OsStr::new(p)),
+                "{p} mounted from the app's PATH: {args:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_directory_offered_under_tmp_is_mounted_after_the_private_tmp() {
         // The demo offers its own executable's directory, which is under /tmp in a clone
         // there: the private /tmp must not cover it.
@@ -717,7 +742,7 @@ mod tests {
         };
         let sandbox = Sandbox::probe(&cfg, &data).expect("bwrap (Debian package bubblewrap)");
         let dir = data.join("envs/o/r/s/r1");
-        let args = sandbox.args(&dir, &data.join("envs/o/r/s/home"), &[]);
+        let args = sandbox.args(&dir, &data.join("envs/o/r/s/home"));
         let at = |flag: &str, path: &Path| {
             args.windows(2)
                 .position(|w| w[0] == flag && w[1] == path.as_os_str())

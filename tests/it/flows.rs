@@ -846,6 +846,26 @@ async fn a_visited_preview_is_not_swept_and_an_unvisited_one_is() {
         )),
         "{metrics}"
     );
+    let (code, ready) = w
+        .stack
+        .get(&format!("{}/readyz", w.stack.url()))
+        .await
+        .unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(
+        (code, &ready["checks"]["sweeper"]["ok"]),
+        (200, &serde_json::json!(true))
+    );
+    // A sweeper that stops running shows on /readyz (a warning: still ready).
+    clock.advance(chrono::Duration::minutes(10));
+    let (code, ready) = w
+        .stack
+        .get(&format!("{}/readyz", w.stack.url()))
+        .await
+        .unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(code, 200, "{ready}");
+    assert_eq!(ready["checks"]["sweeper"]["ok"], false, "{ready}");
     // No further visit: it goes three days after the one visit.
     clock.advance(chrono::Duration::hours(60));
     w.stack.app.sweep().await.unwrap();
