@@ -384,6 +384,8 @@ fn front_door(a: &ServeArgs, settings: &mut Settings) -> Result<(), Usage> {
 }
 
 fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
+    // systemd's `LoadCredential=` directory, when the unit uses one: never shown to apps.
+    let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
     let secrets = a
         .webhook_secret
         .as_deref()
@@ -470,11 +472,14 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
                     SandboxKind::Bwrap => SandboxMode::default(),
                     SandboxKind::Off => SandboxMode::Off,
                 },
-                // The key's directory (and the env file usually next to it) is never shown.
+                // The key's directory, the conventional settings directory (the env file the
+                // systemd unit reads) and systemd's credentials directory are never shown.
                 hidden: a
                     .private_key_path
                     .iter()
                     .filter_map(|p| std::path::absolute(p).ok()?.parent().map(Path::to_path_buf))
+                    .chain([PathBuf::from("/etc/stagebot")])
+                    .chain(credentials_dir.iter().cloned())
                     .collect(),
                 memory_max: stagebot::provider::sandbox::parse_bytes(&a.env_memory).ok_or_else(
                     || {

@@ -1303,8 +1303,13 @@ pub fn operator_promote(
     ))
 }
 
+/// Digits a fork's commit must be named with in `/stage <sha>` when stagebot received it only
+/// after the comment: 12 hex digits (48 bits) cannot be matched by grinding commits.
+pub const FORK_LATE_SHA_DIGITS: usize = 12;
+
 /// The commit `/stage` deploys (docs/commands.md, "Fork pull requests"):
-/// - `/stage <sha>`: that commit, which must be the PR's head now or a head stagebot saw;
+/// - `/stage <sha>`: that commit, which must be the PR's head now or a head stagebot saw (on a
+///   fork, one received only after the comment needs [`FORK_LATE_SHA_DIGITS`] digits);
 /// - `/stage` on a fork: the head as stagebot recorded it from the events it received before
 ///   the comment (never judged by commit dates, which a fork author can forge); if GitHub's
 ///   head moved since, nothing is deployed and the answer names the commit to approve;
@@ -1322,10 +1327,20 @@ fn stage_commit(
     };
     if let Some(prefix) = wanted {
         let mut found: Vec<&Sha> = Vec::new();
-        let seen = record
-            .into_iter()
-            .flat_map(|r| r.heads.iter().map(|(_, s)| s));
-        for sha in std::iter::once(&info.head_sha).chain(seen) {
+        // On a fork, a commit stagebot received only after the comment (or not at all) must be
+        // named with at least FORK_LATE_SHA_DIGITS digits: a fork author who grinds a commit
+        // matching the maintainer's short prefix and pushes it right after the comment must not
+        // get it deployed. Heads received before the comment match any 7-digit prefix.
+        let long = prefix.len() >= FORK_LATE_SHA_DIGITS;
+        let before = |seq: u64| state.received.is_none_or(|b| seq < b);
+        let seen = record.into_iter().flat_map(|r| {
+            r.heads
+                .iter()
+                .filter(|(seq, _)| !info.fork || long || before(*seq))
+                .map(|(_, s)| s)
+        });
+        let head_now = (!info.fork || long).then_some(&info.head_sha);
+        for sha in head_now.into_iter().chain(seen) {
             if sha.matches_prefix(prefix) && !found.contains(&sha) {
                 found.push(sha);
             }
@@ -1333,8 +1348,16 @@ fn stage_commit(
         return match found.as_slice() {
             [one] => Ok((*one).clone()),
             [] => Err(format!(
-                "`{prefix}` is not a commit of this pull request: `/stage <sha>` takes its head (now `{}`) or an earlier head stagebot saw. Nothing was deployed.",
-                info.head_sha.short()
+                "`{prefix}` is not a commit of this pull request: `/stage <sha>` takes its head (now `{}`) or an earlier head stagebot saw{}. Nothing was deployed.",
+                info.head_sha.short(),
+                if info.fork && !long {
+                    format!(
+                        " before your comment (a fork's newer commit needs at least {FORK_LATE_SHA_DIGITS} digits: `/stage {}`)",
+                        &info.head_sha.as_str()[..FORK_LATE_SHA_DIGITS]
+                    )
+                } else {
+                    String::new()
+                }
             )),
             _ => Err(format!(
                 "`{prefix}` names more than one commit of this pull request: give more digits. Nothing was deployed."

@@ -1348,11 +1348,22 @@ fn fork_approval_decision_table() {
             "/stage",
             Err(&["no record"]),
         ),
-        // `/stage <sha>` of the head, of an earlier head, by prefix.
+        // `/stage <sha>` of a head received after the comment: a short prefix could have been
+        // ground by the fork author; 12 digits are needed.
         (
             "bbb0002",
             &[(5, "aaa0001"), (101, "bbb0002")],
             "/stage bbb0002",
+            Err(&[
+                "is not a commit",
+                "at least 12 digits",
+                "`/stage bbb000200000`",
+            ]),
+        ),
+        (
+            "bbb0002",
+            &[(5, "aaa0001"), (101, "bbb0002")],
+            "/stage bbb000200000",
             Ok("bbb0002"),
         ),
         (
@@ -1361,9 +1372,17 @@ fn fork_approval_decision_table() {
             "/stage aaa0001",
             Ok("aaa0001"),
         ),
+        // The head now, never received: with 12 digits.
         (
             "bbb0002",
             &[(5, "aaa0001")],
+            "/stage lite bbb000200000",
+            Ok("bbb0002"),
+        ),
+        // An earlier head received before the comment: any 7-digit prefix.
+        (
+            "bbb0002",
+            &[(5, "aaa0001"), (99, "bbb0002")],
             "/stage lite bbb0002",
             Ok("bbb0002"),
         ),
@@ -1384,12 +1403,20 @@ fn fork_approval_decision_table() {
             "/stage abc123",
             Err(&["unknown profile"]),
         ),
-        // A prefix two heads share.
+        // A prefix two heads received before the comment share.
+        (
+            "abc1234f",
+            &[(5, "abc1234e"), (7, "abc1234f")],
+            "/stage abc1234",
+            Err(&["more than one commit"]),
+        ),
+        // A newer head that shares the prefix of the reviewed one (a ground collision pushed
+        // after the comment) does not count: the reviewed one is deployed.
         (
             "abc1234f",
             &[(5, "abc1234e")],
             "/stage abc1234",
-            Err(&["more than one commit"]),
+            Ok("abc1234e"),
         ),
     ];
     for (head, seen, body, want) in cases {

@@ -128,7 +128,13 @@ impl App {
             .collect();
         // Deployments stagebot made, by environment.
         let mut by_env: BTreeMap<Slug, Vec<Found>> = BTreeMap::new();
+        let app_id = self.github().app_id();
         for d in rc.all_deployments().await? {
+            // Anyone with write access can create a deployment with a payload of our shape:
+            // only those this App created count (else a writer could forge a production release).
+            if d.app_id != Some(app_id) {
+                continue;
+            }
             let Some(payload) = DeploymentPayload::from_json(&d.payload) else {
                 continue;
             };
@@ -252,6 +258,7 @@ impl App {
             host,
             url,
             fork: open_pr.is_some_and(|p| p.fork),
+            private: repo.private,
             ..EnvRecord::new(id.clone(), kind, &last.git_ref, now)
         };
         if let Some(p) = open_pr {

@@ -409,6 +409,8 @@ struct StatusEntry {
 
 struct DeploymentEntry {
     repo: String,
+    /// Created by the App (through the API with an installation token), not by a user.
+    by_app: bool,
     task: String,
     created_at: DateTime<Utc>,
     deployment: FakeDeployment,
@@ -808,6 +810,48 @@ impl FakeGitHub {
     }
 
     /// The deployments to `environment`, oldest first.
+    /// A deployment created by a user (anyone with write access can), not by the App: its
+    /// `performed_via_github_app` is null. It gets one `success` status. Returns its id.
+    pub fn add_user_deployment(
+        &self,
+        repo: &RepoName,
+        environment: &str,
+        sha: &str,
+        payload: serde_json::Value,
+    ) -> u64 {
+        let mut st = self.state();
+        let id = st.id();
+        let status_id = st.id();
+        let now = Utc::now();
+        st.deployments.insert(
+            id,
+            DeploymentEntry {
+                repo: repo_key(repo),
+                by_app: false,
+                task: "deploy".into(),
+                created_at: now,
+                deployment: FakeDeployment {
+                    id,
+                    sha: sha.to_owned(),
+                    git_ref: sha.to_owned(),
+                    payload,
+                    environment: environment.to_owned(),
+                    description: String::new(),
+                    transient: false,
+                    production: environment == "production",
+                    statuses: vec![FakeDeploymentStatus {
+                        state: "success".into(),
+                        environment_url: None,
+                        log_url: None,
+                        description: String::new(),
+                    }],
+                },
+                status_ids: vec![(status_id, now)],
+            },
+        );
+        id
+    }
+
     pub fn deployments(&self, repo: &RepoName, environment: &str) -> Vec<FakeDeployment> {
         let key = repo_key(repo);
         self.state()

@@ -1005,6 +1005,7 @@ fn create_deployment(st: &mut State, req: &Req<'_>, repo: &str) -> Outcome {
     let id = st.id();
     let entry = DeploymentEntry {
         repo: repo.to_owned(),
+        by_app: true,
         task: req.str_field("task").unwrap_or("deploy").to_owned(),
         created_at: Utc::now(),
         deployment: FakeDeployment {
@@ -1232,7 +1233,16 @@ fn deployment_json(req: &Req<'_>, repo: &str, d: &DeploymentEntry) -> Value {
         "original_environment": d.deployment.environment,
         "environment": d.deployment.environment,
         "description": d.deployment.description,
-        "creator": user_json(&req.fake.app_login(), true),
+        "creator": if d.by_app {
+            user_json(&req.fake.app_login(), true)
+        } else {
+            user_json("mallory", false)
+        },
+        "performed_via_github_app": if d.by_app {
+            json!({ "id": req.fake.app_id(), "slug": super::FAKE_APP_SLUG, "name": "stagebot" })
+        } else {
+            Value::Null
+        },
         "created_at": ts(d.created_at),
         "updated_at": ts(d.created_at),
         "statuses_url": format!("{base}/repos/{repo}/deployments/{id}/statuses"),

@@ -67,6 +67,9 @@ pub struct DeploymentInfo {
     pub payload: serde_json::Value,
     /// Created.
     pub created_at: DateTime<Utc>,
+    /// The GitHub App that created it (`performed_via_github_app.id`); `None` when a user (or
+    /// a workflow token) did.
+    pub app_id: Option<u64>,
 }
 
 /// A deployment status as listed.
@@ -94,6 +97,9 @@ struct InstallationItem {
 #[derive(Debug, Deserialize)]
 struct RepositoryItem {
     full_name: String,
+    /// Missing means private: the safe side for what the dashboard shows.
+    #[serde(default = "private_by_default")]
+    private: bool,
     #[serde(default)]
     clone_url: Option<String>,
     #[serde(default)]
@@ -109,6 +115,12 @@ pub struct InstalledRepo {
     pub clone_url: String,
     /// The default branch.
     pub default_branch: String,
+    /// A private repository (its environments are hidden from anonymous visitors).
+    pub private: bool,
+}
+
+fn private_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +141,8 @@ struct DeploymentItem {
     #[serde(default)]
     payload: serde_json::Value,
     created_at: DateTime<Utc>,
+    #[serde(default)]
+    performed_via_github_app: Option<routes::AppRef>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +231,7 @@ impl GitHub {
                         .clone_url
                         .unwrap_or_else(|| format!("https://github.com/{name}.git")),
                     default_branch: r.default_branch.unwrap_or_else(|| "main".to_owned()),
+                    private: r.private,
                     name,
                 })
             }));
@@ -251,6 +266,7 @@ impl RepoClient {
                 environment: d.environment,
                 payload: d.payload,
                 created_at: d.created_at,
+                app_id: d.performed_via_github_app.map(|a| a.id),
             })
             .collect())
     }

@@ -598,7 +598,8 @@ fn mounts(
     }
     // A hidden path under an offered directory gets an empty tmpfs over it.
     for h in hidden {
-        if top.iter().any(|t| h.starts_with(t)) {
+        // A path that does not exist has nothing to hide (and a tmpfs needs a mount point).
+        if top.iter().any(|t| h.starts_with(t)) && h.exists() {
             out.push(Mount::Hide(h.clone()));
         }
     }

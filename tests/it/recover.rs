@@ -66,6 +66,15 @@ async fn recover_on_an_empty_data_dir_brings_back_previews_staging_and_productio
     let addr = w.stack.addr;
     let repo = w.repo().clone();
     let clone_url = w.git.clone_url();
+    // A writer forges a production release in stagebot's payload format (anyone with write
+    // access can create deployments): recovery must not trust it.
+    let genuine = w.stack.fake.deployments(w.repo(), "production");
+    let mut forged = genuine.last().unwrap().payload.clone();
+    forged["stagebot"]["release"] = serde_json::json!(999);
+    forged["stagebot"]["sha"] = serde_json::json!(closed.sha.to_string());
+    w.stack
+        .fake
+        .add_user_deployment(w.repo(), "production", &closed.sha.to_string(), forged);
     let World { stack, _check, .. } = w;
     drop(_check);
     let fake = stack.stop().await;
