@@ -72,9 +72,21 @@ pub fn ident(raw: &str) -> String {
     s
 }
 
-/// The database (and role) of environment `slug` of `repo`: `<repo>_<slug>`.
+/// The database (and role) of environment `slug` of `repo`: `<repo>_<slug>_<hash>`, the hash
+/// (8 hex digits of SHA-256 of `owner/repo/slug`) keeping names of different repositories apart
+/// (`a-b` + `c` and `a` + `b-c`, or the same name under two owners, would collide without it).
 pub fn database_name(repo: &RepoName, slug: &Slug) -> String {
-    ident(&format!("{}_{}", repo.name(), slug.as_str()))
+    let hash = hex::encode(Sha256::digest(
+        format!(
+            "{}/{}",
+            repo.to_string().to_ascii_lowercase(),
+            slug.as_str()
+        )
+        .as_bytes(),
+    ));
+    let mut base = ident(&format!("{}_{}", repo.name(), slug.as_str()));
+    base.truncate(MAX_IDENT - 9);
+    format!("{base}_{}", &hash[..8])
 }
 
 /// What every snapshot of `repo` must start with unless the server lists it: `<repo>_`.
@@ -228,7 +240,15 @@ impl Postgres {
     }
 
     /// Check that `snapshot` may be cloned for `repo`'s environments.
-    pub fn check_snapshot(&self, repo: &RepoName, snapshot: &str) -> Result<(), DatabaseError> {
+    /// `known` lists the other repositories stagebot serves: a snapshot name that also fits
+    /// one of them (repository `my` naming `my_app_snapshot` of repository `my-app`) is
+    /// ambiguous and refused unless the server lists it.
+    pub fn check_snapshot(
+        &self,
+        repo: &RepoName,
+        snapshot: &str,
+        known: &[RepoName],
+    ) -> Result<(), DatabaseError> {
         let valid = !snapshot.is_empty()
             && snapshot.len() <= MAX_IDENT
             && snapshot
@@ -240,7 +260,21 @@ impl Postgres {
             )));
         }
         let prefix = snapshot_prefix(repo);
-        if !snapshot.starts_with(&prefix) && !self.templates.iter().any(|t| t == snapshot) {
+        if self.templates.iter().any(|t| t == snapshot) {
+            return Ok(());
+        }
+        if let Some(other) = known.iter().find(|o| {
+            !o.to_string().eq_ignore_ascii_case(&repo.to_string()) && {
+                let theirs = snapshot_prefix(o);
+                theirs.len() >= prefix.len() && snapshot.starts_with(&theirs)
+            }
+        }) {
+            return Err(DatabaseError::Config(format!(
+                "database.postgres.snapshot `{snapshot}` could also be {other}'s (its names start with `{}` too): list it in the server's STAGEBOT_POSTGRES_TEMPLATES to allow it",
+                snapshot_prefix(other)
+            )));
+        }
+        if !snapshot.starts_with(&prefix) {
             return Err(DatabaseError::Config(format!(
                 "database.postgres.snapshot `{snapshot}` must start with `{prefix}` or be listed in the server's STAGEBOT_POSTGRES_TEMPLATES"
             )));
@@ -491,10 +525,23 @@ mod tests {
     #[test]
     fn names_are_safe_identifiers() {
         let repo = RepoName::new("acme", "Web-App.js").unwrap();
-        assert_eq!(
-            database_name(&repo, &Slug::new("pr-42-login").unwrap()),
-            "web_app_js_pr_42_login"
+        let name = database_name(&repo, &Slug::new("pr-42-login").unwrap());
+        assert!(name.starts_with("web_app_js_pr_42_login_"), "{name}");
+        assert_eq!(name.len(), "web_app_js_pr_42_login_".len() + 8);
+        // Names that used to collide stay apart: `a-b` + `c` / `a` + `b-c`, and two owners.
+        let ab = RepoName::new("o", "a-b").unwrap();
+        let a = RepoName::new("o", "a").unwrap();
+        assert_ne!(
+            database_name(&ab, &Slug::new("c").unwrap()),
+            database_name(&a, &Slug::new("b-c").unwrap())
         );
+        assert_ne!(
+            database_name(&RepoName::new("x", "webapp").unwrap(), &Slug::staging()),
+            database_name(&RepoName::new("y", "webapp").unwrap(), &Slug::staging())
+        );
+        // Long names keep the hash and the limit.
+        let long = database_name(&repo, &Slug::new(&"x".repeat(60)).unwrap());
+        assert_eq!(long.len(), MAX_IDENT, "{long}");
         assert_eq!(snapshot_prefix(&repo), "web_app_js_");
         let long = ident(&format!("webapp_{}", "x".repeat(80)));
         assert_eq!(long.len(), MAX_IDENT);
@@ -520,12 +567,26 @@ mod tests {
         )
         .unwrap();
         let repo = RepoName::new("acme", "webapp").unwrap();
-        assert!(pg.check_snapshot(&repo, "webapp_snapshot").is_ok());
-        assert!(pg.check_snapshot(&repo, "golden_template").is_ok());
-        assert!(pg.check_snapshot(&repo, "other").is_ok());
-        assert!(pg.check_snapshot(&repo, "billing_snapshot").is_err());
-        assert!(pg.check_snapshot(&repo, "webapp_\"x").is_err());
-        assert!(pg.check_snapshot(&repo, "").is_err());
+        assert!(pg.check_snapshot(&repo, "webapp_snapshot", &[]).is_ok());
+        assert!(pg.check_snapshot(&repo, "golden_template", &[]).is_ok());
+        assert!(pg.check_snapshot(&repo, "other", &[]).is_ok());
+        assert!(pg.check_snapshot(&repo, "billing_snapshot", &[]).is_err());
+        assert!(pg.check_snapshot(&repo, "webapp_\"x", &[]).is_err());
+        assert!(pg.check_snapshot(&repo, "", &[]).is_err());
+        // Another repository's snapshot that happens to start with ours: refused.
+        let my = RepoName::new("acme", "my").unwrap();
+        let my_app = RepoName::new("other", "my-app").unwrap();
+        let twin = RepoName::new("evil", "webapp").unwrap();
+        let known = [my.clone(), my_app.clone(), repo.clone(), twin.clone()];
+        assert!(pg.check_snapshot(&my, "my_app_snapshot", &known).is_err());
+        assert!(
+            pg.check_snapshot(&my_app, "my_app_snapshot", &known)
+                .is_ok()
+        );
+        assert!(pg.check_snapshot(&my, "my_snapshot", &known).is_ok());
+        // The same name under two owners: ambiguous for both, unless listed.
+        assert!(pg.check_snapshot(&repo, "webapp_snapshot", &known).is_err());
+        assert!(pg.check_snapshot(&twin, "webapp_snapshot", &known).is_err());
     }
 
     #[test]

@@ -67,6 +67,15 @@ impl From<DatabaseError> for ProviderError {
 }
 
 impl App {
+    /// The repositories stagebot serves, for the snapshot-name check; failing closed.
+    fn known_repos(&self) -> Result<Vec<crate::types::RepoName>, DatabaseError> {
+        self.store().known_repos().map_err(|e| {
+            DatabaseError::Config(format!(
+                "cannot read the repositories stagebot serves to check the snapshot name: {e}"
+            ))
+        })
+    }
+
     /// `.github/stagebot.yml` on the repository's default branch (the product rules).
     async fn default_branch_config(
         &self,
@@ -117,7 +126,7 @@ impl App {
             DatabasePlan::None => return Ok(()),
             DatabasePlan::Own { .. } => {
                 if let Some(s) = &pcfg.snapshot {
-                    pg.check_snapshot(repo, s)?;
+                    pg.check_snapshot(repo, s, &self.known_repos()?)?;
                 }
                 let name = database_name(repo, &spec.env.slug);
                 pg.ensure(&name, pcfg.snapshot.as_deref()).await?
@@ -180,7 +189,7 @@ impl App {
                 "{repo} names no database.postgres.snapshot on the default branch"
             )));
         };
-        pg.check_snapshot(repo, snapshot)?;
+        pg.check_snapshot(repo, snapshot, &self.known_repos()?)?;
         let anonymize = match &pcfg.anonymize {
             None => None,
             Some(path) => {

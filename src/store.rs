@@ -1589,6 +1589,25 @@ impl Store {
         Ok(())
     }
 
+    /// Every repository stagebot knows of: those of its installations and those with
+    /// environments.
+    pub fn known_repos(&self) -> Result<Vec<RepoName>> {
+        let mut out: Vec<RepoName> = Vec::new();
+        for item in self.installations.scan_prefix(b"r/") {
+            let (k, _) = item?;
+            if let Some(name) = std::str::from_utf8(&k[2..])
+                .ok()
+                .and_then(|n| n.parse::<RepoName>().ok())
+            {
+                out.push(name);
+            }
+        }
+        out.extend(self.envs()?.into_iter().map(|e| e.id.repo));
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     pub fn installation(&self, id: u64) -> Result<Option<InstallationRecord>> {
         let key = format!("i/{id}");
         self.installations
