@@ -1084,31 +1084,16 @@ fn run_command(
                 PromoteTarget::Staging => (EnvKind::Staging, Slug::staging()),
                 PromoteTarget::Production => (EnvKind::Production, Slug::production()),
             };
-            Ok(CommandOutcome::Deferred(vec![Action::Deploy(Deploy {
-                target: Target {
-                    kind,
-                    slug: target_slug,
-                    branch: env.branch.clone(),
-                    pr: Some(pr),
-                    // Staging and production always fetch from this repository, never from a
-                    // fork (GitHub keeps every PR's commits there, under `refs/pull/<n>/head`).
-                    clone_url: None,
-                    fork: false,
-                },
-                sha: release.sha.clone(),
-                trigger: Trigger::Promote {
-                    from: slug,
-                    release: Some(release.n),
-                },
-                by: by.clone(),
-                ack: Some(e.comment_id),
-                force: false,
-                profile: None,
-                gate: None,
-                checks: None,
-                queue: false,
-                ttl: None,
-            })]))
+            // Staging and production always fetch from this repository, never from a fork
+            // (GitHub keeps every PR's commits there, under `refs/pull/<n>/head`).
+            Ok(CommandOutcome::Deferred(vec![Action::Deploy(promotion(
+                (kind, target_slug),
+                &slug,
+                release,
+                (&env.branch, Some(pr)),
+                by,
+                Some(e.comment_id),
+            ))]))
         }
         Command::Rollback { target, to } => {
             let slug = match target {
@@ -1211,29 +1196,14 @@ fn promote_merge_from_staging(
         _ => None,
     });
     match (env, live) {
-        (Some(env), Some(release)) if release.sha == *merge => Ok(Deploy {
-            target: Target {
-                kind: EnvKind::Production,
-                slug: Slug::production(),
-                branch: env.branch.clone(),
-                pr: Some(pr),
-                clone_url: None,
-                fork: false,
-            },
-            sha: release.sha.clone(),
-            trigger: Trigger::Promote {
-                from: staging,
-                release: Some(release.n),
-            },
-            by: by.to_owned(),
-            ack: Some(comment_id),
-            force: false,
-            profile: None,
-            gate: None,
-            checks: None,
-            queue: false,
-            ttl: None,
-        }),
+        (Some(env), Some(release)) if release.sha == *merge => Ok(promotion(
+            (EnvKind::Production, Slug::production()),
+            &staging,
+            release,
+            (&env.branch, Some(pr)),
+            by,
+            Some(comment_id),
+        )),
         _ if deploying == Some(merge) => Err(format!(
             "staging is still deploying this pull request's merge commit `{}`: promote it once it is live. Nothing was deployed.",
             merge.short()
@@ -1276,31 +1246,51 @@ pub fn operator_promote(
         );
     }
     Ok(with_gate(
-        Deploy {
-            target: Target {
-                kind: EnvKind::Production,
-                slug: Slug::production(),
-                branch: release.git_ref.clone(),
-                pr: release.pr,
-                clone_url: None,
-                fork: false,
-            },
-            sha: release.sha.clone(),
-            trigger: Trigger::Promote {
-                from: from.clone(),
-                release: Some(release.n),
-            },
-            by: "operator".into(),
-            ack: None,
-            force: false,
-            profile: None,
-            gate: None,
-            checks: None,
-            queue: false,
-            ttl: None,
-        },
+        promotion(
+            (EnvKind::Production, Slug::production()),
+            from,
+            release,
+            (&release.git_ref, release.pr),
+            "operator",
+            None,
+        ),
         config,
     ))
+}
+
+/// A promotion of `release` of environment `from` to `to`: a deploy of its commit, fetched from
+/// this repository (never a fork), recorded as promoted from `from` #n.
+fn promotion(
+    to: (EnvKind, Slug),
+    from: &Slug,
+    release: &Release,
+    (branch, pr): (&str, Option<PrNumber>),
+    by: &str,
+    ack: Option<u64>,
+) -> Deploy {
+    Deploy {
+        target: Target {
+            kind: to.0,
+            slug: to.1,
+            branch: branch.to_owned(),
+            pr,
+            clone_url: None,
+            fork: false,
+        },
+        sha: release.sha.clone(),
+        trigger: Trigger::Promote {
+            from: from.clone(),
+            release: Some(release.n),
+        },
+        by: by.to_owned(),
+        ack,
+        force: false,
+        profile: None,
+        gate: None,
+        checks: None,
+        queue: false,
+        ttl: None,
+    }
 }
 
 /// Digits a fork's commit must be named with in `/stage <sha>` when stagebot received it only

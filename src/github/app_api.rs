@@ -300,22 +300,6 @@ impl RepoClient {
 
     /// The id of the App's sticky comment on `pr`, if there is one.
     pub async fn find_sticky_comment(&self, pr: PrNumber) -> Result<Option<u64>, GitHubError> {
-        let app_id = self.gh.app_id();
-        let mut found = None;
-        self.gh
-            .visit_pages(
-                As::Installation(self.installation_id),
-                "/repos/{owner}/{repo}/issues/{number}/comments",
-                self.path(&format!("/issues/{pr}/comments?per_page={PER_PAGE}")),
-                |page: Vec<routes::IssueComment>| {
-                    found = page
-                        .into_iter()
-                        .find(|c| super::is_our_sticky(c, app_id))
-                        .map(|c| c.id);
-                    found.is_some()
-                },
-            )
-            .await?;
-        Ok(found)
+        self.find_marked_comment(pr, super::STICKY_MARKER).await
     }
 }

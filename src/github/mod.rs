@@ -515,10 +515,7 @@ impl GitHub {
         path: String,
         body: Option<serde_json::Value>,
     ) -> Result<Answer, GitHubError> {
-        let span = tracing::info_span!("github", %method, route, path = %strip_query(&path));
-        self.call_inner(who, method, path, body, true)
-            .instrument(span)
-            .await
+        self.call_traced(who, method, route, path, body, true).await
     }
 
     /// Like [`call`](Self::call) for a request that must not take effect twice: retried only
@@ -532,8 +529,21 @@ impl GitHub {
         path: String,
         body: Option<serde_json::Value>,
     ) -> Result<Answer, GitHubError> {
+        self.call_traced(who, method, route, path, body, false)
+            .await
+    }
+
+    async fn call_traced(
+        &self,
+        who: As,
+        method: Method,
+        route: &'static str,
+        path: String,
+        body: Option<serde_json::Value>,
+        retry_ambiguous: bool,
+    ) -> Result<Answer, GitHubError> {
         let span = tracing::info_span!("github", %method, route, path = %strip_query(&path));
-        self.call_inner(who, method, path, body, false)
+        self.call_inner(who, method, path, body, retry_ambiguous)
             .instrument(span)
             .await
     }
