@@ -85,6 +85,9 @@ pub struct Settings {
     pub sentry: crate::sentry::SentrySettings,
     /// `STAGEBOT_BACKUP_*`: scheduled backups of the store (src/backup.rs).
     pub backup: Option<crate::backup::BackupSettings>,
+    /// `STAGEBOT_PROXY_IDLE_TIMEOUT`: a proxied body, stream or WebSocket that moves no byte
+    /// for this long is cut off.
+    pub proxy_idle_timeout: Duration,
 }
 
 impl Settings {
@@ -110,6 +113,7 @@ impl Settings {
             snapshot_every: None,
             sentry: crate::sentry::SentrySettings::default(),
             backup: None,
+            proxy_idle_timeout: crate::proxy::BODY_IDLE_TIMEOUT,
         }
     }
 }
@@ -159,13 +163,17 @@ pub struct App(pub(crate) Arc<Inner>);
 
 impl App {
     pub fn new(parts: Parts) -> Self {
+        let proxy_idle = parts.settings.proxy_idle_timeout;
         Self(Arc::new(Inner {
             settings: parts.settings,
             store: parts.store,
             github: parts.github,
             provider: parts.provider,
             routes: parts.routes,
-            proxy_client: ProxyClient::new(),
+            proxy_client: ProxyClient::with_timeouts(
+                crate::proxy::RESPONSE_HEADER_TIMEOUT,
+                proxy_idle,
+            ),
             clock: parts.clock,
             secrets: parts.secrets,
             metrics: Metrics::default(),

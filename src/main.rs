@@ -297,6 +297,10 @@ struct ServeArgs {
     /// sled's page cache (at least 1MiB); the store's memory beyond it is what is in flight.
     #[arg(long, env = "STAGEBOT_STORE_CACHE", default_value = "16MiB")]
     store_cache: String,
+    /// Proxy: a request or response body, a server-sent event stream or a WebSocket that moves
+    /// no byte (either way) for this long is cut off (e.g. `2m`, `1h`).
+    #[arg(long, env = "STAGEBOT_PROXY_IDLE_TIMEOUT", default_value = "2m")]
+    proxy_idle_timeout: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -373,6 +377,7 @@ fn front_door(a: &ServeArgs, settings: &mut Settings) -> Result<(), Usage> {
     }
     settings.delivery_retention = retention;
     settings.dead_letters_max = count("STAGEBOT_DEAD_LETTERS_MAX", &a.dead_letters_max)?;
+    settings.proxy_idle_timeout = duration("STAGEBOT_PROXY_IDLE_TIMEOUT", &a.proxy_idle_timeout)?;
     settings.own_hosts = stagebot::server::own_hosts(a.public_url.as_deref(), Some(a.listen));
     if settings.own_hosts.is_empty() {
         return Err(Usage(format!(

@@ -141,7 +141,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// An environment that has not sent its response headers by then gets a `504`.
 pub const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 /// A request or response body (either direction) that moves no byte for this long is cut off;
-/// a stream (server-sent events, long polling) stays open as long as it sends something.
+/// a stream (server-sent events, long polling) stays open as long as it sends something. The
+/// same idle timeout closes a WebSocket tunnel in which no byte moved either way. The default
+/// of `STAGEBOT_PROXY_IDLE_TIMEOUT`.
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A body that fails when no frame has come for `idle`.
@@ -207,6 +209,8 @@ pub struct ProxyClient {
     client: Client<HttpConnector, Body>,
     response_header_timeout: Duration,
     body_idle_timeout: Duration,
+    /// WebSocket tunnels open now (shared by every clone).
+    tunnels: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Default for ProxyClient {
@@ -229,16 +233,47 @@ impl ProxyClient {
             client,
             response_header_timeout: RESPONSE_HEADER_TIMEOUT,
             body_idle_timeout: BODY_IDLE_TIMEOUT,
+            tunnels: Arc::default(),
         }
     }
 
-    /// The same client with other response header and body idle timeouts (tests).
+    /// The same client with other response header and idle timeouts (`body_idle` applies to
+    /// bodies and to WebSocket tunnels alike).
     pub fn with_timeouts(response_header: Duration, body_idle: Duration) -> Self {
         Self {
             response_header_timeout: response_header,
             body_idle_timeout: body_idle,
             ..Self::new()
         }
+    }
+
+    /// WebSocket tunnels open now.
+    pub fn open_tunnels(&self) -> usize {
+        self.tunnels.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Held by every request of a client connection that counts against the server's connection
+/// limit (`STAGEBOT_MAX_CONNECTIONS`; put into the request's extensions by the server). The
+/// slot is free once the connection and every clone are gone: a WebSocket tunnel keeps its
+/// clone, so an upgraded connection keeps counting after the HTTP connection hands it over.
+#[derive(Clone)]
+pub struct ConnectionSlot {
+    _held: Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl ConnectionSlot {
+    /// A slot that holds `permit` until the last clone is dropped.
+    pub fn new(permit: impl std::any::Any + Send + Sync) -> Self {
+        Self {
+            _held: Arc::new(permit),
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnectionSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionSlot")
     }
 }
 
@@ -285,9 +320,17 @@ pub fn no_live_environment(host: &str) -> Response {
 /// that the environment is not answering); gives the request back untouched when the host has
 /// no route, so the caller can serve it.
 ///
-/// Method, path, query, headers and body are passed on (bodies stream both ways); hop-by-hop
-/// headers are removed; `X-Forwarded-For` (appended to), `X-Forwarded-Host` and
-/// `X-Forwarded-Proto` (kept if a front proxy set it, else `http`) are added.
+/// Method, path, query, headers and body are passed on (bodies stream both ways, frame by
+/// frame, never collected); hop-by-hop headers are removed; `X-Forwarded-For` (appended to),
+/// `X-Forwarded-Host` and `X-Forwarded-Proto` (kept if a front proxy set it, else `http`) are
+/// added.
+///
+/// A WebSocket handshake (`GET` with `Upgrade: websocket` and `Connection: upgrade`) keeps its
+/// `Upgrade` and `Connection: upgrade`; when the environment answers `101`, both connections
+/// are taken over and bytes are copied both ways until either side closes or nothing moves for
+/// the idle timeout (see [`ProxyClient::with_timeouts`]). Any other `Upgrade` (`h2c`, …) is
+/// dropped like every hop-by-hop header, so the request is answered over HTTP/1.1 as RFC 9110
+/// allows.
 pub async fn forward(
     routes: &Routes,
     client: &ProxyClient,
@@ -305,6 +348,15 @@ pub async fn forward(
         .map(|ConnectInfo(addr)| addr.ip());
 
     let (mut parts, body) = req.into_parts();
+    let websocket = is_websocket_handshake(&parts.method, &parts.headers);
+    // The client side of a WebSocket: its connection, once the response is `101`.
+    let client_side = if websocket {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
+    let slot = parts.extensions.get::<ConnectionSlot>().cloned();
+    let upgrade = parts.headers.get(header::UPGRADE).cloned();
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -327,6 +379,9 @@ pub async fn forward(
     parts.uri = uri;
     parts.version = axum::http::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
+    if let (true, Some(upgrade)) = (websocket, upgrade) {
+        keep_upgrade(&mut parts.headers, upgrade);
+    }
     add_forwarded(&mut parts.headers, &host, peer);
 
     let method = parts.method.clone();
@@ -350,6 +405,36 @@ pub async fn forward(
                     client.response_header_timeout.as_secs()
                 ),
             ))
+        }
+        Ok(Ok(mut resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let Some(client_side) = client_side else {
+                tracing::warn!(%host, %upstream, %method, %path, "upstream switched protocols unasked");
+                return Ok(text_response(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "stagebot: the environment at {host} switched protocols (101) on a \
+                         request that was not a WebSocket handshake.\n"
+                    ),
+                ));
+            };
+            let app_side = hyper::upgrade::on(&mut resp);
+            let (mut parts, _) = resp.into_parts();
+            let upgrade = parts.headers.get(header::UPGRADE).cloned();
+            strip_hop_by_hop(&mut parts.headers);
+            if let Some(upgrade) = upgrade {
+                keep_upgrade(&mut parts.headers, upgrade);
+            }
+            let tunnel = Tunnel {
+                idle: client.body_idle_timeout,
+                open: TunnelCount::enter(&client.tunnels),
+                _slot: slot,
+            };
+            let span = tracing::info_span!("websocket", %host, %upstream, %path);
+            tokio::spawn(tracing::Instrument::instrument(
+                tunnel.run(client_side, app_side),
+                span,
+            ));
+            Ok(Response::from_parts(parts, Body::empty()))
         }
         Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
@@ -408,6 +493,180 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         HeaderName::from_static("proxy-connection"),
     ] {
         headers.remove(name);
+    }
+}
+
+/// A WebSocket opening handshake: `GET`, `Upgrade` naming `websocket`, `Connection` naming
+/// `upgrade` (RFC 6455 §4.1; tokens compared case-insensitively).
+fn is_websocket_handshake(method: &axum::http::Method, headers: &HeaderMap) -> bool {
+    fn names(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| {
+                let t = t.trim();
+                // `Upgrade: websocket/13` names a protocol with a version.
+                t.eq_ignore_ascii_case(token)
+                    || t.split('/')
+                        .next()
+                        .is_some_and(|p| p.eq_ignore_ascii_case(token))
+            })
+    }
+    method == axum::http::Method::GET
+        && names(headers, header::UPGRADE, "websocket")
+        && names(headers, header::CONNECTION, "upgrade")
+}
+
+/// Put back what a protocol switch needs after the hop-by-hop headers went.
+fn keep_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
+    headers.insert(header::UPGRADE, upgrade);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+}
+
+/// Counts an open tunnel while it lives.
+struct TunnelCount(Arc<std::sync::atomic::AtomicUsize>);
+
+impl TunnelCount {
+    fn enter(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for TunnelCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// An upgraded connection between a client and an environment.
+struct Tunnel {
+    idle: Duration,
+    open: TunnelCount,
+    /// The client connection's slot: the tunnel counts against the connection limit.
+    _slot: Option<ConnectionSlot>,
+}
+
+impl Tunnel {
+    /// Wait for both sides to switch, then copy bytes both ways until either side closes, an
+    /// error, or `idle` without a byte in either direction. Dropping the connections closes
+    /// them.
+    async fn run(self, client: hyper::upgrade::OnUpgrade, app: hyper::upgrade::OnUpgrade) {
+        use hyper_util::rt::TokioIo;
+        let (client, app) = match tokio::try_join!(client, app) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "the protocol switch failed");
+                return;
+            }
+        };
+        let activity = Activity::new();
+        let mut client = Watched::new(TokioIo::new(client), Arc::clone(&activity));
+        let mut app = Watched::new(TokioIo::new(app), Arc::clone(&activity));
+        tracing::debug!("tunnel open");
+        tokio::select! {
+            copied = tokio::io::copy_bidirectional(&mut client, &mut app) => match copied {
+                Ok((up, down)) => tracing::debug!(bytes_to_app = up, bytes_to_client = down, "tunnel closed"),
+                Err(e) => tracing::debug!(error = %e, "tunnel ended with an error"),
+            },
+            () = activity.idle_for(self.idle) => {
+                tracing::info!(idle_ms = self.idle.as_millis() as u64, "tunnel closed: no data either way");
+            }
+        }
+        drop(self.open);
+    }
+}
+
+/// When a tunnel last moved a byte.
+struct Activity {
+    start: tokio::time::Instant,
+    /// Milliseconds after `start`.
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            start: tokio::time::Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self.last.load(std::sync::atomic::Ordering::Relaxed);
+            let deadline = self.start + Duration::from_millis(last) + idle;
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// A connection whose reads note activity (every byte copied is read from one side first).
+struct Watched<T> {
+    io: T,
+    activity: Arc<Activity>,
+}
+
+impl<T> Watched<T> {
+    fn new(io: T, activity: Arc<Activity>) -> Self {
+        Self { io, activity }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }
 

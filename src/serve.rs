@@ -267,6 +267,10 @@ async fn serve_http(
             }
             continue;
         };
+        // Every request carries the slot: a WebSocket tunnel keeps it after the connection
+        // is handed over, so it counts until the tunnel closes.
+        let slot = crate::proxy::ConnectionSlot::new(slot);
+        let request_slot = slot.clone();
         let service =
             router
                 .clone()
@@ -274,6 +278,7 @@ async fn serve_http(
                     let mut req = req.map(axum::body::Body::new);
                     req.extensions_mut()
                         .insert(axum::extract::ConnectInfo(peer));
+                    req.extensions_mut().insert(request_slot.clone());
                     req
                 });
         let conn = builder

@@ -195,6 +195,10 @@ pub struct StackOptions {
     pub artifact_keep: usize,
     /// `STAGEBOT_RECOVER=auto`: an empty store is rebuilt from the fake GitHub before serving.
     pub recover: bool,
+    /// `STAGEBOT_PROXY_IDLE_TIMEOUT` (default 2 min).
+    pub proxy_idle_timeout: Option<Duration>,
+    /// `STAGEBOT_MAX_CONNECTIONS` (default 1024).
+    pub max_connections: Option<usize>,
 }
 
 impl StackOptions {
@@ -217,6 +221,8 @@ impl StackOptions {
             backup: None,
             artifact_keep: 3,
             recover: false,
+            proxy_idle_timeout: None,
+            max_connections: None,
         }
     }
 }
@@ -272,6 +278,12 @@ impl Stack {
         settings.postgres = opts.postgres.clone();
         settings.sentry = opts.sentry.clone();
         settings.backup = opts.backup.clone();
+        if let Some(idle) = opts.proxy_idle_timeout {
+            settings.proxy_idle_timeout = idle;
+        }
+        if let Some(max) = opts.max_connections {
+            settings.max_connections = max;
+        }
         let retry = RetryPolicy {
             base_delay: Duration::from_millis(5),
             max_delay: Duration::from_millis(50),

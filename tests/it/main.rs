@@ -5,6 +5,7 @@ mod catchup;
 mod comments;
 mod database;
 mod deployments;
+mod edge;
 mod flows;
 mod frontdoor;
 mod github;
