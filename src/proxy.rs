@@ -803,6 +803,86 @@ mod tests {
     }
 
     #[test]
+    fn websocket_handshakes_are_recognised() {
+        use axum::http::Method;
+        let headers = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            h
+        };
+        let ws = headers(&[("upgrade", "websocket"), ("connection", "Upgrade")]);
+        assert!(is_websocket_handshake(&Method::GET, &ws));
+        assert!(!is_websocket_handshake(&Method::POST, &ws));
+        assert!(is_websocket_handshake(
+            &Method::GET,
+            &headers(&[
+                ("upgrade", "WebSocket"),
+                ("connection", "keep-alive, upgrade")
+            ])
+        ));
+        assert!(is_websocket_handshake(
+            &Method::GET,
+            &headers(&[
+                ("upgrade", "websocket/13"),
+                ("connection", "keep-alive"),
+                ("connection", "Upgrade")
+            ])
+        ));
+        for not in [
+            headers(&[
+                ("upgrade", "h2c"),
+                ("connection", "upgrade, http2-settings"),
+            ]),
+            headers(&[("upgrade", "websocket")]),
+            headers(&[("connection", "upgrade")]),
+            headers(&[("upgrade", "websockets"), ("connection", "upgrade")]),
+            headers(&[("upgrade", "websocket"), ("connection", "upgrades")]),
+        ] {
+            assert!(!is_websocket_handshake(&Method::GET, &not), "{not:?}");
+        }
+    }
+
+    #[test]
+    fn a_handshake_keeps_its_upgrade_and_loses_other_hops() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Upgrade, keep-alive, x-hop"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("sec-websocket-key", HeaderValue::from_static("abc"));
+        let upgrade = h.get(header::UPGRADE).cloned().unwrap();
+        strip_hop_by_hop(&mut h);
+        keep_upgrade(&mut h, upgrade);
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h["sec-websocket-key"], "abc");
+        assert!(!h.contains_key("x-hop"));
+        assert_eq!(h.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_switch_nobody_asked_for_is_a_502() {
+        let routes = Routes::default();
+        let client = ProxyClient::new();
+        routes.set(
+            "rogue--web.localhost",
+            stalling_upstream(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n").await,
+        );
+        let resp = forward(&routes, &client, request("rogue--web.localhost"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(client.open_tunnels(), 0);
+    }
+
+    #[test]
     fn hop_by_hop_headers_go() {
         let mut h = HeaderMap::new();
         h.insert(

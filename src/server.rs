@@ -250,6 +250,11 @@ async fn metrics(State(app): State<App>) -> Response {
                     .last_success
                     .map_or(0, |t| t.timestamp().max(0) as u64),
             ),
+            (
+                "stagebot_proxy_websockets_open",
+                "WebSocket connections the proxy carries to environments now.",
+                app.proxy_client().open_tunnels() as u64,
+            ),
         ],
         &[
             (

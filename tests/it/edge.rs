@@ -294,6 +294,15 @@ async fn websocket_echoes_through_the_proxy_and_counts_against_the_connection_li
         "{pong:?}"
     );
     assert_eq!(live.stack.app.proxy_client().open_tunnels(), 1);
+    let (_, metrics) = live
+        .stack
+        .get(&format!("{}/metrics", live.stack.url()))
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("\nstagebot_proxy_websockets_open 1\n"),
+        "{metrics}"
+    );
 
     // A clean close: the app answers the close frame and sees its connection end.
     ws.close(None).await.unwrap();
