@@ -10,6 +10,7 @@ mod flows;
 mod frontdoor;
 mod github;
 mod ingress;
+mod manifests;
 mod pipeline;
 mod providers;
 mod recover;
