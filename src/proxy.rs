@@ -550,18 +550,24 @@ struct Tunnel {
 }
 
 impl Tunnel {
-    /// Wait for both sides to switch, then copy bytes both ways until either side closes, an
-    /// error, or `idle` without a byte in either direction. Dropping the connections closes
-    /// them.
+    /// Wait (at most `idle`) for both sides to switch, then copy bytes both ways until either
+    /// side closes, an error, or `idle` without a byte in either direction. Dropping the
+    /// connections closes them.
     async fn run(self, client: hyper::upgrade::OnUpgrade, app: hyper::upgrade::OnUpgrade) {
         use hyper_util::rt::TokioIo;
-        let (client, app) = match tokio::try_join!(client, app) {
-            Ok(both) => both,
-            Err(e) => {
-                tracing::warn!(error = %error_chain(&e), "the protocol switch failed");
-                return;
-            }
-        };
+        let idle_ms = u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX);
+        let (client, app) =
+            match tokio::time::timeout(self.idle, async { tokio::try_join!(client, app) }).await {
+                Ok(Ok(both)) => both,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %error_chain(&e), "the protocol switch failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(idle_ms, "the protocol switch did not complete in time");
+                    return;
+                }
+            };
         let activity = Activity::new();
         let mut client = Watched::new(TokioIo::new(client), Arc::clone(&activity));
         let mut app = Watched::new(TokioIo::new(app), Arc::clone(&activity));
@@ -572,7 +578,7 @@ impl Tunnel {
                 Err(e) => tracing::debug!(error = %e, "tunnel ended with an error"),
             },
             () = activity.idle_for(self.idle) => {
-                tracing::info!(idle_ms = self.idle.as_millis() as u64, "tunnel closed: no data either way");
+                tracing::info!(idle_ms, "tunnel closed: no data either way");
             }
         }
         drop(self.open);
