@@ -275,6 +275,19 @@ async fn websocket_echoes_through_the_proxy_and_counts_against_the_connection_li
             other => panic!("expected the echo of {text:?}, got {other:?}"),
         }
     }
+    // Many round trips in a row: every one answered, in order.
+    let t = std::time::Instant::now();
+    for i in 0..200 {
+        ws.send(Message::text(format!("n{i}"))).await.unwrap();
+        match next_message(&mut ws).await {
+            Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), format!("echo: n{i}")),
+            other => panic!("round trip {i}: {other:?}"),
+        }
+    }
+    eprintln!(
+        "measure: 200 WebSocket round trips through the proxy in {:?}",
+        t.elapsed()
+    );
     // Binary, and large enough for the 64-bit length form (the copy is bytes, not messages).
     let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
     ws.send(Message::binary(big.clone())).await.unwrap();
