@@ -208,7 +208,10 @@ pub fn resolve(
     env: &EnvCredentials,
     file: Option<AppCredentials>,
 ) -> Result<Option<Resolved>, CredentialsError> {
-    let env_secrets = env.webhook_secret.as_deref().and_then(WebhookSecrets::parse);
+    let env_secrets = env
+        .webhook_secret
+        .as_deref()
+        .and_then(WebhookSecrets::parse);
     let (app, app_from_env) = match (env.app_id, &env.private_key, &file) {
         (Some(id), Some(key), _) => (Some((id, key.clone())), true),
         (Some(_), None, _) => {
@@ -291,9 +294,33 @@ mod tests {
         let table = [
             (true, true, true, 5, "env-key", "env-secret", (true, true)),
             (true, true, false, 5, "env-key", "env-secret", (true, true)),
-            (false, false, true, 77, "file-key", "file-secret", (false, false)),
-            (true, false, true, 5, "env-key", "file-secret", (true, false)),
-            (false, true, true, 77, "file-key", "env-secret", (false, true)),
+            (
+                false,
+                false,
+                true,
+                77,
+                "file-key",
+                "file-secret",
+                (false, false),
+            ),
+            (
+                true,
+                false,
+                true,
+                5,
+                "env-key",
+                "file-secret",
+                (true, false),
+            ),
+            (
+                false,
+                true,
+                true,
+                77,
+                "file-key",
+                "env-secret",
+                (false, true),
+            ),
         ];
         for (app, webhook, file, id, key, secret, (fa, fw)) in table {
             let r = resolve(&env(app, webhook), file.then(file_creds))
@@ -379,6 +406,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(path(dir.path()), "{\"app_id\": \"x\"").unwrap();
         let e = AppCredentials::load(dir.path()).unwrap_err();
-        assert!(e.to_string().contains("app.json is not a valid credentials file"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("app.json is not a valid credentials file"),
+            "{e}"
+        );
     }
 }

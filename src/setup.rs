@@ -23,12 +23,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::{Json, Router};
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -195,7 +195,10 @@ impl SetupCore {
 fn same_secret(given: &str, expected: &str) -> bool {
     let a = Sha256::digest(given.as_bytes());
     let b = Sha256::digest(expected.as_bytes());
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// `n` random bytes from the kernel, hex-encoded.
@@ -533,7 +536,10 @@ fn html(status: StatusCode, web_url: &str, title: &str, body: &str) -> Response 
     let mut resp = (status, axum::response::Html(page)).into_response();
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if let Ok(v) = HeaderValue::from_str(&csp) {
         h.insert(header::CONTENT_SECURITY_POLICY, v);
@@ -588,10 +594,7 @@ pub async fn page<H: SetupHost>(
         tracing::warn!("GET /setup refused (no or wrong admin token)");
         return refused(&host);
     }
-    let org = q
-        .get("org")
-        .map(|o| o.trim())
-        .filter(|o| !o.is_empty());
+    let org = q.get("org").map(|o| o.trim()).filter(|o| !o.is_empty());
     if let Some(org) = org
         && !valid_org(org)
     {
@@ -659,10 +662,7 @@ pub async fn page<H: SetupHost>(
             Some(o) => format!("of the organization <code>{}</code>", escape(o)),
             None => "of your GitHub account".to_owned(),
         },
-        hook = escape(&format!(
-            "{}/webhook",
-            cfg.public_url.trim_end_matches('/')
-        )),
+        hook = escape(&format!("{}/webhook", cfg.public_url.trim_end_matches('/'))),
     );
     if unreachable_from_github(&cfg.public_url) {
         let _ = write!(
@@ -688,7 +688,12 @@ pub async fn page<H: SetupHost>(
             .map(|t| format!("<input type=hidden name=token value=\"{}\">", escape(t)))
             .unwrap_or_default(),
     );
-    html(StatusCode::OK, &cfg.github_web_url, "Register stagebot", &body)
+    html(
+        StatusCode::OK,
+        &cfg.github_web_url,
+        "Register stagebot",
+        &body,
+    )
 }
 
 /// `GET /setup/callback?code=…&state=…`: GitHub's redirect after the App was created.
@@ -709,10 +714,7 @@ pub async fn callback<H: SetupHost>(
              Start again at <a href=\"/setup\">/setup</a>.</p>",
         );
     }
-    let Some(code) = q
-        .get("code")
-        .filter(|c| crate::github::is_manifest_code(c))
-    else {
+    let Some(code) = q.get("code").filter(|c| crate::github::is_manifest_code(c)) else {
         return html(
             StatusCode::BAD_REQUEST,
             &web,
@@ -721,8 +723,7 @@ pub async fn callback<H: SetupHost>(
              <a href=\"/setup\">/setup</a>.</p>",
         );
     };
-    let app = match crate::github::create_app_from_manifest(&core.config.github_api_url, code)
-        .await
+    let app = match crate::github::create_app_from_manifest(&core.config.github_api_url, code).await
     {
         Ok(app) => app,
         Err(e) => {
@@ -858,7 +859,16 @@ mod tests {
         for ok in ["acme", "Acme-Corp", "a", &"a".repeat(39)] {
             assert!(valid_org(ok), "{ok}");
         }
-        for bad in ["", "-acme", "acme-", "ac--me", "acme/evil", "<b>", &"a".repeat(40), "a b"] {
+        for bad in [
+            "",
+            "-acme",
+            "acme-",
+            "ac--me",
+            "acme/evil",
+            "<b>",
+            &"a".repeat(40),
+            "a b",
+        ] {
             assert!(!valid_org(bad), "{bad}");
         }
         assert_eq!(
@@ -909,9 +919,15 @@ mod tests {
     fn who_may_open_setup() {
         let none = HeaderMap::new();
         let mut bearer = HeaderMap::new();
-        bearer.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cret"));
+        bearer.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cret"),
+        );
         let mut wrong = HeaderMap::new();
-        wrong.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cre"));
+        wrong.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cre"),
+        );
         // No token set: open until an App is configured, closed after.
         assert!(core(None).allowed(false, &none, None));
         assert!(!core(None).allowed(true, &none, None));

@@ -118,13 +118,21 @@ impl WebhookSecrets {
     }
 
     fn current(&self) -> Arc<Vec<Secret>> {
-        Arc::clone(&self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+        Arc::clone(
+            &self
+                .0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// Verify with `other`'s secrets from now on (every clone of `self` included).
     pub fn replace(&self, other: &WebhookSecrets) {
         let secrets = other.current();
-        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = secrets;
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = secrets;
     }
 
     /// Does `header` (`sha256=<hex>`) match the HMAC-SHA256 of `body` under any secret?

@@ -152,9 +152,8 @@ pub async fn create_app_from_manifest(
         return Err(e);
     }
     let c: Conversion = answer.json("app manifest conversion")?;
-    AppKey::from_pem(c.id, &c.pem).map_err(|e| {
-        GitHubError::Decode(format!("the new App's private key is unusable: {e}"))
-    })?;
+    AppKey::from_pem(c.id, &c.pem)
+        .map_err(|e| GitHubError::Decode(format!("the new App's private key is unusable: {e}")))?;
     let webhook_secret = c
         .webhook_secret
         .filter(|s| !s.trim().is_empty())
