@@ -664,6 +664,12 @@ pub async fn page<H: SetupHost>(
         },
         hook = escape(&format!("{}/webhook", cfg.public_url.trim_end_matches('/'))),
     );
+    if cfg.admin_token.is_none() {
+        body.push_str(
+            "<p class=note><code>STAGEBOT_ADMIN_TOKEN</code> is not set: anyone who reaches this \
+             page can register an App for this stagebot until one is configured.</p>",
+        );
+    }
     if unreachable_from_github(&cfg.public_url) {
         let _ = write!(
             body,
