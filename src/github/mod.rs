@@ -520,13 +520,13 @@ impl GitHub {
     async fn authorization(&self, who: As) -> Result<(HeaderValue, Option<Secret>), GitHubError> {
         let (value, token) = match who {
             As::App => {
-                let key = self
+                let jwt = self
                     .inner
                     .key
                     .read()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
-                (format!("Bearer {}", key.jwt(Utc::now())?), None)
+                    .jwt(Utc::now())?;
+                (format!("Bearer {jwt}"), None)
             }
             As::Installation(id) => {
                 let token = self.installation_token(id).await?;
