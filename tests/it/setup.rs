@@ -358,7 +358,6 @@ async fn setup_registers_the_app_and_the_same_process_serves_as_it() {
     );
     // The same redirect again (a replayed state) is refused.
     assert_eq!(get(&location, None).await.0, 400);
-
     // The full service starts in the same process.
     poll("the full service", async || {
         let (status, _, body) = get(&format!("{base}/readyz"), None).await;
@@ -366,6 +365,30 @@ async fn setup_registers_the_app_and_the_same_process_serves_as_it() {
     })
     .await;
     let pid_before = serve.child.id();
+    // The code is spent too: with a fresh state, GitHub refuses it, and the page says so.
+    let (_, _, page) = get(&format!("{base}/setup"), Some(TOKEN)).await;
+    let fresh = query_param(&attr_after(&page, "<form method=post", "action"), "state");
+    let (status, _, body) = get(
+        &format!("{base}/setup/callback?code={code}&state={fresh}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("not found"), "{body}");
+    // A code that could reach another URL is refused before any call.
+    let (_, _, page) = get(&format!("{base}/setup"), Some(TOKEN)).await;
+    let fresh = query_param(&attr_after(&page, "<form method=post", "action"), "state");
+    let conversions = fake.requests_to("POST", "/app-manifests/").len();
+    let (status, _, _) = get(
+        &format!("{base}/setup/callback?code=..%2Fapp%2Finstallations&state={fresh}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        fake.requests_to("POST", "/app-manifests/").len(),
+        conversions
+    );
 
     // A webhook signed with the new secret is accepted and processed as the new App; one signed
     // with another secret is refused.
