@@ -451,6 +451,14 @@ async fn run(upstream: String) -> Result<(), Vec<String>> {
         rc.find_sticky_comment(pr).await.map(|id| format!("{id:?}")),
         &mut problems,
     );
+    // The manifest flow's last step (/setup/callback, src/setup.rs): unauthenticated.
+    note(
+        "create_app_from_manifest (apps/create-from-manifest)",
+        stagebot::github::create_app_from_manifest(&format!("http://{addr}"), "a1b2c3d4e5f6")
+            .await
+            .map(|app| format!("app {} ({})", app.id, app.slug)),
+        &mut problems,
+    );
 
     let log = proxy.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
     println!("\nexchanges with Prism ({}):", log.len());

@@ -88,6 +88,13 @@ pub struct Settings {
     /// `STAGEBOT_PROXY_IDLE_TIMEOUT`: a proxied body, stream or WebSocket that moves no byte
     /// for this long is cut off.
     pub proxy_idle_timeout: Duration,
+    /// `GITHUB_WEB_URL`: GitHub's web pages (the manifest flow, src/setup.rs).
+    pub github_web_url: String,
+    /// `STAGEBOT_ADMIN_TOKEN`: opens `/setup` once an App is configured (src/setup.rs).
+    pub admin_token: Option<crate::types::Secret>,
+    /// The App credentials the environment supplied; a registration through `/setup` does not
+    /// replace them (src/credentials.rs).
+    pub credentials_from_env: crate::credentials::FromEnv,
 }
 
 impl Settings {
@@ -114,6 +121,9 @@ impl Settings {
             sentry: crate::sentry::SentrySettings::default(),
             backup: None,
             proxy_idle_timeout: crate::proxy::BODY_IDLE_TIMEOUT,
+            github_web_url: crate::setup::DEFAULT_WEB_URL.to_owned(),
+            admin_token: None,
+            credentials_from_env: crate::credentials::FromEnv::default(),
         }
     }
 }
@@ -144,6 +154,8 @@ pub(crate) struct Inner {
     pub(crate) runners_idle: Notify,
     /// Scheduled jobs' state (backups, snapshots) and the Sentry issue counts.
     pub(crate) services: crate::services::ServicesState,
+    /// The `/setup` manifest flow (src/setup.rs).
+    pub(crate) setup: crate::setup::SetupCore,
 }
 
 /// The parts an [`App`] is made of.
@@ -164,6 +176,7 @@ pub struct App(pub(crate) Arc<Inner>);
 impl App {
     pub fn new(parts: Parts) -> Self {
         let proxy_idle = parts.settings.proxy_idle_timeout;
+        let setup = crate::setup::SetupCore::from_settings(&parts.settings, parts.github.api_url());
         Self(Arc::new(Inner {
             settings: parts.settings,
             store: parts.store,
@@ -185,6 +198,7 @@ impl App {
             runners: Mutex::new(HashMap::new()),
             runners_idle: Notify::new(),
             services: crate::services::ServicesState::default(),
+            setup,
         }))
     }
 

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use stagebot::app::{App, Parts, Settings};
 use stagebot::clock::SystemClock;
+use stagebot::credentials::{AppCredentials, EnvCredentials, Resolved};
 use stagebot::github::{GitHub, GitHubConfig, RetryPolicy};
 use stagebot::provider::Provider;
 use stagebot::provider::command::{CommandConfig, CommandProvider};
@@ -17,7 +18,6 @@ use stagebot::provider::sandbox::{SandboxConfig, SandboxMode};
 use stagebot::proxy::Routes;
 use stagebot::store::Store;
 use stagebot::types::{DeliveryId, EnvId, RepoName, Secret, Slug};
-use stagebot::webhook::WebhookSecrets;
 
 #[derive(Parser)]
 #[command(
@@ -301,6 +301,14 @@ struct ServeArgs {
     /// no byte (either way) for this long is cut off (e.g. `2m`, `1h`).
     #[arg(long, env = "STAGEBOT_PROXY_IDLE_TIMEOUT", default_value = "2m")]
     proxy_idle_timeout: String,
+    /// GitHub's web address, for the manifest flow (/setup) (GitHub Enterprise Server:
+    /// `https://HOST`).
+    #[arg(long, env = "GITHUB_WEB_URL", default_value = "https://github.com")]
+    github_web_url: String,
+    /// Opens /setup (`Authorization: Bearer …` or `?token=…`); without it, /setup answers only
+    /// while no App is configured.
+    #[arg(long, env = "STAGEBOT_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -388,40 +396,51 @@ fn front_door(a: &ServeArgs, settings: &mut Settings) -> Result<(), Usage> {
     Ok(())
 }
 
-fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
-    // systemd's `LoadCredential=` directory, when the unit uses one: never shown to apps.
-    let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-    let secrets = a
-        .webhook_secret
-        .as_deref()
-        .and_then(WebhookSecrets::parse)
-        .ok_or_else(|| {
-            Usage("WEBHOOK_SECRET is required (the secret set on the GitHub App's webhook)".into())
-        })?;
-    let app_id = a
-        .app_id
-        .ok_or_else(|| Usage("APP_ID is required (the GitHub App's numeric id)".into()))?;
-    let key = match (&a.private_key, &a.private_key_path) {
-        (Some(k), _) => k.clone(),
-        (None, Some(p)) => std::fs::read_to_string(p).map_err(|e| {
+/// The App's credentials: the environment's, else those `/setup` wrote to the data dir
+/// (src/credentials.rs); `None`: none at all (setup mode).
+fn credentials(a: &ServeArgs) -> Result<Option<Resolved>, Usage> {
+    let private_key = match (&a.private_key, &a.private_key_path) {
+        (Some(k), _) => Some(Secret::new(k.clone())),
+        (None, Some(p)) => Some(Secret::new(std::fs::read_to_string(p).map_err(|e| {
             Usage(format!(
                 "PRIVATE_KEY_PATH {} cannot be read: {e}",
                 p.display()
             ))
-        })?,
-        (None, None) => {
-            return Err(Usage(
-                "PRIVATE_KEY or PRIVATE_KEY_PATH is required (the GitHub App's private key)".into(),
-            ));
-        }
+        })?)),
+        (None, None) => None,
     };
-    let github = GitHub::new(GitHubConfig {
-        api_url: a.github_api_url.clone(),
-        app_id,
-        private_key_pem: Secret::new(key.clone()),
-        retry: RetryPolicy::default(),
-    })
-    .map_err(|e| Usage(format!("the GitHub App settings are invalid: {e}")))?;
+    let env = EnvCredentials {
+        app_id: a.app_id,
+        private_key,
+        webhook_secret: a.webhook_secret.clone(),
+    };
+    let file = AppCredentials::load(&a.data_dir).map_err(|e| Usage(e.to_string()))?;
+    stagebot::credentials::resolve(&env, file).map_err(|e| Usage(e.to_string()))
+}
+
+fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
+    let creds = credentials(a)?.ok_or_else(|| {
+        Usage(
+            "no GitHub App is configured: set APP_ID, PRIVATE_KEY (or PRIVATE_KEY_PATH) and \
+             WEBHOOK_SECRET, or start `stagebot serve` and register one at /setup"
+                .into(),
+        )
+    })?;
+    let (prepared, reconcile) = prepare(a)?;
+    Ok((finish(a, prepared, creds)?, reconcile))
+}
+
+/// Everything but the App's credentials, validated and opened (the store, the provider).
+struct Prepared {
+    settings: Settings,
+    store: Store,
+    provider: Provider,
+    routes: Routes,
+}
+
+fn prepare(a: &ServeArgs) -> Result<(Prepared, Duration), Usage> {
+    // systemd's `LoadCredential=` directory, when the unit uses one: never shown to apps.
+    let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
     let port = a.listen.port();
     let preview_domain = a
         .preview_domain
@@ -439,12 +458,30 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
     settings.reconcile_interval = reconcile;
     front_door(a, &mut settings)?;
     if let Some(url) = &a.postgres_url {
-        let secret = Secret::new(a.postgres_secret.clone().unwrap_or_else(|| key.clone()));
-        settings.postgres = Some(
-            stagebot::database::Postgres::new(url, secret, &a.postgres_templates)
-                .map_err(|e| Usage(e.to_string()))?,
-        );
+        // Checked now; built in `finish`, once the key (the default secret) is known.
+        let secret = Secret::new(a.postgres_secret.clone().unwrap_or_default());
+        stagebot::database::Postgres::new(url, secret, &a.postgres_templates)
+            .map_err(|e| Usage(e.to_string()))?;
     }
+    settings.github_web_url = a.github_web_url.trim_end_matches('/').to_owned();
+    if !settings.github_web_url.starts_with("https://")
+        && !settings.github_web_url.starts_with("http://")
+    {
+        return Err(Usage(format!(
+            "GITHUB_WEB_URL must be an absolute URL like https://github.com (got {:?})",
+            a.github_web_url
+        )));
+    }
+    settings.admin_token = match a.admin_token.as_deref().map(str::trim) {
+        Some(t) if t.len() < 16 => {
+            return Err(Usage(
+                "STAGEBOT_ADMIN_TOKEN must be at least 16 characters (e.g. `openssl rand -hex 32`)"
+                    .into(),
+            ));
+        }
+        Some(t) => Some(Secret::new(t)),
+        None => None,
+    };
     settings.snapshot_every = match &a.snapshot_every {
         Some(s) => Some(duration("STAGEBOT_SNAPSHOT_EVERY", s)?),
         None => None,
@@ -530,6 +567,43 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
                 a.data_dir.display()
             ))
         })?;
+    Ok((
+        Prepared {
+            settings,
+            store,
+            provider,
+            routes,
+        },
+        reconcile,
+    ))
+}
+
+/// The App, with its credentials.
+fn finish(a: &ServeArgs, p: Prepared, creds: Resolved) -> Result<App, Usage> {
+    let Prepared {
+        mut settings,
+        store,
+        provider,
+        routes,
+    } = p;
+    let github = GitHub::new(GitHubConfig {
+        api_url: a.github_api_url.clone(),
+        app_id: creds.app_id,
+        private_key_pem: creds.private_key_pem.clone(),
+        retry: RetryPolicy::default(),
+    })
+    .map_err(|e| Usage(format!("the GitHub App settings are invalid: {e}")))?;
+    if let Some(url) = &a.postgres_url {
+        let secret = match &a.postgres_secret {
+            Some(s) => Secret::new(s.clone()),
+            None => creds.private_key_pem.clone(),
+        };
+        settings.postgres = Some(
+            stagebot::database::Postgres::new(url, secret, &a.postgres_templates)
+                .map_err(|e| Usage(e.to_string()))?,
+        );
+    }
+    settings.credentials_from_env = creds.from_env;
     let app = App::new(Parts {
         settings,
         store,
@@ -537,9 +611,10 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
         provider,
         routes,
         clock: std::sync::Arc::new(SystemClock),
-        secrets,
+        secrets: creds.webhook_secrets,
     });
-    Ok((app, reconcile))
+    app.setup().set_flow_credentials(creds.file);
+    Ok(app)
 }
 
 fn init_tracing(json: bool, default_level: &str) {
@@ -557,7 +632,7 @@ fn init_tracing(json: bool, default_level: &str) {
 
 /// Variables holding secrets: read once by the argument parser, then removed from stagebot's
 /// environment so nothing it starts can inherit them.
-const SECRET_VARS: &[&str] = &["WEBHOOK_SECRET", "PRIVATE_KEY"];
+const SECRET_VARS: &[&str] = &["WEBHOOK_SECRET", "PRIVATE_KEY", "STAGEBOT_ADMIN_TOKEN"];
 
 /// Blank the values of `names` in the process's original environment block (what
 /// `/proc/<pid>/environ` shows, which `unsetenv` leaves untouched), then remove them.
@@ -645,6 +720,47 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// `stagebot serve` with an App: recover if asked, then serve until a signal.
+async fn serve_full(
+    args: &ServeArgs,
+    prepared: Prepared,
+    creds: Resolved,
+    reconcile: Duration,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<ExitCode> {
+    let app = match finish(args, prepared, creds) {
+        Ok(app) => app,
+        Err(Usage(msg)) => {
+            eprintln!("error: {msg}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if matches!(args.recover, RecoverArg::Auto) && app.store().is_empty() {
+        // Before the start-up reconcile, which then restarts what should be live.
+        let summary = app
+            .recover()
+            .await
+            .context("STAGEBOT_RECOVER=auto: recovering from GitHub failed")?;
+        if summary.skipped.is_empty() {
+            tracing::info!(?summary, "empty store recovered from GitHub");
+        } else {
+            tracing::error!(skipped = ?summary.skipped, "store recovered from GitHub in part: stop stagebot and run `stagebot recover` into an empty data dir");
+        }
+    }
+    stagebot::serve::run(
+        app,
+        listener,
+        stagebot::serve::Intervals {
+            reconcile,
+            ..Default::default()
+        },
+        shutdown_signal(),
+    )
+    .await
+    .context("server failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Open the store directly; `None` when the running server holds it (then the CLI goes through
 /// the server's admin socket).
 fn open_store(data_dir: &Path) -> anyhow::Result<Option<Store>> {
@@ -660,12 +776,17 @@ fn open_store(data_dir: &Path) -> anyhow::Result<Option<Store>> {
 async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Serve(args) => {
-            let (app, reconcile) = match build_app(&args) {
+            let usage = |Usage(msg)| {
+                eprintln!("error: {msg}");
+                Ok(ExitCode::from(2))
+            };
+            let creds = match credentials(&args) {
+                Ok(c) => c,
+                Err(e) => return usage(e),
+            };
+            let (prepared, reconcile) = match prepare(&args) {
                 Ok(x) => x,
-                Err(Usage(msg)) => {
-                    eprintln!("error: {msg}");
-                    return Ok(ExitCode::from(2));
-                }
+                Err(e) => return usage(e),
             };
             let listener = match tokio::net::TcpListener::bind(args.listen).await {
                 Ok(l) => l,
@@ -674,30 +795,46 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            if matches!(args.recover, RecoverArg::Auto) && app.store().is_empty() {
-                // Before the start-up reconcile, which then restarts what should be live.
-                let summary = app
-                    .recover()
+            let creds = match creds {
+                Some(c) => c,
+                None => {
+                    // Setup mode on a duplicate of the listening socket: connections made while
+                    // it hands over to the full service wait in the kernel's backlog.
+                    let std_listener = listener.into_std().context("listening socket")?;
+                    let setup_listener = tokio::net::TcpListener::from_std(
+                        std_listener.try_clone().context("listening socket")?,
+                    )
+                    .context("listening socket")?;
+                    let listener = tokio::net::TcpListener::from_std(std_listener)
+                        .context("listening socket")?;
+                    let settings = &prepared.settings;
+                    let mode = stagebot::setup::SetupMode::new(
+                        stagebot::setup::SetupCore::from_settings(settings, &args.github_api_url),
+                        settings.own_hosts.clone(),
+                    );
+                    let registered = stagebot::setup::run_setup_mode(
+                        setup_listener,
+                        mode,
+                        settings.max_connections,
+                        shutdown_signal(),
+                    )
                     .await
-                    .context("STAGEBOT_RECOVER=auto: recovering from GitHub failed")?;
-                if summary.skipped.is_empty() {
-                    tracing::info!(?summary, "empty store recovered from GitHub");
-                } else {
-                    tracing::error!(skipped = ?summary.skipped, "store recovered from GitHub in part: stop stagebot and run `stagebot recover` into an empty data dir");
+                    .context("setup mode failed")?;
+                    let Some(file) = registered else {
+                        return Ok(ExitCode::SUCCESS);
+                    };
+                    let resolved = match stagebot::credentials::resolve(
+                        &EnvCredentials::default(),
+                        Some(file),
+                    ) {
+                        Ok(Some(r)) => r,
+                        Ok(None) => bail!("the registered App's credentials are incomplete"),
+                        Err(e) => return Err(e).context("the registered App's credentials"),
+                    };
+                    return serve_full(&args, prepared, resolved, reconcile, listener).await;
                 }
-            }
-            stagebot::serve::run(
-                app,
-                listener,
-                stagebot::serve::Intervals {
-                    reconcile,
-                    ..Default::default()
-                },
-                shutdown_signal(),
-            )
-            .await
-            .context("server failed")?;
-            Ok(ExitCode::SUCCESS)
+            };
+            serve_full(&args, prepared, creds, reconcile, listener).await
         }
         Cmd::Recover(args) => {
             let (app, _) = match build_app(&args) {

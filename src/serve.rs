@@ -185,6 +185,17 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
     number.checked_mul(1u64 << shift)
 }
 
+/// Serve `router` alone on `listener` until `stop` fires, behind the same front door as the
+/// full server (header read timeout, connection limit, graceful end): setup mode (src/setup.rs).
+pub async fn serve_router(
+    listener: TcpListener,
+    router: axum::Router,
+    max_connections: usize,
+    stop: Shutdown,
+) -> std::io::Result<()> {
+    serve_http(listener, router, HEADER_READ_TIMEOUT, max_connections, stop).await
+}
+
 /// The default [`Intervals::header_read_timeout`].
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// In-flight requests get this long to finish on shutdown.

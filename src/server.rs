@@ -33,6 +33,7 @@ pub fn router(app: App) -> Router {
         .route("/api/environments", get(api_envs))
         .route("/api/environments/{owner}/{repo}/{slug}", get(api_env))
         .route("/logs/{owner}/{repo}/{slug}/{n}", get(logs))
+        .merge(crate::setup::routes::<App>())
         .layer(middleware::from_fn_with_state(app.clone(), proxy_first))
         .layer(axum::Extension(crate::webhook::UnverifiedBudget::new(
             app.settings().max_unverified_bytes,

@@ -100,8 +100,10 @@ impl Reservation {
 }
 
 /// The configured webhook secrets (several, so a secret can be rotated without downtime).
+/// Clones share one set: [`replace`](Self::replace) (an App registered through `/setup`) takes
+/// effect for every holder at once.
 #[derive(Clone, Debug)]
-pub struct WebhookSecrets(Vec<Secret>);
+pub struct WebhookSecrets(Arc<std::sync::RwLock<Arc<Vec<Secret>>>>);
 
 impl WebhookSecrets {
     /// From a comma-separated list; empty entries are dropped. `None` when nothing is left.
@@ -112,7 +114,25 @@ impl WebhookSecrets {
             .filter(|s| !s.is_empty())
             .map(Secret::new)
             .collect();
-        (!secrets.is_empty()).then_some(Self(secrets))
+        (!secrets.is_empty()).then(|| Self(Arc::new(std::sync::RwLock::new(Arc::new(secrets)))))
+    }
+
+    fn current(&self) -> Arc<Vec<Secret>> {
+        Arc::clone(
+            &self
+                .0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Verify with `other`'s secrets from now on (every clone of `self` included).
+    pub fn replace(&self, other: &WebhookSecrets) {
+        let secrets = other.current();
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = secrets;
     }
 
     /// Does `header` (`sha256=<hex>`) match the HMAC-SHA256 of `body` under any secret?
@@ -124,7 +144,7 @@ impl WebhookSecrets {
         let Ok(sig) = hex::decode(hex_sig.trim()) else {
             return false;
         };
-        self.0.iter().any(|secret| {
+        self.current().iter().any(|secret| {
             let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()) else {
                 return false;
             };
@@ -135,7 +155,8 @@ impl WebhookSecrets {
 
     /// The signature header value for `body` under the first secret (tests, the demo).
     pub fn sign(&self, body: &[u8]) -> String {
-        sign(self.0[0].expose(), body)
+        let secrets = self.current();
+        sign(secrets.first().map_or("", Secret::expose), body)
     }
 }
 
@@ -528,5 +549,16 @@ mod tests {
         assert!(!secrets.verify("sha1=abcd", body));
         assert!(!secrets.verify(&sign("new-secret", b"{}"), body));
         assert!(WebhookSecrets::parse(" , ").is_none());
+    }
+
+    #[test]
+    fn replaced_secrets_apply_to_every_clone() {
+        let secrets = WebhookSecrets::parse("first").unwrap();
+        let held = secrets.clone();
+        let body = br#"{"zen":"x"}"#;
+        secrets.replace(&WebhookSecrets::parse("second").unwrap());
+        assert!(held.verify(&sign("second", body), body));
+        assert!(!held.verify(&sign("first", body), body));
+        assert_eq!(held.sign(body), sign("second", body));
     }
 }

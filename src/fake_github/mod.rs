@@ -21,6 +21,8 @@
 
 mod server;
 
+pub use server::manifest::{FakeRegisteredApp, MANIFEST_APP_PRIVATE_KEY_PEM};
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -364,8 +366,11 @@ impl std::fmt::Debug for FakeGitHub {
 
 struct Shared {
     url: String,
-    app_id: u64,
-    public_key: jsonwebtoken::DecodingKey,
+    /// The App the fake is: its id and the key its JWTs verify with (a manifest registration
+    /// replaces it: server/manifest.rs).
+    identity: Mutex<server::manifest::Identity>,
+    /// Apps registered from manifests, and their codes.
+    manifests: Mutex<server::manifest::Registry>,
     state: Mutex<State>,
     shutdown: tokio::sync::Notify,
     /// Bumped by [`FakeGitHub::release_stalled`]; stalled answers wait for a change.
@@ -518,15 +523,14 @@ impl FakeGitHub {
 
     /// Start a fake on `127.0.0.1:<free port>`.
     pub async fn try_start() -> std::io::Result<FakeGitHub> {
-        let public_key = jsonwebtoken::DecodingKey::from_rsa_pem(TEST_PUBLIC_KEY_PEM.as_bytes())
-            .map_err(|e| std::io::Error::other(format!("test public key: {e}")))?;
+        let identity = server::manifest::Identity::original()?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let fake = FakeGitHub {
             shared: Arc::new(Shared {
                 url: format!("http://{addr}"),
-                app_id: FAKE_APP_ID,
-                public_key,
+                identity: Mutex::new(identity),
+                manifests: Mutex::default(),
                 state: Mutex::new(State::new()),
                 shutdown: tokio::sync::Notify::new(),
                 released: tokio::sync::watch::channel(0).0,
@@ -561,12 +565,12 @@ impl FakeGitHub {
 
     /// The app id whose JWTs it accepts.
     pub fn app_id(&self) -> u64 {
-        self.shared.app_id
+        self.identity().id
     }
 
-    /// The app's private key (the test key).
+    /// The app's private key (the test key; after a manifest registration, that App's).
     pub fn private_key_pem(&self) -> Secret {
-        Secret::new(TEST_PRIVATE_KEY_PEM)
+        Secret::new(self.identity().private_pem)
     }
 
     /// The login of the app's bot user: `stagebot[bot]`.

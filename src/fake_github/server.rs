@@ -19,6 +19,8 @@ use super::{
 };
 use crate::types::Permission;
 
+pub(super) mod manifest;
+
 pub(super) fn router(fake: FakeGitHub) -> Router {
     Router::new().fallback(handle).with_state(fake)
 }
@@ -331,6 +333,12 @@ fn route(st: &mut State, req: &Req<'_>) -> Outcome {
             let repo_key = authorize_repo(st, req, owner, name)?;
             repo_route(st, req, &repo_key, rest)
         }
+        // The manifest flow (server/manifest.rs): GitHub's web page, then the conversion.
+        ["settings", "apps", "new"] if m == Method::POST => manifest::new_app(req, None),
+        ["organizations", org, "settings", "apps", "new"] if m == Method::POST => {
+            manifest::new_app(req, Some(org))
+        }
+        ["app-manifests", code, "conversions"] if m == Method::POST => manifest::convert(req, code),
         _ => Err(Reply::not_found()),
     }
 }
@@ -357,12 +365,13 @@ fn verify_jwt(req: &Req<'_>) -> Result<(), Reply> {
     validation.validate_exp = false;
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
-    let data = jsonwebtoken::decode::<Value>(token, &req.fake.shared.public_key, &validation)
+    let app = req.fake.identity();
+    let data = jsonwebtoken::decode::<Value>(token, &app.key, &validation)
         .map_err(|_| unauthorized("A JSON web token could not be decoded"))?;
     let claims = data.claims;
     let iss_ok = match claims.get("iss") {
-        Some(Value::String(s)) => s == &req.fake.app_id().to_string(),
-        Some(Value::Number(n)) => n.as_u64() == Some(req.fake.app_id()),
+        Some(Value::String(s)) => s == &app.id.to_string(),
+        Some(Value::Number(n)) => n.as_u64() == Some(app.id),
         _ => false,
     };
     if !iss_ok {

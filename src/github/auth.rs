@@ -49,6 +49,11 @@ impl AppKey {
         Ok(Self { app_id, key })
     }
 
+    /// The app id the JWTs name.
+    pub(crate) fn app_id(&self) -> u64 {
+        self.app_id
+    }
+
     /// A JWT valid from a minute ago for nine minutes.
     pub(crate) fn jwt(&self, now: DateTime<Utc>) -> Result<String, GitHubError> {
         jsonwebtoken::encode(

@@ -10,6 +10,7 @@
 mod app_api;
 mod auth;
 mod error;
+mod manifest;
 mod retry;
 mod routes;
 
@@ -36,6 +37,7 @@ pub use app_api::{
 };
 pub use auth::{AppClaims, JWT_BACKDATE_SECS, JWT_LIFETIME_SECS};
 pub use error::GitHubError;
+pub use manifest::{ManifestApp, create_app_from_manifest, is_manifest_code};
 pub use retry::RetryPolicy;
 
 use auth::AppKey;
@@ -280,8 +282,8 @@ pub struct GitHub {
 
 struct Inner {
     octo: Octocrab,
-    key: AppKey,
-    app_id: u64,
+    /// The app's id and signing key; replaced when the App is registered anew (`/setup`).
+    key: std::sync::RwLock<AppKey>,
     api_url: String,
     retry: RetryPolicy,
     tokens: Mutex<HashMap<u64, TokenSlot>>,
@@ -303,7 +305,7 @@ impl fmt::Debug for GitHub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GitHub")
             .field("api_url", &self.inner.api_url)
-            .field("app_id", &self.inner.app_id)
+            .field("app_id", &self.app_id())
             .finish_non_exhaustive()
     }
 }
@@ -359,8 +361,7 @@ impl GitHub {
         Ok(Self {
             inner: Arc::new(Inner {
                 octo,
-                key,
-                app_id: cfg.app_id,
+                key: std::sync::RwLock::new(key),
                 api_url,
                 retry: cfg.retry,
                 tokens: Mutex::default(),
@@ -374,7 +375,32 @@ impl GitHub {
 
     /// The app id this client authenticates as.
     pub fn app_id(&self) -> u64 {
-        self.inner.app_id
+        self.inner
+            .key
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .app_id()
+    }
+
+    /// The API root this client talks to (no trailing slash).
+    pub fn api_url(&self) -> &str {
+        &self.inner.api_url
+    }
+
+    /// Act as another App from now on (a registration through `/setup`): its id and private
+    /// key replace the current ones, and the installation tokens and permissions cached for the
+    /// previous App are forgotten. The key is checked first; on error nothing changes.
+    pub fn set_app(&self, app_id: u64, private_key_pem: &Secret) -> Result<(), GitHubError> {
+        let key = AppKey::from_pem(app_id, private_key_pem.expose())?;
+        *self
+            .inner
+            .key
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = key;
+        lock(&self.inner.tokens).clear();
+        lock(&self.inner.permissions).clear();
+        tracing::info!(app_id, "the GitHub client acts as a newly configured App");
+        Ok(())
     }
 
     /// The installation of this app that covers `repo` (`GET /repos/{o}/{r}/installation`, as
@@ -493,7 +519,15 @@ impl GitHub {
     /// The `Authorization` header for a request made `who`, and the installation token used.
     async fn authorization(&self, who: As) -> Result<(HeaderValue, Option<Secret>), GitHubError> {
         let (value, token) = match who {
-            As::App => (format!("Bearer {}", self.inner.key.jwt(Utc::now())?), None),
+            As::App => {
+                let jwt = self
+                    .inner
+                    .key
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .jwt(Utc::now())?;
+                (format!("Bearer {jwt}"), None)
+            }
             As::Installation(id) => {
                 let token = self.installation_token(id).await?;
                 (format!("token {}", token.expose()), Some(token))

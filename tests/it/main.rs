@@ -16,5 +16,6 @@ mod providers;
 mod recover;
 mod sandbox;
 mod sentry;
+mod setup;
 mod support;
 mod worker;
