@@ -298,7 +298,7 @@ impl App {
             .envs()
             .unwrap_or_default()
             .into_iter()
-            .filter(|e| e.kind == EnvKind::Staging && e.state == EnvState::Live)
+            .filter(|e| e.kind == EnvKind::Staging && e.state() == EnvState::Live)
             .map(|e| e.id.repo)
             .collect();
         let mut errors = Vec::new();
@@ -378,7 +378,7 @@ impl App {
         for (env, release, _) in rows {
             let Some(release) = release else { continue };
             if !matches!(
-                env.state,
+                env.state(),
                 EnvState::Live | EnvState::Failed | EnvState::Deploying
             ) {
                 continue;

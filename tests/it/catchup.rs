@@ -97,9 +97,9 @@ async fn a_webhook_sent_while_stagebot_was_down_is_redelivered_and_processed_aft
         })
         .unwrap()
         .unwrap();
-    assert_eq!(env.state, EnvState::Live);
+    assert_eq!(env.state(), EnvState::Live);
     assert_eq!(
-        env.current_release,
+        env.current_release(),
         Some(2),
         "the lost push is a new release"
     );

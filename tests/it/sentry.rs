@@ -66,7 +66,7 @@ impl SentryWorld {
             slug: preview_slug(Some(PrNumber(n)), branch),
         };
         let env = self.stack.app.store().env(&id).unwrap().unwrap();
-        assert_eq!(env.state, EnvState::Live, "{:?}", env.last_error);
+        assert_eq!(env.state(), EnvState::Live, "{:?}", env.last_error);
         env.url
     }
 

@@ -81,7 +81,7 @@ async fn wait_live(w: &World, id: &EnvId, limit: Duration) -> bool {
     let started = Instant::now();
     while started.elapsed() < limit {
         if let Ok(Some(env)) = w.stack.app.store().env(id)
-            && env.state == EnvState::Live
+            && env.state() == EnvState::Live
         {
             return true;
         }
