@@ -411,6 +411,8 @@ pub fn target(from: EnvState, t: Transition) -> Option<EnvState> {
         },
         Transition::Enqueue => Queued,
         Transition::LeaveQueue => Pending,
+        // A queued environment runs nothing: its runner (idle while queued) does the teardown.
+        Transition::RequestTeardown if from == Queued => Pending,
         Transition::FailCiGate | Transition::Fail => Failed,
         Transition::BeginDeploy => Deploying,
         Transition::CommitLive | Transition::Restarted => Live,
@@ -870,6 +872,9 @@ impl EnvRecord {
     ) -> Result<Change, TransitionError> {
         let t = Transition::RequestTeardown;
         let to = self.check(t)?;
+        if to != EnvState::Queued {
+            self.queued_at = None;
+        }
         self.op = Some(Op::Teardown {
             reason: reason.to_owned(),
             by: by.to_owned(),

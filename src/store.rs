@@ -1968,4 +1968,98 @@ mod tests {
             "{reopened:?}"
         );
     }
+
+    /// A store written by schema 1 (records frozen in fixtures/store/environments-v1.json, as
+    /// the schema-1 code wrote them) is migrated on open and reads back whole.
+    #[test]
+    fn a_schema_1_store_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let old: Vec<serde_json::Value> =
+            serde_json::from_str(include_str!("../fixtures/store/environments-v1.json")).unwrap();
+        {
+            // The previous version's store: its trees and records as raw bytes, schema 1.
+            let db = sled::open(dir.path().join("db")).unwrap();
+            let envs = db.open_tree("environments").unwrap();
+            for v in &old {
+                assert_eq!(v["v"], 1);
+                assert!(v.get("restart_failures").is_some());
+                let id: EnvId = serde_json::from_value(v["id"].clone()).unwrap();
+                envs.insert(env_key(&id), serde_json::to_vec(v).unwrap())
+                    .unwrap();
+            }
+            db.open_tree("meta")
+                .unwrap()
+                .insert("schema_version", b"1".to_vec())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open_waiting(dir.path(), std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 2);
+        let envs = store.envs().unwrap();
+        assert_eq!(envs.len(), old.len());
+        let by_slug = |s: &str| envs.iter().find(|e| e.id.slug.as_str() == s).unwrap();
+        // Every field of the old layout reads back as it was.
+        for (e, v) in [
+            ("pr-7-login", &old[0]),
+            ("staging", &old[1]),
+            ("pr-8-pay", &old[2]),
+        ] {
+            let e = by_slug(e);
+            assert_eq!(e.v, crate::environment::ENV_RECORD_VERSION);
+            assert_eq!(e.state().as_str(), v["state"].as_str().unwrap());
+            assert_eq!(e.generation(), v["generation"].as_u64().unwrap());
+            assert_eq!(
+                e.current_release().map(u64::from),
+                v["current_release"].as_u64()
+            );
+            assert_eq!(u64::from(e.releases()), v["releases"].as_u64().unwrap());
+            assert_eq!(e.seen_shas.len(), v["seen_shas"].as_array().unwrap().len());
+            assert_eq!(e.report_pending, v["report_pending"].as_bool().unwrap());
+            assert_eq!(e.private, v["private"].as_bool().unwrap());
+            assert_eq!(e.pr.map(|p| p.0), v["pr"].as_u64());
+        }
+        let live = by_slug("pr-7-login");
+        assert_eq!(
+            live.deployments.values().copied().collect::<Vec<_>>(),
+            vec![77]
+        );
+        assert!(live.seeded() && live.restart_backoff().is_none());
+        assert_eq!(
+            live.expires_at(),
+            Some(DateTime::from_timestamp(1_700_086_400, 0).unwrap())
+        );
+        // The restart backoff moved into its new field.
+        let staging = by_slug("staging");
+        let backoff = staging.restart_backoff().unwrap();
+        assert_eq!(backoff.failures, 2);
+        assert_eq!(
+            backoff.next_at,
+            DateTime::from_timestamp(1_700_003_600, 0).unwrap()
+        );
+        assert_eq!(staging.restartable(backoff.next_at), Some(4));
+        assert_eq!(
+            staging.restartable(backoff.next_at - chrono::Duration::seconds(1)),
+            None
+        );
+        let queued = by_slug("pr-8-pay");
+        assert!(matches!(queued.op(), Some(Op::Deploy { .. })));
+        assert_eq!(
+            queued.queued_at(),
+            Some(DateTime::from_timestamp(1_700_000_020, 0).unwrap())
+        );
+        // Written in the new layout: the old fields are gone from the stored bytes.
+        let raw = store
+            .environments
+            .get(env_key(&staging.id))
+            .unwrap()
+            .unwrap();
+        let raw: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        assert!(raw.get("restart_failures").is_none() && raw.get("next_restart_at").is_none());
+        assert_eq!(raw["v"], 2);
+        assert_eq!(raw["restart_backoff"]["failures"], 2);
+        drop(store);
+        // Opening again changes nothing.
+        let again = Store::open_waiting(dir.path(), std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(again.envs().unwrap(), envs);
+    }
 }

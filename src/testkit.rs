@@ -195,6 +195,8 @@ pub struct StackOptions {
     pub artifact_keep: usize,
     /// `STAGEBOT_RECOVER=auto`: an empty store is rebuilt from the fake GitHub before serving.
     pub recover: bool,
+    /// Use the in-memory provider (nothing runs; tests of engine and runner stories).
+    pub memory_provider: Option<crate::provider::memory::MemoryProvider>,
 }
 
 impl StackOptions {
@@ -217,6 +219,7 @@ impl StackOptions {
             backup: None,
             artifact_keep: 3,
             recover: false,
+            memory_provider: None,
         }
     }
 }
@@ -296,9 +299,12 @@ impl Stack {
             }
         }
         local.artifact_keep = opts.artifact_keep;
-        let provider = match opts.command_provider.clone() {
-            Some(cfg) => Provider::Command(crate::provider::command::CommandProvider::new(cfg)),
-            None => Provider::Local(
+        let provider = match (opts.command_provider.clone(), opts.memory_provider.clone()) {
+            (_, Some(memory)) => Provider::Memory(memory),
+            (Some(cfg), None) => {
+                Provider::Command(crate::provider::command::CommandProvider::new(cfg))
+            }
+            (None, None) => Provider::Local(
                 LocalProvider::new(local).map_err(|e| KitError::Other(e.to_string()))?,
             ),
         };

@@ -14,5 +14,6 @@ mod providers;
 mod recover;
 mod sandbox;
 mod sentry;
+mod states;
 mod support;
 mod worker;
