@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use stagebot::environment::EnvState;
 use stagebot::slug::preview_slug;
-use stagebot::store::EnvState;
 use stagebot::testkit::{GitRepo, Stack, StackOptions, TestPr, python_app_files};
 use stagebot::types::{EnvId, PrNumber, Sha};
 

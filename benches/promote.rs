@@ -14,7 +14,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use stagebot::store::EnvState;
+use stagebot::environment::EnvState;
 use stagebot::testkit::{GitRepo, Stack, StackOptions, TestPr, python_app_files};
 use stagebot::types::{EnvId, Permission, Sha, Slug};
 

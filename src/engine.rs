@@ -384,7 +384,7 @@ impl App {
                     .clone()
                     .unwrap_or_else(|| ctx.repo.clone_url.clone());
                 rec.installation_id = Some(ctx.installation);
-                if d.profile.is_some() || d.trigger == crate::store::Trigger::Stage {
+                if d.profile.is_some() || d.trigger == crate::environment::Trigger::Stage {
                     rec.profile = d.profile.clone();
                 }
                 // The same commit already queued or deploying (not forced): nothing new to do.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::command::{self, Command, EnvTarget, PromoteTarget, RollbackTo};
+use crate::environment::{EnvRecord, EnvState, Op, Release, Trigger};
 use crate::event::{
     BranchDeletedEvent, CiEvent, CommentAction, CommentEvent, Event, PrAction, PullRequestEvent,
     PushEvent,
@@ -15,9 +16,7 @@ use crate::github::{PrInfo, Reaction};
 use crate::markdown;
 use crate::repo_config::{CiGate, OnMerge, RepoConfig};
 use crate::slug::preview_slug;
-use crate::store::{
-    CommandOutcome as Ran, CommandRun, EnvRecord, EnvState, Op, PrRecord, Release, Trigger,
-};
+use crate::store::{CommandOutcome as Ran, CommandRun, PrRecord};
 use crate::types::{EnvKind, Permission, PrNumber, Sha, Slug};
 
 /// Operator limits that shape decisions.

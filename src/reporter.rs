@@ -8,14 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::App;
 use crate::engine::{EngineError, ack_reaction};
+use crate::environment::{EnvRecord, EnvState, Op, Release, Trigger};
 use crate::github::{
     DeploymentState, GitHubError, NewDeployment, NewDeploymentStatus, RepoClient, StatusState,
 };
 use crate::lifecycle::Phase;
 use crate::metrics::Metrics;
-use crate::store::{
-    AttemptRecord, EnvRecord, EnvState, Op, PrRecord, Release, StoreError, Trigger,
-};
+use crate::store::{AttemptRecord, PrRecord, StoreError};
 use crate::types::{EnvId, EnvKind, PrNumber, Sha, Slug};
 
 /// Why a report did not go through.
@@ -886,7 +885,7 @@ mod tests {
     //! `fixtures/messages/`. `STAGEBOT_BLESS=1 cargo test --lib reporter` rewrites them after an
     //! intended change.
     use super::*;
-    use crate::store::{Op, Trigger};
+    use crate::environment::{Op, Trigger};
     use crate::types::{EnvKind, RepoName, Sha, Slug};
 
     fn at(h: i64) -> DateTime<Utc> {

@@ -19,7 +19,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::App;
-use crate::store::{DeliveryStatus, EnvRecord, EnvState, Op};
+use crate::environment::{EnvRecord, EnvState, Op};
+use crate::store::DeliveryStatus;
 use crate::types::{DeliveryId, EnvId, RepoName, Slug};
 
 /// The public router: webhook, health, metrics, dashboard, API, logs, behind the proxy.

@@ -25,7 +25,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::environment::TransitionError;
-pub use crate::environment::{EnvRecord, EnvState, Op, Release, Trigger};
+use crate::environment::{EnvRecord, Release, Trigger};
 use crate::types::{DeliveryId, EnvId, EnvKind, PrNumber, RepoName, Sha};
 
 /// The schema this build writes. Older stores are migrated on open.
@@ -2042,7 +2042,10 @@ mod tests {
             None
         );
         let queued = by_slug("pr-8-pay");
-        assert!(matches!(queued.op(), Some(Op::Deploy { .. })));
+        assert!(matches!(
+            queued.op(),
+            Some(crate::environment::Op::Deploy { .. })
+        ));
         assert_eq!(
             queued.queued_at(),
             Some(DateTime::from_timestamp(1_700_000_020, 0).unwrap())

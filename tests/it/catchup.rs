@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use serde_json::json;
+use stagebot::environment::EnvState;
 use stagebot::fake_github::FakeGitHub;
-use stagebot::store::{DeliveryStatus, EnvState};
+use stagebot::store::DeliveryStatus;
 use stagebot::testkit::{INSTALLATION, Stack, StackOptions, TestPr};
 use stagebot::types::{DeliveryId, PrNumber, RepoName};
 

@@ -3,9 +3,10 @@
 //! approval is bound to the commit the maintainer saw, one comment cannot make the bot run or
 //! answer without bound, and a deleted comment is not an error.
 
+use stagebot::environment::EnvState;
 use stagebot::event::payloads::{self, CommentPayload, PrPayload};
 use stagebot::fake_github::{FakePr, Fault, FaultKind, Method};
-use stagebot::store::{DeliveryStatus, EnvState};
+use stagebot::store::DeliveryStatus;
 use stagebot::testkit::{INSTALLATION, TestPr};
 use stagebot::types::{Permission, PrNumber, Sha};
 

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use stagebot::database::{Postgres, database_name};
+use stagebot::environment::EnvState;
 use stagebot::slug::preview_slug;
-use stagebot::store::EnvState;
 use stagebot::testkit::{GitRepo, Stack, StackOptions, TestPr};
 use stagebot::types::{EnvId, Permission, PrNumber, Secret, Slug};
 
@@ -134,7 +134,7 @@ impl DbWorld {
         pr
     }
 
-    fn env(&self, slug: &Slug) -> stagebot::store::EnvRecord {
+    fn env(&self, slug: &Slug) -> stagebot::environment::EnvRecord {
         let id = EnvId {
             repo: self.stack.repo.clone(),
             slug: slug.clone(),

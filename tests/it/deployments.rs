@@ -6,10 +6,11 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
+use stagebot::environment::{EnvState, Trigger};
 use stagebot::fake_github::FakeDeployment;
 use stagebot::lifecycle::Phase;
 use stagebot::reporter::DeploymentPayload;
-use stagebot::store::{Access, EnvState, StoreFault, Trigger};
+use stagebot::store::{Access, StoreFault};
 use stagebot::testkit::TestPr;
 use stagebot::types::{PrNumber, Sha};
 

@@ -2,8 +2,8 @@
 //! local provider with real processes, the fake GitHub over HTTP; assertions on what GitHub
 //! received and on what the preview URL serves.
 
+use stagebot::environment::EnvState;
 use stagebot::slug::preview_slug;
-use stagebot::store::EnvState;
 use stagebot::testkit::{GitRepo, Stack, StackOptions, TestPr, python_app_files};
 use stagebot::types::{EnvId, Permission, RepoName, Sha, Slug};
 
@@ -49,7 +49,7 @@ impl World {
         sha
     }
 
-    pub fn env(&self, slug: &str) -> stagebot::store::EnvRecord {
+    pub fn env(&self, slug: &str) -> stagebot::environment::EnvRecord {
         let id = EnvId {
             repo: self.stack.repo.clone(),
             slug: Slug::new(slug).unwrap(),
@@ -62,7 +62,7 @@ impl World {
             .unwrap_or_else(|| panic!("no env {slug}"))
     }
 
-    pub fn preview(&self, n: u64, branch: &str) -> stagebot::store::EnvRecord {
+    pub fn preview(&self, n: u64, branch: &str) -> stagebot::environment::EnvRecord {
         self.env(preview_slug(Some(pr_no(n)), branch).as_str())
     }
 
@@ -243,7 +243,7 @@ async fn merge_deploys_production_and_removes_the_preview() {
     );
     let releases = w.stack.app.store().releases(&prod.id).unwrap();
     assert_eq!(releases.len(), 1);
-    assert_eq!(releases[0].trigger, stagebot::store::Trigger::Merge);
+    assert_eq!(releases[0].trigger, stagebot::environment::Trigger::Merge);
     let deps = w.stack.fake.deployments(w.repo(), "production");
     assert_eq!(deps.len(), 1);
     assert!(deps[0].production && !deps[0].transient);
@@ -350,7 +350,7 @@ async fn slash_commands_stage_promote_rollback_teardown() {
     let r3 = w.stack.app.store().release(&env.id, 3).unwrap().unwrap();
     assert_eq!(
         r3.trigger,
-        stagebot::store::Trigger::Rollback { to_release: 1 }
+        stagebot::environment::Trigger::Rollback { to_release: 1 }
     );
 
     // /rollback 2 by number

@@ -2,8 +2,8 @@
 //! pull request, and branch environments. Real server, worker, store, local provider and
 //! processes; the fake GitHub over HTTP.
 
+use stagebot::environment::{EnvState, Trigger};
 use stagebot::slug::preview_slug;
-use stagebot::store::{EnvState, Trigger};
 use stagebot::testkit::{TestPr, python_app_files};
 use stagebot::types::{PrNumber, Sha, Slug};
 
@@ -274,7 +274,7 @@ async fn require_checks_waits_for_ci_then_proceeds_or_fails_naming_the_check() {
         .unwrap();
     w.stack.settle().await.unwrap();
     let prod = w.env("production");
-    let wait = prod.ci_wait().clone().expect("the promotion waits for CI");
+    let wait = prod.ci_wait().expect("the promotion waits for CI");
     assert!(
         wait.contains("1 of 2 checks passed") && wait.contains("`test`"),
         "{wait}"

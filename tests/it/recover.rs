@@ -1,7 +1,7 @@
 //! `stagebot recover` / `STAGEBOT_RECOVER=auto` (src/recover.rs): a lost data dir is rebuilt from
 //! what GitHub holds, and the reconciler brings back what should be live.
 
-use stagebot::store::{EnvState, Trigger};
+use stagebot::environment::{EnvState, Trigger};
 use stagebot::testkit::{Stack, StackOptions, TestPr};
 use stagebot::types::{EnvId, Permission, PrNumber, Slug};
 
@@ -101,7 +101,7 @@ async fn recover_on_an_empty_data_dir_brings_back_previews_staging_and_productio
             "{slug}: {env:#?}"
         );
         let got = store.releases(&env.id).unwrap();
-        let strip = |rs: &[stagebot::store::Release]| {
+        let strip = |rs: &[stagebot::environment::Release]| {
             rs.iter()
                 .map(|r| {
                     (

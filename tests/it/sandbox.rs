@@ -7,9 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use stagebot::environment::EnvRecord;
 use stagebot::fake_github::FakeGitHub;
 use stagebot::provider::sandbox::INSTALL_HINT;
-use stagebot::store::EnvRecord;
 use stagebot::testkit::{GitRepo, INSTALLATION, SECRET, Stack, StackOptions, TestPr};
 use stagebot::types::{PrNumber, RepoName};
 

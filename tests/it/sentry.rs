@@ -2,10 +2,10 @@
 //! receives, a release and a deploy record once per live release, the new-issue count in the
 //! sticky comment, and Sentry down changing nothing but that count.
 
+use stagebot::environment::EnvState;
 use stagebot::fake_sentry::{FakeIssue, FakeSentry};
 use stagebot::sentry::SentrySettings;
 use stagebot::slug::preview_slug;
-use stagebot::store::EnvState;
 use stagebot::testkit::{GitRepo, INSTALLATION, Stack, StackOptions, TestPr};
 use stagebot::types::{EnvId, Permission, PrNumber, Sha};
 

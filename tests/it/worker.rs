@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use stagebot::environment::EnvState;
 use stagebot::event::payloads::{self, PrPayload};
 use stagebot::fake_github::{Fault, FaultKind};
 use stagebot::slug::preview_slug;
-use stagebot::store::EnvState;
 use stagebot::testkit::{INSTALLATION, TestPr};
 use stagebot::types::{EnvId, PrNumber, RepoName};
 
