@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use stagebot::environment::EnvState;
 use stagebot::slug::preview_slug;
-use stagebot::store::EnvState;
 use stagebot::testkit::{GitRepo, Stack, StackOptions, TestPr, python_app_files};
 use stagebot::types::{EnvId, PrNumber, Sha};
 
@@ -107,16 +107,16 @@ async fn run(dir: &std::path::Path, runs: usize) {
         loop {
             let env = stack.app.store().env(&id).unwrap();
             if let Some(env) = &env {
-                if o.deploying.is_zero() && env.state == EnvState::Deploying {
+                if o.deploying.is_zero() && env.state() == EnvState::Deploying {
                     o.deploying = t202.elapsed();
                 }
                 if o.routed.is_zero() && stack.app.routes().get(&env.host).is_some() {
                     o.routed = t202.elapsed();
                 }
-                if o.live.is_zero() && env.state == EnvState::Live {
+                if o.live.is_zero() && env.state() == EnvState::Live {
                     o.live = t202.elapsed();
                 }
-                assert_ne!(env.state, EnvState::Failed, "{:?}", env.last_error);
+                assert_ne!(env.state(), EnvState::Failed, "{:?}", env.last_error);
             }
             let reported = stack
                 .fake
@@ -159,7 +159,8 @@ async fn run(dir: &std::path::Path, runs: usize) {
                 r.served = t202.elapsed();
             }
             let env = stack.app.store().env(id).unwrap().unwrap();
-            if r.live.is_zero() && env.state == EnvState::Live && env.current_release == Some(2) {
+            if r.live.is_zero() && env.state() == EnvState::Live && env.current_release() == Some(2)
+            {
                 r.live = t202.elapsed();
             }
             if !r.served.is_zero() && !r.live.is_zero() {

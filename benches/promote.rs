@@ -14,7 +14,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use stagebot::store::EnvState;
+use stagebot::environment::EnvState;
 use stagebot::testkit::{GitRepo, Stack, StackOptions, TestPr, python_app_files};
 use stagebot::types::{EnvId, Permission, Sha, Slug};
 
@@ -63,8 +63,8 @@ async fn run(base: &std::path::Path, keep: usize, runs: usize) -> Vec<Duration> 
         loop {
             let env = stack.app.store().env(&prod).unwrap();
             let live = env.as_ref().is_some_and(|e| {
-                e.state == EnvState::Live
-                    && e.current_release.is_some_and(|n| {
+                e.state() == EnvState::Live
+                    && e.current_release().is_some_and(|n| {
                         stack
                             .app
                             .store()
@@ -77,7 +77,7 @@ async fn run(base: &std::path::Path, keep: usize, runs: usize) -> Vec<Duration> 
                 break;
             }
             assert!(
-                env.as_ref().is_none_or(|e| e.state != EnvState::Failed),
+                env.as_ref().is_none_or(|e| e.state() != EnvState::Failed),
                 "{:?}",
                 env.and_then(|e| e.last_error)
             );

@@ -19,13 +19,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stagebot::app::{App, Parts, Settings};
+use stagebot::environment::EnvRecord;
 use stagebot::fake_github::FakeGitHub;
 use stagebot::github::{GitHub, GitHubConfig, RetryPolicy};
 use stagebot::provider::Provider;
 use stagebot::provider::local::{LocalConfig, LocalProvider};
 use stagebot::proxy::Routes;
-use stagebot::store::{DEFAULT_STORE_CACHE, EnvRecord, EnvState, Store};
-use stagebot::types::{EnvId, EnvKind, PrNumber, RepoName, Slug};
+use stagebot::store::{DEFAULT_STORE_CACHE, Store};
+use stagebot::types::{EnvId, EnvKind, PrNumber, RepoName, Sha, Slug};
 use stagebot::webhook::WebhookSecrets;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -117,11 +118,13 @@ fn seed(data: &std::path::Path, n: usize) {
         };
         let mut env = EnvRecord::new(id, EnvKind::Preview, &format!("feature/{i}"), now);
         env.pr = Some(PrNumber(i as u64 + 1));
-        env.state = if i % 10 == 0 {
-            EnvState::Failed
+        let sha = Sha::new(&format!("{i:040x}")).expect("40 hex digits");
+        let env = if i % 10 == 0 {
+            env.failed_deploy(&sha, "`build` exited with status 1")
         } else {
-            EnvState::Destroyed
-        };
+            env.deployed(&sha, 1).and_then(|e| e.torn_down("closed"))
+        }
+        .expect("a new record's story");
         store.put_env(&env).expect("put_env");
     }
     eprintln!("soak: seeded {n} environments in {}", data.display());

@@ -8,6 +8,7 @@ mod common;
 use std::time::Instant;
 
 use common::{Samples, fixtures, ms};
+use stagebot::environment::TransitionError;
 use stagebot::store::{Inserted, Store};
 use stagebot::types::{DeliveryId, EnvKind, RepoName};
 
@@ -91,8 +92,7 @@ fn main() {
     let mut put = Samples::default();
     let mut commit = Samples::default();
     for pr in 1..=envs {
-        let mut env = fixtures::env(&repo, pr, 0);
-        env.current_release = None;
+        let env = fixtures::env(&repo, pr, 0);
         let t = Instant::now();
         store.put_env(&env).unwrap();
         put.latencies.push(t.elapsed());
@@ -101,9 +101,10 @@ fn main() {
             let target = fixtures::env(&repo, pr, n);
             let t = Instant::now();
             let done = store
-                .commit_release(&env.id, env.generation, &rel, |r| {
+                .commit_release(&env.id, &rel, |r| {
                     r.seen_shas = target.seen_shas.clone();
                     r.deployments = target.deployments.clone();
+                    Ok::<_, TransitionError>(())
                 })
                 .unwrap();
             commit.latencies.push(t.elapsed());
@@ -111,7 +112,10 @@ fn main() {
         }
         if pr.is_multiple_of(3) {
             store
-                .update_env(&env.id, |r| r.state = stagebot::store::EnvState::Destroyed)
+                .update_env(&env.id, |r| {
+                    *r = r.clone().torn_down("closed")?;
+                    Ok::<_, TransitionError>(())
+                })
                 .unwrap();
         }
     }
@@ -201,7 +205,7 @@ fn main() {
             .envs()
             .unwrap()
             .iter()
-            .filter(|e| e.kind == EnvKind::Preview && e.state.occupies_slot())
+            .filter(|e| e.kind == EnvKind::Preview && e.state().occupies_slot())
             .count()
     });
     cpu_row(

@@ -193,7 +193,7 @@ fn env_url(stack: &Stack, slug: &Option<Slug>) -> Result<String, DemoError> {
         .env(&id)
         .map_err(|e| DemoError::Failed(e.to_string()))?
         .ok_or_else(|| DemoError::Failed(format!("no environment {id}")))?;
-    println!("{} is {} at {}", id.slug, env.state.as_str(), env.url);
+    println!("{} is {} at {}", id.slug, env.state().as_str(), env.url);
     if let Some(err) = &env.last_error {
         return Err(DemoError::Failed(format!("{} failed: {err}", id.slug)));
     }

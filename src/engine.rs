@@ -6,11 +6,12 @@
 use chrono::{DateTime, Utc};
 
 use crate::app::App;
+use crate::environment::{EnvRecord, Op};
 use crate::event::{Event, InstallationAction, RepoInfo, parse_event};
 use crate::github::{GitHubError, PrInfo, Reaction, RepoClient};
 use crate::policy::{self, Action, Decision, Notice, State};
 use crate::repo_config::RepoConfig;
-use crate::store::{EnvRecord, EnvState, InstallationRecord, Op, PendingDelivery, StoreError};
+use crate::store::{InstallationRecord, PendingDelivery, StoreError};
 use crate::types::{EnvId, EnvKind, Permission, PrNumber, RepoName};
 
 /// How a delivery ended.
@@ -325,7 +326,7 @@ impl App {
             .filter(|e| {
                 e.kind == EnvKind::Preview
                     && e.installation_id == Some(installation)
-                    && e.state.occupies_slot()
+                    && e.state().occupies_slot()
             })
             .count())
     }
@@ -361,23 +362,11 @@ impl App {
                     Some(rec) => rec,
                 };
                 let mut rec = rec;
-                // The same commit already queued or deploying: nothing new to do.
-                let same_op = matches!(&rec.op, Some(Op::Deploy { sha, .. }) if *sha == d.sha)
-                    && rec.is_active();
                 let expires = d
                     .ttl
                     .and_then(|t| chrono::Duration::from_std(t).ok())
                     .map(|t| now + t);
-                rec.last_activity = now;
-                // never earlier than what `/extend` granted
-                rec.expires_at = match (expires, rec.expires_at) {
-                    (Some(new), Some(old)) if rec.state != EnvState::Destroyed => {
-                        Some(new.max(old))
-                    }
-                    (new, old) => new.or(old),
-                };
-                rec.ttl_secs = d.ttl.map(|t| t.as_secs()).or(rec.ttl_secs);
-                rec.warned_at = None;
+                rec.note_deploy_request(expires, d.ttl.map(|t| t.as_secs()), now);
                 rec.remember(&d.sha);
                 if d.target.pr.is_some() {
                     rec.pr = d.target.pr;
@@ -395,32 +384,31 @@ impl App {
                     .clone()
                     .unwrap_or_else(|| ctx.repo.clone_url.clone());
                 rec.installation_id = Some(ctx.installation);
-                if d.profile.is_some() || d.trigger == crate::store::Trigger::Stage {
+                if d.profile.is_some() || d.trigger == crate::environment::Trigger::Stage {
                     rec.profile = d.profile.clone();
                 }
-                rec.updated_at = now;
-                if same_op && !d.force {
-                    self.store().put_env(&rec)?;
-                    return Ok(());
-                }
-                rec.op = Some(op);
-                rec.ci_wait = None;
-                rec.generation += 1;
-                if d.queue {
-                    rec.state = EnvState::Queued;
-                    rec.queued_at.get_or_insert(now);
-                } else if rec.state == EnvState::Destroyed || rec.state == EnvState::Queued {
-                    rec.state = EnvState::Pending;
-                    rec.queued_at = None;
-                }
+                // The same commit already queued or deploying (not forced): nothing new to do.
+                let change = if d.queue {
+                    rec.enqueue(op, now)
+                } else {
+                    rec.request_deploy(op)
+                };
                 self.store().put_env(&rec)?;
+                let change = match change {
+                    Ok(change) if !change.unchanged => change,
+                    Ok(_) => return Ok(()),
+                    Err(refused) => {
+                        tracing::warn!(env = %id, sha = %d.sha, reason = %refused, "deploy not requested");
+                        return Ok(());
+                    }
+                };
                 tracing::info!(env = %id, sha = %d.sha, trigger = ?d.trigger, queued = d.queue, "deploy requested");
                 if d.queue {
                     if let Some(pr) = rec.pr {
                         self.refresh_sticky(ctx.client, pr).await?;
                     }
                 } else {
-                    self.kick(&id, rec.generation);
+                    self.kick(&id, change.generation);
                 }
             }
             Action::Teardown {
@@ -434,22 +422,13 @@ impl App {
                     slug,
                 };
                 let updated = self.store().update_env(&id, |rec| {
-                    if !rec.is_active() {
-                        return None;
-                    }
-                    rec.op = Some(Op::Teardown {
-                        reason: reason.clone(),
-                        by: by.clone(),
-                        ack,
-                    });
-                    rec.ci_wait = None;
-                    rec.generation += 1;
+                    let change = rec.request_teardown(&reason, &by, ack)?;
                     rec.updated_at = ctx.now;
-                    Some(rec.generation)
+                    Ok(change)
                 })?;
-                if let Some((_, Some(generation))) = updated {
+                if let Some(change) = crate::lifecycle::applied(&id, updated) {
                     tracing::info!(env = %id, reason, "teardown requested");
-                    self.kick(&id, generation);
+                    self.kick(&id, change.generation);
                 }
             }
             Action::Extend { slug, until } => {
@@ -457,40 +436,30 @@ impl App {
                     repo: repo.clone(),
                     slug,
                 };
-                self.store().update_env(&id, |rec| {
-                    rec.expires_at = Some(until);
-                    rec.warned_at = None;
-                    rec.last_activity = ctx.now;
-                })?;
+                let extended = self
+                    .store()
+                    .update_env(&id, |rec| rec.extend(until, ctx.now))?;
+                crate::lifecycle::applied(&id, extended);
             }
             Action::Visited { slug, at, until } => {
                 let id = EnvId {
                     repo: repo.clone(),
                     slug,
                 };
-                self.store().update_env(&id, |rec| {
-                    rec.last_visit = Some(at);
-                    rec.last_activity = rec.last_activity.max(at);
-                    if let Some(until) = until
-                        && rec.expires_at.is_some_and(|e| until > e)
-                    {
-                        rec.expires_at = Some(until);
-                        // A warning already given no longer holds: the next one is due
-                        // before the new expiry.
-                        rec.warned_at = None;
-                    }
-                })?;
+                // A warning already given no longer holds once the expiry moves: the next one
+                // is due before the new expiry.
+                let visited = self.store().update_env(&id, |rec| rec.visit(at, until))?;
+                crate::lifecycle::applied(&id, visited);
             }
             Action::WarnExpiry { slug, at } => {
                 let id = EnvId {
                     repo: repo.clone(),
                     slug: slug.clone(),
                 };
-                let updated = self.store().update_env(&id, |rec| {
-                    rec.warned_at = Some(ctx.now);
-                    rec.pr
-                })?;
-                if let Some((_, Some(pr))) = updated {
+                let updated = self
+                    .store()
+                    .update_env(&id, |rec| rec.warn_expiry(ctx.now).map(|_| rec.pr))?;
+                if let Some((_, Ok(Some(pr)))) = updated {
                     ctx.client
                         .reply(
                             pr,
@@ -684,15 +653,14 @@ fn new_env(
     url: String,
     now: DateTime<Utc>,
 ) -> EnvRecord {
-    EnvRecord {
-        pr: target.pr,
-        installation_id: Some(installation),
-        clone_url,
-        host,
-        url,
-        fork: target.fork,
-        ..EnvRecord::new(id.clone(), target.kind, &target.branch, now)
-    }
+    let mut rec = EnvRecord::new(id.clone(), target.kind, &target.branch, now);
+    rec.pr = target.pr;
+    rec.installation_id = Some(installation);
+    rec.clone_url = clone_url;
+    rec.host = host;
+    rec.url = url;
+    rec.fork = target.fork;
+    rec
 }
 
 /// The sticky comment's note for a [`Notice`].

@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod database;
 pub mod demo;
 pub mod engine;
+pub mod environment;
 pub mod event;
 pub mod fake_github;
 pub mod fake_sentry;

@@ -9,9 +9,12 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::app::{App, RunnerSlot};
+use crate::environment::{
+    Change, EnvRecord, EnvState, Failure, Op, Release, TransitionError, Trigger,
+};
 use crate::metrics::Metrics;
 use crate::provider::{DeploySpec, ProviderStatus, TeardownSpec};
-use crate::store::{EnvRecord, EnvState, Op, Release, StoreError, Trigger};
+use crate::store::StoreError;
 use crate::types::{EnvId, EnvKind};
 
 /// What a report to GitHub announces.
@@ -47,25 +50,15 @@ impl App {
         id: &EnvId,
         reason: &str,
     ) -> Result<bool, crate::store::StoreError> {
-        let updated = self.store().update_env(id, |r| {
-            if !r.is_active() {
-                return None;
-            }
-            r.op = Some(Op::Teardown {
-                reason: reason.to_owned(),
-                by: "operator".into(),
-                ack: None,
-            });
-            r.ci_wait = None;
-            r.generation += 1;
-            Some(r.generation)
-        })?;
-        match updated {
-            Some((_, Some(g))) => {
-                self.kick(id, g);
+        let updated = self
+            .store()
+            .update_env(id, |r| r.request_teardown(reason, "operator", None))?;
+        match applied(id, updated) {
+            Some(change) => {
+                self.kick(id, change.generation);
                 Ok(true)
             }
-            _ => Ok(false),
+            None => Ok(false),
         }
     }
 
@@ -100,18 +93,14 @@ impl App {
                     break;
                 }
             };
-            let op = match (&rec.op, rec.state) {
-                (Some(_), EnvState::Queued) | (None, _) | (Some(Op::Deploy { .. }), _)
-                    if rec.op.is_none() || rec.state == EnvState::Queued || waits_for_ci(&rec) =>
-                {
+            let op = match rec.op() {
+                Some(op) if !rec.runner_idle() => op.clone(),
+                _ => {
                     // Leave only if nothing new arrived meanwhile (checked under the lock `kick`
                     // takes, so an op is never stranded).
                     let mut runners = self.0.runners.lock().unwrap_or_else(|p| p.into_inner());
                     let fresh = self.store().env(id).ok().flatten();
-                    let idle = fresh.as_ref().is_none_or(|r| {
-                        r.op.is_none() || r.state == EnvState::Queued || waits_for_ci(r)
-                    });
-                    if idle {
+                    if fresh.as_ref().is_none_or(EnvRecord::runner_idle) {
                         runners.remove(id);
                         drop(runners);
                         self.0.runners_idle.notify_waiters();
@@ -119,8 +108,6 @@ impl App {
                     }
                     continue;
                 }
-                (Some(op), _) => op.clone(),
-                (None, _) => continue,
             };
             generation.borrow_and_update();
             let result = match op {
@@ -149,8 +136,8 @@ impl App {
         generation: &mut watch::Receiver<u64>,
     ) -> Result<(), StoreError> {
         let id = rec.id.clone();
-        let gen_now = rec.generation;
-        let (sha, git_ref, trigger, by, ack, force, restart_of) = match &rec.op {
+        let gen_now = rec.generation();
+        let (sha, git_ref, trigger, by, ack, force, restart_of) = match rec.op() {
             Some(Op::Deploy {
                 sha,
                 git_ref,
@@ -186,11 +173,11 @@ impl App {
             _ => return Ok(()),
         };
         // Already live at this commit: nothing to deploy (idempotent replays).
-        let live_sha = match rec.current_release {
+        let live_sha = match rec.current_release() {
             Some(n) => self.store().release(&id, n)?.map(|r| r.sha),
             None => None,
         };
-        if !force && rec.state == EnvState::Live && live_sha.as_ref() == Some(&sha) {
+        if !force && rec.state() == EnvState::Live && live_sha.as_ref() == Some(&sha) {
             if self.clear_op(&id, gen_now)? {
                 self.ack(&rec, ack, true).await;
                 self.report(&id, Phase::Live).await;
@@ -198,7 +185,7 @@ impl App {
             return Ok(());
         }
         // The CI gate (`require_checks`): wait, fail, or go on with what allowed it.
-        let (gate, mut checks) = match &rec.op {
+        let (gate, mut checks) = match rec.op() {
             Some(Op::Deploy { gate, checks, .. }) => (gate.clone(), checks.clone()),
             _ => (None, None),
         };
@@ -206,16 +193,10 @@ impl App {
             match self.ci_gate(&rec, &sha, gate).await {
                 crate::policy::GateVerdict::Pass(summary) => checks = Some(summary),
                 crate::policy::GateVerdict::Wait(text) => {
-                    let waiting = self.store().update_env(&id, |r| {
-                        if r.generation != gen_now {
-                            return false;
-                        }
-                        r.ci_wait = Some(text.clone());
-                        r.attempted = Some(sha.clone());
-                        r.report_pending = true;
-                        true
-                    })?;
-                    if matches!(waiting, Some((_, true))) {
+                    let waiting = self
+                        .store()
+                        .update_env(&id, |r| r.wait_for_ci(gen_now, &sha, &text, true))?;
+                    if applied(&id, waiting).is_some() {
                         tracing::info!(env = %id, sha = %sha.short(), wait = %text, "deploy waits for CI");
                         self.report(&id, Phase::Waiting).await;
                     }
@@ -230,34 +211,18 @@ impl App {
                         .iter()
                         .any(|a| a.generation == gen_now && a.sha == sha);
                     if !reported {
-                        let noted = self.store().update_env(&id, |r| {
-                            if r.generation != gen_now {
-                                return false;
-                            }
-                            r.ci_wait = Some(text.clone());
-                            r.attempted = Some(sha.clone());
-                            true
-                        })?;
-                        if !matches!(noted, Some((_, true))) {
+                        let noted = self
+                            .store()
+                            .update_env(&id, |r| r.wait_for_ci(gen_now, &sha, &text, false))?;
+                        if applied(&id, noted).is_none() {
                             return Ok(());
                         }
                         self.report(&id, Phase::Waiting).await;
                     }
-                    let failed = self.store().update_env(&id, |r| {
-                        if r.generation != gen_now {
-                            return false;
-                        }
-                        r.state = EnvState::Failed;
-                        r.op = None;
-                        r.ci_wait = None;
-                        r.deploying = None;
-                        r.attempted = Some(sha.clone());
-                        r.last_error = Some(text.clone());
-                        r.last_log_tail = None;
-                        r.report_pending = true;
-                        true
-                    })?;
-                    if matches!(failed, Some((_, true))) {
+                    let failed = self
+                        .store()
+                        .update_env(&id, |r| r.fail_ci_gate(gen_now, &sha, &text))?;
+                    if applied(&id, failed).is_some() {
                         Metrics::inc(&self.metrics().deploys_failed);
                         tracing::warn!(env = %id, sha = %sha.short(), error = %text, "CI gate failed");
                         self.ack(&rec, ack, false).await;
@@ -275,29 +240,18 @@ impl App {
             ));
         }
         // Persist the transition before acting on it.
-        let Some((rec, true)) = self.store().update_env(&id, |r| {
-            if r.generation != gen_now {
-                return false;
-            }
-            r.ci_wait = None;
-            r.state = EnvState::Deploying;
-            r.deploying = Some(sha.clone());
-            r.attempted = Some(sha.clone());
-            r.last_error = None;
-            r.last_log_tail = None;
-            if restart_of.is_none() {
-                r.report_pending = true;
-            }
-            true
-        })?
-        else {
+        let begun = self
+            .store()
+            .update_env(&id, |r| r.begin_deploy(gen_now, &sha, restart_of.is_some()))?;
+        let Some((rec, Ok(_))) = begun else {
+            applied(&id, begun);
             return Ok(());
         };
         Metrics::inc(&self.metrics().deploys_started);
         if restart_of.is_none() {
             self.report(&id, Phase::Deploying).await;
         }
-        let n = restart_of.unwrap_or(rec.releases + 1);
+        let n = restart_of.unwrap_or(rec.releases() + 1);
         let (log_path, log_url) = self.log_location(&id, n);
         let clone_token = if rec.clone_url.starts_with("https://") {
             match self.repo_client(rec.installation_id, &id.repo).await {
@@ -320,7 +274,7 @@ impl App {
             host: rec.host.clone(),
             public_url: rec.url.clone(),
             profile: rec.profile.clone(),
-            first_deploy: !rec.seeded,
+            first_deploy: !rec.seeded(),
             vars: self.settings().vars.clone(),
             log_path,
             artifact: self.first_release_of(&id, &sha, n)?,
@@ -358,20 +312,8 @@ impl App {
             Ok(deployed) => {
                 let ms = started.elapsed().as_millis() as u64;
                 if let Some(r) = restart_of {
-                    let done = self.store().update_env(&id, |e| {
-                        if e.generation != gen_now {
-                            return false;
-                        }
-                        e.state = EnvState::Live;
-                        e.op = None;
-                        e.deploying = None;
-                        e.current_release = Some(r);
-                        e.seeded = true;
-                        e.restart_failures = 0;
-                        e.next_restart_at = None;
-                        true
-                    })?;
-                    if let Some((e, true)) = done {
+                    let done = self.store().update_env(&id, |e| e.restarted(gen_now, r))?;
+                    if let Some((e, Ok(_))) = done {
                         tracing::info!(env = %id, release = r, "restarted");
                         // A report owed from before the crash goes out now.
                         if e.report_pending {
@@ -394,18 +336,10 @@ impl App {
                     checks,
                     artifact: deployed.artifact.clone(),
                 };
-                let committed = self.store().commit_release(&id, gen_now, &release, |e| {
-                    e.state = EnvState::Live;
-                    e.op = None;
-                    e.deploying = None;
-                    e.url = deployed.url.clone();
-                    e.last_error = None;
-                    e.seeded = true;
-                    e.restart_failures = 0;
-                    e.next_restart_at = None;
-                    e.report_pending = true;
-                })?;
-                if committed.is_none() {
+                let committed = self
+                    .store()
+                    .commit_release(&id, &release, |e| e.commit_live(gen_now, n, &deployed.url))?;
+                if applied(&id, committed).is_none() {
                     return Ok(());
                 }
                 Metrics::inc(&self.metrics().deploys_succeeded);
@@ -421,27 +355,14 @@ impl App {
             Err(err) => {
                 let (message, tail) = (err.to_string(), err.log_tail().map(str::to_owned));
                 let now = self.now();
-                let failed = self.store().update_env(&id, |e| {
-                    if e.generation != gen_now {
-                        return false;
-                    }
-                    e.state = EnvState::Failed;
-                    e.op = None;
-                    e.deploying = None;
-                    e.last_error = Some(message.clone());
-                    e.last_log_tail = tail.clone();
-                    if let Some(n) = restart_of {
-                        // A restart that fails backs off: 2, 4, 8, 16, 32, then 60 minutes.
-                        e.restart_failures += 1;
-                        let minutes = 1i64 << e.restart_failures.min(6);
-                        e.next_restart_at = Some(now + chrono::Duration::minutes(minutes.min(60)));
-                        e.current_release = Some(n);
-                    } else {
-                        e.report_pending = true;
-                    }
-                    true
-                })?;
-                if !matches!(failed, Some((_, true))) {
+                let failure = Failure {
+                    message: message.clone(),
+                    log_tail: tail,
+                };
+                let failed = self
+                    .store()
+                    .update_env(&id, |e| e.fail(gen_now, failure.clone(), restart_of, now))?;
+                if applied(&id, failed).is_none() {
                     return Ok(());
                 }
                 Metrics::inc(&self.metrics().deploys_failed);
@@ -462,26 +383,23 @@ impl App {
         generation: &mut watch::Receiver<u64>,
     ) -> Result<(), StoreError> {
         let id = rec.id.clone();
-        let gen_now = rec.generation;
-        let ack = match &rec.op {
+        let gen_now = rec.generation();
+        let ack = match rec.op() {
             Some(Op::Teardown { ack, .. }) => *ack,
             _ => None,
         };
-        let Some((rec, true)) = self.store().update_env(&id, |r| {
-            if r.generation != gen_now {
-                return false;
-            }
-            r.state = EnvState::TearingDown;
-            true
-        })?
-        else {
+        let begun = self
+            .store()
+            .update_env(&id, |r| r.begin_teardown(gen_now))?;
+        let Some((rec, Ok(_))) = begun else {
+            applied(&id, begun);
             return Ok(());
         };
-        let sha = match rec.current_release {
+        let sha = match rec.current_release() {
             Some(n) => self.store().release(&id, n)?.map(|r| r.sha),
             None => None,
         };
-        let (log_path, _) = self.log_location(&id, rec.releases.max(1));
+        let (log_path, _) = self.log_location(&id, rec.releases().max(1));
         let spec = TeardownSpec {
             env: id.clone(),
             kind: rec.kind,
@@ -497,9 +415,10 @@ impl App {
         if let Err(e) = torn_down {
             // Keep the op: the runner (or the reconciler) tries again.
             tracing::warn!(env = %id, error = %e, "teardown failed; will retry");
-            self.store().update_env(&id, |r| {
-                r.last_error = Some(format!("teardown failed: {e}"));
-            })?;
+            let noted = self
+                .store()
+                .update_env(&id, |r| r.teardown_failed(format!("teardown failed: {e}")))?;
+            applied(&id, noted);
             // 2 s, 4 s, 8 s … capped at 5 minutes; a newer op (a redeploy) ends the wait.
             *failures += 1;
             let wait = std::time::Duration::from_secs(1u64 << (*failures).min(8))
@@ -510,20 +429,8 @@ impl App {
             }
             return Ok(());
         }
-        let done = self.store().update_env(&id, |r| {
-            if r.generation != gen_now {
-                return false;
-            }
-            r.state = EnvState::Destroyed;
-            r.op = None;
-            r.deploying = None;
-            r.expires_at = None;
-            r.warned_at = None;
-            r.seeded = false;
-            r.report_pending = true;
-            true
-        })?;
-        if matches!(done, Some((_, true))) {
+        let done = self.store().update_env(&id, |r| r.destroyed(gen_now))?;
+        if applied(&id, done).is_some() {
             Metrics::inc(&self.metrics().teardowns);
             tracing::info!(env = %id, "destroyed");
             self.ack(&rec, ack, true).await;
@@ -537,16 +444,8 @@ impl App {
 
     /// Clear a finished op when the environment is still at `generation`.
     fn clear_op(&self, id: &EnvId, generation: u64) -> Result<bool, StoreError> {
-        Ok(matches!(
-            self.store().update_env(id, |r| {
-                if r.generation != generation {
-                    return false;
-                }
-                r.op = None;
-                true
-            })?,
-            Some((_, true))
-        ))
+        let done = self.store().update_env(id, |r| r.finish_op(generation))?;
+        Ok(applied(id, done).is_some())
     }
 
     /// Start queued previews when capacity allows (policy decides which).
@@ -559,7 +458,7 @@ impl App {
         };
         let queued: Vec<EnvRecord> = envs
             .into_iter()
-            .filter(|e| e.installation_id == Some(installation) && e.state == EnvState::Queued)
+            .filter(|e| e.installation_id == Some(installation) && e.state() == EnvState::Queued)
             .collect();
         let in_use = self.previews_in_use(installation).unwrap_or(usize::MAX);
         for slug in crate::policy::dequeue(&queued, in_use, &self.settings().limits) {
@@ -567,17 +466,16 @@ impl App {
                 continue;
             };
             let id = env.id.clone();
-            if let Ok(Some((rec, true))) = self.store().update_env(&id, |r| {
-                if r.state != EnvState::Queued {
-                    return false;
+            match self.store().update_env(&id, EnvRecord::leave_queue) {
+                Ok(left) => {
+                    if let Some(change) = applied(&id, left) {
+                        tracing::info!(env = %id, "leaving the capacity queue");
+                        self.kick(&id, change.generation);
+                    }
                 }
-                r.state = EnvState::Pending;
-                r.queued_at = None;
-                r.generation += 1;
-                true
-            }) {
-                tracing::info!(env = %id, "leaving the capacity queue");
-                self.kick(&id, rec.generation);
+                Err(e) => {
+                    tracing::warn!(env = %id, error = %e, "cannot take a preview out of the queue")
+                }
             }
         }
     }
@@ -602,10 +500,10 @@ impl App {
             .store()
             .envs()?
             .into_iter()
-            .filter(|e| e.is_active() && e.state != EnvState::Queued)
+            .filter(|e| e.is_active() && e.state() != EnvState::Queued)
             .filter_map(|e| {
                 Some(crate::provider::local::LiveRelease {
-                    release: e.current_release?,
+                    release: e.current_release()?,
                     env: e.id,
                 })
             })
@@ -620,33 +518,27 @@ impl App {
         let mut summary = ReconcileSummary::default();
         let now = self.now();
         for env in self.store().envs()? {
-            if env.state == EnvState::Queued {
+            if env.state() == EnvState::Queued {
                 continue;
             }
-            if env.op.is_some() {
+            if env.op().is_some() {
                 summary.resumed += 1;
-                self.kick(&env.id, env.generation);
+                self.kick(&env.id, env.generation());
                 continue;
             }
-            let restartable = env.state == EnvState::Live
-                || (env.state == EnvState::Failed
-                    && env.restart_failures > 0
-                    && env.next_restart_at.is_none_or(|t| t <= now));
-            let Some(release) = env.current_release.filter(|_| restartable) else {
+            if env.restartable(now).is_none() {
                 continue;
-            };
+            }
             if matches!(
                 self.provider().status(&env.id).await,
                 Ok(ProviderStatus::Stopped)
             ) {
-                let updated = self.store().update_env(&env.id, |r| {
-                    r.op = Some(Op::Restart { release });
-                    r.generation += 1;
-                    r.generation
-                })?;
-                if let Some((_, g)) = updated {
+                let updated = self
+                    .store()
+                    .update_env(&env.id, |r| r.request_restart(now))?;
+                if let Some(change) = applied(&env.id, updated) {
                     summary.restarted += 1;
-                    self.kick(&env.id, g);
+                    self.kick(&env.id, change.generation);
                 }
             }
         }
@@ -654,7 +546,7 @@ impl App {
             .store()
             .envs()?
             .iter()
-            .filter(|e| e.state == EnvState::Queued)
+            .filter(|e| e.state() == EnvState::Queued)
             .filter_map(|e| e.installation_id)
             .collect();
         for inst in installations {
@@ -676,7 +568,7 @@ impl App {
             e.kind == EnvKind::Preview
                 && e.is_active()
                 && e.pr.is_some()
-                && !matches!(e.op, Some(Op::Teardown { .. }))
+                && !matches!(e.op(), Some(Op::Teardown { .. }))
         };
         for env in envs.iter().filter(|e| closable(e)) {
             repos.entry(&env.id.repo).or_insert(env.installation_id);
@@ -697,28 +589,22 @@ impl App {
                 &e.id.repo == repo && closable(e) && e.pr.is_some_and(|pr| !open.contains(&pr))
             }) {
                 let updated = self.store().update_env(&env.id, |r| {
-                    r.op = Some(Op::Teardown {
-                        reason: "the pull request is closed".into(),
-                        by: "stagebot".into(),
-                        ack: None,
-                    });
-                    r.generation += 1;
-                    r.generation
+                    r.request_teardown("the pull request is closed", "stagebot", None)
                 })?;
-                if let Some((_, g)) = updated {
+                if let Some(change) = applied(&env.id, updated) {
                     summary.closed += 1;
-                    self.kick(&env.id, g);
+                    self.kick(&env.id, change.generation);
                 }
             }
         }
         for env in self.store().envs()? {
             // A gate whose check events were lost (or could not be read) is looked at again.
-            if waits_for_ci(&env) {
+            if env.waits_for_ci() {
                 self.recheck_ci(&env.id)?;
             }
-            if env.report_pending && env.op.is_none() {
+            if env.report_pending && env.op().is_none() {
                 summary.reported += 1;
-                let phase = match env.state {
+                let phase = match env.state() {
                     EnvState::Live => Phase::Live,
                     EnvState::Failed => Phase::Failed,
                     EnvState::Destroyed => Phase::Destroyed,
@@ -752,9 +638,26 @@ impl App {
     }
 }
 
-/// A deploy op parked until its CI gate changes (`require_checks`).
-fn waits_for_ci(r: &EnvRecord) -> bool {
-    r.ci_wait.is_some() && matches!(r.op, Some(Op::Deploy { .. }))
+/// What a transition written through the store did: `Some` when it was applied, `None` when
+/// the environment is gone or the transition was refused (a newer op superseded the caller, or
+/// the state no longer allows it), which is logged here and otherwise not an error: the newest
+/// op wins.
+pub(crate) fn applied(
+    id: &EnvId,
+    written: Option<(EnvRecord, Result<Change, TransitionError>)>,
+) -> Option<Change> {
+    match written {
+        Some((_, Ok(change))) if change.unchanged => None,
+        Some((_, Ok(change))) => {
+            tracing::debug!(env = %id, transition = %change.transition, from = %change.from, to = %change.to, generation = change.generation, "transition");
+            Some(change)
+        }
+        Some((_, Err(refused))) => {
+            tracing::debug!(env = %id, reason = %refused, "transition refused");
+            None
+        }
+        None => None,
+    }
 }
 
 impl App {
@@ -785,15 +688,9 @@ impl App {
     /// Re-evaluate the CI gate of `id`'s waiting deploy (a check event for its commit, or the
     /// reconciler). Does nothing unless a deploy waits.
     pub fn recheck_ci(&self, id: &EnvId) -> Result<(), StoreError> {
-        let updated = self.store().update_env(id, |r| {
-            if !waits_for_ci(r) {
-                return None;
-            }
-            r.ci_wait = None;
-            Some(r.generation)
-        })?;
-        if let Some((_, Some(generation))) = updated {
-            self.kick(id, generation);
+        let updated = self.store().update_env(id, EnvRecord::recheck_ci)?;
+        if let Some(change) = applied(id, updated) {
+            self.kick(id, change.generation);
         }
         Ok(())
     }

@@ -5,10 +5,11 @@
 
 use crate::app::App;
 use crate::engine::{Ctx, EngineError};
+use crate::environment::Trigger;
 use crate::github::GitHubError;
 use crate::policy::{self, Action, State};
 use crate::repo_config::RepoConfig;
-use crate::store::{StoreError, Trigger};
+use crate::store::StoreError;
 use crate::types::{EnvId, EnvKind, RepoName, Slug};
 
 /// Why an operator request did nothing.

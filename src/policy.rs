@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::command::{self, Command, EnvTarget, PromoteTarget, RollbackTo};
+use crate::environment::{EnvRecord, EnvState, Op, Release, Trigger};
 use crate::event::{
     BranchDeletedEvent, CiEvent, CommentAction, CommentEvent, Event, PrAction, PullRequestEvent,
     PushEvent,
@@ -15,9 +16,7 @@ use crate::github::{PrInfo, Reaction};
 use crate::markdown;
 use crate::repo_config::{CiGate, OnMerge, RepoConfig};
 use crate::slug::preview_slug;
-use crate::store::{
-    CommandOutcome as Ran, CommandRun, EnvRecord, EnvState, Op, PrRecord, Release, Trigger,
-};
+use crate::store::{CommandOutcome as Ran, CommandRun, PrRecord};
 use crate::types::{EnvKind, Permission, PrNumber, Sha, Slug};
 
 /// Operator limits that shape decisions.
@@ -306,7 +305,7 @@ fn preview_target(pr: &crate::event::PullRequest) -> Target {
 fn must_queue(state: &State, slug: &Slug) -> bool {
     let already = state
         .active_env(slug)
-        .is_some_and(|e| e.state.occupies_slot());
+        .is_some_and(|e| e.state().occupies_slot());
     match state.limits.max_previews {
         Some(max) if !already => state.previews_in_use >= max,
         _ => false,
@@ -315,7 +314,7 @@ fn must_queue(state: &State, slug: &Slug) -> bool {
 
 /// An environment new commits redeploy: not destroyed and not on its way out.
 fn follows_commits(env: &EnvRecord) -> bool {
-    env.is_active() && env.state != EnvState::TearingDown
+    env.is_active() && env.state() != EnvState::TearingDown
 }
 
 fn deploy_preview(
@@ -639,8 +638,8 @@ fn ci_changed(e: &CiEvent, state: &State) -> Decision {
         .envs
         .iter()
         .filter(|env| {
-            env.ci_wait.is_some()
-                && matches!(&env.op, Some(Op::Deploy { sha, .. }) if *sha == e.sha)
+            env.ci_wait().is_some()
+                && matches!(&env.op(), Some(Op::Deploy { sha, .. }) if *sha == e.sha)
         })
         .map(|env| Action::RecheckCi {
             slug: env.id.slug.clone(),
@@ -1046,9 +1045,9 @@ fn run_command(
         }
         Command::Promote { target, .. } => {
             let slug = preview_slug_now.ok_or("could not read this pull request from GitHub")?;
-            let live_preview = state
-                .active_env(&slug)
-                .filter(|env| env.current_release.is_some() && env.state != EnvState::TearingDown);
+            let live_preview = state.active_env(&slug).filter(|env| {
+                env.current_release().is_some() && env.state() != EnvState::TearingDown
+            });
             let closed =
                 info.is_some_and(|i| !i.open) || state.pr_record.as_ref().is_some_and(|r| r.closed);
             if live_preview.is_none() && closed && *target == PromoteTarget::Production {
@@ -1074,7 +1073,7 @@ fn run_command(
             let env = live_preview.ok_or(
                 "this pull request has no live preview to promote: comment `/stage` first.",
             )?;
-            let n = env.current_release.unwrap_or_default();
+            let n = env.current_release().unwrap_or_default();
             let release = state
                 .releases_of(&slug)
                 .iter()
@@ -1152,7 +1151,7 @@ fn run_command(
             let env = state
                 .active_env(&slug)
                 .ok_or("this pull request has no preview to extend.")?;
-            let base = env.expires_at.unwrap_or(state.now).max(state.now);
+            let base = env.expires_at().unwrap_or(state.now).max(state.now);
             let wanted = add(base, *extra);
             let cap = add(state.now, state.limits.max_extend);
             // The cap limits how far an extension goes; it never shortens the current expiry.
@@ -1188,10 +1187,10 @@ fn promote_merge_from_staging(
     let staging = Slug::staging();
     let env = state.active_env(&staging);
     let live = env.and_then(|env| {
-        let n = env.current_release?;
+        let n = env.current_release()?;
         state.releases_of(&staging).iter().find(|r| r.n == n)
     });
-    let deploying = env.and_then(|env| match &env.op {
+    let deploying = env.and_then(|env| match &env.op() {
         Some(Op::Deploy { sha, .. }) => Some(sha),
         _ => None,
     });
@@ -1233,7 +1232,7 @@ pub fn operator_promote(
         .active_env(from)
         .ok_or_else(|| format!("there is no active `{from}` environment to promote from."))?;
     let n = release
-        .or(env.current_release)
+        .or(env.current_release())
         .ok_or_else(|| format!("`{from}` has no live release to promote."))?;
     let release = state
         .releases_of(from)
@@ -1399,7 +1398,7 @@ fn pick_rollback<'a>(
             .find(|r| r.sha.matches_prefix(prefix))
             .ok_or_else(|| format!("`{}` has no release of commit `{prefix}`.", env.id.slug)),
         None => {
-            let current = env.current_release.unwrap_or(u32::MAX);
+            let current = env.current_release().unwrap_or(u32::MAX);
             let live_sha = releases.iter().find(|r| r.n == current).map(|r| &r.sha);
             releases
                 .iter()
@@ -1528,8 +1527,8 @@ pub fn status_text(pr: PrNumber, state: &State) -> String {
             "\n**{} `{}`** — {}{}\n",
             env.kind,
             env.id.slug,
-            env.state.as_str(),
-            if env.state == EnvState::Live {
+            env.state().as_str(),
+            if env.state() == EnvState::Live {
                 format!(" at {}", env.url)
             } else {
                 String::new()
@@ -1545,7 +1544,7 @@ pub fn status_text(pr: PrNumber, state: &State) -> String {
             out.push_str(&format!(
                 "| #{}{} | `{}` | @{} | {} | {} |\n",
                 r.n,
-                if env.current_release == Some(r.n) {
+                if env.current_release() == Some(r.n) {
                     " (live)"
                 } else {
                     ""
@@ -1578,9 +1577,9 @@ pub fn sweep_with_visits(
     let mut actions = Vec::new();
     for env in envs
         .iter()
-        .filter(|e| e.kind == EnvKind::Preview && e.is_active() && e.op.is_none())
+        .filter(|e| e.kind == EnvKind::Preview && e.is_active() && e.op().is_none())
     {
-        let Some(mut expires) = env.expires_at else {
+        let Some(mut expires) = env.expires_at() else {
             continue;
         };
         if let Some(at) = last_visit(&env.id.slug)
@@ -1616,7 +1615,7 @@ pub fn sweep_with_visits(
                 by: "stagebot".into(),
                 ack: None,
             });
-        } else if env.warned_at.is_none() && now >= expires - warning_window(env) {
+        } else if env.warned_at().is_none() && now >= expires - warning_window(env) {
             actions.push(Action::WarnExpiry {
                 slug: env.id.slug.clone(),
                 at: expires,
@@ -1643,9 +1642,9 @@ pub fn dequeue(queued: &[EnvRecord], in_use: usize, limits: &Limits) -> Vec<Slug
     };
     let mut waiting: Vec<&EnvRecord> = queued
         .iter()
-        .filter(|e| e.state == EnvState::Queued && matches!(e.op, Some(Op::Deploy { .. })))
+        .filter(|e| e.state() == EnvState::Queued && matches!(e.op(), Some(Op::Deploy { .. })))
         .collect();
-    waiting.sort_by_key(|e| e.queued_at);
+    waiting.sort_by_key(|e| e.queued_at());
     waiting
         .into_iter()
         .take(free)

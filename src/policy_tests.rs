@@ -64,15 +64,13 @@ fn env(slug_: &str, kind: EnvKind, state: EnvState) -> EnvRecord {
         repo: repo(),
         slug: slug(slug_),
     };
-    EnvRecord {
-        state,
-        installation_id: Some(1),
-        clone_url: "https://github.com/octo/webapp.git".into(),
-        host: format!("{slug_}--webapp"),
-        url: format!("http://{slug_}--webapp.localhost:3000"),
-        generation: 1,
-        ..EnvRecord::new(id, kind, "main", now() - secs(DAY))
-    }
+    let mut e = EnvRecord::new(id, kind, "main", now() - secs(DAY)).with_state(state);
+    e.installation_id = Some(1);
+    e.clone_url = "https://github.com/octo/webapp.git".into();
+    e.host = format!("{slug_}--webapp");
+    e.url = format!("http://{slug_}--webapp.localhost:3000");
+    e.set_generation(1);
+    e
 }
 
 /// The preview of PR 42 on `feature/login`, idle for a day with a 3-day TTL.
@@ -81,7 +79,7 @@ fn pr_preview(state: EnvState) -> EnvRecord {
     e.branch = BRANCH.into();
     e.pr = Some(PrNumber(PR));
     e.ttl_secs = Some(3 * DAY as u64);
-    e.expires_at = Some(now() + secs(2 * DAY));
+    e.set_expires_at(Some(now() + secs(2 * DAY)));
     e
 }
 
@@ -104,8 +102,8 @@ fn release(n: u32, sha_: &str) -> Release {
 
 /// A live environment with releases `shas` (1-based), the last one live.
 fn with_releases(mut e: EnvRecord, shas: &[&str], st: &mut State) -> EnvRecord {
-    e.releases = shas.len() as u32;
-    e.current_release = Some(shas.len() as u32);
+    e.set_releases(shas.len() as u32);
+    e.set_current_release(Some(shas.len() as u32));
     e.seen_shas = shas.iter().map(|s| sha(s)).collect();
     st.releases.push((
         e.id.slug.clone(),
@@ -1663,7 +1661,7 @@ fn a_stale_version_of_an_edited_comment_is_ignored() {
 fn promote_deploys_the_previews_live_release_not_the_head() {
     let mut st = promotable(Permission::Write);
     // The head moved on (ddd0001) and release 2 (bbb0002) is still live.
-    st.envs[0].deploying = Some(sha("ddd0001"));
+    st.envs[0].set_deploying(Some(sha("ddd0001")));
     let a = acts(decide(&comment("/promote"), &config(), &st));
     let d = one_deploy(&a);
     assert_eq!(d.target.kind, EnvKind::Staging);
@@ -1681,7 +1679,7 @@ fn promote_deploys_the_previews_live_release_not_the_head() {
     assert!(!d.queue);
 
     // The live release is what counts, not the newest one.
-    st.envs[0].current_release = Some(1);
+    st.envs[0].set_current_release(Some(1));
     let a = acts(decide(&comment("/promote staging"), &config(), &st));
     assert_eq!(one_deploy(&a).sha, sha("aaa0001"));
 }
@@ -1739,7 +1737,7 @@ fn promote_without_a_live_preview_is_refused() {
     assert_refused(&a, &["no live preview"]);
     // Torn down (it keeps its history, but nothing runs).
     let mut st = promotable(Permission::Write);
-    st.envs[0].state = EnvState::Destroyed;
+    st.envs[0].set_state(EnvState::Destroyed);
     let a = acts(decide(&comment("/promote"), &config(), &st));
     assert_refused(&a, &["no live preview"]);
 }
@@ -1887,7 +1885,7 @@ fn extend_pushes_the_expiry_out() {
 
     // An expiry in the past (or none) counts from now.
     for expires in [Some(now() - secs(3600)), None] {
-        st.envs[0].expires_at = expires;
+        st.envs[0].set_expires_at(expires);
         let a = acts(decide(&comment("/extend 12h"), &config(), &st));
         assert_eq!(extends(&a), vec![now() + secs(DAY / 2)], "{expires:?}");
     }
@@ -2043,8 +2041,8 @@ fn a_preview_holding_a_slot_redeploys_without_queueing() {
 
 fn queued(name: &str, minutes_ago: i64) -> EnvRecord {
     let mut e = env(name, EnvKind::Preview, EnvState::Queued);
-    e.queued_at = Some(now() - secs(minutes_ago * 60));
-    e.op = Some(Op::Deploy {
+    e.set_queued_at(Some(now() - secs(minutes_ago * 60)));
+    e.set_op(Some(Op::Deploy {
         sha: sha("abc0001"),
         git_ref: "x".into(),
         trigger: Trigger::PullRequest,
@@ -2053,7 +2051,7 @@ fn queued(name: &str, minutes_ago: i64) -> EnvRecord {
         force: false,
         gate: None,
         checks: None,
-    });
+    }));
     e
 }
 
@@ -2064,9 +2062,9 @@ fn dequeue_starts_the_oldest_queued_previews_that_fit() {
         ..Limits::default()
     };
     let mut not_queued = queued("pr-9-live", 100);
-    not_queued.state = EnvState::Live;
+    not_queued.set_state(EnvState::Live);
     let mut no_op = queued("pr-8-idle", 90);
-    no_op.op = None;
+    no_op.set_op(None);
     let envs = vec![
         queued("pr-3-c", 10),
         queued("pr-1-a", 30),
@@ -2094,7 +2092,7 @@ fn idle_preview(name: &str, ttl: i64, expires_in: i64) -> EnvRecord {
     let mut e = env(name, EnvKind::Preview, EnvState::Live);
     e.pr = Some(PrNumber(1));
     e.ttl_secs = Some(ttl as u64);
-    e.expires_at = Some(now() + secs(expires_in));
+    e.set_expires_at(Some(now() + secs(expires_in)));
     e
 }
 
@@ -2168,7 +2166,11 @@ fn sweep_counts_a_visit_as_activity() {
         if let Some(Action::Visited { at, until, .. }) = a.first() {
             assert_eq!(Some(*at), visit_at, "{title}");
             let by_visit = visit_at.map(|v| v + secs(ttl));
-            assert_eq!(*until, by_visit.max(e.expires_at), "{title}: never earlier");
+            assert_eq!(
+                *until,
+                by_visit.max(e.expires_at()),
+                "{title}: never earlier"
+            );
         }
     }
 }
@@ -2199,7 +2201,7 @@ fn sweep_warns_once_within_the_window() {
         assert_eq!(a, expected, "ttl {ttl} expires in {expires_in}");
         // Once warned, nothing more until it expires.
         let mut warned = e;
-        warned.warned_at = Some(now() - secs(60));
+        warned.set_warned_at(Some(now() - secs(60)));
         assert!(sweep(&[warned], now()).is_empty());
     }
 }
@@ -2207,22 +2209,22 @@ fn sweep_warns_once_within_the_window() {
 #[test]
 fn sweep_leaves_busy_shared_and_destroyed_environments_alone() {
     let mut busy = idle_preview("pr-1-a", 3 * DAY, -DAY);
-    busy.op = Some(Op::Teardown {
+    busy.set_op(Some(Op::Teardown {
         reason: "x".into(),
         by: "x".into(),
         ack: None,
-    });
+    }));
     let mut deploying = idle_preview("pr-2-b", 3 * DAY, -DAY);
-    deploying.state = EnvState::Deploying;
-    deploying.op = Some(Op::Restart { release: 1 });
+    deploying.set_state(EnvState::Deploying);
+    deploying.set_op(Some(Op::Restart { release: 1 }));
     let mut destroyed = idle_preview("pr-3-c", 3 * DAY, -DAY);
-    destroyed.state = EnvState::Destroyed;
+    destroyed.set_state(EnvState::Destroyed);
     let mut staging = idle_preview("staging", 3 * DAY, -DAY);
     staging.kind = EnvKind::Staging;
     let mut production = idle_preview("production", 3 * DAY, -DAY);
     production.kind = EnvKind::Production;
     let mut no_expiry = idle_preview("pr-4-d", 3 * DAY, 0);
-    no_expiry.expires_at = None;
+    no_expiry.set_expires_at(None);
     assert!(
         sweep(
             &[busy, deploying, destroyed, staging, production, no_expiry],
@@ -2237,7 +2239,7 @@ fn extend_never_brings_the_expiry_forward() {
     // A 30-day TTL already reaches past the 14-day extension cap.
     let mut st = comment_state(Permission::Write);
     let mut e = pr_preview(EnvState::Live);
-    e.expires_at = Some(now() + secs(20 * DAY));
+    e.set_expires_at(Some(now() + secs(20 * DAY)));
     st.envs.push(e);
     let a = acts(decide(&comment("/extend 2d"), &config(), &st));
     let until = extends(&a);
@@ -2252,12 +2254,12 @@ fn extend_never_brings_the_expiry_forward() {
 }
 
 fn tearing_down(mut e: EnvRecord) -> EnvRecord {
-    e.state = EnvState::TearingDown;
-    e.op = Some(Op::Teardown {
+    e.set_state(EnvState::TearingDown);
+    e.set_op(Some(Op::Teardown {
         reason: "/teardown by @bob".into(),
         by: "bob".into(),
         ack: None,
-    });
+    }));
     e
 }
 
@@ -2309,7 +2311,7 @@ fn a_late_synchronize_after_close_does_not_deploy() {
 fn redeploys_of_a_queued_preview_keep_waiting_for_a_slot() {
     // A branch environment waiting for a slot gets a new commit.
     let mut e = branch_env("demo", EnvState::Queued);
-    e.op = queued("br-demo", 5).op;
+    e.set_op(queued("br-demo", 5).op().cloned());
     let st = full(State {
         envs: vec![e],
         ..state()
@@ -2329,7 +2331,7 @@ fn redeploys_of_a_queued_preview_keep_waiting_for_a_slot() {
         &["aaa0001", "bbb0002"],
         &mut st,
     );
-    p.op = queued(pr_slug().as_str(), 5).op;
+    p.set_op(queued(pr_slug().as_str(), 5).op().cloned());
     st.envs.push(p);
     let a = acts(decide(&comment("/rollback"), &config(), &st));
     assert!(one_deploy(&a).queue, "{a:#?}");
@@ -2638,7 +2640,7 @@ fn promote_production_on_a_merged_pr_says_what_staging_runs_when_it_cannot() {
     // staging still deploying the merge commit
     let mut st = merged_state(Permission::Maintain, &["5a0001"]);
     if let Some(s) = st.envs.iter_mut().find(|e| e.kind == EnvKind::Staging) {
-        s.op = Some(Op::Deploy {
+        s.set_op(Some(Op::Deploy {
             sha: sha("e0e0001"),
             git_ref: "main".into(),
             trigger: Trigger::Merge,
@@ -2647,7 +2649,7 @@ fn promote_production_on_a_merged_pr_says_what_staging_runs_when_it_cannot() {
             force: false,
             gate: None,
             checks: None,
-        });
+        }));
     }
     assert_refused(
         &acts(decide(&comment("/promote production"), &config(), &st)),
@@ -2981,7 +2983,7 @@ fn skip_checks_is_for_admins_and_is_recorded() {
 fn check_events_recheck_only_deploys_waiting_for_that_commit() {
     let waiting = |slug_: &str, kind, sha_: &str, wait: bool| {
         let mut e = env(slug_, kind, EnvState::Live);
-        e.op = Some(Op::Deploy {
+        e.set_op(Some(Op::Deploy {
             sha: sha(sha_),
             git_ref: "main".into(),
             trigger: Trigger::Merge,
@@ -2990,8 +2992,8 @@ fn check_events_recheck_only_deploys_waiting_for_that_commit() {
             force: false,
             gate: Some(CiGate::All),
             checks: None,
-        });
-        e.ci_wait = wait.then(|| "waiting for CI".to_owned());
+        }));
+        e.set_ci_wait(wait.then(|| "waiting for CI".to_owned()));
         e
     };
     let st = State {

@@ -19,9 +19,10 @@ use serde::Serialize;
 use tracing::Instrument as _;
 
 use crate::app::App;
+use crate::environment::{EnvRecord, Release};
 use crate::github::{DeploymentInfo, GitHubError, InstalledRepo, PrInfo, RepoClient};
 use crate::reporter::DeploymentPayload;
-use crate::store::{EnvRecord, EnvState, InstallationRecord, Release, StoreError};
+use crate::store::{InstallationRecord, StoreError};
 use crate::types::{EnvId, EnvKind, PrNumber, Slug};
 
 /// What a recovery rebuilt.
@@ -251,19 +252,18 @@ impl App {
             Some(p) if !p.head_clone_url.is_empty() => p.head_clone_url.clone(),
             _ => repo.clone_url.clone(),
         };
-        let mut rec = EnvRecord {
-            pr,
-            installation_id: Some(rc.installation_id()),
-            clone_url,
-            host,
-            url,
-            fork: open_pr.is_some_and(|p| p.fork),
-            private: repo.private,
-            ..EnvRecord::new(id.clone(), kind, &last.git_ref, now)
-        };
+        let mut rec = EnvRecord::new(id.clone(), kind, &last.git_ref, now);
+        rec.pr = pr;
+        rec.installation_id = Some(rc.installation_id());
+        rec.clone_url = clone_url;
+        rec.host = host;
+        rec.url = url;
+        rec.fork = open_pr.is_some_and(|p| p.fork);
+        rec.private = repo.private;
         if let Some(p) = open_pr {
             rec.branch = p.head_ref.clone();
         }
+        let mut expires = None;
         if kind == EnvKind::Preview && live.is_some() {
             let ttl = match ttl {
                 Some(t) => *t,
@@ -277,33 +277,23 @@ impl App {
                 }
             };
             rec.ttl_secs = Some(ttl.as_secs());
-            rec.expires_at = chrono::Duration::from_std(ttl).ok().map(|t| now + t);
+            expires = chrono::Duration::from_std(ttl).ok().map(|t| now + t);
         }
         for (release, deployment, _) in releases.values() {
             rec.remember(&release.sha);
             rec.deployments.insert(release.sha.to_string(), *deployment);
         }
-        rec.releases = *last_n;
-        self.store().put_env(&rec)?;
+        // The releases first, then the environment that names them: a crash in between leaves
+        // no environment, and the next recovery starts again.
         for (release, _, _) in releases.values() {
-            self.store()
-                .commit_release(id, rec.generation, release, |_| {})?;
+            self.store().put_release(id, release)?;
         }
         let count = releases.len();
-        let last_n = *last_n;
-        self.store().update_env(id, |r| {
-            r.releases = last_n;
-            match live {
-                Some(n) => {
-                    r.state = EnvState::Live;
-                    r.current_release = Some(n);
-                }
-                None => {
-                    r.state = EnvState::Destroyed;
-                    r.expires_at = None;
-                }
-            }
-        })?;
+        if let Err(refused) = rec.recover(*last_n, live.map(|n| (n, expires))) {
+            tracing::warn!(env = %id, reason = %refused, "environment not recovered");
+            return Ok(None);
+        }
+        self.store().put_env(&rec)?;
         tracing::info!(env = %id, releases = count, live = ?live, "environment recovered");
         Ok(Some((count, live.is_some())))
     }

@@ -8,14 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::App;
 use crate::engine::{EngineError, ack_reaction};
+use crate::environment::{EnvRecord, EnvState, Op, Release, Trigger};
 use crate::github::{
     DeploymentState, GitHubError, NewDeployment, NewDeploymentStatus, RepoClient, StatusState,
 };
 use crate::lifecycle::Phase;
 use crate::metrics::Metrics;
-use crate::store::{
-    AttemptRecord, EnvRecord, EnvState, Op, PrRecord, Release, StoreError, Trigger,
-};
+use crate::store::{AttemptRecord, PrRecord, StoreError};
 use crate::types::{EnvId, EnvKind, PrNumber, Sha, Slug};
 
 /// Why a report did not go through.
@@ -144,22 +143,22 @@ impl App {
             return Ok(());
         };
         let client = self.repo_client(rec.installation_id, &id.repo).await?;
-        let release = match rec.current_release {
+        let release = match rec.current_release() {
             Some(n) => self.store().release(id, n)?,
             None => None,
         };
         // The commit this report is about.
         let sha = match phase {
-            Phase::Deploying => rec.deploying.clone(),
+            Phase::Deploying => rec.deploying().cloned(),
             Phase::Live | Phase::Destroyed => release.as_ref().map(|r| r.sha.clone()),
-            Phase::Failed | Phase::Waiting => rec.attempted.clone(),
+            Phase::Failed | Phase::Waiting => rec.attempted().cloned(),
         };
         let context = format!("stagebot/{}", rec.kind);
         let (_, log_url) = self.log_location(
             id,
             match phase {
-                Phase::Failed => rec.releases + 1,
-                _ => rec.current_release.unwrap_or(rec.releases + 1),
+                Phase::Failed => rec.releases() + 1,
+                _ => rec.current_release().unwrap_or(rec.releases() + 1),
             },
         );
         if let Some(sha) = &sha {
@@ -168,9 +167,8 @@ impl App {
             let status = match phase {
                 Phase::Waiting => Some((
                     StatusState::Pending,
-                    rec.ci_wait
-                        .clone()
-                        .unwrap_or_else(|| "Waiting for CI".into()),
+                    rec.ci_wait()
+                        .map_or_else(|| "Waiting for CI".into(), str::to_owned),
                     log_url.clone(),
                 )),
                 Phase::Deploying => Some((
@@ -236,7 +234,7 @@ impl App {
                     trigger,
                     by,
                     ..
-                }) = &rec.op
+                }) = &rec.op()
                 else {
                     return Ok(());
                 };
@@ -246,12 +244,12 @@ impl App {
                 let found = attempts
                     .iter()
                     .rev()
-                    .find(|a| a.generation == rec.generation && &a.sha == sha)
+                    .find(|a| a.generation == rec.generation() && &a.sha == sha)
                     .cloned();
                 let (attempt, fresh) = match found {
                     Some(a) => (a, false),
                     None => (
-                        self.new_attempt(rec, sha, git_ref, rec.releases + 1, trigger, by)?,
+                        self.new_attempt(rec, sha, git_ref, rec.releases() + 1, trigger, by)?,
                         true,
                     ),
                 };
@@ -288,8 +286,8 @@ impl App {
                     },
                     None,
                     Some(log_url.to_owned()),
-                    match (&rec.ci_wait, phase) {
-                        (Some(wait), Phase::Waiting) => wait.clone(),
+                    match (rec.ci_wait(), phase) {
+                        (Some(wait), Phase::Waiting) => wait.to_owned(),
                         _ => format!("Deploying {}", sha.short()),
                     },
                 )
@@ -299,7 +297,7 @@ impl App {
                 let Some(attempt) = attempts
                     .iter()
                     .rev()
-                    .find(|a| a.generation == rec.generation && &a.sha == sha)
+                    .find(|a| a.generation == rec.generation() && &a.sha == sha)
                     .cloned()
                 else {
                     tracing::warn!(env = %rec.id, sha = %sha.short(), "no deploy attempt recorded for this failure; no deployment to mark failed");
@@ -457,7 +455,7 @@ impl App {
             attempt: self.store().new_attempt_id()?,
             env: rec.id.clone(),
             kind: rec.kind,
-            generation: rec.generation,
+            generation: rec.generation(),
             sha: sha.clone(),
             git_ref: git_ref.to_owned(),
             release,
@@ -621,21 +619,21 @@ impl App {
             if env.pr != Some(pr) && (env.kind == EnvKind::Preview || record.merge_sha.is_none()) {
                 continue;
             }
-            let release = match env.current_release {
+            let release = match env.current_release() {
                 Some(n) => self.store().release(&env.id, n)?,
                 None => None,
             };
             // A shared environment (production) deploying or serving the PR's merge commit.
             let merged_here = env.kind != EnvKind::Preview
                 && record.merge_sha.as_ref().is_some_and(|m| {
-                    env.deploying.as_ref() == Some(m)
-                        || env.attempted.as_ref() == Some(m)
+                    env.deploying() == Some(m)
+                        || env.attempted() == Some(m)
                         || release.as_ref().is_some_and(|r| &r.sha == m)
                 });
             if env.pr != Some(pr) && !merged_here {
                 continue;
             }
-            let queue_position = if env.state == EnvState::Queued {
+            let queue_position = if env.state() == EnvState::Queued {
                 self.queue_position(&env)?
             } else {
                 None
@@ -660,9 +658,9 @@ impl App {
             .store()
             .envs()?
             .into_iter()
-            .filter(|e| e.state == EnvState::Queued && e.installation_id == env.installation_id)
+            .filter(|e| e.state() == EnvState::Queued && e.installation_id == env.installation_id)
             .collect();
-        queued.sort_by_key(|e| e.queued_at);
+        queued.sort_by_key(|e| e.queued_at());
         Ok(queued.iter().position(|e| e.id == env.id).map(|p| p + 1))
     }
 }
@@ -679,12 +677,12 @@ fn fence_for(text: &str) -> String {
 }
 
 fn state_label(env: &EnvRecord) -> String {
-    match env.state {
+    match env.state() {
         EnvState::Pending => "⏳ pending".into(),
         EnvState::Queued => "⏸️ queued".into(),
         EnvState::Deploying => "🔄 deploying".into(),
         EnvState::Live => "✅ live".into(),
-        EnvState::Failed if env.current_release.is_some() => {
+        EnvState::Failed if env.current_release().is_some() => {
             "❌ failed (previous release still serving)".into()
         }
         EnvState::Failed => "❌ failed".into(),
@@ -762,7 +760,7 @@ pub fn render_sticky_with(
         out.push_str("|---|---|---|---|---|---|\n");
         for (env, release, queue) in rows {
             let url = if matches!(
-                env.state,
+                env.state(),
                 EnvState::Live | EnvState::Failed | EnvState::Deploying
             ) && release.is_some()
             {
@@ -776,7 +774,7 @@ pub fn render_sticky_with(
             } else {
                 "—".into()
             };
-            let commit = match (&env.deploying, release) {
+            let commit = match (&env.deploying(), release) {
                 (Some(sha), _) => format!("`{}` (deploying)", sha.short()),
                 (None, Some(r)) => format!("`{}`", r.sha.short()),
                 _ => "—".into(),
@@ -792,7 +790,7 @@ pub fn render_sticky_with(
                     )
                 })
                 .unwrap_or_else(|| "—".into());
-            let expires = match (env.state, env.expires_at) {
+            let expires = match (env.state(), env.expires_at()) {
                 (EnvState::Destroyed, _) => "—".into(),
                 (_, Some(t)) => match env.last_visit {
                     Some(v) => format!("{}: last visited {}", relative(t, now), ago(v, now)),
@@ -829,7 +827,7 @@ pub fn render_sticky_with(
             out.push('\n');
         }
         for (env, _, _) in rows {
-            if env.state == EnvState::Failed
+            if env.state() == EnvState::Failed
                 && let Some(err) = &env.last_error
             {
                 // The error quotes config files and git: shown as code, never as markdown.
@@ -846,26 +844,26 @@ pub fn render_sticky_with(
                     ));
                 }
             }
-            if let Some(wait) = env.ci_wait.as_ref().filter(|_| env.op.is_some()) {
+            if let Some(wait) = env.ci_wait().as_ref().filter(|_| env.op().is_some()) {
                 // Built by stagebot; check names in it are code spans.
                 out.push_str(&format!(
                     "⏳ **`{}`** {}{wait}.\n\n",
                     env.id.slug,
-                    env.attempted
+                    env.attempted()
                         .as_ref()
                         .map(|s| format!("(commit `{}`): ", s.short()))
                         .unwrap_or_default()
                 ));
             }
-            if env.state == EnvState::Destroyed {
+            if env.state() == EnvState::Destroyed {
                 out.push_str(&format!(
                     "`{}` was removed. Comment `/stage` to bring it back.\n\n",
                     env.id.slug
                 ));
             }
-            if env.warned_at.is_some()
+            if env.warned_at().is_some()
                 && env.is_active()
-                && let Some(t) = env.expires_at
+                && let Some(t) = env.expires_at()
             {
                 out.push_str(&format!(
                     "⏳ `{}` will be removed {} for inactivity: comment `/extend 2d` to keep it.\n\n",
@@ -887,7 +885,7 @@ mod tests {
     //! `fixtures/messages/`. `STAGEBOT_BLESS=1 cargo test --lib reporter` rewrites them after an
     //! intended change.
     use super::*;
-    use crate::store::{Op, Trigger};
+    use crate::environment::{Op, Trigger};
     use crate::types::{EnvKind, RepoName, Sha, Slug};
 
     fn at(h: i64) -> DateTime<Utc> {
@@ -904,22 +902,19 @@ mod tests {
             repo,
             slug: Slug::new(slug).unwrap(),
         };
-        EnvRecord {
-            state,
-            pr: Some(PrNumber(42)),
-            installation_id: Some(1),
-            host: format!("{slug}--webapp.previews.example.com"),
-            url: format!("https://{slug}--webapp.previews.example.com"),
-            generation: 3,
-            current_release: Some(2),
-            releases: 2,
-            updated_at: at(1),
-            last_activity: at(1),
-            expires_at: Some(at(1 + 72)),
-            ttl_secs: Some(3 * 86_400),
-            seeded: true,
-            ..EnvRecord::new(id, kind, "feature/login", at(0))
-        }
+        let mut e = EnvRecord::new(id, kind, "feature/login", at(0)).with_state(state);
+        e.pr = Some(PrNumber(42));
+        e.installation_id = Some(1);
+        e.host = format!("{slug}--webapp.previews.example.com");
+        e.url = format!("https://{slug}--webapp.previews.example.com");
+        e.set_generation(3);
+        e.set_current_release(Some(2));
+        e.updated_at = at(1);
+        e.last_activity = at(1);
+        e.set_expires_at(Some(at(1 + 72)));
+        e.ttl_secs = Some(3 * 86_400);
+        e.set_seeded(true);
+        e
     }
 
     fn release(n: u32, c: char) -> Release {
@@ -955,10 +950,10 @@ mod tests {
     #[test]
     fn sticky_waiting_for_ci() {
         let mut prod = env("production", EnvKind::Production, EnvState::Live);
-        prod.expires_at = None;
-        prod.current_release = Some(1);
-        prod.attempted = Some(sha('c'));
-        prod.op = Some(Op::Deploy {
+        prod.set_expires_at(None);
+        prod.set_current_release(Some(1));
+        prod.set_attempted(Some(sha('c')));
+        prod.set_op(Some(Op::Deploy {
             sha: sha('c'),
             git_ref: "main".into(),
             trigger: Trigger::Promote {
@@ -970,8 +965,10 @@ mod tests {
             force: false,
             gate: Some(crate::repo_config::CiGate::All),
             checks: None,
-        });
-        prod.ci_wait = Some("waiting for CI: 2 of 3 checks passed; pending: `test`".into());
+        }));
+        prod.set_ci_wait(Some(
+            "waiting for CI: 2 of 3 checks passed; pending: `test`".into(),
+        ));
         let rows = vec![(prod, Some(release(1, 'b')), None)];
         golden(
             "sticky-waiting-for-ci.md",
@@ -983,8 +980,8 @@ mod tests {
     fn sticky_live_with_staging() {
         let preview = env("pr-42-feature-login", EnvKind::Preview, EnvState::Live);
         let mut staging = env("staging", EnvKind::Staging, EnvState::Live);
-        staging.expires_at = None;
-        staging.current_release = Some(1);
+        staging.set_expires_at(None);
+        staging.set_current_release(Some(1));
         let rows = vec![
             (preview, Some(release(2, 'b')), None),
             (staging, Some(release(1, 'b')), None),
@@ -1001,18 +998,18 @@ mod tests {
         failed.last_error = Some("`build` exited with status 2".into());
         failed.last_log_tail = Some("npm ERR! missing script: build\n```oops```".into());
         let mut deploying = env("pr-42-feature-login", EnvKind::Preview, EnvState::Deploying);
-        deploying.deploying = Some(sha('c'));
-        deploying.op = Some(Op::Teardown {
+        deploying.set_deploying(Some(sha('c')));
+        deploying.set_op(Some(Op::Teardown {
             reason: String::new(),
             by: String::new(),
             ack: None,
-        });
+        }));
         let mut queued = env("pr-42-feature-login", EnvKind::Preview, EnvState::Queued);
-        queued.current_release = None;
+        queued.set_current_release(None);
         let mut removed = env("pr-42-feature-login", EnvKind::Preview, EnvState::Destroyed);
-        removed.expires_at = None;
+        removed.set_expires_at(None);
         let mut warned = env("pr-42-feature-login", EnvKind::Preview, EnvState::Live);
-        warned.warned_at = Some(at(60));
+        warned.set_warned_at(Some(at(60)));
         let mut out = String::new();
         for (title, rows) in [
             ("failed", vec![(failed, Some(release(2, 'b')), None)]),
@@ -1082,11 +1079,11 @@ mod tests {
     #[test]
     fn sticky_after_merge_lists_the_production_release() {
         let mut removed = env("pr-42-feature-login", EnvKind::Preview, EnvState::Destroyed);
-        removed.expires_at = None;
+        removed.set_expires_at(None);
         let mut production = env("production", EnvKind::Production, EnvState::Live);
         production.pr = None;
-        production.expires_at = None;
-        production.current_release = Some(7);
+        production.set_expires_at(None);
+        production.set_current_release(Some(7));
         let merged = Release {
             n: 7,
             trigger: Trigger::Merge,
@@ -1128,9 +1125,9 @@ mod tests {
     #[test]
     fn sticky_error_streams() {
         let mut live = env("pr-42-feature-login", EnvKind::Preview, EnvState::Live);
-        live.current_release = Some(2);
+        live.set_current_release(Some(2));
         let mut staging = env("staging", EnvKind::Staging, EnvState::Live);
-        staging.current_release = Some(1);
+        staging.set_current_release(Some(1));
         let rows = vec![
             (live, Some(release(2, 'b')), None),
             (staging, Some(release(1, 'b')), None),

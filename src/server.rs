@@ -19,7 +19,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::App;
-use crate::store::{DeliveryStatus, EnvRecord, EnvState, Op};
+use crate::environment::{EnvRecord, EnvState, Op};
+use crate::store::DeliveryStatus;
 use crate::types::{DeliveryId, EnvId, RepoName, Slug};
 
 /// The public router: webhook, health, metrics, dashboard, API, logs, behind the proxy.
@@ -206,7 +207,7 @@ fn sweeper_check(app: &App) -> serde_json::Value {
 
 async fn metrics(State(app): State<App>) -> Response {
     let envs = app.store().envs().unwrap_or_default();
-    let count = |s: EnvState| envs.iter().filter(|e| e.state == s).count() as u64;
+    let count = |s: EnvState| envs.iter().filter(|e| e.state() == s).count() as u64;
     let pending = app.store().pending().map(|p| p.len() as u64).unwrap_or(0);
     let gh = app.github().metrics();
     let recovered = app.store().recovered_total().unwrap_or(0);
@@ -294,16 +295,16 @@ fn env_json(app: &App, env: &EnvRecord) -> serde_json::Value {
         "repo": env.id.repo.to_string(),
         "slug": env.id.slug.as_str(),
         "kind": env.kind,
-        "state": env.state,
+        "state": env.state(),
         "url": env.url,
         "branch": env.branch,
         "pr": env.pr,
-        "current_release": env.current_release,
-        "deploying": env.deploying,
+        "current_release": env.current_release(),
+        "deploying": env.deploying(),
         "last_error": env.last_error,
-        "expires_at": env.expires_at,
+        "expires_at": env.expires_at(),
         "last_activity": env.last_activity,
-        "pending_op": env.op.as_ref().map(|op| match op {
+        "pending_op": env.op().as_ref().map(|op| match op {
             Op::Deploy { sha, .. } => format!("deploy {sha}"),
             Op::Restart { release } => format!("restart #{release}"),
             Op::Teardown { reason, .. } => format!("teardown: {reason}"),
@@ -515,15 +516,15 @@ async fn dashboard(State(app): State<App>) -> Response {
     let mut rows = String::new();
     for e in envs.iter().filter(|e| e.is_active() && visible(&app, e)) {
         let release = e
-            .current_release
+            .current_release()
             .and_then(|n| app.store().release(&e.id, n).ok().flatten());
         rows.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             escape(&e.id.repo.to_string()),
             escape(e.id.slug.as_str()),
             e.kind,
-            e.state.as_str(),
-            if e.state == EnvState::Live {
+            e.state().as_str(),
+            if e.state() == EnvState::Live {
                 format!("<a href=\"{0}\">{0}</a>", escape(&e.url))
             } else {
                 String::new()
@@ -532,7 +533,7 @@ async fn dashboard(State(app): State<App>) -> Response {
                 .as_ref()
                 .map(|r| format!("#{} <code>{}</code>", r.n, r.sha.short()))
                 .unwrap_or_default(),
-            e.expires_at
+            e.expires_at()
                 .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
                 .unwrap_or_default(),
         ));

@@ -12,10 +12,10 @@ use chrono::{DateTime, Utc};
 use crate::app::App;
 use crate::backup::{BackupError, BackupStatus};
 use crate::database::{DatabaseError, database_name};
+use crate::environment::{EnvRecord, EnvState};
 use crate::policy::{self, DatabasePlan};
 use crate::provider::{DeploySpec, ProviderError, TeardownSpec};
 use crate::repo_config::RepoConfig;
-use crate::store::{EnvRecord, EnvState};
 use crate::types::{EnvKind, RepoName, Slug};
 
 /// Runtime state of the services (not persisted).
@@ -298,7 +298,7 @@ impl App {
             .envs()
             .unwrap_or_default()
             .into_iter()
-            .filter(|e| e.kind == EnvKind::Staging && e.state == EnvState::Live)
+            .filter(|e| e.kind == EnvKind::Staging && e.state() == EnvState::Live)
             .map(|e| e.id.repo)
             .collect();
         let mut errors = Vec::new();
@@ -369,7 +369,11 @@ impl App {
     /// seconds at most) and cached; the cached count (or none) when Sentry does not answer.
     pub(crate) async fn error_streams(
         &self,
-        rows: &[(EnvRecord, Option<crate::store::Release>, Option<usize>)],
+        rows: &[(
+            EnvRecord,
+            Option<crate::environment::Release>,
+            Option<usize>,
+        )],
     ) -> Vec<crate::reporter::ErrorStream> {
         let Some(client) = self.sentry_client() else {
             return Vec::new();
@@ -378,7 +382,7 @@ impl App {
         for (env, release, _) in rows {
             let Some(release) = release else { continue };
             if !matches!(
-                env.state,
+                env.state(),
                 EnvState::Live | EnvState::Failed | EnvState::Deploying
             ) {
                 continue;

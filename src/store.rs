@@ -24,10 +24,12 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use crate::types::{DeliveryId, EnvId, EnvKind, PrNumber, RepoName, Sha, Slug};
+use crate::environment::TransitionError;
+use crate::environment::{EnvRecord, Release, Trigger};
+use crate::types::{DeliveryId, EnvId, EnvKind, PrNumber, RepoName, Sha};
 
 /// The schema this build writes. Older stores are migrated on open.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 const TREES: &[&str] = &[
     "inbox",
@@ -172,263 +174,6 @@ pub struct PendingDelivery {
 pub enum Inserted {
     New,
     Duplicate,
-}
-
-/// The environment state machine's states (docs/architecture.md, "The environment state machine").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EnvState {
-    Pending,
-    /// Waiting for a free preview slot (capacity limit).
-    Queued,
-    Deploying,
-    Live,
-    Failed,
-    TearingDown,
-    Destroyed,
-}
-
-impl EnvState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EnvState::Pending => "pending",
-            EnvState::Queued => "queued",
-            EnvState::Deploying => "deploying",
-            EnvState::Live => "live",
-            EnvState::Failed => "failed",
-            EnvState::TearingDown => "tearing_down",
-            EnvState::Destroyed => "destroyed",
-        }
-    }
-    /// Counts against the preview capacity.
-    pub fn occupies_slot(self) -> bool {
-        matches!(
-            self,
-            EnvState::Deploying | EnvState::Live | EnvState::Pending | EnvState::Failed
-        )
-    }
-}
-
-/// What started a deploy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Trigger {
-    PullRequest,
-    Push,
-    Stage,
-    Promote {
-        from: Slug,
-        /// The release of `from` that was promoted (recorded since promotions without a
-        /// preview; older records lack it).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        release: Option<u32>,
-    },
-    Rollback {
-        to_release: u32,
-    },
-    Merge,
-}
-
-impl Trigger {
-    pub fn describe(&self) -> String {
-        match self {
-            Trigger::PullRequest => "pull request".into(),
-            Trigger::Push => "push".into(),
-            Trigger::Stage => "/stage".into(),
-            Trigger::Promote {
-                from,
-                release: Some(n),
-            } => format!("/promote from {from} #{n}"),
-            Trigger::Promote {
-                from,
-                release: None,
-            } => format!("/promote from {from}"),
-            Trigger::Rollback { to_release } => format!("/rollback to #{to_release}"),
-            Trigger::Merge => "merge".into(),
-        }
-    }
-}
-
-/// The durable intent for an environment: persisted before the work starts, cleared when the
-/// outcome is committed, so a crash in between means the work is done again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Op {
-    Deploy {
-        sha: Sha,
-        git_ref: String,
-        trigger: Trigger,
-        by: String,
-        /// A PR comment to react to when done.
-        ack: Option<u64>,
-        /// Deploy even when this commit is already live (a restart or a forced `/stage`).
-        force: bool,
-        /// The CI gate the commit must pass before the deploy starts (`require_checks`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        gate: Option<crate::repo_config::CiGate>,
-        /// What allowed the deploy without a gate, recorded on the release (an admin's
-        /// `--skip-checks`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        checks: Option<String>,
-    },
-    /// Start the live release again as it was (after a restart of stagebot); no new release.
-    Restart { release: u32 },
-    Teardown {
-        reason: String,
-        by: String,
-        ack: Option<u64>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EnvRecord {
-    pub v: u32,
-    pub id: EnvId,
-    pub kind: EnvKind,
-    pub state: EnvState,
-    pub branch: String,
-    pub pr: Option<PrNumber>,
-    pub installation_id: Option<u64>,
-    pub clone_url: String,
-    pub host: String,
-    pub url: String,
-    /// Bumped whenever `op` is replaced: a runner only commits the outcome of its own generation.
-    pub generation: u64,
-    pub op: Option<Op>,
-    /// The commit being deployed right now.
-    pub deploying: Option<Sha>,
-    /// The release that is live (or was, before a teardown).
-    pub current_release: Option<u32>,
-    pub releases: u32,
-    pub last_error: Option<String>,
-    pub last_log_tail: Option<String>,
-    pub profile: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub last_activity: DateTime<Utc>,
-    /// The last request the proxy forwarded to it, as the sweeper last recorded it.
-    #[serde(default)]
-    pub last_visit: Option<DateTime<Utc>>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub warned_at: Option<DateTime<Utc>>,
-    /// Inactivity TTL in seconds (previews), from the repo config at the last deploy.
-    pub ttl_secs: Option<u64>,
-    /// When the environment entered the capacity queue.
-    pub queued_at: Option<DateTime<Utc>>,
-    /// Commits this environment has been asked for or moved past, newest last (bounded): a late
-    /// delivery naming one of them never moves the environment back.
-    pub seen_shas: Vec<Sha>,
-    /// GitHub deployment id per commit (so a retried report never creates a second one).
-    pub deployments: BTreeMap<String, u64>,
-    /// A transition GitHub has not been told about yet (set with the transition, cleared when
-    /// the report went through; the reconciler retries it).
-    pub report_pending: bool,
-    /// The commit of the last deploy attempt (what a failure report is about).
-    #[serde(default)]
-    pub attempted: Option<Sha>,
-    /// The `seed` hook has run for this incarnation of the environment.
-    #[serde(default)]
-    pub seeded: bool,
-    /// Consecutive failed restarts (reconciler backoff) and when the next one may happen.
-    #[serde(default)]
-    pub restart_failures: u32,
-    #[serde(default)]
-    pub next_restart_at: Option<DateTime<Utc>>,
-    /// A fork PR's preview (its branch name is the fork's, not this repository's).
-    #[serde(default)]
-    pub fork: bool,
-    /// The pending deploy waits for CI (`require_checks`): what it waits for, as shown on
-    /// GitHub. The runner is idle meanwhile; a check event for the commit wakes it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ci_wait: Option<String>,
-    /// The repository is private (from the last deploy's payload): hidden from anonymous
-    /// visitors. A record written before stagebot knew counts as private until its next deploy.
-    #[serde(default = "unknown_is_private")]
-    pub private: bool,
-}
-
-fn unknown_is_private() -> bool {
-    true
-}
-
-impl EnvRecord {
-    /// A new environment in `pending`, with nothing deployed yet; callers fill in where it
-    /// comes from (`pr`, `installation_id`, `clone_url`, `host`, `url`…) with struct update.
-    pub fn new(id: EnvId, kind: EnvKind, branch: &str, now: DateTime<Utc>) -> Self {
-        Self {
-            v: 1,
-            id,
-            kind,
-            state: EnvState::Pending,
-            branch: branch.to_owned(),
-            pr: None,
-            installation_id: None,
-            clone_url: String::new(),
-            host: String::new(),
-            url: String::new(),
-            generation: 0,
-            op: None,
-            deploying: None,
-            current_release: None,
-            releases: 0,
-            last_error: None,
-            last_log_tail: None,
-            profile: None,
-            created_at: now,
-            updated_at: now,
-            last_activity: now,
-            last_visit: None,
-            expires_at: None,
-            warned_at: None,
-            ttl_secs: None,
-            queued_at: None,
-            seen_shas: Vec::new(),
-            deployments: BTreeMap::new(),
-            report_pending: false,
-            attempted: None,
-            seeded: false,
-            restart_failures: 0,
-            next_restart_at: None,
-            fork: false,
-            private: false,
-            ci_wait: None,
-        }
-    }
-
-    pub fn is_active(&self) -> bool {
-        !matches!(self.state, EnvState::Destroyed)
-    }
-    /// Remember `sha` (bounded to the last 100).
-    pub fn remember(&mut self, sha: &Sha) {
-        if !self.seen_shas.contains(sha) {
-            self.seen_shas.push(sha.clone());
-            if self.seen_shas.len() > 100 {
-                self.seen_shas.remove(0);
-            }
-        }
-    }
-}
-
-/// One successful deploy (docs/architecture.md, "The environment state machine").
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Release {
-    pub v: u32,
-    pub n: u32,
-    pub sha: Sha,
-    pub git_ref: String,
-    pub by: String,
-    pub trigger: Trigger,
-    pub at: DateTime<Utc>,
-    pub url: String,
-    /// The log URL of this release's build and start output.
-    pub log: String,
-    pub pr: Option<PrNumber>,
-    /// The CI result that allowed this release (`require_checks`), or how the gate was skipped.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checks: Option<String>,
-    /// "reused artifact of release #n (env)" when the local provider did not run `build`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub artifact: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -847,14 +592,71 @@ impl Store {
                 supported: SCHEMA_VERSION,
             }),
             Some(v) if v == SCHEMA_VERSION => Ok(()),
-            // A fresh store, or (future) an older schema: each step upgrades one version in place.
+            // A fresh store (nothing to migrate), or schema 1. Each step upgrades one version
+            // in place, in one transaction with the new version number: a crash leaves the old
+            // schema whole, and the next open migrates again.
             _ => {
-                self.meta
-                    .insert("schema_version", encode(&SCHEMA_VERSION)?)?;
+                self.migrate_1_to_2()?;
                 self.db.flush()?;
                 Ok(())
             }
         }
+    }
+
+    /// Schema 1 → 2: environment records (`v` 1 → 2) keep their restart backoff as one
+    /// `restart_backoff` (`failures`, `next_at`) instead of `restart_failures` and
+    /// `next_restart_at`. Records already at `v` 2 are left alone.
+    fn migrate_1_to_2(&self) -> Result<()> {
+        let mut rewritten = Vec::new();
+        for item in self.environments.iter() {
+            let (k, b) = item?;
+            let mut value: serde_json::Value = decode("environments", &k, &b)?;
+            if let Some(obj) = value.as_object_mut()
+                && obj.get("v").and_then(serde_json::Value::as_u64) == Some(1)
+            {
+                let failures = obj
+                    .remove("restart_failures")
+                    .and_then(|f| f.as_u64())
+                    .unwrap_or(0);
+                let next = obj
+                    .remove("next_restart_at")
+                    .filter(|n| !n.is_null())
+                    // Schema 1 restarted at once when no time was recorded.
+                    .unwrap_or_else(|| serde_json::json!("1970-01-01T00:00:00Z"));
+                if failures > 0 {
+                    obj.insert(
+                        "restart_backoff".into(),
+                        serde_json::json!({ "failures": failures, "next_at": next }),
+                    );
+                }
+                obj.insert("v".into(), serde_json::json!(2));
+                // The new layout must read back, or the migration stops before writing.
+                let rec: EnvRecord =
+                    serde_json::from_value(value).map_err(|source| StoreError::Corrupt {
+                        tree: "environments",
+                        key: String::from_utf8_lossy(&k).into_owned(),
+                        source,
+                    })?;
+                rewritten.push((k, encode(&rec)?));
+            }
+        }
+        let version = encode(&2u32)?;
+        (&self.environments, &self.meta)
+            .transaction(|(e, m)| {
+                for (k, v) in &rewritten {
+                    e.insert(k.as_ref(), v.as_slice())?;
+                }
+                m.insert("schema_version", version.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        if !rewritten.is_empty() {
+            tracing::info!(
+                environments = rewritten.len(),
+                "store migrated from schema 1 to 2"
+            );
+        }
+        Ok(())
     }
 
     pub fn schema_version(&self) -> Result<u32> {
@@ -1357,15 +1159,15 @@ impl Store {
         Ok(out)
     }
 
-    /// Commit a successful deploy: append the release and update the environment in one
-    /// transaction, but only if the environment is still at `generation`.
-    pub fn commit_release(
+    /// Commit a successful deploy: append the release and apply `transition` (normally
+    /// [`EnvRecord::commit_live`], which checks the generation) in one transaction. Nothing is
+    /// written when the transition is refused; `None` when the environment does not exist.
+    pub fn commit_release<T>(
         &self,
         id: &EnvId,
-        generation: u64,
         release: &Release,
-        update: impl Fn(&mut EnvRecord),
-    ) -> Result<Option<EnvRecord>> {
+        transition: impl Fn(&mut EnvRecord) -> std::result::Result<T, TransitionError>,
+    ) -> Result<Option<(EnvRecord, std::result::Result<T, TransitionError>)>> {
         let ekey = env_key(id);
         let rkey = release_key(id, release.n);
         let rbytes = encode(release)?;
@@ -1375,19 +1177,31 @@ impl Store {
                     return Ok(None);
                 };
                 let mut rec: EnvRecord = decode("environments", &ekey, &b).map_err(abort)?;
-                if rec.generation != generation {
-                    return Ok(None);
+                match transition(&mut rec) {
+                    Ok(out) => {
+                        e.insert(ekey.as_slice(), encode(&rec).map_err(abort)?)?;
+                        r.insert(rkey.as_slice(), rbytes.as_slice())?;
+                        Ok(Some((rec, Ok(out))))
+                    }
+                    Err(refused) => {
+                        let unchanged: EnvRecord =
+                            decode("environments", &ekey, &b).map_err(abort)?;
+                        Ok(Some((unchanged, Err(refused))))
+                    }
                 }
-                update(&mut rec);
-                rec.releases = rec.releases.max(release.n);
-                rec.current_release = Some(release.n);
-                e.insert(ekey.as_slice(), encode(&rec).map_err(abort)?)?;
-                r.insert(rkey.as_slice(), rbytes.as_slice())?;
-                Ok(Some(rec))
             })
             .map_err(tx_err)?;
         self.db.flush()?;
         Ok(out)
+    }
+
+    /// Write a release as it is (recovery rebuilds releases from GitHub's deployments); the
+    /// environment is not touched.
+    pub fn put_release(&self, id: &EnvId, release: &Release) -> Result<()> {
+        self.releases
+            .insert(release_key(id, release.n), encode(release)?)?;
+        self.db.flush()?;
+        Ok(())
     }
 
     pub fn releases(&self, id: &EnvId) -> Result<Vec<Release>> {
@@ -2153,5 +1967,102 @@ mod tests {
             matches!(reopened, Err(StoreError::TooNew { .. })),
             "{reopened:?}"
         );
+    }
+
+    /// A store written by schema 1 (records frozen in fixtures/store/environments-v1.json, as
+    /// the schema-1 code wrote them) is migrated on open and reads back whole.
+    #[test]
+    fn a_schema_1_store_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let old: Vec<serde_json::Value> =
+            serde_json::from_str(include_str!("../fixtures/store/environments-v1.json")).unwrap();
+        {
+            // The previous version's store: its trees and records as raw bytes, schema 1.
+            let db = sled::open(dir.path().join("db")).unwrap();
+            let envs = db.open_tree("environments").unwrap();
+            for v in &old {
+                assert_eq!(v["v"], 1);
+                assert!(v.get("restart_failures").is_some());
+                let id: EnvId = serde_json::from_value(v["id"].clone()).unwrap();
+                envs.insert(env_key(&id), serde_json::to_vec(v).unwrap())
+                    .unwrap();
+            }
+            db.open_tree("meta")
+                .unwrap()
+                .insert("schema_version", b"1".to_vec())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open_waiting(dir.path(), std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 2);
+        let envs = store.envs().unwrap();
+        assert_eq!(envs.len(), old.len());
+        let by_slug = |s: &str| envs.iter().find(|e| e.id.slug.as_str() == s).unwrap();
+        // Every field of the old layout reads back as it was.
+        for (e, v) in [
+            ("pr-7-login", &old[0]),
+            ("staging", &old[1]),
+            ("pr-8-pay", &old[2]),
+        ] {
+            let e = by_slug(e);
+            assert_eq!(e.v, crate::environment::ENV_RECORD_VERSION);
+            assert_eq!(e.state().as_str(), v["state"].as_str().unwrap());
+            assert_eq!(e.generation(), v["generation"].as_u64().unwrap());
+            assert_eq!(
+                e.current_release().map(u64::from),
+                v["current_release"].as_u64()
+            );
+            assert_eq!(u64::from(e.releases()), v["releases"].as_u64().unwrap());
+            assert_eq!(e.seen_shas.len(), v["seen_shas"].as_array().unwrap().len());
+            assert_eq!(e.report_pending, v["report_pending"].as_bool().unwrap());
+            assert_eq!(e.private, v["private"].as_bool().unwrap());
+            assert_eq!(e.pr.map(|p| p.0), v["pr"].as_u64());
+        }
+        let live = by_slug("pr-7-login");
+        assert_eq!(
+            live.deployments.values().copied().collect::<Vec<_>>(),
+            vec![77]
+        );
+        assert!(live.seeded() && live.restart_backoff().is_none());
+        assert_eq!(
+            live.expires_at(),
+            Some(DateTime::from_timestamp(1_700_086_400, 0).unwrap())
+        );
+        // The restart backoff moved into its new field.
+        let staging = by_slug("staging");
+        let backoff = staging.restart_backoff().unwrap();
+        assert_eq!(backoff.failures, 2);
+        assert_eq!(
+            backoff.next_at,
+            DateTime::from_timestamp(1_700_003_600, 0).unwrap()
+        );
+        assert_eq!(staging.restartable(backoff.next_at), Some(4));
+        assert_eq!(
+            staging.restartable(backoff.next_at - chrono::Duration::seconds(1)),
+            None
+        );
+        let queued = by_slug("pr-8-pay");
+        assert!(matches!(
+            queued.op(),
+            Some(crate::environment::Op::Deploy { .. })
+        ));
+        assert_eq!(
+            queued.queued_at(),
+            Some(DateTime::from_timestamp(1_700_000_020, 0).unwrap())
+        );
+        // Written in the new layout: the old fields are gone from the stored bytes.
+        let raw = store
+            .environments
+            .get(env_key(&staging.id))
+            .unwrap()
+            .unwrap();
+        let raw: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        assert!(raw.get("restart_failures").is_none() && raw.get("next_restart_at").is_none());
+        assert_eq!(raw["v"], 2);
+        assert_eq!(raw["restart_backoff"]["failures"], 2);
+        drop(store);
+        // Opening again changes nothing.
+        let again = Store::open_waiting(dir.path(), std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(again.envs().unwrap(), envs);
     }
 }

@@ -199,6 +199,8 @@ pub struct StackOptions {
     pub proxy_idle_timeout: Option<Duration>,
     /// `STAGEBOT_MAX_CONNECTIONS` (default 1024).
     pub max_connections: Option<usize>,
+    /// Use the in-memory provider (nothing runs; tests of engine and runner stories).
+    pub memory_provider: Option<crate::provider::memory::MemoryProvider>,
 }
 
 impl StackOptions {
@@ -223,6 +225,7 @@ impl StackOptions {
             recover: false,
             proxy_idle_timeout: None,
             max_connections: None,
+            memory_provider: None,
         }
     }
 }
@@ -308,9 +311,12 @@ impl Stack {
             }
         }
         local.artifact_keep = opts.artifact_keep;
-        let provider = match opts.command_provider.clone() {
-            Some(cfg) => Provider::Command(crate::provider::command::CommandProvider::new(cfg)),
-            None => Provider::Local(
+        let provider = match (opts.command_provider.clone(), opts.memory_provider.clone()) {
+            (_, Some(memory)) => Provider::Memory(memory),
+            (Some(cfg), None) => {
+                Provider::Command(crate::provider::command::CommandProvider::new(cfg))
+            }
+            (None, None) => Provider::Local(
                 LocalProvider::new(local).map_err(|e| KitError::Other(e.to_string()))?,
             ),
         };

@@ -178,8 +178,8 @@ pub mod fixtures {
     use std::collections::BTreeMap;
 
     use chrono::{DateTime, Utc};
+    use stagebot::environment::{EnvRecord, Release, Trigger};
     use stagebot::slug::preview_slug;
-    use stagebot::store::{EnvRecord, EnvState, Release, Trigger};
     use stagebot::types::{EnvId, EnvKind, PrNumber, RepoName, Sha};
 
     pub fn now() -> DateTime<Utc> {
@@ -198,31 +198,32 @@ pub mod fixtures {
             slug,
         };
         let branch = format!("feature/change-number-{pr}");
-        EnvRecord {
-            // A third are long gone: destroyed environments stay in the store.
-            state: if pr.is_multiple_of(3) {
-                EnvState::Destroyed
-            } else {
-                EnvState::Live
-            },
-            pr: Some(PrNumber(pr)),
-            installation_id: Some(1),
-            clone_url: format!("https://github.com/{repo}.git"),
-            url: format!("https://{host}"),
-            host,
-            generation: u64::from(releases),
-            current_release: Some(releases),
-            releases,
-            expires_at: Some(now() + chrono::Duration::days(3)),
-            ttl_secs: Some(3 * 24 * 3600),
-            seen_shas: (0..u64::from(releases))
-                .map(|r| sha(pr * 1000 + r))
-                .collect(),
-            deployments: (0..u64::from(releases))
-                .map(|r| (sha(pr * 1000 + r).to_string(), pr * 1000 + r))
-                .collect::<BTreeMap<_, _>>(),
-            ..EnvRecord::new(id, EnvKind::Preview, &branch, now())
+        let mut env = EnvRecord::new(id, EnvKind::Preview, &branch, now());
+        env.pr = Some(PrNumber(pr));
+        env.installation_id = Some(1);
+        env.clone_url = format!("https://github.com/{repo}.git");
+        env.url = format!("https://{host}");
+        env.host = host;
+        env.ttl_secs = Some(3 * 24 * 3600);
+        env.seen_shas = (0..u64::from(releases))
+            .map(|r| sha(pr * 1000 + r))
+            .collect();
+        env.deployments = (0..u64::from(releases))
+            .map(|r| (sha(pr * 1000 + r).to_string(), pr * 1000 + r))
+            .collect::<BTreeMap<_, _>>();
+        if releases > 0 {
+            env = env
+                .deployed(&sha(pr * 1000 + u64::from(releases)), releases)
+                .unwrap_or_else(|e| unreachable!("a new record deploys: {e}"));
         }
+        env.note_deploy_request(Some(now() + chrono::Duration::days(3)), None, now());
+        // A third are long gone: destroyed environments stay in the store.
+        if pr.is_multiple_of(3) {
+            env = env
+                .torn_down("closed")
+                .unwrap_or_else(|e| unreachable!("a live record tears down: {e}"));
+        }
+        env
     }
 
     pub fn release(env: &EnvRecord, n: u32) -> Release {

@@ -4,6 +4,7 @@
 pub mod artifact;
 pub mod command;
 pub mod local;
+pub mod memory;
 pub(crate) mod process;
 pub mod sandbox;
 
@@ -25,6 +26,9 @@ pub enum Provider {
     Local(LocalProvider),
     /// Operator scripts (Kubernetes, Terraform, a PaaS…).
     Command(CommandProvider),
+    /// Nothing runs: deploys and teardowns recorded in memory, with outcomes a test controls
+    /// (tests of engine and runner stories).
+    Memory(memory::MemoryProvider),
 }
 
 impl Provider {
@@ -33,6 +37,7 @@ impl Provider {
         match self {
             Provider::Local(_) => "local",
             Provider::Command(_) => "command",
+            Provider::Memory(_) => "memory",
         }
     }
 
@@ -42,6 +47,7 @@ impl Provider {
         match self {
             Provider::Local(p) => p.deploy(spec).await,
             Provider::Command(p) => p.deploy(spec).await,
+            Provider::Memory(p) => p.deploy(spec).await,
         }
     }
 
@@ -50,6 +56,7 @@ impl Provider {
         match self {
             Provider::Local(p) => p.teardown(spec).await,
             Provider::Command(p) => p.teardown(spec).await,
+            Provider::Memory(p) => p.teardown(spec).await,
         }
     }
 
@@ -59,7 +66,7 @@ impl Provider {
     pub async fn adopt(&self, live: &[local::LiveRelease]) -> local::AdoptSummary {
         match self {
             Provider::Local(p) => p.adopt(live).await,
-            Provider::Command(_) => local::AdoptSummary::default(),
+            Provider::Command(_) | Provider::Memory(_) => local::AdoptSummary::default(),
         }
     }
 
@@ -68,7 +75,7 @@ impl Provider {
     pub fn checks(&self) -> Vec<(&'static str, sandbox::Check)> {
         match self {
             Provider::Local(p) => p.checks(),
-            Provider::Command(_) => Vec::new(),
+            Provider::Command(_) | Provider::Memory(_) => Vec::new(),
         }
     }
 
@@ -77,6 +84,7 @@ impl Provider {
         match self {
             Provider::Local(p) => Ok(p.status(env)),
             Provider::Command(p) => p.status(env).await,
+            Provider::Memory(p) => Ok(p.status(env)),
         }
     }
 }

@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use serde_json::json;
+use stagebot::environment::EnvState;
 use stagebot::fake_github::FakeGitHub;
-use stagebot::store::{DeliveryStatus, EnvState};
+use stagebot::store::DeliveryStatus;
 use stagebot::testkit::{INSTALLATION, Stack, StackOptions, TestPr};
 use stagebot::types::{DeliveryId, PrNumber, RepoName};
 
@@ -97,9 +98,9 @@ async fn a_webhook_sent_while_stagebot_was_down_is_redelivered_and_processed_aft
         })
         .unwrap()
         .unwrap();
-    assert_eq!(env.state, EnvState::Live);
+    assert_eq!(env.state(), EnvState::Live);
     assert_eq!(
-        env.current_release,
+        env.current_release(),
         Some(2),
         "the lost push is a new release"
     );

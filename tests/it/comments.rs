@@ -3,9 +3,10 @@
 //! approval is bound to the commit the maintainer saw, one comment cannot make the bot run or
 //! answer without bound, and a deleted comment is not an error.
 
+use stagebot::environment::EnvState;
 use stagebot::event::payloads::{self, CommentPayload, PrPayload};
 use stagebot::fake_github::{FakePr, Fault, FaultKind, Method};
-use stagebot::store::{DeliveryStatus, EnvState};
+use stagebot::store::DeliveryStatus;
 use stagebot::testkit::{INSTALLATION, TestPr};
 use stagebot::types::{Permission, PrNumber, Sha};
 
@@ -84,12 +85,12 @@ async fn an_edited_comment_runs_with_the_editors_permission() {
     .await;
     w.stack.settle().await.unwrap();
     let prod = w.env("production");
-    assert_eq!(prod.state, EnvState::Live, "{:?}", prod.last_error);
+    assert_eq!(prod.state(), EnvState::Live, "{:?}", prod.last_error);
     let release = w
         .stack
         .app
         .store()
-        .release(&prod.id, prod.current_release.unwrap())
+        .release(&prod.id, prod.current_release().unwrap())
         .unwrap()
         .unwrap();
     assert_eq!((release.by.as_str(), &release.sha), ("adam", &sha));
@@ -144,7 +145,7 @@ async fn a_fork_push_after_stage_is_not_built_until_its_commit_is_named() {
         .unwrap();
     w.stack.settle().await.unwrap();
     let env = w.preview(31, "fork-race");
-    assert_eq!(env.state, EnvState::Live, "{:?}", env.last_error);
+    assert_eq!(env.state(), EnvState::Live, "{:?}", env.last_error);
     assert_eq!(w.stack.get(&env.url).await.unwrap().1, sha2.as_str());
     assert_eq!(w.stack.fake.reactions(c), ["eyes", "rocket"]);
     let pr_record = w.stack.app.store().pr(w.repo(), PrNumber(31)).unwrap();
@@ -185,7 +186,7 @@ async fn a_200_command_comment_runs_10_and_answers_once_even_across_a_retry() {
     // This test makes one delivery attempt fail on purpose (and checks it below).
     w._check.1 = true;
     let (_pr, _) = live_pr(&w, 32, "flood").await;
-    let generation = w.preview(32, "flood").generation;
+    let generation = w.preview(32, "flood").generation();
     let replies_before = w.stack.replies(32).len();
     w.stack.fake.clear_requests();
     // GitHub rate-limits the reply for longer than the client retries: the delivery fails
@@ -206,7 +207,7 @@ async fn a_200_command_comment_runs_10_and_answers_once_even_across_a_retry() {
     assert_eq!(d.status, DeliveryStatus::Processed, "{d:?}");
     assert_eq!(d.attempts, 1, "exactly one failed attempt: {d:?}");
     // One `/stage` ran once (its forced deploy bumps the generation once), nine `/status`.
-    assert_eq!(w.preview(32, "flood").generation, generation + 1);
+    assert_eq!(w.preview(32, "flood").generation(), generation + 1);
     let replies = w.stack.replies(32);
     assert_eq!(replies.len(), replies_before + 1, "one reply: {replies:#?}");
     let reply = replies.last().unwrap();
@@ -334,7 +335,7 @@ async fn promoting_a_fork_preview_fetches_from_the_base_repository() {
         "a fork's preview builds the fork"
     );
     let staging = w.env("staging");
-    assert_eq!(staging.state, EnvState::Live, "{:?}", staging.last_error);
+    assert_eq!(staging.state(), EnvState::Live, "{:?}", staging.last_error);
     assert_eq!(
         staging.clone_url, base,
         "staging fetches from the base repository"

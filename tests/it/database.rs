@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use stagebot::database::{Postgres, database_name};
+use stagebot::environment::EnvState;
 use stagebot::slug::preview_slug;
-use stagebot::store::EnvState;
 use stagebot::testkit::{GitRepo, Stack, StackOptions, TestPr};
 use stagebot::types::{EnvId, Permission, PrNumber, Secret, Slug};
 
@@ -134,7 +134,7 @@ impl DbWorld {
         pr
     }
 
-    fn env(&self, slug: &Slug) -> stagebot::store::EnvRecord {
+    fn env(&self, slug: &Slug) -> stagebot::environment::EnvRecord {
         let id = EnvId {
             repo: self.stack.repo.clone(),
             slug: slug.clone(),
@@ -144,7 +144,7 @@ impl DbWorld {
 
     fn live_url(&self, slug: &Slug) -> String {
         let env = self.env(slug);
-        assert_eq!(env.state, EnvState::Live, "{slug}: {:?}", env.last_error);
+        assert_eq!(env.state(), EnvState::Live, "{slug}: {:?}", env.last_error);
         env.url
     }
 
@@ -286,7 +286,7 @@ async fn each_preview_gets_its_own_database_from_the_snapshot_and_loses_it_at_te
     // closing the PR drops the database and the role; the other preview's stay
     w.stack.close_pr(&mut pr1, false).await.unwrap();
     w.stack.settle().await.unwrap();
-    assert_eq!(w.env(&s1).state, EnvState::Destroyed);
+    assert_eq!(w.env(&s1).state(), EnvState::Destroyed);
     assert!(!w.pg.databases().await.contains(&db1));
     assert!(!w.pg.roles().await.contains(&db1));
     assert!(w.pg.databases().await.contains(&db2));
@@ -481,7 +481,7 @@ async fn the_command_providers_deploy_script_receives_the_database_url() {
     let slug = slug_of(8, "scripted");
     let db = database_name(&repo, &slug);
     assert_eq!(
-        w.env(&slug).state,
+        w.env(&slug).state(),
         EnvState::Live,
         "{:?}",
         w.env(&slug).last_error

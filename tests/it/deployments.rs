@@ -6,10 +6,11 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
+use stagebot::environment::{EnvState, Trigger};
 use stagebot::fake_github::FakeDeployment;
 use stagebot::lifecycle::Phase;
 use stagebot::reporter::DeploymentPayload;
-use stagebot::store::{Access, EnvState, StoreFault, Trigger};
+use stagebot::store::{Access, StoreFault};
 use stagebot::testkit::TestPr;
 use stagebot::types::{PrNumber, Sha};
 
@@ -171,7 +172,7 @@ async fn a_failed_attempt_ends_in_failure_and_the_live_one_stays_current() {
     let sha2 = w.commit("flaky", "v2", bad);
     w.stack.synchronize(&mut pr, sha2.clone()).await.unwrap();
     w.stack.settle().await.unwrap();
-    assert_eq!(w.preview(12, "flaky").state, EnvState::Failed);
+    assert_eq!(w.preview(12, "flaky").state(), EnvState::Failed);
     let deps = w.stack.fake.deployments(w.repo(), &preview);
     assert_eq!(
         summary(&deps),
@@ -208,7 +209,7 @@ async fn a_lost_deployment_id_is_adopted_not_created_twice() {
     w.stack.open_pr(&pr).await.unwrap();
     w.stack.settle().await.unwrap();
     let env = w.preview(13, "lost-id");
-    assert_eq!(env.state, EnvState::Live);
+    assert_eq!(env.state(), EnvState::Live);
     assert!(!env.report_pending, "the live report went through");
     let deps = w
         .stack
@@ -462,7 +463,7 @@ async fn a_deployment_made_before_attempt_records_is_reused_after_an_upgrade() {
     w.stack.settle().await.unwrap();
     store.clear_faults();
     let env = w.preview(18, "upgrade");
-    assert_eq!(env.state, EnvState::Live);
+    assert_eq!(env.state(), EnvState::Live);
     assert!(env.report_pending);
     let environment = format!("preview/{}", env.id.slug);
     assert!(w.stack.fake.deployments(w.repo(), &environment).is_empty());

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use stagebot::slug::preview_slug;
-use stagebot::store::EnvState;
+use stagebot::environment::EnvState;
 use stagebot::testkit::{GitRepo, Stack, StackOptions, TestPr};
 use stagebot::types::{EnvId, Permission, PrNumber};
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -180,7 +180,7 @@ impl Live {
             slug: preview_slug(Some(PrNumber(7)), "feature/live"),
         };
         let env = stack.app.store().env(&id).unwrap().expect("the preview");
-        assert_eq!(env.state, EnvState::Live, "{:?}", env.last_error);
+        assert_eq!(env.state(), EnvState::Live, "{:?}", env.last_error);
         let sticky = stack.sticky(7).expect("the sticky comment");
         assert!(sticky.contains(&env.url), "{sticky}");
         assert_eq!(stack.get(&env.url).await.unwrap(), (200, sha.to_string()));

@@ -2,8 +2,8 @@
 //! local provider with real processes, the fake GitHub over HTTP; assertions on what GitHub
 //! received and on what the preview URL serves.
 
+use stagebot::environment::EnvState;
 use stagebot::slug::preview_slug;
-use stagebot::store::EnvState;
 use stagebot::testkit::{GitRepo, Stack, StackOptions, TestPr, python_app_files};
 use stagebot::types::{EnvId, Permission, RepoName, Sha, Slug};
 
@@ -49,7 +49,7 @@ impl World {
         sha
     }
 
-    pub fn env(&self, slug: &str) -> stagebot::store::EnvRecord {
+    pub fn env(&self, slug: &str) -> stagebot::environment::EnvRecord {
         let id = EnvId {
             repo: self.stack.repo.clone(),
             slug: Slug::new(slug).unwrap(),
@@ -62,7 +62,7 @@ impl World {
             .unwrap_or_else(|| panic!("no env {slug}"))
     }
 
-    pub fn preview(&self, n: u64, branch: &str) -> stagebot::store::EnvRecord {
+    pub fn preview(&self, n: u64, branch: &str) -> stagebot::environment::EnvRecord {
         self.env(preview_slug(Some(pr_no(n)), branch).as_str())
     }
 
@@ -101,7 +101,7 @@ async fn open_pr_gets_a_preview_then_push_redeploys_then_close_tears_down() {
     w.stack.settle().await.unwrap();
 
     let env = w.preview(7, "feature/login");
-    assert_eq!(env.state, EnvState::Live, "{:?}", env.last_error);
+    assert_eq!(env.state(), EnvState::Live, "{:?}", env.last_error);
     let (status, body) = w.stack.get(&env.url).await.unwrap();
     assert_eq!((status, body.as_str()), (200, sha1.as_str()));
 
@@ -142,7 +142,7 @@ async fn open_pr_gets_a_preview_then_push_redeploys_then_close_tears_down() {
     w.stack.settle().await.unwrap();
     let (status, body) = w.stack.get(&env.url).await.unwrap();
     assert_eq!((status, body.as_str()), (200, sha2.as_str()));
-    assert_eq!(w.preview(7, "feature/login").current_release, Some(2));
+    assert_eq!(w.preview(7, "feature/login").current_release(), Some(2));
     let comments = w
         .stack
         .fake
@@ -156,7 +156,7 @@ async fn open_pr_gets_a_preview_then_push_redeploys_then_close_tears_down() {
     // close → teardown, deployment inactive, sticky says how to bring it back
     w.stack.close_pr(&mut pr, false).await.unwrap();
     w.stack.settle().await.unwrap();
-    assert_eq!(w.preview(7, "feature/login").state, EnvState::Destroyed);
+    assert_eq!(w.preview(7, "feature/login").state(), EnvState::Destroyed);
     let (status, _) = w.stack.get(&env.url).await.unwrap();
     assert_eq!(status, 404);
     let deps = w.stack.fake.deployments(
@@ -208,7 +208,7 @@ async fn newest_commit_wins_and_late_deliveries_never_move_back() {
         .stack
         .app
         .store()
-        .release(&env.id, env.current_release.unwrap())
+        .release(&env.id, env.current_release().unwrap())
         .unwrap()
         .unwrap();
     assert_eq!(live.sha, sha3);
@@ -223,7 +223,7 @@ async fn newest_commit_wins_and_late_deliveries_never_move_back() {
 async fn merge_deploys_production_and_removes_the_preview() {
     let w = World::new("").await;
     let (mut pr, _) = opened(&w, 5, "feature/pay").await;
-    assert_eq!(w.preview(5, "feature/pay").state, EnvState::Live);
+    assert_eq!(w.preview(5, "feature/pay").state(), EnvState::Live);
     let merge = w.git.merge("feature/pay").unwrap();
     w.stack.mirror(&merge, &python_app_files(""));
     pr.merge_sha = Some(merge.clone());
@@ -234,16 +234,16 @@ async fn merge_deploys_production_and_removes_the_preview() {
         .unwrap();
     w.stack.settle().await.unwrap();
 
-    assert_eq!(w.preview(5, "feature/pay").state, EnvState::Destroyed);
+    assert_eq!(w.preview(5, "feature/pay").state(), EnvState::Destroyed);
     let prod = w.env("production");
-    assert_eq!(prod.state, EnvState::Live, "{:?}", prod.last_error);
+    assert_eq!(prod.state(), EnvState::Live, "{:?}", prod.last_error);
     assert_eq!(
         w.stack.get(&prod.url).await.unwrap(),
         (200, merge.to_string())
     );
     let releases = w.stack.app.store().releases(&prod.id).unwrap();
     assert_eq!(releases.len(), 1);
-    assert_eq!(releases[0].trigger, stagebot::store::Trigger::Merge);
+    assert_eq!(releases[0].trigger, stagebot::environment::Trigger::Merge);
     let deps = w.stack.fake.deployments(w.repo(), "production");
     assert_eq!(deps.len(), 1);
     assert!(deps[0].production && !deps[0].transient);
@@ -273,7 +273,7 @@ async fn deleting_the_branch_tears_the_preview_down() {
     let url = w.preview(9, "gone").url;
     w.stack.delete_branch("gone").await.unwrap();
     w.stack.settle().await.unwrap();
-    assert_eq!(w.preview(9, "gone").state, EnvState::Destroyed);
+    assert_eq!(w.preview(9, "gone").state(), EnvState::Destroyed);
     assert_eq!(w.stack.get(&url).await.unwrap().0, 404);
 }
 
@@ -295,7 +295,7 @@ async fn slash_commands_stage_promote_rollback_teardown() {
     let c = w.stack.comment("alice", 11, "/stage").await.unwrap();
     w.stack.settle().await.unwrap();
     let env = w.preview(11, "cmds");
-    assert_eq!(env.state, EnvState::Live);
+    assert_eq!(env.state(), EnvState::Live);
     assert_eq!(w.stack.fake.reactions(c), ["eyes", "rocket"]);
     assert_eq!(w.stack.get(&env.url).await.unwrap().1, sha1.as_str());
 
@@ -308,7 +308,7 @@ async fn slash_commands_stage_promote_rollback_teardown() {
     let c = w.stack.comment("alice", 11, "/promote").await.unwrap();
     w.stack.settle().await.unwrap();
     let staging = w.env("staging");
-    assert_eq!(staging.state, EnvState::Live);
+    assert_eq!(staging.state(), EnvState::Live);
     assert_eq!(w.stack.get(&staging.url).await.unwrap().1, sha2.as_str());
     assert_eq!(w.stack.fake.reactions(c), ["eyes", "rocket"]);
 
@@ -345,12 +345,12 @@ async fn slash_commands_stage_promote_rollback_teardown() {
     w.stack.settle().await.unwrap();
     assert_eq!(w.stack.fake.reactions(c), ["eyes", "rocket"]);
     let env = w.preview(11, "cmds");
-    assert_eq!(env.current_release, Some(3));
+    assert_eq!(env.current_release(), Some(3));
     assert_eq!(w.stack.get(&env.url).await.unwrap().1, sha1.as_str());
     let r3 = w.stack.app.store().release(&env.id, 3).unwrap().unwrap();
     assert_eq!(
         r3.trigger,
-        stagebot::store::Trigger::Rollback { to_release: 1 }
+        stagebot::environment::Trigger::Rollback { to_release: 1 }
     );
 
     // /rollback 2 by number
@@ -379,7 +379,7 @@ async fn slash_commands_stage_promote_rollback_teardown() {
     // /teardown
     let c = w.stack.comment("alice", 11, "/teardown").await.unwrap();
     w.stack.settle().await.unwrap();
-    assert_eq!(w.preview(11, "cmds").state, EnvState::Destroyed);
+    assert_eq!(w.preview(11, "cmds").state(), EnvState::Destroyed);
     assert_eq!(w.stack.fake.reactions(c), ["eyes", "rocket"]);
     assert_eq!(w.stack.get(&env.url).await.unwrap().0, 404);
     // one sticky comment through all of it
@@ -485,13 +485,13 @@ async fn idle_previews_are_warned_then_swept_and_extend_pushes_out() {
     clock.advance(chrono::Duration::days(1));
     w.stack.app.sweep().await.unwrap();
     w.stack.settle().await.unwrap();
-    assert_eq!(w.preview(30, "idle").state, EnvState::Destroyed);
-    assert_eq!(w.preview(31, "busy").state, EnvState::Live);
+    assert_eq!(w.preview(30, "idle").state(), EnvState::Destroyed);
+    assert_eq!(w.preview(31, "busy").state(), EnvState::Live);
     assert!(w.stack.sticky(30).unwrap().contains("/stage"));
     clock.advance(chrono::Duration::days(2));
     w.stack.app.sweep().await.unwrap();
     w.stack.settle().await.unwrap();
-    assert_eq!(w.preview(31, "busy").state, EnvState::Destroyed);
+    assert_eq!(w.preview(31, "busy").state(), EnvState::Destroyed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -500,7 +500,7 @@ async fn capacity_queues_previews_until_a_slot_frees() {
     let (mut first, _) = opened(&w, 40, "first").await;
     let (_, sha2) = opened(&w, 41, "second").await;
     let second = w.preview(41, "second");
-    assert_eq!(second.state, EnvState::Queued);
+    assert_eq!(second.state(), EnvState::Queued);
     assert!(
         w.stack.sticky(41).unwrap().contains("position 1"),
         "{}",
@@ -509,7 +509,7 @@ async fn capacity_queues_previews_until_a_slot_frees() {
     w.stack.close_pr(&mut first, false).await.unwrap();
     w.stack.settle().await.unwrap();
     let second = w.preview(41, "second");
-    assert_eq!(second.state, EnvState::Live);
+    assert_eq!(second.state(), EnvState::Live);
     assert_eq!(w.stack.get(&second.url).await.unwrap().1, sha2.as_str());
 }
 
@@ -522,7 +522,7 @@ async fn a_failing_build_is_reported_with_its_log_tail() {
     w.stack.open_pr(&pr).await.unwrap();
     w.stack.settle().await.unwrap();
     let env = w.preview(50, "broken");
-    assert_eq!(env.state, EnvState::Failed);
+    assert_eq!(env.state(), EnvState::Failed);
     let sticky = w.stack.sticky(50).unwrap();
     assert!(sticky.contains("missing semicolon"), "{sticky}");
     let deps = w.stack.fake.deployments(
@@ -570,9 +570,9 @@ async fn restart_brings_live_environments_back_and_reconciles_closed_prs() {
         .env(&preview_id(&stack, 60, "stays"))
         .unwrap()
         .unwrap();
-    assert_eq!(stays.state, EnvState::Live);
+    assert_eq!(stays.state(), EnvState::Live);
     assert_eq!(
-        stays.current_release,
+        stays.current_release(),
         Some(1),
         "a restart is not a new release"
     );
@@ -580,7 +580,7 @@ async fn restart_brings_live_environments_back_and_reconciles_closed_prs() {
         .env(&preview_id(&stack, 61, "closes"))
         .unwrap()
         .unwrap();
-    assert_eq!(closes.state, EnvState::Destroyed, "{closes:#?}");
+    assert_eq!(closes.state(), EnvState::Destroyed, "{closes:#?}");
     assert_eq!(stack.get(&url).await.unwrap(), (200, sha.to_string()));
 }
 
@@ -604,7 +604,7 @@ async fn an_invalid_config_is_explained_on_the_pr() {
     w.stack.open_pr(&pr).await.unwrap();
     w.stack.settle().await.unwrap();
     let env = w.preview(70, "typo");
-    assert_eq!(env.state, EnvState::Failed);
+    assert_eq!(env.state(), EnvState::Failed);
     let sticky = w.stack.sticky(70).unwrap();
     assert!(sticky.contains("biuld"), "{sticky}");
     let st = w.stack.fake.statuses(w.repo(), &sha);
@@ -619,7 +619,7 @@ async fn a_pull_request_cannot_lower_the_production_permission() {
     let pr = TestPr::new(71, "sneaky", sha, &w.git.clone_url());
     w.stack.open_pr(&pr).await.unwrap();
     w.stack.settle().await.unwrap();
-    assert_eq!(w.preview(71, "sneaky").state, EnvState::Live);
+    assert_eq!(w.preview(71, "sneaky").state(), EnvState::Live);
     let c = w
         .stack
         .comment("alice", 71, "/promote production")
@@ -665,7 +665,7 @@ async fn commands_in_code_and_quotes_do_nothing_and_edits_rerun_only_changed_com
         .await
         .unwrap();
     w.stack.settle().await.unwrap();
-    assert_eq!(w.preview(80, "quiet").current_release, Some(1));
+    assert_eq!(w.preview(80, "quiet").current_release(), Some(1));
     p.body = "/stage\n\n(typo fixed)".into();
     p.previous_body = Some("/stage".into());
     w.stack
@@ -677,7 +677,7 @@ async fn commands_in_code_and_quotes_do_nothing_and_edits_rerun_only_changed_com
         .unwrap();
     w.stack.settle().await.unwrap();
     assert_eq!(
-        w.preview(80, "quiet").current_release,
+        w.preview(80, "quiet").current_release(),
         Some(1),
         "same command: not re-run"
     );
@@ -704,7 +704,7 @@ async fn a_github_outage_delays_reports_but_loses_nothing() {
     w.stack.settle().await.unwrap();
     let env = w.preview(90, "outage");
     assert_eq!(
-        env.state,
+        env.state(),
         EnvState::Live,
         "the deploy itself does not need GitHub"
     );
@@ -768,7 +768,7 @@ async fn the_command_provider_drives_the_same_flow_with_the_teams_scripts() {
     let branch = branch_owned.as_str();
     let (mut pr, sha) = opened(&w, 95, branch).await;
     let env = w.preview(95, branch);
-    assert_eq!(env.state, EnvState::Live, "{:?}", env.last_error);
+    assert_eq!(env.state(), EnvState::Live, "{:?}", env.last_error);
     let url = format!("https://{}.k8s.example.dev", env.id.slug);
     assert_eq!(env.url, url);
     let deps = w
@@ -820,16 +820,16 @@ async fn a_visited_preview_is_not_swept_and_an_unvisited_one_is() {
     clock.advance(chrono::Duration::hours(13));
     w.stack.app.sweep().await.unwrap();
     w.stack.settle().await.unwrap();
-    assert_eq!(w.preview(33, "forgotten").state, EnvState::Destroyed);
+    assert_eq!(w.preview(33, "forgotten").state(), EnvState::Destroyed);
     let visited = w.preview(32, "visited");
-    assert_eq!(visited.state, EnvState::Live);
+    assert_eq!(visited.state(), EnvState::Live);
     assert_eq!(
         visited.last_visit,
         Some(start + chrono::Duration::hours(60)),
         "the visit is recorded"
     );
     assert_eq!(
-        visited.expires_at,
+        visited.expires_at(),
         Some(start + chrono::Duration::hours(60 + 72)),
         "three days after the visit"
     );
@@ -870,5 +870,5 @@ async fn a_visited_preview_is_not_swept_and_an_unvisited_one_is() {
     clock.advance(chrono::Duration::hours(60));
     w.stack.app.sweep().await.unwrap();
     w.stack.settle().await.unwrap();
-    assert_eq!(w.preview(32, "visited").state, EnvState::Destroyed);
+    assert_eq!(w.preview(32, "visited").state(), EnvState::Destroyed);
 }

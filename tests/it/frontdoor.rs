@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use chrono::{TimeZone, Utc};
 use serde_json::{Value, json};
 use stagebot::clock::Clock;
+use stagebot::environment::EnvRecord;
 use stagebot::event::payloads::{self, PrPayload};
 use stagebot::fake_github::{FakeGitHub, FakePr};
-use stagebot::store::{DeliveryStatus, EnvRecord, Store};
+use stagebot::store::{DeliveryStatus, Store};
 use stagebot::testkit::{INSTALLATION, SECRET, Stack, StackOptions};
 use stagebot::types::{DeliveryId, EnvId, EnvKind, RepoName, Sha, Slug};
 use stagebot::webhook::sign;
@@ -347,12 +348,10 @@ fn env_record(repo: &str, slug: &str, private: bool) -> EnvRecord {
         repo,
         slug: Slug::new(slug).unwrap(),
     };
-    EnvRecord {
-        private,
-        releases: 1,
-        current_release: Some(1),
-        ..EnvRecord::new(id, EnvKind::Preview, "feature", Utc::now())
-    }
+    let mut env = EnvRecord::new(id, EnvKind::Preview, "feature", Utc::now());
+    env.private = private;
+    env.deployed(&Sha::new(&"a".repeat(40)).unwrap(), 1)
+        .unwrap()
 }
 
 fn log_path(data: &Path, env: &EnvRecord, release: u32) -> PathBuf {
@@ -731,7 +730,7 @@ async fn a_chatty_deploy_rotates_its_log_at_the_cap_and_logs_shows_the_tail() {
         .iter()
         .find(|e| e.pr.map(|n| n.0) == Some(41))
         .expect("the environment");
-    let n = env.current_release.expect("a live release");
+    let n = env.current_release().expect("a live release");
     let (path, _) = stack.app.log_location(&env.id, n);
     let mut previous = path.clone().into_os_string();
     previous.push(".1");

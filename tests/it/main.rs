@@ -17,5 +17,6 @@ mod recover;
 mod sandbox;
 mod sentry;
 mod setup;
+mod states;
 mod support;
 mod worker;

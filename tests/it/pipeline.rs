@@ -2,8 +2,8 @@
 //! pull request, and branch environments. Real server, worker, store, local provider and
 //! processes; the fake GitHub over HTTP.
 
+use stagebot::environment::{EnvState, Trigger};
 use stagebot::slug::preview_slug;
-use stagebot::store::{EnvState, Trigger};
 use stagebot::testkit::{TestPr, python_app_files};
 use stagebot::types::{PrNumber, Sha, Slug};
 
@@ -46,7 +46,7 @@ async fn on_merge_staging_then_promote_the_merged_pr_to_production() {
 
     // the merge deploys staging with the merge commit; production is untouched
     let staging = w.env("staging");
-    assert_eq!(staging.state, EnvState::Live, "{:?}", staging.last_error);
+    assert_eq!(staging.state(), EnvState::Live, "{:?}", staging.last_error);
     assert_eq!(
         w.stack.get(&staging.url).await.unwrap(),
         (200, merge.to_string())
@@ -77,7 +77,7 @@ async fn on_merge_staging_then_promote_the_merged_pr_to_production() {
     w.stack.settle().await.unwrap();
     assert_eq!(w.stack.fake.reactions(c), ["eyes", "rocket"]);
     let prod = w.env("production");
-    assert_eq!(prod.state, EnvState::Live, "{:?}", prod.last_error);
+    assert_eq!(prod.state(), EnvState::Live, "{:?}", prod.last_error);
     assert_eq!(
         w.stack.get(&prod.url).await.unwrap(),
         (200, merge.to_string())
@@ -155,13 +155,13 @@ async fn branch_environments_follow_matching_branches() {
     w.stack.settle().await.unwrap();
     let slug = preview_slug(None, "release/1.2");
     let env = w.env(slug.as_str());
-    assert_eq!(env.state, EnvState::Live, "{:?}", env.last_error);
+    assert_eq!(env.state(), EnvState::Live, "{:?}", env.last_error);
     assert_eq!(
         (env.kind, env.pr),
         (stagebot::types::EnvKind::Preview, None)
     );
     assert!(
-        env.expires_at.is_some(),
+        env.expires_at().is_some(),
         "branch environments expire like previews"
     );
     assert_eq!(w.stack.get(&env.url).await.unwrap(), (200, v1.to_string()));
@@ -193,13 +193,13 @@ async fn branch_environments_follow_matching_branches() {
         .await
         .unwrap();
     w.stack.settle().await.unwrap();
-    assert_eq!(w.preview(8, "qa/login/x").state, EnvState::Live);
+    assert_eq!(w.preview(8, "qa/login/x").state(), EnvState::Live);
     assert!(!has_env(&w, preview_slug(None, "qa/login/x").as_str()));
 
     // deleting the branch tears its environment down
     w.stack.delete_branch("release/1.2").await.unwrap();
     w.stack.settle().await.unwrap();
-    assert_eq!(w.env(slug.as_str()).state, EnvState::Destroyed);
+    assert_eq!(w.env(slug.as_str()).state(), EnvState::Destroyed);
     assert_eq!(w.stack.get(&env.url).await.unwrap().0, 404);
 }
 
@@ -257,7 +257,7 @@ async fn require_checks_waits_for_ci_then_proceeds_or_fails_naming_the_check() {
     w.stack.settle().await.unwrap();
     let merge = merge(&w, &mut pr, "feature/gate", GATED).await;
     assert_eq!(
-        w.env("staging").state,
+        w.env("staging").state(),
         EnvState::Live,
         "staging has no gate"
     );
@@ -274,12 +274,12 @@ async fn require_checks_waits_for_ci_then_proceeds_or_fails_naming_the_check() {
         .unwrap();
     w.stack.settle().await.unwrap();
     let prod = w.env("production");
-    let wait = prod.ci_wait.clone().expect("the promotion waits for CI");
+    let wait = prod.ci_wait().expect("the promotion waits for CI");
     assert!(
         wait.contains("1 of 2 checks passed") && wait.contains("`test`"),
         "{wait}"
     );
-    assert_eq!(prod.current_release, None);
+    assert_eq!(prod.current_release(), None);
     let sticky = w.stack.sticky(21).unwrap();
     assert!(
         sticky.contains("waiting for CI: 1 of 2 checks passed; pending: `test`"),
@@ -304,13 +304,13 @@ async fn require_checks_waits_for_ci_then_proceeds_or_fails_naming_the_check() {
     let other = w.commit("feature/other", "x", GATED);
     check_event(&w, &other, "test", "completed", Some("success")).await;
     assert_eq!(production_deploy_checks_requests(&w), reads);
-    assert!(w.env("production").ci_wait.is_some());
+    assert!(w.env("production").ci_wait().is_some());
 
     // `test` succeeds: the webhook wakes the deploy, which goes live with the merge commit
     check_event(&w, &merge, "test", "completed", Some("success")).await;
     let prod = w.env("production");
-    assert_eq!(prod.state, EnvState::Live, "{:?}", prod.last_error);
-    assert_eq!(prod.ci_wait, None);
+    assert_eq!(prod.state(), EnvState::Live, "{:?}", prod.last_error);
+    assert_eq!(prod.ci_wait(), None);
     assert_eq!(
         w.stack.get(&prod.url).await.unwrap(),
         (200, merge.to_string())
@@ -351,14 +351,14 @@ async fn require_checks_waits_for_ci_then_proceeds_or_fails_naming_the_check() {
     assert_eq!(code, 202, "{body}");
     assert_eq!(body["sha"], next.as_str());
     w.stack.settle().await.unwrap();
-    assert!(w.env("production").ci_wait.is_some());
+    assert!(w.env("production").ci_wait().is_some());
     check_event(&w, &next, "test", "completed", Some("failure")).await;
     let prod = w.env("production");
-    assert_eq!(prod.state, EnvState::Failed);
+    assert_eq!(prod.state(), EnvState::Failed);
     let error = prod.last_error.clone().unwrap_or_default();
     assert!(error.contains("CI failed: `test`"), "{error}");
     // the release that was live still serves
-    assert_eq!(prod.current_release, Some(1));
+    assert_eq!(prod.current_release(), Some(1));
     assert_eq!(
         w.stack.get(&prod.url).await.unwrap(),
         (200, merge.to_string())
@@ -384,7 +384,7 @@ async fn require_checks_waits_for_ci_then_proceeds_or_fails_naming_the_check() {
     .await;
     assert_eq!(code, 202, "{body}");
     w.stack.settle().await.unwrap();
-    assert_eq!(w.env("production").state, EnvState::Failed);
+    assert_eq!(w.env("production").state(), EnvState::Failed);
     let deps = w.stack.fake.deployments(w.repo(), "production");
     assert_eq!(deps.len(), 3);
     assert_eq!(deps[2].last_state(), Some("failure"));
@@ -410,7 +410,7 @@ async fn require_checks_waits_for_ci_then_proceeds_or_fails_naming_the_check() {
     .await;
     assert_eq!(code, 202, "{body}");
     w.stack.settle().await.unwrap();
-    let wait = w.env("production").ci_wait.unwrap_or_default();
+    let wait = w.env("production").ci_wait().unwrap_or_default().to_owned();
     assert!(
         wait.contains("cannot be evaluated") && wait.contains("checks: read"),
         "{wait}"
@@ -467,7 +467,7 @@ async fn the_operator_deploys_a_branch_environment_by_hand() {
     assert_eq!(code, 202, "{body}");
     w.stack.settle().await.unwrap();
     let env = w.env(preview_slug(None, "demo/any").as_str());
-    assert_eq!(env.state, EnvState::Live, "{:?}", env.last_error);
+    assert_eq!(env.state(), EnvState::Live, "{:?}", env.last_error);
     assert_eq!(body["url"], env.url.as_str());
     assert_eq!(w.stack.get(&env.url).await.unwrap(), (200, sha.to_string()));
     // it follows the branch's pushes from now on
@@ -529,7 +529,7 @@ async fn promote_and_rollback_reuse_the_built_artifact() {
     w.stack.open_pr(&pr).await.unwrap();
     w.stack.settle().await.unwrap();
     let preview = w.preview(31, "feature/once");
-    assert_eq!(preview.state, EnvState::Live, "{:?}", preview.last_error);
+    assert_eq!(preview.state(), EnvState::Live, "{:?}", preview.last_error);
     assert_eq!(builds_run(&w), 1);
 
     // promote: production starts from the preview's build
@@ -539,7 +539,7 @@ async fn promote_and_rollback_reuse_the_built_artifact() {
         .unwrap();
     w.stack.settle().await.unwrap();
     let prod = w.env("production");
-    assert_eq!(prod.state, EnvState::Live, "{:?}", prod.last_error);
+    assert_eq!(prod.state(), EnvState::Live, "{:?}", prod.last_error);
     assert_eq!(
         w.stack.get(&prod.url).await.unwrap(),
         (200, sha1.to_string())
@@ -596,6 +596,6 @@ async fn promote_and_rollback_reuse_the_built_artifact() {
     // the preview goes; production's live and rollback-able builds stay
     w.stack.close_pr(&mut pr, false).await.unwrap();
     w.stack.settle().await.unwrap();
-    assert_eq!(w.preview(31, "feature/once").state, EnvState::Destroyed);
+    assert_eq!(w.preview(31, "feature/once").state(), EnvState::Destroyed);
     assert_eq!(kept_artifacts(&w), 2);
 }

@@ -1,7 +1,7 @@
 //! `stagebot recover` / `STAGEBOT_RECOVER=auto` (src/recover.rs): a lost data dir is rebuilt from
 //! what GitHub holds, and the reconciler brings back what should be live.
 
-use stagebot::store::{EnvState, Trigger};
+use stagebot::environment::{EnvState, Trigger};
 use stagebot::testkit::{Stack, StackOptions, TestPr};
 use stagebot::types::{EnvId, Permission, PrNumber, Slug};
 
@@ -45,13 +45,13 @@ async fn recover_on_an_empty_data_dir_brings_back_previews_staging_and_productio
     w.stack.settle().await.unwrap();
 
     let preview = w.preview(80, "recov");
-    assert_eq!(preview.current_release, Some(3));
+    assert_eq!(preview.current_release(), Some(3));
     let before: Vec<_> = ["staging", "production", preview.id.slug.as_str()]
         .iter()
         .map(|s| {
             let e = w.env(s);
             let releases = w.stack.app.store().releases(&e.id).unwrap();
-            (e.state, e.current_release, e.url.clone(), releases)
+            (e.state(), e.current_release(), e.url.clone(), releases)
         })
         .collect();
     let closed_slug = w.preview(81, "closed-one").id.slug;
@@ -96,12 +96,12 @@ async fn recover_on_an_empty_data_dir_brings_back_previews_staging_and_productio
     {
         let env = store.env(&id(&stack, slug)).unwrap().unwrap();
         assert_eq!(
-            (env.state, env.current_release, &env.url),
+            (env.state(), env.current_release(), &env.url),
             (*state, *current, url),
             "{slug}: {env:#?}"
         );
         let got = store.releases(&env.id).unwrap();
-        let strip = |rs: &[stagebot::store::Release]| {
+        let strip = |rs: &[stagebot::environment::Release]| {
             rs.iter()
                 .map(|r| {
                     (
@@ -137,7 +137,7 @@ async fn recover_on_an_empty_data_dir_brings_back_previews_staging_and_productio
         .env(&id(&stack, closed_slug.as_str()))
         .unwrap()
         .unwrap();
-    assert_eq!(gone.state, EnvState::Destroyed);
+    assert_eq!(gone.state(), EnvState::Destroyed);
     // The sticky comment is found again, and nothing old is replayed.
     assert_eq!(
         store
@@ -161,7 +161,7 @@ async fn recover_on_an_empty_data_dir_brings_back_previews_staging_and_productio
     stack.synchronize(&mut pr, sha4.clone()).await.unwrap();
     stack.settle().await.unwrap();
     let env = store.env(&preview.id).unwrap().unwrap();
-    assert_eq!(env.current_release, Some(4));
+    assert_eq!(env.current_release(), Some(4));
     assert_eq!(stack.get(&env.url).await.unwrap(), (200, sha4.to_string()));
     assert!(stack.sticky(80).is_some());
     stack.stop().await;

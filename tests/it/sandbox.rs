@@ -7,9 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use stagebot::environment::EnvRecord;
 use stagebot::fake_github::FakeGitHub;
 use stagebot::provider::sandbox::INSTALL_HINT;
-use stagebot::store::EnvRecord;
 use stagebot::testkit::{GitRepo, INSTALLATION, SECRET, Stack, StackOptions, TestPr};
 use stagebot::types::{PrNumber, RepoName};
 
@@ -220,7 +220,7 @@ async fn hostile_pull_requests_reach_nothing_outside_their_checkout() {
         stack.get(&victim.url).await.unwrap(),
         (200, "victim alive".to_owned())
     );
-    let victim_release = victim.current_release.unwrap();
+    let victim_release = victim.current_release().unwrap();
     let victim_pid = pgid_of(&data, victim.id.slug.as_str(), victim_release).unwrap();
     assert!(alive(victim_pid));
     let victim_dir = data.join(format!(
@@ -260,7 +260,7 @@ async fn hostile_pull_requests_reach_nothing_outside_their_checkout() {
     stack.settle().await.unwrap();
     let attacker = env_of(&stack, 2);
     assert!(
-        attacker.current_release.is_some(),
+        attacker.current_release().is_some(),
         "the attacker's app did not deploy: {:?} {:?}",
         attacker.last_error,
         attacker.last_log_tail
@@ -311,7 +311,7 @@ async fn hostile_pull_requests_reach_nothing_outside_their_checkout() {
     let attacker_dir = data.join(format!(
         "envs/acme/webapp/{}/r{}",
         attacker.id.slug,
-        attacker.current_release.unwrap()
+        attacker.current_release().unwrap()
     ));
     assert!(attacker_dir.join("control-build").exists());
     assert!(attacker_dir.join("control-start").exists());

@@ -2,10 +2,10 @@
 //! receives, a release and a deploy record once per live release, the new-issue count in the
 //! sticky comment, and Sentry down changing nothing but that count.
 
+use stagebot::environment::EnvState;
 use stagebot::fake_sentry::{FakeIssue, FakeSentry};
 use stagebot::sentry::SentrySettings;
 use stagebot::slug::preview_slug;
-use stagebot::store::EnvState;
 use stagebot::testkit::{GitRepo, INSTALLATION, Stack, StackOptions, TestPr};
 use stagebot::types::{EnvId, Permission, PrNumber, Sha};
 
@@ -66,7 +66,7 @@ impl SentryWorld {
             slug: preview_slug(Some(PrNumber(n)), branch),
         };
         let env = self.stack.app.store().env(&id).unwrap().unwrap();
-        assert_eq!(env.state, EnvState::Live, "{:?}", env.last_error);
+        assert_eq!(env.state(), EnvState::Live, "{:?}", env.last_error);
         env.url
     }
 

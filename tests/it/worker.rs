@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use stagebot::environment::EnvState;
 use stagebot::event::payloads::{self, PrPayload};
 use stagebot::fake_github::{Fault, FaultKind};
 use stagebot::slug::preview_slug;
-use stagebot::store::EnvState;
 use stagebot::testkit::{INSTALLATION, TestPr};
 use stagebot::types::{EnvId, PrNumber, RepoName};
 
@@ -81,7 +81,7 @@ async fn wait_live(w: &World, id: &EnvId, limit: Duration) -> bool {
     let started = Instant::now();
     while started.elapsed() < limit {
         if let Ok(Some(env)) = w.stack.app.store().env(id)
-            && env.state == EnvState::Live
+            && env.state() == EnvState::Live
         {
             return true;
         }
