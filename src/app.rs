@@ -85,6 +85,12 @@ pub struct Settings {
     pub sentry: crate::sentry::SentrySettings,
     /// `STAGEBOT_BACKUP_*`: scheduled backups of the store (src/backup.rs).
     pub backup: Option<crate::backup::BackupSettings>,
+    /// `GITHUB_WEB_URL`: GitHub's web pages (OAuth sign-in), `https://github.com` or a GitHub
+    /// Enterprise Server's `https://HOST`.
+    pub github_web_url: String,
+    /// `GITHUB_CLIENT_ID` and `GITHUB_CLIENT_SECRET`: the App's OAuth credentials; sign-in on
+    /// the dashboard (src/web/) is offered only with both.
+    pub github_oauth: Option<crate::web::OAuthApp>,
 }
 
 impl Settings {
@@ -110,6 +116,8 @@ impl Settings {
             snapshot_every: None,
             sentry: crate::sentry::SentrySettings::default(),
             backup: None,
+            github_web_url: crate::web::DEFAULT_GITHUB_WEB_URL.to_owned(),
+            github_oauth: None,
         }
     }
 }

@@ -297,6 +297,16 @@ struct ServeArgs {
     /// sled's page cache (at least 1MiB); the store's memory beyond it is what is in flight.
     #[arg(long, env = "STAGEBOT_STORE_CACHE", default_value = "16MiB")]
     store_cache: String,
+    /// GitHub's web pages (OAuth sign-in): `https://github.com`, or `https://HOST` of a GitHub
+    /// Enterprise Server.
+    #[arg(long, env = "GITHUB_WEB_URL", default_value = "https://github.com")]
+    github_web_url: String,
+    /// The App's OAuth client id: the dashboard's "Sign in with GitHub" (with the secret).
+    #[arg(long, env = "GITHUB_CLIENT_ID")]
+    github_client_id: Option<String>,
+    /// The App's OAuth client secret.
+    #[arg(long, env = "GITHUB_CLIENT_SECRET", hide_env_values = true)]
+    github_client_secret: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -461,6 +471,21 @@ fn build_app(a: &ServeArgs) -> Result<(App, Duration), Usage> {
         backup.keep = a.backup_keep;
         settings.backup = Some(backup);
     }
+    settings.github_web_url = a.github_web_url.trim_end_matches('/').to_owned();
+    settings.github_oauth = match (&a.github_client_id, &a.github_client_secret) {
+        (Some(id), Some(secret)) if !id.trim().is_empty() && !secret.trim().is_empty() => {
+            Some(stagebot::web::OAuthApp {
+                client_id: id.trim().to_owned(),
+                client_secret: Secret::new(secret.trim().to_owned()),
+            })
+        }
+        (None, None) => None,
+        _ => {
+            return Err(Usage(
+                "GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET go together: set both (sign-in on the dashboard) or neither".into(),
+            ));
+        }
+    };
     // Every setting is checked before the provider looks for bwrap and anything is created.
     let cache = bytes("STAGEBOT_STORE_CACHE", &a.store_cache, 1024 * 1024)?;
     let routes = Routes::default();

@@ -19,7 +19,10 @@
 //! # Ok(()) }
 //! ```
 
+mod oauth;
 mod server;
+
+pub use oauth::{FAKE_CLIENT_ID, FAKE_CLIENT_SECRET};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -450,6 +453,8 @@ struct State {
     webhook_target: Option<WebhookTarget>,
     /// Redeliveries to send once the current request is answered.
     outbox: Vec<Outgoing>,
+    /// "Sign in with GitHub": codes and user tokens (oauth.rs).
+    oauth: oauth::OAuthState,
 }
 
 /// A check run as the fake keeps it.
@@ -490,6 +495,7 @@ impl State {
             hook_log: Vec::new(),
             webhook_target: None,
             outbox: Vec::new(),
+            oauth: oauth::OAuthState::default(),
         }
     }
 

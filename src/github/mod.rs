@@ -372,6 +372,11 @@ impl GitHub {
         })
     }
 
+    /// The API root (`https://api.github.com`, or a GitHub Enterprise Server's `/api/v3`).
+    pub fn api_url(&self) -> &str {
+        &self.inner.api_url
+    }
+
     /// The app id this client authenticates as.
     pub fn app_id(&self) -> u64 {
         self.inner.app_id

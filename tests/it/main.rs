@@ -1,6 +1,7 @@
 //! Integration tests: real processes, real git repositories, real HTTP. One test binary.
 
 mod backups;
+mod browser;
 mod catchup;
 mod comments;
 mod database;
