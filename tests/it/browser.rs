@@ -22,13 +22,13 @@ fn private(mut payload: Value) -> Value {
     payload
 }
 
-async fn send_private(w: &World, event: &str, payload: Value) {
+pub(crate) async fn send_private(w: &World, event: &str, payload: Value) {
     let (status, body) = w.stack.send(event, &private(payload)).await.unwrap();
     assert_eq!(status, 202, "{body}");
 }
 
 /// `user` comments `body` on PR `number` of the private repository.
-async fn comment(w: &World, user: &str, number: u64, body: &str) {
+pub(crate) async fn comment(w: &World, user: &str, number: u64, body: &str) {
     let id = w
         .stack
         .fake

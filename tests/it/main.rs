@@ -4,6 +4,7 @@ mod backups;
 mod browser;
 mod catchup;
 mod comments;
+mod dashboard;
 mod database;
 mod deployments;
 mod flows;
