@@ -254,7 +254,7 @@ fn api_error(status: StatusCode, message: &str) -> Response {
 }
 
 /// The login a user-to-server token stands for; else GitHub's 401.
-fn user_of(fake: &FakeGitHub, headers: &HeaderMap) -> Result<String, Response> {
+fn user_of(fake: &FakeGitHub, headers: &HeaderMap) -> Result<String, Box<Response>> {
     let credential = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -263,13 +263,18 @@ fn user_of(fake: &FakeGitHub, headers: &HeaderMap) -> Result<String, Response> {
             scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer")
         })
         .map(|(_, c)| c.trim().to_owned())
-        .ok_or_else(|| api_error(StatusCode::UNAUTHORIZED, "Requires authentication"))?;
+        .ok_or_else(|| {
+            Box::new(api_error(
+                StatusCode::UNAUTHORIZED,
+                "Requires authentication",
+            ))
+        })?;
     fake.state()
         .oauth
         .user_tokens
         .get(&credential)
         .cloned()
-        .ok_or_else(|| api_error(StatusCode::UNAUTHORIZED, "Bad credentials"))
+        .ok_or_else(|| Box::new(api_error(StatusCode::UNAUTHORIZED, "Bad credentials")))
 }
 
 /// Repository keys of installation `id` that `login` may read.
@@ -314,7 +319,7 @@ async fn user(AxState(fake): AxState<FakeGitHub>, headers: HeaderMap) -> Respons
             }
             Json(u).into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -322,7 +327,7 @@ async fn user(AxState(fake): AxState<FakeGitHub>, headers: HeaderMap) -> Respons
 async fn user_installations(AxState(fake): AxState<FakeGitHub>, headers: HeaderMap) -> Response {
     let login = match user_of(&fake, &headers) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let ids: Vec<(u64, String)> = fake
         .state()
@@ -368,7 +373,7 @@ async fn user_installation_repositories(
 ) -> Response {
     let login = match user_of(&fake, &headers) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Ok(id) = id.parse::<u64>() else {
         return api_error(StatusCode::NOT_FOUND, "Not Found");

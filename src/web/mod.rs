@@ -52,12 +52,15 @@ pub enum WebError {
 /// How long a pull request's title and author are kept before GitHub is asked again.
 const PR_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// Pull requests' titles and authors as GitHub said, and when it was asked.
+type PrCache = HashMap<(RepoName, PrNumber), (Option<PrInfo>, Instant)>;
+
 /// What the dashboard keeps besides the store: the session key (loaded once) and a short cache
 /// of pull request titles.
 #[derive(Clone, Default)]
 pub struct WebState {
     key: Arc<Mutex<Option<Arc<auth::SessionKey>>>>,
-    prs: Arc<Mutex<HashMap<(RepoName, PrNumber), (Option<PrInfo>, Instant)>>>,
+    prs: Arc<Mutex<PrCache>>,
 }
 
 impl WebState {

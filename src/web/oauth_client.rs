@@ -164,7 +164,7 @@ impl OAuthClient {
         path: &str,
     ) -> Result<T, WebError> {
         let req = http::Request::get(format!("{}{path}", self.api_url))
-            .header(http::header::ACCEPT, "application/vnd.github+json")
+            .header(http::header::ACCEPT, "application/json")
             .header("X-GitHub-Api-Version", "2022-11-28")
             .header(
                 http::header::AUTHORIZATION,
@@ -185,6 +185,34 @@ impl OAuthClient {
             .map_err(|e| WebError::OAuth(format!("GET {what}: not the expected JSON: {e}")))
     }
 
+    /// `owner/name` (lowercase) of the repositories of installation `id` the token's user can
+    /// read (`GET /user/installations/{id}/repositories`, all pages up to 2,000 repositories).
+    pub async fn installation_repositories(
+        &self,
+        token: &Secret,
+        id: u64,
+    ) -> Result<BTreeSet<String>, WebError> {
+        let mut repos = BTreeSet::new();
+        for page in 1..=MAX_PAGES {
+            let list: Repositories = self
+                .get(
+                    token,
+                    &format!("/user/installations/{id}/repositories?per_page=100&page={page}"),
+                )
+                .await?;
+            let n = list.repositories.len();
+            repos.extend(
+                list.repositories
+                    .into_iter()
+                    .map(|r| r.full_name.to_ascii_lowercase()),
+            );
+            if n < 100 {
+                break;
+            }
+        }
+        Ok(repos)
+    }
+
     /// Who the token belongs to, and which repositories of the App's installations they can read.
     pub async fn signed_in(&self, token: &Secret) -> Result<SignedIn, WebError> {
         let user: User = self.get(token, "/user").await?;
@@ -196,26 +224,7 @@ impl OAuthClient {
             .iter()
             .filter(|i| i.app_id.is_none_or(|a| a == self.app_id))
         {
-            for page in 1..=MAX_PAGES {
-                let list: Repositories = self
-                    .get(
-                        token,
-                        &format!(
-                            "/user/installations/{}/repositories?per_page=100&page={page}",
-                            inst.id
-                        ),
-                    )
-                    .await?;
-                let n = list.repositories.len();
-                repos.extend(
-                    list.repositories
-                        .into_iter()
-                        .map(|r| r.full_name.to_ascii_lowercase()),
-                );
-                if n < 100 {
-                    break;
-                }
-            }
+            repos.extend(self.installation_repositories(token, inst.id).await?);
         }
         Ok(SignedIn {
             login: user.login,

@@ -63,7 +63,12 @@ async fn sign_in(stack: &Stack, login: &str) -> String {
         .send()
         .await
         .unwrap();
-    assert_eq!(done.status().as_u16(), 303, "{}", done.text().await.unwrap());
+    assert_eq!(
+        done.status().as_u16(),
+        303,
+        "{}",
+        done.text().await.unwrap()
+    );
     let session = set_cookie(&done, "stagebot_session").expect("session cookie");
     let attrs = done
         .headers()
@@ -107,7 +112,10 @@ async fn post(stack: &Stack, path: &str, cookie: &str, body: &str) -> (u16, Stri
 
 /// The CSRF token in a page's forms.
 fn csrf(page: &str) -> String {
-    let at = page.find("name=csrf value=\"").expect("a form with a CSRF token") + 17;
+    let at = page
+        .find("name=csrf value=\"")
+        .expect("a form with a CSRF token")
+        + 17;
     page[at..].split('"').next().unwrap().to_owned()
 }
 
@@ -158,7 +166,10 @@ async fn sign_in_checks_the_state_and_sessions_survive_a_restart() {
     // A session outlives a restart of stagebot (the key is in the data dir, 0600).
     let session = sign_in(&stack, "ada").await;
     let (_, page) = get(&stack, "/", Some(&session)).await;
-    assert!(page.contains("Signed in as <strong>@ada</strong>"), "{page}");
+    assert!(
+        page.contains("Signed in as <strong>@ada</strong>"),
+        "{page}"
+    );
     let fake = stack.stop().await;
     use std::os::unix::fs::PermissionsExt as _;
     let key = dir.path().join("data").join("session.key");
@@ -168,7 +179,10 @@ async fn sign_in_checks_the_state_and_sessions_survive_a_restart() {
     );
     let stack = Stack::start_with(fake, opts()).await.unwrap();
     let (_, page) = get(&stack, "/", Some(&session)).await;
-    assert!(page.contains("Signed in as <strong>@ada</strong>"), "{page}");
+    assert!(
+        page.contains("Signed in as <strong>@ada</strong>"),
+        "{page}"
+    );
     // A tampered cookie is nobody; signing out needs the CSRF token and ends the session.
     let tampered = session.replace("stagebot_session=", "stagebot_session=0");
     let (_, page) = get(&stack, "/", Some(&tampered)).await;
