@@ -104,7 +104,8 @@ impl App {
 #[derive(Deserialize)]
 pub struct ActionForm {
     csrf: Option<String>,
-    action: String,
+    /// `promote`, `rollback`, `redeploy`, `extend` or `teardown`.
+    action: Option<String>,
     /// `promote`: `staging` or `production`.
     to: Option<String>,
     /// `rollback`: the release number.
@@ -114,7 +115,7 @@ pub struct ActionForm {
 }
 
 fn parse_action(f: &ActionForm) -> Result<DashboardAction, String> {
-    Ok(match f.action.as_str() {
+    Ok(match f.action.as_deref().unwrap_or_default() {
         "promote" => DashboardAction::Promote {
             to: match f.to.as_deref() {
                 Some("staging") => PromoteTarget::Staging,

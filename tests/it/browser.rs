@@ -254,6 +254,7 @@ async fn sign_in_see_the_pipeline_open_the_log_and_roll_production_back_in_chrom
         (Some(cookie.as_str()), "action=rollback&release=2"),
         (Some(cookie.as_str()), "action=rollback&release=2&csrf=00ff"),
         (None, "action=rollback&release=2"),
+        (Some(cookie.as_str()), ""),
     ] {
         let mut req = http
             .post(&post)
