@@ -140,6 +140,24 @@ fn note(name: &str, result: Result<String, GitHubError>, problems: &mut Vec<Stri
     }
 }
 
+/// [`note`] for the dashboard's OAuth client (its own error type).
+fn note_web(
+    name: &str,
+    result: Result<String, stagebot::web::WebError>,
+    problems: &mut Vec<String>,
+) {
+    match result {
+        Ok(what) => println!("  ok    {name}: {what}"),
+        Err(e) if e.to_string().contains("not the expected JSON") => {
+            println!("  ok    {name}: (Prism's example answer not understood: {e})")
+        }
+        Err(e) => {
+            println!("  FAIL  {name}: {e}");
+            problems.push(format!("{name}: {e}"));
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let Some(upstream) = std::env::args()
@@ -460,6 +478,34 @@ async fn run(upstream: String) -> Result<(), Vec<String>> {
         &mut problems,
     );
 
+    // "Sign in with GitHub" (src/web/): the user-to-server calls made with the user's token.
+    match stagebot::web::oauth_client::OAuthClient::new(
+        "https://github.com",
+        &format!("http://{addr}"),
+        FAKE_APP_ID,
+    ) {
+        Ok(oauth) => {
+            let token = Secret::new("ghu_16C7e42F292c6912E7710c838347Ae178B4a");
+            note_web(
+                "signed_in (GET /user, /user/installations)",
+                oauth
+                    .signed_in(&token)
+                    .await
+                    .map(|s| format!("@{}, {} repositories", s.login, s.repos.len())),
+                &mut problems,
+            );
+            note_web(
+                "installation_repositories (GET /user/installations/1/repositories)",
+                oauth
+                    .installation_repositories(&token, 1)
+                    .await
+                    .map(|r| format!("{} repositories", r.len())),
+                &mut problems,
+            );
+        }
+        Err(e) => problems.push(format!("OAuth client: {e}")),
+    }
+
     let log = proxy.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
     println!("\nexchanges with Prism ({}):", log.len());
     let mut response_only = 0;
@@ -541,6 +587,19 @@ async fn run(upstream: String) -> Result<(), Vec<String>> {
             "/repos/octo-org/webapp/deployments/1/statuses?per_page=100",
         ),
     ];
+    // The user-to-server routes of the dashboard's sign-in.
+    for (method, prefix) in [
+        ("GET", "/user"),
+        ("GET", "/user/installations?per_page=100"),
+        ("GET", "/user/installations/1/repositories?per_page=100"),
+    ] {
+        if !log
+            .iter()
+            .any(|x| x.method == method && x.path.starts_with(prefix))
+        {
+            problems.push(format!("route never exercised: {method} {prefix}"));
+        }
+    }
     // The repository itself (every other path starts with it).
     if !log
         .iter()

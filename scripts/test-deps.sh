@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs besides the Rust toolchain, on Debian or Ubuntu: git,
 # python3 (the test apps), bubblewrap (the local provider's sandbox; the tests run real bwrap),
-# PostgreSQL (the database tests start a real server), Node.js with npm
-# (scripts/conformance.sh) and hadolint (the Dockerfile lint). With --check it only prints the missing
+# PostgreSQL (the database tests start a real server), Chromium (the dashboard's browser test),
+# Node.js with npm (scripts/conformance.sh) and hadolint (the Dockerfile lint). With --check it only prints the missing
 # packages and the exact install line, and exits 1 if any is missing.
 set -euo pipefail
 

@@ -88,13 +88,17 @@ pub struct Settings {
     /// `STAGEBOT_PROXY_IDLE_TIMEOUT`: a proxied body, stream or WebSocket that moves no byte
     /// for this long is cut off.
     pub proxy_idle_timeout: Duration,
-    /// `GITHUB_WEB_URL`: GitHub's web pages (the manifest flow, src/setup.rs).
+    /// `GITHUB_WEB_URL`: GitHub's web pages (the manifest flow, src/setup.rs; OAuth sign-in,
+    /// src/web/): `https://github.com` or a GitHub Enterprise Server's `https://HOST`.
     pub github_web_url: String,
     /// `STAGEBOT_ADMIN_TOKEN`: opens `/setup` once an App is configured (src/setup.rs).
     pub admin_token: Option<crate::types::Secret>,
     /// The App credentials the environment supplied; a registration through `/setup` does not
     /// replace them (src/credentials.rs).
     pub credentials_from_env: crate::credentials::FromEnv,
+    /// `GITHUB_CLIENT_ID` and `GITHUB_CLIENT_SECRET`: the App's OAuth credentials; sign-in on
+    /// the dashboard (src/web/) is offered only with both.
+    pub github_oauth: Option<crate::web::OAuthApp>,
 }
 
 impl Settings {
@@ -124,6 +128,7 @@ impl Settings {
             github_web_url: crate::setup::DEFAULT_WEB_URL.to_owned(),
             admin_token: None,
             credentials_from_env: crate::credentials::FromEnv::default(),
+            github_oauth: None,
         }
     }
 }

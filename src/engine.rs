@@ -675,7 +675,44 @@ pub fn notice_text(n: &Notice) -> String {
         ),
         Notice::OnDemand => "Previews are on demand in this repository: comment `/stage` to get one.".into(),
         Notice::Closed => "This pull request is closed; it has no environment.".into(),
+        Notice::Dashboard {
+            actor,
+            action,
+            slug,
+            release,
+        } => dashboard_text(actor, action, slug, release.as_ref()),
     }
+}
+
+/// The sticky comment's note after an action on the dashboard: "`production` rolled back to
+/// #1 (`abc1234`) from the dashboard by @ada."
+pub fn dashboard_text(
+    actor: &str,
+    action: &policy::DashboardAction,
+    slug: &crate::types::Slug,
+    release: Option<&(u32, crate::types::Sha)>,
+) -> String {
+    use policy::DashboardAction as A;
+    let rel = release
+        .map(|(n, sha)| format!(" #{n} (`{}`)", sha.short()))
+        .unwrap_or_default();
+    let did = match action {
+        A::Promote { to } => {
+            let to = match to {
+                crate::command::PromoteTarget::Staging => "staging",
+                crate::command::PromoteTarget::Production => "production",
+            };
+            format!("`{slug}`{rel} promoted to `{to}`")
+        }
+        A::Rollback { .. } => format!("`{slug}` rolled back to{rel}"),
+        A::Redeploy => format!("`{slug}` redeployed{rel}"),
+        A::Extend { by } => format!(
+            "`{slug}` extended by {}",
+            crate::command::format_duration(*by)
+        ),
+        A::Teardown => format!("`{slug}` torn down"),
+    };
+    format!("{did} from the dashboard by @{actor}.")
 }
 
 /// A reaction for an acknowledged command that is done.

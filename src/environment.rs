@@ -89,6 +89,14 @@ pub enum Trigger {
         to_release: u32,
     },
     Merge,
+    /// The live release deployed again as it is (the dashboard's "Redeploy").
+    Redeploy {
+        release: u32,
+    },
+    /// Asked for on the dashboard by a signed-in user (the release's `by`): what was asked.
+    Dashboard {
+        then: Box<Trigger>,
+    },
 }
 
 impl Trigger {
@@ -107,7 +115,27 @@ impl Trigger {
             } => format!("/promote from {from}"),
             Trigger::Rollback { to_release } => format!("/rollback to #{to_release}"),
             Trigger::Merge => "merge".into(),
+            Trigger::Redeploy { release } => format!("redeploy of #{release}"),
+            Trigger::Dashboard { then } => {
+                format!("{} (dashboard)", then.describe().trim_start_matches('/'))
+            }
         }
+    }
+
+    /// What was asked for, seen through [`Trigger::Dashboard`].
+    pub fn inner(&self) -> &Trigger {
+        match self {
+            Trigger::Dashboard { then } => then.inner(),
+            other => other,
+        }
+    }
+
+    /// Back to a commit that ran before (a rollback or a redeploy): no CI gate.
+    pub fn is_rollback(&self) -> bool {
+        matches!(
+            self.inner(),
+            Trigger::Rollback { .. } | Trigger::Redeploy { .. }
+        )
     }
 }
 

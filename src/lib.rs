@@ -36,5 +36,6 @@ pub mod slug;
 pub mod store;
 pub mod testkit;
 pub mod types;
+pub mod web;
 pub mod webhook;
 pub mod worker;

@@ -233,7 +233,8 @@ impl App {
             }
         }
         // A promotion always says what allowed it, also when nothing was required.
-        if gate.is_none() && checks.is_none() && matches!(trigger, Trigger::Promote { .. }) {
+        if gate.is_none() && checks.is_none() && matches!(trigger.inner(), Trigger::Promote { .. })
+        {
             checks = Some(format!(
                 "no CI gate (`{}.require_checks` is not set)",
                 rec.kind

@@ -301,14 +301,20 @@ struct ServeArgs {
     /// no byte (either way) for this long is cut off (e.g. `2m`, `1h`).
     #[arg(long, env = "STAGEBOT_PROXY_IDLE_TIMEOUT", default_value = "2m")]
     proxy_idle_timeout: String,
-    /// GitHub's web address, for the manifest flow (/setup) (GitHub Enterprise Server:
-    /// `https://HOST`).
+    /// GitHub's web address, for the manifest flow (/setup) and the dashboard's sign-in
+    /// (GitHub Enterprise Server: `https://HOST`).
     #[arg(long, env = "GITHUB_WEB_URL", default_value = "https://github.com")]
     github_web_url: String,
     /// Opens /setup (`Authorization: Bearer …` or `?token=…`); without it, /setup answers only
     /// while no App is configured.
     #[arg(long, env = "STAGEBOT_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// The App's OAuth client id: the dashboard's "Sign in with GitHub" (with the secret).
+    #[arg(long, env = "GITHUB_CLIENT_ID")]
+    github_client_id: Option<String>,
+    /// The App's OAuth client secret.
+    #[arg(long, env = "GITHUB_CLIENT_SECRET", hide_env_values = true)]
+    github_client_secret: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -503,6 +509,20 @@ fn prepare(a: &ServeArgs) -> Result<(Prepared, Duration), Usage> {
         backup.keep = a.backup_keep;
         settings.backup = Some(backup);
     }
+    settings.github_oauth = match (&a.github_client_id, &a.github_client_secret) {
+        (Some(id), Some(secret)) if !id.trim().is_empty() && !secret.trim().is_empty() => {
+            Some(stagebot::web::OAuthApp {
+                client_id: id.trim().to_owned(),
+                client_secret: Secret::new(secret.trim().to_owned()),
+            })
+        }
+        (None, None) => None,
+        _ => {
+            return Err(Usage(
+                "GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET go together: set both (sign-in on the dashboard) or neither".into(),
+            ));
+        }
+    };
     // Every setting is checked before the provider looks for bwrap and anything is created.
     let cache = bytes("STAGEBOT_STORE_CACHE", &a.store_cache, 1024 * 1024)?;
     let routes = Routes::default();
@@ -632,7 +652,12 @@ fn init_tracing(json: bool, default_level: &str) {
 
 /// Variables holding secrets: read once by the argument parser, then removed from stagebot's
 /// environment so nothing it starts can inherit them.
-const SECRET_VARS: &[&str] = &["WEBHOOK_SECRET", "PRIVATE_KEY", "STAGEBOT_ADMIN_TOKEN"];
+const SECRET_VARS: &[&str] = &[
+    "WEBHOOK_SECRET",
+    "PRIVATE_KEY",
+    "STAGEBOT_ADMIN_TOKEN",
+    "GITHUB_CLIENT_SECRET",
+];
 
 /// Blank the values of `names` in the process's original environment block (what
 /// `/proc/<pid>/environ` shows, which `unsetenv` leaves untouched), then remove them.

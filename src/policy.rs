@@ -119,9 +119,19 @@ pub struct Deploy {
 pub enum Notice {
     Draft,
     Fork,
-    ForkNeedsApproval { sha: Sha },
+    ForkNeedsApproval {
+        sha: Sha,
+    },
     OnDemand,
     Closed,
+    /// A signed-in user acted on the dashboard (docs/dashboard.md, "Actions").
+    Dashboard {
+        actor: String,
+        action: DashboardAction,
+        slug: Slug,
+        /// The release (number, commit) the action deploys, if it deploys one.
+        release: Option<(u32, Sha)>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,7 +274,7 @@ pub fn decide(event: &Event, config: &RepoConfig, state: &State) -> Decision {
 /// `d` with the CI gate its target's kind requires (`require_checks`): none for a rollback
 /// (back to a release that ran before) or when the gate was skipped (`checks` says how).
 pub fn with_gate(mut d: Deploy, config: &RepoConfig) -> Deploy {
-    let rollback = matches!(d.trigger, Trigger::Rollback { .. });
+    let rollback = d.trigger.is_rollback();
     if d.checks.is_none() && !rollback {
         d.gate = config.require_checks(d.target.kind).cloned();
     }
@@ -1107,32 +1117,12 @@ fn run_command(
                 .ok_or_else(|| format!("there is no `{slug}` environment to roll back."))?;
             let releases = state.releases_of(&slug);
             let release = pick_rollback(env, releases, to.as_ref())?;
-            let (kind, branch) = (env.kind, env.branch.clone());
-            let queue = kind == EnvKind::Preview && must_queue(state, &slug);
-            let preview = kind == EnvKind::Preview;
-            Ok(CommandOutcome::Deferred(vec![Action::Deploy(Deploy {
-                target: Target {
-                    kind,
-                    slug,
-                    branch,
-                    pr: env.pr,
-                    // Only a preview fetches from where it came from (maybe a fork).
-                    clone_url: preview.then(|| env.clone_url.clone()),
-                    fork: preview && env.fork,
-                },
-                sha: release.sha.clone(),
-                trigger: Trigger::Rollback {
-                    to_release: release.n,
-                },
-                by: by.clone(),
-                ack: Some(e.comment_id),
-                force: true,
-                profile: env.profile.clone(),
-                gate: None,
-                checks: None,
-                queue,
-                ttl: env.ttl_secs.map(Duration::from_secs),
-            })]))
+            let trigger = Trigger::Rollback {
+                to_release: release.n,
+            };
+            Ok(CommandOutcome::Deferred(vec![Action::Deploy(
+                redeploy_release(env, release, trigger, by, Some(e.comment_id), state),
+            )]))
         }
         Command::Teardown => {
             let slug = preview_slug_now.ok_or("could not read this pull request from GitHub")?;
@@ -1407,6 +1397,40 @@ fn pick_rollback<'a>(
                 .find(|r| Some(&r.sha) != live_sha)
                 .ok_or_else(|| format!("`{}` has no earlier release to roll back to.", env.id.slug))
         }
+    }
+}
+
+/// A deploy of `release` of `env` again (a rollback, or the dashboard's redeploy): forced, with
+/// the environment's profile and TTL; only a preview fetches from where it came from.
+fn redeploy_release(
+    env: &EnvRecord,
+    release: &Release,
+    trigger: Trigger,
+    by: &str,
+    ack: Option<u64>,
+    state: &State,
+) -> Deploy {
+    let preview = env.kind == EnvKind::Preview;
+    Deploy {
+        target: Target {
+            kind: env.kind,
+            slug: env.id.slug.clone(),
+            branch: env.branch.clone(),
+            pr: env.pr,
+            // Only a preview fetches from where it came from (maybe a fork).
+            clone_url: preview.then(|| env.clone_url.clone()),
+            fork: preview && env.fork,
+        },
+        sha: release.sha.clone(),
+        trigger,
+        by: by.to_owned(),
+        ack,
+        force: true,
+        profile: env.profile.clone(),
+        gate: None,
+        checks: None,
+        queue: preview && must_queue(state, &env.id.slug),
+        ttl: env.ttl_secs.map(Duration::from_secs),
     }
 }
 
@@ -1704,6 +1728,159 @@ pub fn database_plan(
 /// no-op). Needs no configuration: a database left from an earlier config still goes.
 pub fn drops_database_on_teardown(kind: EnvKind) -> bool {
     kind == EnvKind::Preview
+}
+
+/// An action a signed-in user takes on the dashboard's environment page (docs/dashboard.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DashboardAction {
+    /// Deploy the environment's live release to staging or production.
+    Promote { to: PromoteTarget },
+    /// Deploy release `to` of the environment again.
+    Rollback { to: u32 },
+    /// Deploy the live release again.
+    Redeploy,
+    /// Push a preview's expiry out by this long (capped like `/extend`).
+    Extend { by: Duration },
+    /// Tear a preview down.
+    Teardown,
+}
+
+impl DashboardAction {
+    /// The slash command that does the same: its permission rule is this action's.
+    pub fn as_command(&self, kind: EnvKind) -> Command {
+        let target = match kind {
+            EnvKind::Preview => EnvTarget::Preview,
+            EnvKind::Staging => EnvTarget::Staging,
+            EnvKind::Production => EnvTarget::Production,
+        };
+        match self {
+            DashboardAction::Promote { to } => Command::Promote {
+                target: *to,
+                skip_checks: false,
+            },
+            DashboardAction::Rollback { to } => Command::Rollback {
+                target,
+                to: Some(RollbackTo::Release(*to)),
+            },
+            DashboardAction::Redeploy => Command::Rollback { target, to: None },
+            DashboardAction::Extend { by } => Command::Extend { by: *by },
+            DashboardAction::Teardown => Command::Teardown,
+        }
+    }
+}
+
+/// A dashboard action on environment `slug` by `actor`, who has `permission` on the
+/// repository (asked of GitHub as for a comment's sender): the same rules as the slash command
+/// it stands for ([`DashboardAction::as_command`], [`required_permission`]), recorded as that
+/// user's, and announced on the environment's pull request. `Err` is the answer for the page.
+pub fn dashboard(
+    slug: &Slug,
+    action: &DashboardAction,
+    actor: &str,
+    permission: Permission,
+    config: &RepoConfig,
+    state: &State,
+) -> Result<Vec<Action>, String> {
+    let env = state
+        .active_env(slug)
+        .filter(|e| e.state() != EnvState::TearingDown)
+        .ok_or_else(|| format!("there is no active `{slug}` environment."))?;
+    let cmd = action.as_command(env.kind);
+    let needed = required_permission(&cmd, config);
+    if permission < needed {
+        return Err(format!(
+            "{} needs **{needed}** permission on this repository; @{actor} has **{permission}**. Nothing was done.",
+            command_name(&cmd)
+        ));
+    }
+    let dashboard = |then: Trigger| Trigger::Dashboard {
+        then: Box::new(then),
+    };
+    let live = || {
+        env.current_release()
+            .and_then(|n| state.releases_of(slug).iter().find(|r| r.n == n))
+            .ok_or_else(|| format!("`{slug}` has no live release."))
+    };
+    let mut release = None;
+    let mut actions = match action {
+        DashboardAction::Promote { to } => {
+            let (kind, to_slug) = match to {
+                PromoteTarget::Staging => (EnvKind::Staging, Slug::staging()),
+                PromoteTarget::Production => (EnvKind::Production, Slug::production()),
+            };
+            if env.kind >= kind {
+                return Err(format!(
+                    "`{slug}` cannot be promoted to {to_slug}: promotions go previews → staging → production."
+                ));
+            }
+            let r = live()?;
+            release = Some((r.n, r.sha.clone()));
+            let mut d = promotion((kind, to_slug), slug, r, (&env.branch, env.pr), actor, None);
+            d.trigger = dashboard(d.trigger);
+            vec![Action::Deploy(with_gate(d, config))]
+        }
+        DashboardAction::Rollback { to } => {
+            let r = pick_rollback(
+                env,
+                state.releases_of(slug),
+                Some(&RollbackTo::Release(*to)),
+            )?;
+            release = Some((r.n, r.sha.clone()));
+            let trigger = dashboard(Trigger::Rollback { to_release: r.n });
+            vec![Action::Deploy(redeploy_release(
+                env, r, trigger, actor, None, state,
+            ))]
+        }
+        DashboardAction::Redeploy => {
+            let r = live()?;
+            release = Some((r.n, r.sha.clone()));
+            let trigger = dashboard(Trigger::Redeploy { release: r.n });
+            vec![Action::Deploy(redeploy_release(
+                env, r, trigger, actor, None, state,
+            ))]
+        }
+        DashboardAction::Extend { by } => {
+            if env.kind != EnvKind::Preview {
+                return Err(format!(
+                    "`{slug}` does not expire: only previews are extended."
+                ));
+            }
+            let base = env.expires_at().unwrap_or(state.now).max(state.now);
+            let until = add(base, *by)
+                .min(add(state.now, state.limits.max_extend))
+                .max(base);
+            vec![Action::Extend {
+                slug: slug.clone(),
+                until,
+            }]
+        }
+        DashboardAction::Teardown => {
+            if env.kind != EnvKind::Preview {
+                return Err(format!(
+                    "`{slug}` is a shared environment: only previews are torn down from the dashboard (an operator uses `stagebot env teardown`)."
+                ));
+            }
+            vec![Action::Teardown {
+                slug: slug.clone(),
+                reason: format!("torn down from the dashboard by @{actor}"),
+                by: actor.to_owned(),
+                ack: None,
+            }]
+        }
+    };
+    // Announced where the team looks: the sticky comment of the environment's pull request.
+    if let Some(pr) = env.pr {
+        actions.push(Action::Sticky {
+            pr,
+            notice: Some(Notice::Dashboard {
+                actor: actor.to_owned(),
+                action: action.clone(),
+                slug: slug.clone(),
+                release,
+            }),
+        });
+    }
+    Ok(actions)
 }
 
 #[cfg(test)]

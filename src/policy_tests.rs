@@ -3020,3 +3020,218 @@ fn check_events_recheck_only_deploys_waiting_for_that_commit() {
     );
     assert!(ignored(decide(&event("eeee001"), &config(), &st)).contains("no deploy waits"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Dashboard actions: the slash commands' rules, recorded as the signed-in user's
+
+#[test]
+fn dashboard_actions_need_the_commands_permissions() {
+    let mut st = state();
+    let p = with_releases(pr_preview(EnvState::Live), &["a1", "b2"], &mut st);
+    let prod = with_releases(
+        env("production", EnvKind::Production, EnvState::Live),
+        &["c3", "d4"],
+        &mut st,
+    );
+    st.envs = vec![p, prod];
+    let cases = [
+        // (slug, action, enough, not enough)
+        (
+            pr_slug(),
+            DashboardAction::Promote {
+                to: PromoteTarget::Staging,
+            },
+            Permission::Write,
+            Permission::Triage,
+        ),
+        (
+            pr_slug(),
+            DashboardAction::Promote {
+                to: PromoteTarget::Production,
+            },
+            Permission::Maintain,
+            Permission::Write,
+        ),
+        (
+            slug("production"),
+            DashboardAction::Rollback { to: 1 },
+            Permission::Maintain,
+            Permission::Write,
+        ),
+        (
+            slug("production"),
+            DashboardAction::Redeploy,
+            Permission::Maintain,
+            Permission::Write,
+        ),
+        (
+            pr_slug(),
+            DashboardAction::Rollback { to: 1 },
+            Permission::Write,
+            Permission::Read,
+        ),
+        (
+            pr_slug(),
+            DashboardAction::Extend {
+                by: Duration::from_secs(DAY as u64),
+            },
+            Permission::Write,
+            Permission::Read,
+        ),
+        (
+            pr_slug(),
+            DashboardAction::Teardown,
+            Permission::Write,
+            Permission::None,
+        ),
+    ];
+    for (slug_, action, enough, short) in cases {
+        let refused = dashboard(&slug_, &action, "ada", short, &config(), &st).unwrap_err();
+        assert!(
+            refused.contains(&format!(
+                "**{}**",
+                required_permission(
+                    &action.as_command(st.envs.iter().find(|e| e.id.slug == slug_).unwrap().kind),
+                    &config()
+                )
+            )),
+            "{action:?}: {refused}"
+        );
+        let done = dashboard(&slug_, &action, "ada", enough, &config(), &st).unwrap();
+        assert!(!done.is_empty(), "{action:?}");
+    }
+}
+
+#[test]
+fn dashboard_rollback_is_a_release_by_the_user_announced_on_the_pr() {
+    let mut st = state();
+    let mut prod = with_releases(
+        env("production", EnvKind::Production, EnvState::Live),
+        &["c3", "d4"],
+        &mut st,
+    );
+    prod.pr = Some(PrNumber(PR));
+    st.envs = vec![prod];
+    let actions = dashboard(
+        &slug("production"),
+        &DashboardAction::Rollback { to: 1 },
+        "ada",
+        Permission::Admin,
+        &config(),
+        &st,
+    )
+    .unwrap();
+    let d = one_deploy(&actions);
+    assert_eq!(d.sha, sha("c3"));
+    assert_eq!(d.by, "ada");
+    assert_eq!(
+        d.trigger,
+        Trigger::Dashboard {
+            then: Box::new(Trigger::Rollback { to_release: 1 })
+        }
+    );
+    assert!(d.trigger.is_rollback() && d.force && d.gate.is_none());
+    assert_eq!(d.trigger.describe(), "rollback to #1 (dashboard)");
+    let notice = notices(&actions).into_iter().flatten().next().unwrap();
+    assert_eq!(
+        crate::engine::notice_text(&notice),
+        "`production` rolled back to #1 (`c300000`) from the dashboard by @ada."
+    );
+    // An unknown release is refused like `/rollback production 9`.
+    let e = dashboard(
+        &slug("production"),
+        &DashboardAction::Rollback { to: 9 },
+        "ada",
+        Permission::Admin,
+        &config(),
+        &st,
+    )
+    .unwrap_err();
+    assert!(e.contains("no release #9"), "{e}");
+}
+
+#[test]
+fn dashboard_promotions_go_forward_only_and_keep_the_ci_gate() {
+    let mut st = state();
+    let p = with_releases(pr_preview(EnvState::Live), &["a1"], &mut st);
+    let staging = with_releases(
+        env("staging", EnvKind::Staging, EnvState::Live),
+        &["e5"],
+        &mut st,
+    );
+    st.envs = vec![p, staging];
+    let cfg = repo_config::parse("production:\n  require_checks: true\n").unwrap();
+    let actions = dashboard(
+        &slug("staging"),
+        &DashboardAction::Promote {
+            to: PromoteTarget::Production,
+        },
+        "ada",
+        Permission::Admin,
+        &cfg,
+        &st,
+    )
+    .unwrap();
+    let d = one_deploy(&actions);
+    assert_eq!(
+        (d.target.kind, d.sha.clone()),
+        (EnvKind::Production, sha("e5"))
+    );
+    assert!(d.gate.is_some(), "production's require_checks applies");
+    for (from, to) in [
+        ("staging", PromoteTarget::Staging),
+        ("production", PromoteTarget::Production),
+    ] {
+        let e = dashboard(
+            &slug(from),
+            &DashboardAction::Promote { to },
+            "ada",
+            Permission::Admin,
+            &config(),
+            &st,
+        );
+        assert!(e.is_err(), "{from} → {to:?}");
+    }
+    // Shared environments are not torn down or extended from the dashboard.
+    for action in [
+        DashboardAction::Teardown,
+        DashboardAction::Extend {
+            by: Duration::from_secs(60),
+        },
+    ] {
+        assert!(
+            dashboard(
+                &slug("staging"),
+                &action,
+                "ada",
+                Permission::Admin,
+                &config(),
+                &st
+            )
+            .is_err()
+        );
+    }
+}
+
+#[test]
+fn dashboard_extend_is_capped_like_the_command() {
+    let mut st = state();
+    let p = with_releases(pr_preview(EnvState::Live), &["a1"], &mut st);
+    st.envs = vec![p];
+    let actions = dashboard(
+        &pr_slug(),
+        &DashboardAction::Extend {
+            by: Duration::from_secs(100 * DAY as u64),
+        },
+        "ada",
+        Permission::Write,
+        &config(),
+        &st,
+    )
+    .unwrap();
+    let until = actions.iter().find_map(|a| match a {
+        Action::Extend { until, .. } => Some(*until),
+        _ => None,
+    });
+    assert_eq!(until, Some(now() + secs(14 * DAY)));
+}

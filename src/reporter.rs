@@ -1182,4 +1182,44 @@ mod tests {
         }
         golden("sticky-notices.md", &out);
     }
+
+    /// The note after each action from the dashboard (src/web/).
+    #[test]
+    fn sticky_dashboard_notices() {
+        use crate::policy::DashboardAction as A;
+        let slug = |s: &str| Slug::new(s).unwrap_or_else(|_| unreachable!("valid slug"));
+        let mut out = String::new();
+        for (action, env, release) in [
+            (
+                A::Promote {
+                    to: crate::command::PromoteTarget::Production,
+                },
+                "pr-42-login",
+                Some((3, sha('a'))),
+            ),
+            (A::Rollback { to: 1 }, "production", Some((1, sha('b')))),
+            (A::Redeploy, "staging", Some((4, sha('c')))),
+            (
+                A::Extend {
+                    by: std::time::Duration::from_secs(3 * 24 * 3600),
+                },
+                "pr-42-login",
+                None,
+            ),
+            (A::Teardown, "pr-42-login", None),
+        ] {
+            let notice = crate::policy::Notice::Dashboard {
+                actor: "ada".into(),
+                action,
+                slug: slug(env),
+                release,
+            };
+            let pr = PrRecord {
+                notice: Some(crate::engine::notice_text(&notice)),
+                ..PrRecord::default()
+            };
+            out.push_str(&render_sticky(&pr, &[], at(0)));
+        }
+        golden("sticky-dashboard.md", &out);
+    }
 }

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -30,11 +30,12 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/", get(dashboard))
         .route("/api/environments", get(api_envs))
         .route("/api/environments/{owner}/{repo}/{slug}", get(api_env))
         .route("/logs/{owner}/{repo}/{slug}/{n}", get(logs))
         .merge(crate::setup::routes::<App>())
+        .merge(crate::web::router())
+        .layer(axum::Extension(crate::web::WebState::default()))
         .layer(middleware::from_fn_with_state(app.clone(), proxy_first))
         .layer(axum::Extension(crate::webhook::UnverifiedBudget::new(
             app.settings().max_unverified_bytes,
@@ -147,10 +148,11 @@ async fn proxy_first(State(app): State<App>, req: Request, next: Next) -> Respon
     crate::proxy::no_live_environment(host.as_deref().unwrap_or("no Host header"))
 }
 
-/// May anonymous visitors see this environment? Private repositories' environments are hidden
-/// unless the operator made the dashboard public (there is no sign-in yet).
-fn visible(app: &App, env: &EnvRecord) -> bool {
-    app.settings().dashboard_public || !env.private
+/// May this viewer see this environment? Private repositories' environments are shown to
+/// signed-in users GitHub says can read the repository, and to everybody when the operator made
+/// the dashboard public (src/web/mod.rs).
+fn visible(app: &App, viewer: &crate::web::Viewer, env: &EnvRecord) -> bool {
+    viewer.sees(app, env)
 }
 
 /// `{"ready": bool, "checks": {"<name>": {"ok": bool, "detail": "…"}}}`: 200 when ready, 503
@@ -313,11 +315,16 @@ fn env_json(app: &App, env: &EnvRecord) -> serde_json::Value {
     })
 }
 
-async fn api_envs(State(app): State<App>) -> Response {
+async fn api_envs(
+    State(app): State<App>,
+    axum::Extension(web): axum::Extension<crate::web::WebState>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let viewer = crate::web::auth::viewer(&app, &web, &headers);
     match app.store().envs() {
         Ok(envs) => Json(
             envs.iter()
-                .filter(|e| visible(&app, e))
+                .filter(|e| visible(&app, &viewer, e))
                 .map(|e| env_json(&app, e))
                 .collect::<Vec<_>>(),
         )
@@ -345,15 +352,18 @@ fn env_id(owner: &str, repo: &str, slug: &str) -> Result<EnvId, Box<Response>> {
 
 async fn api_env(
     State(app): State<App>,
+    axum::Extension(web): axum::Extension<crate::web::WebState>,
+    headers: axum::http::HeaderMap,
     Path((owner, repo, slug)): Path<(String, String, String)>,
 ) -> Response {
     let id = match env_id(&owner, &repo, &slug) {
         Ok(id) => id,
         Err(r) => return *r,
     };
+    let viewer = crate::web::auth::viewer(&app, &web, &headers);
     match app.store().env(&id) {
         // A hidden environment is answered exactly like a missing one.
-        Ok(Some(env)) if visible(&app, &env) => Json(env_json(&app, &env)).into_response(),
+        Ok(Some(env)) if visible(&app, &viewer, &env) => Json(env_json(&app, &env)).into_response(),
         Ok(_) => err(StatusCode::NOT_FOUND, format!("no environment {id}")),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -377,8 +387,11 @@ async fn admin_env(
 
 async fn logs(
     State(app): State<App>,
+    axum::Extension(web): axum::Extension<crate::web::WebState>,
+    headers: axum::http::HeaderMap,
     Path((owner, repo, slug, n)): Path<(String, String, String, String)>,
 ) -> Response {
+    let viewer = crate::web::auth::viewer(&app, &web, &headers);
     let id = match env_id(&owner, &repo, &slug) {
         Ok(id) => id,
         Err(r) => return *r,
@@ -393,7 +406,19 @@ async fn logs(
         )
     };
     match app.store().env(&id) {
-        Ok(Some(env)) if visible(&app, &env) => {}
+        Ok(Some(env)) if visible(&app, &viewer, &env) => {}
+        // Private (or missing: answered alike) for an anonymous visitor: through sign-in and
+        // back to this log.
+        Ok(_) if viewer.session.is_none() && app.oauth_app().is_some() => {
+            let here = format!(
+                "/logs/{}/{}/{}/{n}",
+                crate::web::percent(id.repo.owner()),
+                crate::web::percent(id.repo.name()),
+                crate::web::percent(id.slug.as_str())
+            );
+            return axum::response::Redirect::to(&crate::web::auth::login_url(&here))
+                .into_response();
+        }
         Ok(_) => return not_found(),
         Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -502,73 +527,6 @@ impl hyper::body::Body for LogTail {
             }
         }
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-async fn dashboard(State(app): State<App>) -> Response {
-    let envs = app.store().envs().unwrap_or_default();
-    let mut rows = String::new();
-    for e in envs.iter().filter(|e| e.is_active() && visible(&app, e)) {
-        let release = e
-            .current_release()
-            .and_then(|n| app.store().release(&e.id, n).ok().flatten());
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            escape(&e.id.repo.to_string()),
-            escape(e.id.slug.as_str()),
-            e.kind,
-            e.state().as_str(),
-            if e.state() == EnvState::Live {
-                format!("<a href=\"{0}\">{0}</a>", escape(&e.url))
-            } else {
-                String::new()
-            },
-            release
-                .as_ref()
-                .map(|r| format!("#{} <code>{}</code>", r.n, r.sha.short()))
-                .unwrap_or_default(),
-            e.expires_at()
-                .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-                .unwrap_or_default(),
-        ));
-    }
-    if rows.is_empty() {
-        rows.push_str("<tr><td colspan=7>No environments yet. Open a pull request.</td></tr>");
-    }
-    let private_note = if app.settings().dashboard_public {
-        ""
-    } else {
-        "<p>Environments of private repositories are hidden here, with their logs and releases: \
-         this page has no sign-in yet, so anyone who reaches it would see them. An operator can \
-         show them with <code>STAGEBOT_DASHBOARD_PUBLIC=true</code> when access to this page is \
-         restricted some other way.</p>"
-    };
-    let warnings: String = app
-        .provider()
-        .checks()
-        .into_iter()
-        .filter(|(_, c)| !c.ok)
-        .map(|(name, c)| {
-            format!(
-                "<p class=warning><strong>{}</strong>: {}</p>",
-                escape(name),
-                escape(&c.detail)
-            )
-        })
-        .collect();
-    Html(format!(
-        "<!doctype html><meta charset=utf-8><title>stagebot</title>\
-         <style>body{{font:14px system-ui;margin:2em}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}.warning{{background:#fff3cd;padding:6px 10px}}</style>\
-         <h1>stagebot</h1>{warnings}<table><tr><th>Repository</th><th>Environment</th><th>Kind</th><th>State</th><th>URL</th><th>Release</th><th>Expires</th></tr>{rows}</table>\
-         {private_note}<p><a href=\"/api/environments\">JSON</a> · <a href=\"/metrics\">metrics</a></p>"
-    ))
-    .into_response()
 }
 
 async fn admin_teardown(

@@ -287,6 +287,12 @@ impl Stack {
         if let Some(max) = opts.max_connections {
             settings.max_connections = max;
         }
+        // "Sign in with GitHub" through the fake's OAuth pages (src/web/).
+        settings.github_web_url = fake.url();
+        settings.github_oauth = Some(crate::web::OAuthApp {
+            client_id: crate::fake_github::FAKE_CLIENT_ID.to_owned(),
+            client_secret: crate::types::Secret::new(crate::fake_github::FAKE_CLIENT_SECRET),
+        });
         let retry = RetryPolicy {
             base_delay: Duration::from_millis(5),
             max_delay: Duration::from_millis(50),

@@ -19,8 +19,10 @@
 //! # Ok(()) }
 //! ```
 
+mod oauth;
 mod server;
 
+pub use oauth::{FAKE_CLIENT_ID, FAKE_CLIENT_SECRET};
 pub use server::manifest::{FakeRegisteredApp, MANIFEST_APP_PRIVATE_KEY_PEM};
 
 use std::collections::{BTreeMap, HashMap};
@@ -455,6 +457,8 @@ struct State {
     webhook_target: Option<WebhookTarget>,
     /// Redeliveries to send once the current request is answered.
     outbox: Vec<Outgoing>,
+    /// "Sign in with GitHub": codes and user tokens (oauth.rs).
+    oauth: oauth::OAuthState,
 }
 
 /// A check run as the fake keeps it.
@@ -495,6 +499,7 @@ impl State {
             hook_log: Vec::new(),
             webhook_target: None,
             outbox: Vec::new(),
+            oauth: oauth::OAuthState::default(),
         }
     }
 

@@ -22,7 +22,10 @@ use crate::types::Permission;
 pub(super) mod manifest;
 
 pub(super) fn router(fake: FakeGitHub) -> Router {
-    Router::new().fallback(handle).with_state(fake)
+    Router::new()
+        .merge(super::oauth::router())
+        .fallback(handle)
+        .with_state(fake)
 }
 
 /// An answer before it becomes an HTTP response.
@@ -1173,7 +1176,7 @@ fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn user_json(login: &str, bot: bool) -> Value {
+pub(super) fn user_json(login: &str, bot: bool) -> Value {
     json!({
         "login": login,
         "id": login.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))) % 1_000_000_000,

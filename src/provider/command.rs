@@ -54,6 +54,8 @@ const SECRET_VARS: &[&str] = &[
     "STAGEBOT_POSTGRES_URL",
     "STAGEBOT_POSTGRES_SECRET",
     "SENTRY_AUTH_TOKEN",
+    "GITHUB_CLIENT_SECRET",
+    "STAGEBOT_ADMIN_TOKEN",
 ];
 
 /// What a script printed that matters.

@@ -1,8 +1,10 @@
 //! Integration tests: real processes, real git repositories, real HTTP. One test binary.
 
 mod backups;
+mod browser;
 mod catchup;
 mod comments;
+mod dashboard;
 mod database;
 mod deployments;
 mod edge;

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod cdp;
 pub mod postgres;
 
 use std::collections::BTreeMap;
