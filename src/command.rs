@@ -192,8 +192,9 @@ fn did_you_mean(suggestion: Option<&str>) -> String {
     suggestion.map_or_else(String::new, |s| format!(" Did you mean `{s}`?"))
 }
 
-/// The commands, in help order: name, usage, description, examples.
-const COMMANDS: &[(&str, &str, &str, &[&str])] = &[
+/// The commands, in help order: name, usage, description, examples (the command list of
+/// `messages::help`).
+pub(crate) const COMMANDS: &[(&str, &str, &str, &[&str])] = &[
     (
         "stage",
         "/stage [<profile>] [<sha>]",
@@ -247,25 +248,6 @@ const ENV_WORDS: &[&str] = &["preview", "staging", "production", "prod"];
 
 /// Release numbers up to this are written as plain digits; longer digit strings are shas.
 const MAX_PLAIN_RELEASE: u32 = 999_999;
-
-/// The markdown command list, for `/help` replies and error messages.
-pub fn help_text() -> String {
-    let mut out = String::from(
-        "**stagebot commands** — one per line, at the start of a line of your comment:\n\n",
-    );
-    for (_, usage, description, examples) in COMMANDS {
-        let examples: Vec<String> = examples.iter().map(|e| format!("`{e}`")).collect();
-        out.push_str(&format!(
-            "- `{usage}`: {description}. Example: {}\n",
-            examples.join(", ")
-        ));
-    }
-    out.push_str(
-        "\nCommands inside code blocks, inline code and quotes (`>`) are ignored. Durations are \
-         a number and a unit, combinable: `90m`, `12h`, `2d`, `1w`, `1d 12h`.\n",
-    );
-    out
-}
 
 /// Every command line of a comment body, in order: a command, or why the line is not one.
 ///
@@ -1065,7 +1047,7 @@ mod tests {
 
     #[test]
     fn help_lists_every_command() {
-        let help = help_text();
+        let help = crate::messages::help();
         for (name, usage, ..) in COMMANDS {
             assert!(help.contains(&format!("- `{usage}`")), "{name}");
             assert!(matches!(

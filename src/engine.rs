@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::app::App;
 use crate::event::{Event, InstallationAction, RepoInfo, parse_event};
 use crate::github::{GitHubError, PrInfo, Reaction, RepoClient};
-use crate::policy::{self, Action, Decision, Notice, State};
+use crate::policy::{self, Action, Decision, State};
 use crate::repo_config::RepoConfig;
 use crate::store::{EnvRecord, EnvState, InstallationRecord, Op, PendingDelivery, StoreError};
 use crate::types::{EnvId, EnvKind, Permission, PrNumber, RepoName};
@@ -492,13 +492,7 @@ impl App {
                 })?;
                 if let Some((_, Some(pr))) = updated {
                     ctx.client
-                        .reply(
-                            pr,
-                            &format!(
-                                "⏳ The preview `{slug}` has had no activity and will be removed at {} (UTC). Comment `/extend 2d` to keep it longer, or push a commit.",
-                                at.format("%Y-%m-%d %H:%M")
-                            ),
-                        )
+                        .reply(pr, &crate::messages::expiry_warning(&slug, at))
                         .await?;
                     self.refresh_sticky(ctx.client, pr).await?;
                 }
@@ -516,7 +510,7 @@ impl App {
                 self.reply_once(ctx, &comment, &body).await?;
             }
             Action::Sticky { pr, notice } => {
-                let text = notice.map(|n| notice_text(&n));
+                let text = notice.map(|n| crate::messages::notice(&n));
                 self.store().update_pr(repo, pr, |r| {
                     if text.is_some() {
                         r.notice = text.clone();
@@ -692,21 +686,6 @@ fn new_env(
         url,
         fork: target.fork,
         ..EnvRecord::new(id.clone(), target.kind, &target.branch, now)
-    }
-}
-
-/// The sticky comment's note for a [`Notice`].
-pub fn notice_text(n: &Notice) -> String {
-    match n {
-        Notice::Draft => "This pull request is a draft: its preview starts when it is marked ready for review, or comment `/stage`.".into(),
-        Notice::Fork => "This pull request comes from a fork, so it is not deployed automatically. A maintainer can comment `/stage` to deploy the head commit they reviewed (or `/stage <sha>` for a given commit of this pull request).".into(),
-        Notice::ForkNeedsApproval { sha } => format!(
-            "New commits were pushed to this fork (`{}`): a maintainer must review them and comment `/stage` again (or `/stage {}`) to deploy them.",
-            sha.short(),
-            sha.short()
-        ),
-        Notice::OnDemand => "Previews are on demand in this repository: comment `/stage` to get one.".into(),
-        Notice::Closed => "This pull request is closed; it has no environment.".into(),
     }
 }
 

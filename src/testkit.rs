@@ -28,8 +28,8 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -706,7 +706,11 @@ impl Drop for Stack {
             panic!(
                 "{} bot repl{} never read by the test (read each with Stack::expect_reply):\n{}",
                 unread.len(),
-                if unread.len() == 1 { "y was" } else { "ies were" },
+                if unread.len() == 1 {
+                    "y was"
+                } else {
+                    "ies were"
+                },
                 list.join("\n---\n")
             );
         }

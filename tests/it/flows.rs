@@ -364,7 +364,9 @@ async fn slash_commands_stage_promote_rollback_teardown() {
     // /status answers with the history; /help with the commands
     w.stack.comment("alice", 11, "/status").await.unwrap();
     w.stack.settle().await.unwrap();
-    let status = w.stack.expect_reply(11, |t| t.contains("### stagebot status"));
+    let status = w
+        .stack
+        .expect_reply(11, |t| t.contains("### stagebot status"));
     assert!(
         status.contains("#4 (live)") && status.contains(sha1.short()),
         "{status}"
@@ -372,7 +374,9 @@ async fn slash_commands_stage_promote_rollback_teardown() {
     // an unknown command gets the help with a suggestion
     let c = w.stack.comment("alice", 11, "/stgae").await.unwrap();
     w.stack.settle().await.unwrap();
-    let help = w.stack.expect_reply(11, |t| t.contains("Did you mean `/stage`?"));
+    let help = w
+        .stack
+        .expect_reply(11, |t| t.contains("Did you mean `/stage`?"));
     assert!(
         help.contains("/stage") && help.contains("/rollback"),
         "{help}"
@@ -409,7 +413,9 @@ async fn readers_are_refused_and_bots_are_ignored() {
     let c = w.stack.comment("rita", 12, "/stage").await.unwrap();
     w.stack.settle().await.unwrap();
     assert_eq!(w.stack.fake.reactions(c), ["eyes", "confused"]);
-    let refusal = w.stack.expect_reply(12, |t| t.starts_with("<!-- stagebot:reply:"));
+    let refusal = w
+        .stack
+        .expect_reply(12, |t| t.starts_with("<!-- stagebot:reply:"));
     assert!(
         refusal.contains("write") && refusal.contains("read"),
         "{refusal}"

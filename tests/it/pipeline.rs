@@ -65,7 +65,8 @@ async fn on_merge_staging_then_promote_the_merged_pr_to_production() {
         .unwrap();
     w.stack.settle().await.unwrap();
     assert_eq!(w.stack.fake.reactions(c), ["eyes", "confused"]);
-    w.stack.expect_reply(5, |t| t.contains("needs **maintain** permission"));
+    w.stack
+        .expect_reply(5, |t| t.contains("needs **maintain** permission"));
     w.stack.expect_no_reply(5);
     assert!(!has_env(&w, "production"));
 
