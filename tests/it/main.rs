@@ -8,6 +8,7 @@ mod deployments;
 mod flows;
 mod frontdoor;
 mod github;
+mod harness;
 mod ingress;
 mod pipeline;
 mod providers;
