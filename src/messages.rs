@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::command::CommandError;
+use crate::command::{ArgProblem, CommandError, Problem};
 use crate::markdown;
 use crate::policy::{GITHUB_COMMENT_LIMIT, MAX_COMMANDS_PER_COMMENT, Notice, State};
 use crate::store::{CommandRun, EnvRecord, EnvState, PrRecord, Release};
@@ -334,7 +334,7 @@ pub enum Refusal {
 /// One command's refusal, addressed to `by`.
 pub fn refusal(by: &str, r: &Refusal) -> String {
     let text = match r {
-        Refusal::Unreadable(err) => err.to_string(),
+        Refusal::Unreadable(err) => command_error(err),
         Refusal::Permission {
             command,
             needed,
@@ -434,6 +434,76 @@ pub fn refusal(by: &str, r: &Refusal) -> String {
         Refusal::NoPreviewToExtend => "this pull request has no preview to extend.".into(),
     };
     format!("@{by}: {text}")
+}
+
+/// What is wrong with a command line, and the corrected command if there is one.
+pub fn command_error(e: &CommandError) -> String {
+    let mut text = command_problem(&e.problem, e.suggestion.is_some());
+    if let Some(s) = &e.suggestion {
+        text.push_str(&format!(" Did you mean {}?", markdown::code(s)));
+    }
+    text
+}
+
+/// What is wrong with a command line, as a sentence (`suggested`: a correction follows).
+pub fn command_problem(p: &Problem, suggested: bool) -> String {
+    match p {
+        Problem::NearMiss { word } => {
+            format!("{} is not a command.", markdown::code(&format!("/{word}")))
+        }
+        Problem::Unknown { word } => format!(
+            "{} is not a stagebot command.{}",
+            markdown::code(&format!("/{word}")),
+            // Without a suggestion, where to look.
+            if suggested {
+                ""
+            } else {
+                " Comment `/help` for the list of commands."
+            }
+        ),
+        Problem::Arguments { usage, problem } => {
+            format!("{} Usage: `{usage}`.", arg_problem(problem))
+        }
+    }
+}
+
+fn arg_problem(p: &ArgProblem) -> String {
+    match p {
+        ArgProblem::NoArguments { name } => format!("`/{name}` takes no arguments."),
+        ArgProblem::StageTooMany => "`/stage` takes at most a profile name and a commit sha.".into(),
+        ArgProblem::StageTwoShas => "`/stage` takes one commit sha.".into(),
+        ArgProblem::StageTwoProfiles => "`/stage` takes one profile name.".into(),
+        ArgProblem::NotAProfile { word } => format!(
+            "{} is not a profile name (up to 32 of `a-z`, `0-9`, `-`, `_`) nor a commit sha (7 to 40 hex digits).",
+            markdown::code(word)
+        ),
+        ArgProblem::PromoteWhere { word } => format!(
+            "`/promote` goes to `staging` or `production`, not {}.",
+            markdown::code(word)
+        ),
+        ArgProblem::PromoteTooMany => "`/promote` takes at most one argument: `staging` or `production` (and `--skip-checks`).".into(),
+        ArgProblem::ExtendNeedsDuration => "`/extend` needs a duration, e.g. `/extend 2d` or `/extend 12h` (units: m, h, d, w).".into(),
+        ArgProblem::NotADuration { text } => format!(
+            "{} is not a duration: write a number and a unit (m, h, d or w), e.g. `/extend 2d` or `/extend 1d 12h`, up to 100 years.",
+            markdown::code(text)
+        ),
+        ArgProblem::NotAnEnvironment { word } => format!(
+            "{} is not an environment (`preview`, `staging` or `production`).",
+            markdown::code(word)
+        ),
+        ArgProblem::RollbackTooMany => {
+            "`/rollback` takes an environment, then a release number or a commit sha.".into()
+        }
+        ArgProblem::ReleaseZero => "Release numbers start at 1.".into(),
+        ArgProblem::NotAReleaseNumber { word } => {
+            format!("{} is not a release number.", markdown::code(word))
+        }
+        ArgProblem::NotReleaseNorSha { word } => format!(
+            "{} is neither a release number nor a commit sha (4 to 40 hex digits).",
+            markdown::code(word)
+        ),
+        ArgProblem::NotImplemented { name } => format!("`/{name}` is not implemented."),
+    }
 }
 
 /// `/stage [<profile>] <sha>` as a code span.

@@ -25,6 +25,7 @@ fn goldens() -> Vec<(&'static str, String)> {
         ("status.md", status_replies()),
         ("help.md", help()),
         ("refusals.md", refusals()),
+        ("command-errors.md", command_errors()),
         ("comment-reply.md", comment_replies_assembled()),
         // Replies as the policy composes them for whole comments (src/policy_tests.rs).
         (
@@ -527,6 +528,41 @@ fn refusals() -> String {
     let mut out = String::new();
     for (title, r) in &cases {
         section(&mut out, title, &refusal("alice", r));
+    }
+    out
+}
+
+fn command_errors() -> String {
+    let lines = [
+        "/stage.",
+        "/stgae",
+        "/lgtm",
+        "/stage <img>",
+        "/teardown now",
+        "/stage a b c",
+        "/stage abc1234 def5678",
+        "/stage lite full",
+        "/stage a`@everyone`",
+        "/promote prodution",
+        "/promote [click](https://evil.example)",
+        "/promote staging production",
+        "/extend",
+        "/extend forever",
+        "/rollback prodution 3",
+        "/rollback prodution `x`",
+        "/rollback 3 production",
+        "/rollback production 3 4",
+        "/rollback #0",
+        "/rollback #99999999999",
+        "/rollback production xyz",
+    ];
+    let mut out = String::new();
+    for line in lines {
+        let text = match crate::command::parse_commands(line).into_iter().next() {
+            Some(Err(e)) => command_error(&e),
+            other => format!("(not an error: {other:?})"),
+        };
+        section(&mut out, &line.replace("--", "- -"), &text);
     }
     out
 }
