@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use crate::command::{ArgProblem, CommandError, Problem};
 use crate::markdown;
 use crate::policy::{GITHUB_COMMENT_LIMIT, MAX_COMMANDS_PER_COMMENT, Notice, State};
-use crate::store::{CommandRun, EnvRecord, EnvState, PrRecord, Release};
+use crate::store::{CommandRun, EnvRecord, EnvState, PrRecord, Release, Trigger};
 use crate::types::{EnvKind, Permission, PrNumber, Sha, Slug};
 
 /// Room kept free under [`GITHUB_COMMENT_LIMIT`] for the reply's hidden marker and the note
@@ -621,12 +621,31 @@ pub fn status(pr: PrNumber, state: &State) -> String {
                 },
                 r.sha.short(),
                 r.by,
-                r.trigger.describe(),
+                trigger(&r.trigger),
                 r.at.format("%Y-%m-%d %H:%M UTC")
             ));
         }
     }
     out
+}
+
+/// What made a release, in `/status`.
+fn trigger(t: &Trigger) -> String {
+    match t {
+        Trigger::PullRequest => "pull request".into(),
+        Trigger::Push => "push".into(),
+        Trigger::Stage => "/stage".into(),
+        Trigger::Promote {
+            from,
+            release: Some(n),
+        } => format!("/promote from {from} #{n}"),
+        Trigger::Promote {
+            from,
+            release: None,
+        } => format!("/promote from {from}"),
+        Trigger::Rollback { to_release } => format!("/rollback to #{to_release}"),
+        Trigger::Merge => "merge".into(),
+    }
 }
 
 /// The markdown command list, for `/help`, replies to unreadable commands, and the sticky

@@ -354,11 +354,14 @@ fn status_replies() -> String {
     let mut other = other;
     other.pr = Some(PrNumber(43));
     let mut staging = env("staging", EnvKind::Staging, EnvState::Live);
-    staging.current_release = Some(1);
+    staging.current_release = Some(2);
     let mut production = env("production", EnvKind::Production, EnvState::Failed);
     production.current_release = None;
     let preview_releases = vec![
-        release(1, 'a'),
+        Release {
+            trigger: Trigger::PullRequest,
+            ..release(1, 'a')
+        },
         Release {
             trigger: Trigger::Stage,
             by: "maria".into(),
@@ -371,13 +374,26 @@ fn status_replies() -> String {
     ];
     let mut preview = preview;
     preview.current_release = Some(3);
-    let staging_releases = vec![Release {
-        trigger: Trigger::Promote {
-            from: Slug::new("pr-42-feature-login").unwrap(),
-            release: Some(2),
+    let staging_releases = vec![
+        Release {
+            trigger: Trigger::Merge,
+            ..release(1, 'c')
         },
-        ..release(1, 'b')
-    }];
+        Release {
+            trigger: Trigger::Promote {
+                from: Slug::new("pr-42-feature-login").unwrap(),
+                release: Some(2),
+            },
+            ..release(2, 'b')
+        },
+        Release {
+            trigger: Trigger::Promote {
+                from: Slug::new("pr-42-feature-login").unwrap(),
+                release: None,
+            },
+            ..release(3, 'b')
+        },
+    ];
     let st = policy_state(
         vec![preview, other, staging, production],
         vec![

@@ -229,26 +229,6 @@ pub enum Trigger {
     Merge,
 }
 
-impl Trigger {
-    pub fn describe(&self) -> String {
-        match self {
-            Trigger::PullRequest => "pull request".into(),
-            Trigger::Push => "push".into(),
-            Trigger::Stage => "/stage".into(),
-            Trigger::Promote {
-                from,
-                release: Some(n),
-            } => format!("/promote from {from} #{n}"),
-            Trigger::Promote {
-                from,
-                release: None,
-            } => format!("/promote from {from}"),
-            Trigger::Rollback { to_release } => format!("/rollback to #{to_release}"),
-            Trigger::Merge => "merge".into(),
-        }
-    }
-}
-
 /// The durable intent for an environment: persisted before the work starts, cleared when the
 /// outcome is committed, so a crash in between means the work is done again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
