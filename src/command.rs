@@ -29,7 +29,6 @@ use std::time::Duration;
 
 use pulldown_cmark::{Event as Md, Options, Parser, Tag, TagEnd};
 
-use crate::markdown::code;
 use crate::types::EnvKind;
 
 /// One command from a PR comment.
@@ -172,28 +171,89 @@ pub enum CommandErrorKind {
     InvalidArguments,
 }
 
-/// A command line stagebot could not read, with a message for the PR author.
+/// A command line stagebot could not read: what is wrong ([`Problem`]) and maybe a correction.
+/// Its text for the PR author (`Display`) is written by `messages::command_error`.
 ///
-/// `message` and `suggestion` are markdown safe to post (user text in them is clipped and
-/// code-quoted); `line` is the raw command line (clipped to 200 characters) and is not.
+/// `line` is the raw command line (clipped to 200 characters), never posted; the user's words
+/// in `problem` are clipped to 40 characters (`messages` quotes them as code).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}{}", did_you_mean(.suggestion.as_deref()))]
+#[error("{}", crate::messages::command_error(self))]
 pub struct CommandError {
     /// The offending line, trimmed.
     pub line: String,
-    /// What is wrong, as a sentence.
-    pub message: String,
-    /// A corrected command, e.g. `/promote production`.
+    /// What is wrong.
+    pub problem: Problem,
+    /// A corrected command, e.g. `/promote production` (it may repeat the user's later words).
     pub suggestion: Option<String>,
     pub kind: CommandErrorKind,
 }
 
-fn did_you_mean(suggestion: Option<&str>) -> String {
-    suggestion.map_or_else(String::new, |s| format!(" Did you mean `{s}`?"))
+impl CommandError {
+    /// What is wrong, as a sentence (without the suggestion).
+    pub fn message(&self) -> String {
+        crate::messages::command_problem(&self.problem, self.suggestion.is_some())
+    }
 }
 
-/// The commands, in help order: name, usage, description, examples.
-const COMMANDS: &[(&str, &str, &str, &[&str])] = &[
+/// What is wrong with a command line. Words are the user's, clipped to 40 characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// `/stage.` or `/stage:lite`: a command name followed by something else (`word`: all after
+    /// the slash).
+    NearMiss { word: String },
+    /// `/word` is no stagebot command.
+    Unknown { word: String },
+    /// A known command with arguments it does not take; `usage` is its usage line.
+    Arguments {
+        usage: &'static str,
+        problem: ArgProblem,
+    },
+}
+
+/// What is wrong with a known command's arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgProblem {
+    /// The command (its name) takes none.
+    NoArguments {
+        name: &'static str,
+    },
+    StageTooMany,
+    StageTwoShas,
+    StageTwoProfiles,
+    /// Neither a profile name nor a commit.
+    NotAProfile {
+        word: String,
+    },
+    /// `/promote` to something that is not staging or production.
+    PromoteWhere {
+        word: String,
+    },
+    PromoteTooMany,
+    ExtendNeedsDuration,
+    NotADuration {
+        text: String,
+    },
+    /// A `/rollback` first word that is no environment, followed by another word.
+    NotAnEnvironment {
+        word: String,
+    },
+    RollbackTooMany,
+    ReleaseZero,
+    NotAReleaseNumber {
+        word: String,
+    },
+    NotReleaseNorSha {
+        word: String,
+    },
+    /// A command in the table without a parser (a bug; the name is the command's).
+    NotImplemented {
+        name: &'static str,
+    },
+}
+
+/// The commands, in help order: name, usage, description, examples (the command list of
+/// `messages::help`).
+pub(crate) const COMMANDS: &[(&str, &str, &str, &[&str])] = &[
     (
         "stage",
         "/stage [<profile>] [<sha>]",
@@ -247,25 +307,6 @@ const ENV_WORDS: &[&str] = &["preview", "staging", "production", "prod"];
 
 /// Release numbers up to this are written as plain digits; longer digit strings are shas.
 const MAX_PLAIN_RELEASE: u32 = 999_999;
-
-/// The markdown command list, for `/help` replies and error messages.
-pub fn help_text() -> String {
-    let mut out = String::from(
-        "**stagebot commands** — one per line, at the start of a line of your comment:\n\n",
-    );
-    for (_, usage, description, examples) in COMMANDS {
-        let examples: Vec<String> = examples.iter().map(|e| format!("`{e}`")).collect();
-        out.push_str(&format!(
-            "- `{usage}`: {description}. Example: {}\n",
-            examples.join(", ")
-        ));
-    }
-    out.push_str(
-        "\nCommands inside code blocks, inline code and quotes (`>`) are ignored. Durations are \
-         a number and a unit, combinable: `90m`, `12h`, `2d`, `1w`, `1d 12h`.\n",
-    );
-    out
-}
 
 /// Every command line of a comment body, in order: a command, or why the line is not one.
 ///
@@ -360,9 +401,9 @@ fn parse_line(line: &str) -> Option<Result<Command, CommandError>> {
     if word.contains('/') {
         return None; // `//comment`, `/usr/bin`, `/path/to`
     }
-    let error = |kind, message: String, suggestion: Option<String>| CommandError {
+    let error = |kind, problem: Problem, suggestion: Option<String>| CommandError {
         line: clip(line, 200),
-        message,
+        problem,
         suggestion,
         kind,
     };
@@ -380,10 +421,9 @@ fn parse_line(line: &str) -> Option<Result<Command, CommandError>> {
         return COMMANDS.iter().any(|c| c.0 == head).then(|| {
             Err(error(
                 CommandErrorKind::UnknownCommand,
-                format!(
-                    "{} is not a command.",
-                    code(&format!("/{}", clip(word, 40)))
-                ),
+                Problem::NearMiss {
+                    word: clip(word, 40),
+                },
                 Some(format!("/{head}")),
             ))
         });
@@ -392,49 +432,43 @@ fn parse_line(line: &str) -> Option<Result<Command, CommandError>> {
     let args: Vec<&str> = words.collect();
     let Some(&(name, usage, ..)) = COMMANDS.iter().find(|c| c.0 == name) else {
         let suggestion = closest(&name, COMMANDS.iter().map(|c| c.0)).map(|n| format!("/{n}"));
-        let hint = if suggestion.is_some() {
-            ""
-        } else {
-            " Comment `/help` for the list of commands."
-        };
         return Some(Err(error(
             CommandErrorKind::UnknownCommand,
-            format!(
-                "{} is not a stagebot command.{hint}",
-                code(&format!("/{}", clip(word, 40)))
-            ),
+            Problem::Unknown {
+                word: clip(word, 40),
+            },
             suggestion,
         )));
     };
-    Some(parse_args(name, &args).map_err(|(message, suggestion)| {
-        let message = format!("{message} Usage: `{usage}`.");
-        error(CommandErrorKind::InvalidArguments, message, suggestion)
+    Some(parse_args(name, &args).map_err(|(problem, suggestion)| {
+        error(
+            CommandErrorKind::InvalidArguments,
+            Problem::Arguments { usage, problem },
+            suggestion,
+        )
     }))
 }
 
-type ArgError = (String, Option<String>);
+type ArgError = (ArgProblem, Option<String>);
 
-fn parse_args(name: &str, args: &[&str]) -> Result<Command, ArgError> {
+fn parse_args(name: &'static str, args: &[&str]) -> Result<Command, ArgError> {
     let no_args = |command: Command| {
         if args.is_empty() {
             Ok(command)
         } else {
-            Err((format!("`/{name}` takes no arguments."), None))
+            Err((ArgProblem::NoArguments { name }, None))
         }
     };
     match name {
         "stage" => {
             if args.len() > 2 {
-                return Err((
-                    "`/stage` takes at most a profile name and a commit sha.".to_owned(),
-                    None,
-                ));
+                return Err((ArgProblem::StageTooMany, None));
             }
             let (mut profile, mut sha) = (None, None);
             for arg in args {
                 if is_commit_word(arg) {
                     if sha.is_some() {
-                        return Err(("`/stage` takes one commit sha.".to_owned(), None));
+                        return Err((ArgProblem::StageTwoShas, None));
                     }
                     sha = Some(arg.to_ascii_lowercase());
                     continue;
@@ -446,16 +480,14 @@ fn parse_args(name: &str, args: &[&str]) -> Result<Command, ArgError> {
                     });
                 if !valid {
                     return Err((
-                        format!(
-                            "{} is not a profile name (up to 32 of `a-z`, `0-9`, `-`, `_`) \
-                             nor a commit sha (7 to 40 hex digits).",
-                            code(&clip(&name, 40))
-                        ),
+                        ArgProblem::NotAProfile {
+                            word: clip(&name, 40),
+                        },
                         None,
                     ));
                 }
                 if profile.is_some() {
-                    return Err(("`/stage` takes one profile name.".to_owned(), None));
+                    return Err((ArgProblem::StageTwoProfiles, None));
                 }
                 profile = Some(name);
             }
@@ -474,20 +506,16 @@ fn parse_args(name: &str, args: &[&str]) -> Result<Command, ArgError> {
                     "production" | "prod" => PromoteTarget::Production,
                     other => {
                         return Err((
-                            format!(
-                                "`/promote` goes to `staging` or `production`, not {}.",
-                                code(&clip(target, 40))
-                            ),
+                            ArgProblem::PromoteWhere {
+                                word: clip(target, 40),
+                            },
                             closest(other, ["staging", "production"])
                                 .map(|t| format!("/promote {t}")),
                         ));
                     }
                 },
                 _ => {
-                    return Err((
-                        "`/promote` takes at most one argument: `staging` or `production` (and `--skip-checks`).".to_owned(),
-                        None,
-                    ));
+                    return Err((ArgProblem::PromoteTooMany, None));
                 }
             };
             Ok(Command::Promote {
@@ -501,27 +529,20 @@ fn parse_args(name: &str, args: &[&str]) -> Result<Command, ArgError> {
         "help" => no_args(Command::Help),
         "extend" => {
             if args.is_empty() {
-                return Err((
-                    "`/extend` needs a duration, e.g. `/extend 2d` or `/extend 12h` \
-                     (units: m, h, d, w)."
-                        .to_owned(),
-                    None,
-                ));
+                return Err((ArgProblem::ExtendNeedsDuration, None));
             }
             let text = args.join(" ");
             match parse_duration(&text) {
                 Some(by) => Ok(Command::Extend { by }),
                 None => Err((
-                    format!(
-                        "{} is not a duration: write a number and a unit (m, h, d or w), \
-                         e.g. `/extend 2d` or `/extend 1d 12h`, up to 100 years.",
-                        code(&clip(&text, 40))
-                    ),
+                    ArgProblem::NotADuration {
+                        text: clip(&text, 40),
+                    },
                     None,
                 )),
             }
         }
-        _ => Err((format!("`/{name}` is not implemented."), None)),
+        _ => Err((ArgProblem::NotImplemented { name }, None)),
     }
 }
 
@@ -559,46 +580,39 @@ fn parse_rollback(args: &[&str]) -> Result<Command, ArgError> {
             Some(env) => (env, Some(parse_rollback_to(second).map_err(|m| (m, None))?)),
             None => {
                 return Err((
-                    format!(
-                        "{} is not an environment (`preview`, `staging` or `production`).",
-                        code(&clip(first, 40))
-                    ),
+                    ArgProblem::NotAnEnvironment {
+                        word: clip(first, 40),
+                    },
                     misspelled_env(first),
                 ));
             }
         },
         _ => {
-            return Err((
-                "`/rollback` takes an environment, then a release number or a commit sha."
-                    .to_owned(),
-                None,
-            ));
+            return Err((ArgProblem::RollbackTooMany, None));
         }
     };
     Ok(Command::Rollback { target, to })
 }
 
-fn parse_rollback_to(word: &str) -> Result<RollbackTo, String> {
+fn parse_rollback_to(word: &str) -> Result<RollbackTo, ArgProblem> {
     let explicit = word.strip_prefix('#');
     let digits = explicit.unwrap_or(word);
     let all_digits = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
     if all_digits && (explicit.is_some() || digits.len() <= 6) {
         return match digits.parse::<u32>() {
-            Ok(0) => Err("Release numbers start at 1.".to_owned()),
+            Ok(0) => Err(ArgProblem::ReleaseZero),
             Ok(n) => Ok(RollbackTo::Release(n)),
-            Err(_) => Err(format!(
-                "{} is not a release number.",
-                code(&clip(word, 40))
-            )),
+            Err(_) => Err(ArgProblem::NotAReleaseNumber {
+                word: clip(word, 40),
+            }),
         };
     }
     if (4..=40).contains(&word.len()) && word.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(RollbackTo::Sha(word.to_ascii_lowercase()));
     }
-    Err(format!(
-        "{} is neither a release number nor a commit sha (4 to 40 hex digits).",
-        code(&clip(word, 40))
-    ))
+    Err(ArgProblem::NotReleaseNorSha {
+        word: clip(word, 40),
+    })
 }
 
 /// The candidate closest to `word` (optimal string alignment distance ≤ 2, or ≤ 1 for words of
@@ -985,7 +999,7 @@ mod tests {
                 match (got, want) {
                     (Ok(c), Want::Ok(w)) => assert_eq!(c, w, "{input:?}"),
                     (Err(e), Want::Err(text, suggestion)) => {
-                        assert!(e.message.contains(text), "{input:?}: {e}");
+                        assert!(e.message().contains(text), "{input:?}: {e}");
                         assert_eq!(e.suggestion.as_deref(), *suggestion, "{input:?}: {e}");
                         assert!(!e.line.is_empty() && e.line.starts_with('/'), "{input:?}");
                     }
@@ -1024,15 +1038,15 @@ mod tests {
     fn user_text_cannot_escape_code_spans() {
         let e = one_error("/stage a`@everyone`");
         assert!(
-            e.message.starts_with("`` a`@everyone` `` is not"),
+            e.message().starts_with("`` a`@everyone` `` is not"),
             "{}",
-            e.message
+            e.message()
         );
-        assert_eq!(code("x"), "`x`");
-        assert_eq!(code("`"), "`` ` ``");
+        assert_eq!(crate::markdown::code("x"), "`x`");
+        assert_eq!(crate::markdown::code("`"), "`` ` ``");
         let long = format!("/{}", "x".repeat(10_000));
         let e = one_error(&long);
-        assert!(e.message.len() < 200 && e.line.chars().count() <= 201);
+        assert!(e.message().len() < 200 && e.line.chars().count() <= 201);
     }
 
     #[test]
@@ -1065,7 +1079,7 @@ mod tests {
 
     #[test]
     fn help_lists_every_command() {
-        let help = help_text();
+        let help = crate::messages::help();
         for (name, usage, ..) in COMMANDS {
             assert!(help.contains(&format!("- `{usage}`")), "{name}");
             assert!(matches!(
@@ -1180,7 +1194,7 @@ mod tests {
         fn markdownish_text_is_safe(body in "([ \t>`~*#/\\-\\[\\]\n\r]|/stage|/promote prod|```|\\w){0,120}") {
             for result in parse_commands(&body) {
                 if let Err(e) = result {
-                    prop_assert!(!e.message.is_empty());
+                    prop_assert!(!e.message().is_empty());
                 }
             }
         }

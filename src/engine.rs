@@ -9,7 +9,7 @@ use crate::app::App;
 use crate::environment::{EnvRecord, Op};
 use crate::event::{Event, InstallationAction, RepoInfo, parse_event};
 use crate::github::{GitHubError, PrInfo, Reaction, RepoClient};
-use crate::policy::{self, Action, Decision, Notice, State};
+use crate::policy::{self, Action, Decision, State};
 use crate::repo_config::RepoConfig;
 use crate::store::{InstallationRecord, PendingDelivery, StoreError};
 use crate::types::{EnvId, EnvKind, Permission, PrNumber, RepoName};
@@ -461,13 +461,7 @@ impl App {
                     .update_env(&id, |rec| rec.warn_expiry(ctx.now).map(|_| rec.pr))?;
                 if let Some((_, Ok(Some(pr)))) = updated {
                     ctx.client
-                        .reply(
-                            pr,
-                            &format!(
-                                "⏳ The preview `{slug}` has had no activity and will be removed at {} (UTC). Comment `/extend 2d` to keep it longer, or push a commit.",
-                                at.format("%Y-%m-%d %H:%M")
-                            ),
-                        )
+                        .reply(pr, &crate::messages::expiry_warning(&slug, at))
                         .await?;
                     self.refresh_sticky(ctx.client, pr).await?;
                 }
@@ -485,7 +479,7 @@ impl App {
                 self.reply_once(ctx, &comment, &body).await?;
             }
             Action::Sticky { pr, notice } => {
-                let text = notice.map(|n| notice_text(&n));
+                let text = notice.map(|n| crate::messages::notice(&n));
                 self.store().update_pr(repo, pr, |r| {
                     if text.is_some() {
                         r.notice = text.clone();
@@ -661,58 +655,6 @@ fn new_env(
     rec.url = url;
     rec.fork = target.fork;
     rec
-}
-
-/// The sticky comment's note for a [`Notice`].
-pub fn notice_text(n: &Notice) -> String {
-    match n {
-        Notice::Draft => "This pull request is a draft: its preview starts when it is marked ready for review, or comment `/stage`.".into(),
-        Notice::Fork => "This pull request comes from a fork, so it is not deployed automatically. A maintainer can comment `/stage` to deploy the head commit they reviewed (or `/stage <sha>` for a given commit of this pull request).".into(),
-        Notice::ForkNeedsApproval { sha } => format!(
-            "New commits were pushed to this fork (`{}`): a maintainer must review them and comment `/stage` again (or `/stage {}`) to deploy them.",
-            sha.short(),
-            sha.short()
-        ),
-        Notice::OnDemand => "Previews are on demand in this repository: comment `/stage` to get one.".into(),
-        Notice::Closed => "This pull request is closed; it has no environment.".into(),
-        Notice::Dashboard {
-            actor,
-            action,
-            slug,
-            release,
-        } => dashboard_text(actor, action, slug, release.as_ref()),
-    }
-}
-
-/// The sticky comment's note after an action on the dashboard: "`production` rolled back to
-/// #1 (`abc1234`) from the dashboard by @ada."
-pub fn dashboard_text(
-    actor: &str,
-    action: &policy::DashboardAction,
-    slug: &crate::types::Slug,
-    release: Option<&(u32, crate::types::Sha)>,
-) -> String {
-    use policy::DashboardAction as A;
-    let rel = release
-        .map(|(n, sha)| format!(" #{n} (`{}`)", sha.short()))
-        .unwrap_or_default();
-    let did = match action {
-        A::Promote { to } => {
-            let to = match to {
-                crate::command::PromoteTarget::Staging => "staging",
-                crate::command::PromoteTarget::Production => "production",
-            };
-            format!("`{slug}`{rel} promoted to `{to}`")
-        }
-        A::Rollback { .. } => format!("`{slug}` rolled back to{rel}"),
-        A::Redeploy => format!("`{slug}` redeployed{rel}"),
-        A::Extend { by } => format!(
-            "`{slug}` extended by {}",
-            crate::command::format_duration(*by)
-        ),
-        A::Teardown => format!("`{slug}` torn down"),
-    };
-    format!("{did} from the dashboard by @{actor}.")
 }
 
 /// A reaction for an acknowledged command that is done.

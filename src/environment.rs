@@ -100,28 +100,6 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    pub fn describe(&self) -> String {
-        match self {
-            Trigger::PullRequest => "pull request".into(),
-            Trigger::Push => "push".into(),
-            Trigger::Stage => "/stage".into(),
-            Trigger::Promote {
-                from,
-                release: Some(n),
-            } => format!("/promote from {from} #{n}"),
-            Trigger::Promote {
-                from,
-                release: None,
-            } => format!("/promote from {from}"),
-            Trigger::Rollback { to_release } => format!("/rollback to #{to_release}"),
-            Trigger::Merge => "merge".into(),
-            Trigger::Redeploy { release } => format!("redeploy of #{release}"),
-            Trigger::Dashboard { then } => {
-                format!("{} (dashboard)", then.describe().trim_start_matches('/'))
-            }
-        }
-    }
-
     /// What was asked for, seen through [`Trigger::Dashboard`].
     pub fn inner(&self) -> &Trigger {
         match self {

@@ -18,6 +18,7 @@ pub mod fake_sentry;
 pub mod github;
 pub mod lifecycle;
 pub mod markdown;
+pub mod messages;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;

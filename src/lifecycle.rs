@@ -233,12 +233,10 @@ impl App {
             }
         }
         // A promotion always says what allowed it, also when nothing was required.
-        if gate.is_none() && checks.is_none() && matches!(trigger.inner(), Trigger::Promote { .. })
-        {
-            checks = Some(format!(
-                "no CI gate (`{}.require_checks` is not set)",
-                rec.kind
-            ));
+        if gate.is_none() && checks.is_none() && matches!(trigger, Trigger::Promote { .. }) {
+            checks = Some(crate::messages::ci(&crate::messages::CiText::NoGate {
+                kind: rec.kind,
+            }));
         }
         // Persist the transition before acting on it.
         let begun = self
@@ -678,10 +676,11 @@ impl App {
             Ok(results) => crate::policy::ci_gate(gate, &results),
             Err(e) => {
                 tracing::warn!(env = %rec.id, sha = %sha.short(), error = %e, "cannot read the CI results");
-                crate::policy::GateVerdict::Wait(crate::policy::ci_unreadable_text(matches!(
-                    e,
-                    crate::github::GitHubError::Forbidden { .. }
-                )))
+                crate::policy::GateVerdict::Wait(crate::messages::ci(
+                    &crate::messages::CiText::Unreadable {
+                        forbidden: matches!(e, crate::github::GitHubError::Forbidden { .. }),
+                    },
+                ))
             }
         }
     }

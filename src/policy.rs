@@ -13,7 +13,7 @@ use crate::event::{
     PushEvent,
 };
 use crate::github::{PrInfo, Reaction};
-use crate::markdown;
+use crate::messages::{self, CiText, Refusal};
 use crate::repo_config::{CiGate, OnMerge, RepoConfig};
 use crate::slug::preview_slug;
 use crate::store::{CommandOutcome as Ran, CommandRun, PrRecord};
@@ -219,10 +219,6 @@ pub const MAX_COMMANDS_PER_COMMENT: usize = 10;
 
 /// GitHub refuses comments longer than this many characters.
 pub const GITHUB_COMMENT_LIMIT: usize = 65_536;
-
-/// Room kept free under [`GITHUB_COMMENT_LIMIT`] for the reply's hidden marker and the note
-/// saying it was cut.
-const REPLY_RESERVE: usize = 1_024;
 
 /// The decision for one event: actions, or a reason to ignore it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -782,7 +778,8 @@ fn comment(e: &CommentEvent, config: &RepoConfig, state: &State) -> Decision {
     }
     let not_run = total - runs.len();
     let replied = progress.is_some_and(|p| p.reply_id.is_some());
-    if !replied && let Some(body) = combined_reply(&e.sender.login, &runs, total, not_run) {
+    if !replied && let Some(body) = messages::comment_reply(&e.sender.login, &runs, total, not_run)
+    {
         actions.push(Action::CommentReply {
             comment: comment.clone(),
             body,
@@ -815,29 +812,30 @@ fn one_command(
     config: &RepoConfig,
     state: &State,
 ) -> (Vec<Action>, CommandRun) {
-    let refused = |reply: String, help: bool| {
+    let by = &e.sender.login;
+    let refused = |why: Refusal, help: bool| {
         (
             Vec::new(),
             CommandRun {
                 outcome: Ran::Refused,
-                reply: Some(reply),
+                reply: Some(messages::refusal(by, &why)),
                 help,
             },
         )
     };
-    let by = &e.sender.login;
     let cmd = match parsed {
         Ok(cmd) => cmd,
-        Err(err) => return refused(format!("@{by}: {err}"), true),
+        Err(err) => return refused(Refusal::Unreadable(err), true),
     };
     let needed = required_permission(&cmd, config);
     let have = state.permission.unwrap_or(Permission::None);
     if have < needed {
         return refused(
-            format!(
-                "@{by}: `{}` needs **{needed}** permission on this repository; you have **{have}**. That command was not run.",
-                command_name(&cmd),
-            ),
+            Refusal::Permission {
+                command: command_name(&cmd),
+                needed,
+                have,
+            },
             false,
         );
     }
@@ -850,8 +848,7 @@ fn one_command(
                 {
                     for a in &mut acts {
                         if let Action::Deploy(d) = a {
-                            d.checks =
-                                Some(format!("CI checks skipped by @{by} (`--skip-checks`)"));
+                            d.checks = Some(messages::ci(&CiText::Skipped { by }));
                         }
                     }
                 }
@@ -875,59 +872,8 @@ fn one_command(
                 help,
             },
         ),
-        Err(message) => refused(format!("@{by}: {message}"), false),
+        Err(why) => refused(why, false),
     }
-}
-
-/// The one reply to a comment: every command's answer in order, the note about commands not
-/// run, and the command list once if any command asked for it; kept under GitHub's limit.
-/// `None` when nothing answers.
-pub fn combined_reply(
-    login: &str,
-    runs: &[CommandRun],
-    total: usize,
-    not_run: usize,
-) -> Option<String> {
-    let mut parts: Vec<String> = runs.iter().filter_map(|r| r.reply.clone()).collect();
-    if not_run > 0 {
-        parts.push(format!(
-            "@{login}: this comment has {total} commands; stagebot runs at most {MAX_COMMANDS_PER_COMMENT} per comment, so the last {not_run} were not run. Put them in a new comment."
-        ));
-    }
-    if runs.iter().any(|r| r.help) {
-        parts.push(command::help_text());
-    }
-    if parts.is_empty() {
-        return None;
-    }
-    let budget = GITHUB_COMMENT_LIMIT - REPLY_RESERVE;
-    let mut body = String::new();
-    let mut shown = 0;
-    for part in &parts {
-        let sep = if body.is_empty() { 0 } else { 2 };
-        if body.len() + sep + part.len() > budget {
-            break;
-        }
-        if sep > 0 {
-            body.push_str("\n\n");
-        }
-        body.push_str(part);
-        shown += 1;
-    }
-    if shown < parts.len() {
-        if shown == 0 {
-            // One answer alone is too long: keep its beginning (at a character boundary).
-            let mut cut = budget;
-            while !parts[0].is_char_boundary(cut) {
-                cut -= 1;
-            }
-            body.push_str(&parts[0][..cut]);
-        }
-        body.push_str(&format!(
-            "\n\n_This reply was cut to stay under GitHub's limit of {GITHUB_COMMENT_LIMIT} characters per comment._"
-        ));
-    }
-    Some(body)
 }
 
 fn command_name(cmd: &Command) -> String {
@@ -982,7 +928,7 @@ fn run_command(
     e: &CommentEvent,
     config: &RepoConfig,
     state: &State,
-) -> Result<CommandOutcome, String> {
+) -> Result<CommandOutcome, Refusal> {
     let pr = e.number;
     let by = &e.sender.login;
     let info = state.pr_info.as_ref();
@@ -995,13 +941,13 @@ fn run_command(
         }),
         Command::Status => Ok(CommandOutcome::Done {
             actions: Vec::new(),
-            reply: Some(status_text(pr, state)),
+            reply: Some(messages::status(pr, state)),
             help: false,
         }),
         Command::Stage { profile, sha } => {
-            let info = info.ok_or("could not read this pull request from GitHub")?;
+            let info = info.ok_or(Refusal::PrUnavailable)?;
             if !info.open {
-                return Err("this pull request is closed: reopen it to get a preview.".into());
+                return Err(Refusal::PrClosed);
             }
             let known: Vec<&str> = match &state.head_profiles {
                 Some(list) => list.iter().map(String::as_str).collect(),
@@ -1010,15 +956,9 @@ fn run_command(
             if let Some(p) = profile
                 && !known.contains(&p.as_str())
             {
-                return Err(if known.is_empty() {
-                    format!("unknown profile `{p}`: this repository defines no profiles.")
-                } else {
-                    // Names come from the pull request's own config: quoted, never markdown.
-                    let known: Vec<String> = known.iter().map(|k| markdown::code(k)).collect();
-                    format!(
-                        "unknown profile `{p}`: known profiles are {}.",
-                        known.join(", ")
-                    )
+                return Err(Refusal::UnknownProfile {
+                    profile: p.clone(),
+                    known: known.iter().map(|k| (*k).to_owned()).collect(),
                 });
             }
             let commit = stage_commit(info, profile.as_deref(), sha.as_deref(), state)?;
@@ -1054,10 +994,10 @@ fn run_command(
             Ok(CommandOutcome::Deferred(actions))
         }
         Command::Promote { target, .. } => {
-            let slug = preview_slug_now.ok_or("could not read this pull request from GitHub")?;
-            let live_preview = state.active_env(&slug).filter(|env| {
-                env.current_release().is_some() && env.state() != EnvState::TearingDown
-            });
+            let slug = preview_slug_now.ok_or(Refusal::PrUnavailable)?;
+            let live_preview = state
+                .active_env(&slug)
+                .filter(|env| env.current_release().is_some() && env.state() != EnvState::TearingDown);
             let closed =
                 info.is_some_and(|i| !i.open) || state.pr_record.as_ref().is_some_and(|r| r.closed);
             if live_preview.is_none() && closed && *target == PromoteTarget::Production {
@@ -1067,28 +1007,23 @@ fn run_command(
                         .as_ref()
                         .is_some_and(|r| r.merge_sha.is_some());
                 if !merged {
-                    return Err(
-                        "this pull request was closed without being merged: there is nothing to promote."
-                            .into(),
-                    );
+                    return Err(Refusal::ClosedUnmerged);
                 }
                 let merge = state
                     .pr_record
                     .as_ref()
                     .and_then(|r| r.merge_sha.as_ref())
-                    .ok_or("stagebot did not record this pull request's merge commit, so it cannot tell which staging release to promote. Nothing was deployed.")?;
+                    .ok_or(Refusal::MergeUnknown)?;
                 let deploy = promote_merge_from_staging(merge, pr, by, e.comment_id, state)?;
                 return Ok(CommandOutcome::Deferred(vec![Action::Deploy(deploy)]));
             }
-            let env = live_preview.ok_or(
-                "this pull request has no live preview to promote: comment `/stage` first.",
-            )?;
+            let env = live_preview.ok_or(Refusal::NoPreviewToPromote)?;
             let n = env.current_release().unwrap_or_default();
             let release = state
                 .releases_of(&slug)
                 .iter()
                 .find(|r| r.n == n)
-                .ok_or("the preview's live release is not recorded")?;
+                .ok_or(Refusal::LiveReleaseUnknown)?;
             let (kind, target_slug) = match target {
                 PromoteTarget::Staging => (EnvKind::Staging, Slug::staging()),
                 PromoteTarget::Production => (EnvKind::Production, Slug::production()),
@@ -1106,15 +1041,13 @@ fn run_command(
         }
         Command::Rollback { target, to } => {
             let slug = match target {
-                EnvTarget::Preview => {
-                    preview_slug_now.ok_or("could not read this pull request from GitHub")?
-                }
+                EnvTarget::Preview => preview_slug_now.ok_or(Refusal::PrUnavailable)?,
                 EnvTarget::Staging => Slug::staging(),
                 EnvTarget::Production => Slug::production(),
             };
             let env = state
                 .active_env(&slug)
-                .ok_or_else(|| format!("there is no `{slug}` environment to roll back."))?;
+                .ok_or_else(|| Refusal::NoEnvironmentToRollBack { slug: slug.clone() })?;
             let releases = state.releases_of(&slug);
             let release = pick_rollback(env, releases, to.as_ref())?;
             let trigger = Trigger::Rollback {
@@ -1125,9 +1058,9 @@ fn run_command(
             )]))
         }
         Command::Teardown => {
-            let slug = preview_slug_now.ok_or("could not read this pull request from GitHub")?;
+            let slug = preview_slug_now.ok_or(Refusal::PrUnavailable)?;
             if state.active_env(&slug).is_none() {
-                return Err("this pull request has no environment to tear down.".into());
+                return Err(Refusal::NothingToTearDown);
             }
             Ok(CommandOutcome::Deferred(vec![Action::Teardown {
                 slug,
@@ -1137,22 +1070,15 @@ fn run_command(
             }]))
         }
         Command::Extend { by: extra } => {
-            let slug = preview_slug_now.ok_or("could not read this pull request from GitHub")?;
-            let env = state
-                .active_env(&slug)
-                .ok_or("this pull request has no preview to extend.")?;
+            let slug = preview_slug_now.ok_or(Refusal::PrUnavailable)?;
+            let env = state.active_env(&slug).ok_or(Refusal::NoPreviewToExtend)?;
             let base = env.expires_at().unwrap_or(state.now).max(state.now);
             let wanted = add(base, *extra);
             let cap = add(state.now, state.limits.max_extend);
             // The cap limits how far an extension goes; it never shortens the current expiry.
             let until = wanted.min(cap).max(base);
-            let reply = (wanted > cap).then(|| {
-                format!(
-                    "@{by}: previews can be extended at most {} from now; the expiry is now {}.",
-                    command::format_duration(state.limits.max_extend),
-                    until.format("%Y-%m-%d %H:%M UTC")
-                )
-            });
+            let reply =
+                (wanted > cap).then(|| messages::extend_capped(by, state.limits.max_extend, until));
             Ok(CommandOutcome::Done {
                 actions: vec![
                     Action::Extend { slug, until },
@@ -1173,7 +1099,7 @@ fn promote_merge_from_staging(
     by: &str,
     comment_id: u64,
     state: &State,
-) -> Result<Deploy, String> {
+) -> Result<Deploy, Refusal> {
     let staging = Slug::staging();
     let env = state.active_env(&staging);
     let live = env.and_then(|env| {
@@ -1193,20 +1119,17 @@ fn promote_merge_from_staging(
             by,
             Some(comment_id),
         )),
-        _ if deploying == Some(merge) => Err(format!(
-            "staging is still deploying this pull request's merge commit `{}`: promote it once it is live. Nothing was deployed.",
-            merge.short()
-        )),
-        (Some(_), Some(release)) => Err(format!(
-            "staging runs `{}` (release #{}), not this pull request's merge commit `{}`, so it cannot be promoted from here. Nothing was deployed. An operator can promote a given staging release with `stagebot promote`.",
-            release.sha.short(),
-            release.n,
-            merge.short()
-        )),
-        _ => Err(format!(
-            "staging has no live release, so this pull request's merge commit `{}` cannot be promoted from it. Nothing was deployed.",
-            merge.short()
-        )),
+        _ if deploying == Some(merge) => Err(Refusal::StagingStillDeploying {
+            merge: merge.clone(),
+        }),
+        (Some(_), Some(release)) => Err(Refusal::StagingRunsAnother {
+            sha: release.sha.clone(),
+            release: release.n,
+            merge: merge.clone(),
+        }),
+        _ => Err(Refusal::StagingNotLive {
+            merge: merge.clone(),
+        }),
     }
 }
 
@@ -1298,12 +1221,9 @@ fn stage_commit(
     profile: Option<&str>,
     wanted: Option<&str>,
     state: &State,
-) -> Result<Sha, String> {
+) -> Result<Sha, Refusal> {
     let record = state.pr_record.as_ref();
-    let suggest = |sha: &Sha| match profile {
-        Some(p) => format!("`/stage {p} {sha}`"),
-        None => format!("`/stage {sha}`"),
-    };
+    let profile = profile.map(str::to_owned);
     if let Some(prefix) = wanted {
         let mut found: Vec<&Sha> = Vec::new();
         // On a fork, a commit stagebot received only after the comment (or not at all) must be
@@ -1326,38 +1246,29 @@ fn stage_commit(
         }
         return match found.as_slice() {
             [one] => Ok((*one).clone()),
-            [] => Err(format!(
-                "`{prefix}` is not a commit of this pull request: `/stage <sha>` takes its head (now `{}`) or an earlier head stagebot saw{}. Nothing was deployed.",
-                info.head_sha.short(),
-                if info.fork && !long {
-                    format!(
-                        " before your comment (a fork's newer commit needs at least {FORK_LATE_SHA_DIGITS} digits: `/stage {}`)",
-                        &info.head_sha.as_str()[..FORK_LATE_SHA_DIGITS]
-                    )
-                } else {
-                    String::new()
-                }
-            )),
-            _ => Err(format!(
-                "`{prefix}` names more than one commit of this pull request: give more digits. Nothing was deployed."
-            )),
+            [] => Err(Refusal::NotACommit {
+                prefix: prefix.to_owned(),
+                head: info.head_sha.clone(),
+                fork_digits: (info.fork && !long).then_some(FORK_LATE_SHA_DIGITS),
+            }),
+            _ => Err(Refusal::AmbiguousCommit {
+                prefix: prefix.to_owned(),
+            }),
         };
     }
     if !info.fork {
         return Ok(info.head_sha.clone());
     }
     match record.and_then(|r| r.head_before(state.received)) {
-        None => Err(format!(
-            "stagebot has no record of this fork's head from before your comment, so it cannot tell which commit you reviewed. Nothing was deployed. To deploy the head `{}` once you have reviewed it, comment {}.",
-            info.head_sha.short(),
-            suggest(&info.head_sha)
-        )),
-        Some(seen) if *seen != info.head_sha => Err(format!(
-            "the head of this fork moved to `{}` after your comment (the head when you wrote it was `{}`). Nothing was deployed. To deploy the new head once you have reviewed it, comment {}.",
-            info.head_sha.short(),
-            seen.short(),
-            suggest(&info.head_sha)
-        )),
+        None => Err(Refusal::ForkHeadUnknown {
+            head: info.head_sha.clone(),
+            profile,
+        }),
+        Some(seen) if *seen != info.head_sha => Err(Refusal::ForkHeadMoved {
+            head: info.head_sha.clone(),
+            seen: seen.clone(),
+            profile,
+        }),
         Some(seen) => Ok(seen.clone()),
     }
 }
@@ -1376,17 +1287,25 @@ fn pick_rollback<'a>(
     env: &EnvRecord,
     releases: &'a [Release],
     to: Option<&RollbackTo>,
-) -> Result<&'a Release, String> {
+) -> Result<&'a Release, Refusal> {
     match to {
-        Some(RollbackTo::Release(n)) => releases
-            .iter()
-            .find(|r| r.n == *n)
-            .ok_or_else(|| format!("`{}` has no release #{n}.", env.id.slug)),
+        Some(RollbackTo::Release(n)) => {
+            releases
+                .iter()
+                .find(|r| r.n == *n)
+                .ok_or_else(|| Refusal::NoSuchRelease {
+                    slug: env.id.slug.clone(),
+                    release: *n,
+                })
+        }
         Some(RollbackTo::Sha(prefix)) => releases
             .iter()
             .rev()
             .find(|r| r.sha.matches_prefix(prefix))
-            .ok_or_else(|| format!("`{}` has no release of commit `{prefix}`.", env.id.slug)),
+            .ok_or_else(|| Refusal::NoReleaseOfCommit {
+                slug: env.id.slug.clone(),
+                prefix: prefix.clone(),
+            }),
         None => {
             let current = env.current_release().unwrap_or(u32::MAX);
             let live_sha = releases.iter().find(|r| r.n == current).map(|r| &r.sha);
@@ -1395,7 +1314,9 @@ fn pick_rollback<'a>(
                 .rev()
                 .filter(|r| r.n < current)
                 .find(|r| Some(&r.sha) != live_sha)
-                .ok_or_else(|| format!("`{}` has no earlier release to roll back to.", env.id.slug))
+                .ok_or_else(|| Refusal::NoEarlierRelease {
+                    slug: env.id.slug.clone(),
+                })
         }
     }
 }
@@ -1470,22 +1391,13 @@ pub fn ci_gate(gate: &CiGate, results: &[crate::github::CiResult]) -> GateVerdic
             })
             .collect(),
     };
-    let shown = |list: &[&str]| {
-        list.iter()
-            .map(|n| markdown::code(n))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let failed: Vec<&str> = considered
         .iter()
         .filter(|(_, s)| *s == Some(CiState::Failure))
         .map(|(n, _)| *n)
         .collect();
     if !failed.is_empty() {
-        return GateVerdict::Fail(format!(
-            "CI failed: {} (required by `require_checks`); nothing was deployed",
-            shown(&failed)
-        ));
+        return GateVerdict::Fail(messages::ci(&CiText::Failed(&failed)));
     }
     let passed: Vec<&str> = considered
         .iter()
@@ -1493,10 +1405,10 @@ pub fn ci_gate(gate: &CiGate, results: &[crate::github::CiResult]) -> GateVerdic
         .map(|(n, _)| *n)
         .collect();
     if considered.is_empty() {
-        return GateVerdict::Wait("waiting for CI: no check or status reported yet".into());
+        return GateVerdict::Wait(messages::ci(&CiText::NothingReported));
     }
     if passed.len() == considered.len() {
-        return GateVerdict::Pass(format!("CI passed: {}", shown(&passed)));
+        return GateVerdict::Pass(messages::ci(&CiText::Passed(&passed)));
     }
     let pending: Vec<&str> = considered
         .iter()
@@ -1508,79 +1420,12 @@ pub fn ci_gate(gate: &CiGate, results: &[crate::github::CiResult]) -> GateVerdic
         .filter(|(_, s)| s.is_none())
         .map(|(n, _)| *n)
         .collect();
-    let mut text = format!(
-        "waiting for CI: {} of {} checks passed",
-        passed.len(),
-        considered.len()
-    );
-    if !pending.is_empty() {
-        text.push_str(&format!("; pending: {}", shown(&pending)));
-    }
-    if !missing.is_empty() {
-        text.push_str(&format!("; not reported yet: {}", shown(&missing)));
-    }
-    GateVerdict::Wait(text)
-}
-
-/// What a deploy waits for when the CI results cannot be read (`forbidden`: the app lacks
-/// `checks: read`).
-pub fn ci_unreadable_text(forbidden: bool) -> String {
-    if forbidden {
-        "the CI gate cannot be evaluated: the GitHub App lacks the `checks: read` permission on this repository (accept the new permission in the installation's settings); the deploy waits".into()
-    } else {
-        "waiting for CI: the checks could not be read from GitHub; they are read again on the next check event".into()
-    }
-}
-
-/// `/status`: the PR's environments and their release history.
-pub fn status_text(pr: PrNumber, state: &State) -> String {
-    let mut out = String::from("### stagebot status\n");
-    let relevant: Vec<&EnvRecord> = state
-        .envs
-        .iter()
-        .filter(|e| e.pr == Some(pr) || e.kind != EnvKind::Preview)
-        .collect();
-    if relevant.is_empty() {
-        out.push_str(
-            "\nNo environments for this pull request yet. Comment `/stage` to create one.\n",
-        );
-        return out;
-    }
-    for env in relevant {
-        out.push_str(&format!(
-            "\n**{} `{}`** — {}{}\n",
-            env.kind,
-            env.id.slug,
-            env.state().as_str(),
-            if env.state() == EnvState::Live {
-                format!(" at {}", env.url)
-            } else {
-                String::new()
-            }
-        ));
-        let releases = state.releases_of(&env.id.slug);
-        if releases.is_empty() {
-            out.push_str("\n_no releases yet_\n");
-            continue;
-        }
-        out.push_str("\n| Release | Commit | By | Trigger | At |\n|---|---|---|---|---|\n");
-        for r in releases.iter().rev().take(10) {
-            out.push_str(&format!(
-                "| #{}{} | `{}` | @{} | {} | {} |\n",
-                r.n,
-                if env.current_release() == Some(r.n) {
-                    " (live)"
-                } else {
-                    ""
-                },
-                r.sha.short(),
-                r.by,
-                r.trigger.describe(),
-                r.at.format("%Y-%m-%d %H:%M UTC")
-            ));
-        }
-    }
-    out
+    GateVerdict::Wait(messages::ci(&CiText::Waiting {
+        passed: passed.len(),
+        total: considered.len(),
+        pending: &pending,
+        missing: &missing,
+    }))
 }
 
 /// The sweeper's decision for one repository's environments at `now`: previews idle past their
@@ -1824,7 +1669,8 @@ pub fn dashboard(
                 env,
                 state.releases_of(slug),
                 Some(&RollbackTo::Release(*to)),
-            )?;
+            )
+            .map_err(|r| messages::refusal_reason(&r))?;
             release = Some((r.n, r.sha.clone()));
             let trigger = dashboard(Trigger::Rollback { to_release: r.n });
             vec![Action::Deploy(redeploy_release(
@@ -1885,4 +1731,4 @@ pub fn dashboard(
 
 #[cfg(test)]
 #[path = "policy_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -1567,7 +1567,7 @@ fn the_combined_reply_stays_under_githubs_limit() {
         reply: Some("x".repeat(20_000)),
         help: false,
     };
-    let body = combined_reply("bob", &vec![big.clone(); 10], 10, 0).unwrap();
+    let body = messages::comment_reply("bob", &vec![big.clone(); 10], 10, 0).unwrap();
     assert!(body.len() <= GITHUB_COMMENT_LIMIT - 200, "{}", body.len());
     assert!(body.ends_with("characters per comment._"));
     assert_eq!(body.matches(&"x".repeat(20_000)).count(), 3);
@@ -1576,12 +1576,12 @@ fn the_combined_reply_stays_under_githubs_limit() {
         reply: Some("é".repeat(GITHUB_COMMENT_LIMIT)),
         ..big
     };
-    let body = combined_reply("bob", &[huge], 1, 0).unwrap();
+    let body = messages::comment_reply("bob", &[huge], 1, 0).unwrap();
     assert!(
         body.len() <= GITHUB_COMMENT_LIMIT - 200,
         "room for the marker"
     );
-    assert!(combined_reply("bob", &[], 0, 0).is_none());
+    assert!(messages::comment_reply("bob", &[], 0, 0).is_none());
 }
 
 #[test]
@@ -1947,7 +1947,7 @@ fn status_and_help_answer_anyone() {
 #[test]
 fn status_lists_the_prs_environments_and_releases() {
     let st = promotable(Permission::Read);
-    let text = status_text(PrNumber(PR), &st);
+    let text = messages::status(PrNumber(PR), &st);
     assert!(text.contains(&format!("`{}`", pr_slug())), "{text}");
     assert!(text.contains("#2 (live)"), "{text}");
     assert!(text.contains("`bbb0002`"), "{text}");
@@ -1958,7 +1958,7 @@ fn status_lists_the_prs_environments_and_releases() {
     other.pr = Some(PrNumber(7));
     other.id.slug = slug("pr-7-other");
     st.envs.push(other);
-    let text = status_text(PrNumber(PR), &st);
+    let text = messages::status(PrNumber(PR), &st);
     assert!(!text.contains("pr-7-other"), "{text}");
     assert!(text.contains("No environments"), "{text}");
 }
@@ -2373,11 +2373,12 @@ fn a_long_branch_name_still_gets_its_own_preview() {
 
 // ---------------------------------------------------------------------------------------------
 // Golden file of the replies to comments: a reviewer reads the exact texts in
-// `fixtures/messages/comment-replies.md`. `STAGEBOT_BLESS=1 cargo test --lib policy` rewrites it
-// after an intended change.
+// `fixtures/messages/comment-replies.md`. `STAGEBOT_BLESS=1 cargo test --lib messages` rewrites
+// it after an intended change.
 
-#[test]
-fn comment_replies_golden() {
+/// The replies to whole comments, for `fixtures/messages/comment-replies.md` (compared with the
+/// other golden files by `messages`' tests).
+pub(crate) fn comment_replies() -> String {
     let mut live = comment_state(Permission::Write);
     let p = with_releases(
         pr_preview(EnvState::Live),
@@ -2440,17 +2441,7 @@ fn comment_replies_golden() {
         out.push_str(replies(&a).first().copied().unwrap_or("(no reply)"));
         out.push_str("\n\n");
     }
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/messages/comment-replies.md");
-    if std::env::var_os("STAGEBOT_BLESS").is_some() {
-        std::fs::write(&path, &out).unwrap();
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with STAGEBOT_BLESS=1)", path.display()));
-    assert_eq!(
-        out, expected,
-        "comment-replies.md changed; bless it if intended"
-    );
+    out
 }
 
 #[test]
@@ -2902,7 +2893,7 @@ fn ci_gate_decision_table() {
         };
         assert_eq!(got, want, "{gate:?} {results:?}");
     }
-    assert!(ci_unreadable_text(true).contains("`checks: read`"));
+    assert!(messages::ci(&CiText::Unreadable { forbidden: true }).contains("`checks: read`"));
 }
 
 #[test]
@@ -3131,10 +3122,10 @@ fn dashboard_rollback_is_a_release_by_the_user_announced_on_the_pr() {
         }
     );
     assert!(d.trigger.is_rollback() && d.force && d.gate.is_none());
-    assert_eq!(d.trigger.describe(), "rollback to #1 (dashboard)");
+    assert_eq!(crate::messages::trigger(&d.trigger), "rollback to #1 (dashboard)");
     let notice = notices(&actions).into_iter().flatten().next().unwrap();
     assert_eq!(
-        crate::engine::notice_text(&notice),
+        crate::messages::notice(&notice),
         "`production` rolled back to #1 (`c300000`) from the dashboard by @ada."
     );
     // An unknown release is refused like `/rollback production 9`.

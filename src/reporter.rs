@@ -3,7 +3,6 @@
 //! harmless; one that fails marks the environment `report_pending` and the reconciler sends it
 //! again later. A GitHub outage delays reports; it never loses state.
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
@@ -13,8 +12,9 @@ use crate::github::{
     DeploymentState, GitHubError, NewDeployment, NewDeploymentStatus, RepoClient, StatusState,
 };
 use crate::lifecycle::Phase;
+use crate::messages::{self, CommitStatus, DeploymentStatus};
 use crate::metrics::Metrics;
-use crate::store::{AttemptRecord, PrRecord, StoreError};
+use crate::store::{AttemptRecord, StoreError};
 use crate::types::{EnvId, EnvKind, PrNumber, Sha, Slug};
 
 /// Why a report did not go through.
@@ -167,30 +167,32 @@ impl App {
             let status = match phase {
                 Phase::Waiting => Some((
                     StatusState::Pending,
-                    rec.ci_wait()
-                        .map_or_else(|| "Waiting for CI".into(), str::to_owned),
+                    CommitStatus::Waiting {
+                        ci: rec.ci_wait(),
+                    },
                     log_url.clone(),
                 )),
                 Phase::Deploying => Some((
                     StatusState::Pending,
-                    "Deploying…".to_string(),
+                    CommitStatus::Deploying,
                     log_url.clone(),
                 )),
                 Phase::Live => Some((
                     StatusState::Success,
-                    format!("Live at {}", rec.url),
+                    CommitStatus::Live { url: &rec.url },
                     rec.url.clone(),
                 )),
                 Phase::Failed => Some((
                     StatusState::Failure,
-                    rec.last_error
-                        .clone()
-                        .unwrap_or_else(|| "Deploy failed".into()),
+                    CommitStatus::Failed {
+                        error: rec.last_error.as_deref(),
+                    },
                     log_url.clone(),
                 )),
                 Phase::Destroyed => None,
             };
             if let Some((state, description, target)) = status {
+                let description = messages::commit_status(description);
                 client
                     .set_status(sha, state, &context, &description, Some(&target))
                     .await?;
@@ -269,7 +271,7 @@ impl App {
                         DeploymentState::Inactive,
                         None,
                         None,
-                        format!("Superseded by a newer deploy ({})", sha.short()),
+                        messages::deployment_status(DeploymentStatus::Superseded { sha }),
                     )
                     .await?;
                 }
@@ -286,10 +288,10 @@ impl App {
                     },
                     None,
                     Some(log_url.to_owned()),
-                    match (rec.ci_wait(), phase) {
-                        (Some(wait), Phase::Waiting) => wait.to_owned(),
-                        _ => format!("Deploying {}", sha.short()),
-                    },
+                    messages::deployment_status(match (&rec.ci_wait(), phase) {
+                        (Some(wait), Phase::Waiting) => DeploymentStatus::Waiting { ci: wait },
+                        _ => DeploymentStatus::Deploying { sha },
+                    }),
                 )
                 .await?;
             }
@@ -313,9 +315,9 @@ impl App {
                     DeploymentState::Failure,
                     None,
                     Some(log_url.to_owned()),
-                    rec.last_error
-                        .clone()
-                        .unwrap_or_else(|| "Deploy failed".into()),
+                    messages::deployment_status(DeploymentStatus::Failed {
+                        error: rec.last_error.as_deref(),
+                    }),
                 )
                 .await?;
             }
@@ -361,7 +363,7 @@ impl App {
                     DeploymentState::Success,
                     Some(rec.url.clone()),
                     Some(release.log.clone()).filter(|l| !l.is_empty()),
-                    format!("Live at {}", rec.url),
+                    messages::deployment_status(DeploymentStatus::Live { url: &rec.url }),
                 )
                 .await?;
                 self.deactivate_others(client, rec, this, release.n).await?;
@@ -378,7 +380,7 @@ impl App {
                         DeploymentState::Inactive,
                         None,
                         None,
-                        "Environment removed".into(),
+                        messages::deployment_status(DeploymentStatus::Removed),
                     )
                     .await?;
                 }
@@ -393,7 +395,7 @@ impl App {
                                 state: DeploymentState::Inactive,
                                 environment_url: None,
                                 log_url: None,
-                                description: "Environment removed".into(),
+                                description: messages::deployment_status(DeploymentStatus::Removed),
                                 auto_inactive: None,
                             },
                         )
@@ -433,7 +435,7 @@ impl App {
                 DeploymentState::Inactive,
                 None,
                 None,
-                format!("Replaced by release #{release}"),
+                messages::deployment_status(DeploymentStatus::Replaced { release }),
             )
             .await?;
         }
@@ -508,9 +510,10 @@ impl App {
                     .create_deployment(&NewDeployment {
                         git_ref: attempt.sha.clone(),
                         environment: payload.environment.clone(),
-                        description: format!(
-                            "stagebot {} {} release #{}",
-                            attempt.kind, attempt.env.slug, attempt.release
+                        description: messages::deployment(
+                            attempt.kind,
+                            &attempt.env.slug,
+                            attempt.release,
                         ),
                         transient_environment: attempt.kind == EnvKind::Preview,
                         production_environment: attempt.kind == EnvKind::Production,
@@ -642,7 +645,7 @@ impl App {
         }
         // Per environment, its Sentry issue stream and new-issue count (src/services.rs).
         let errors = self.error_streams(&rows).await;
-        let body = render_sticky_with(&record, &rows, self.now(), &errors);
+        let body = messages::sticky(&record, &rows, self.now(), &errors);
         let id = client
             .upsert_sticky_comment(pr, record.sticky_comment_id, &body)
             .await?;
@@ -665,228 +668,17 @@ impl App {
     }
 }
 
-/// A code fence longer than any run of backticks in `text`, so a log cannot close it early.
-fn fence_for(text: &str) -> String {
-    let mut longest = 0;
-    let mut run = 0;
-    for c in text.chars() {
-        run = if c == '`' { run + 1 } else { 0 };
-        longest = longest.max(run);
-    }
-    "`".repeat((longest + 1).max(3))
-}
-
-fn state_label(env: &EnvRecord) -> String {
-    match env.state() {
-        EnvState::Pending => "⏳ pending".into(),
-        EnvState::Queued => "⏸️ queued".into(),
-        EnvState::Deploying => "🔄 deploying".into(),
-        EnvState::Live => "✅ live".into(),
-        EnvState::Failed if env.current_release().is_some() => {
-            "❌ failed (previous release still serving)".into()
-        }
-        EnvState::Failed => "❌ failed".into(),
-        EnvState::TearingDown => "🧹 tearing down".into(),
-        EnvState::Destroyed => "🗑️ removed".into(),
-    }
-}
-
-/// "in 2d 23h", "in 5h 10m", "in 12m": the two largest units, rounded down to the minute.
-/// How long ago `at` was: `just now`, `5m ago`, `3h ago`, `2d ago`.
-fn ago(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let secs = (now - at).num_seconds().max(0);
-    match secs {
-        0..60 => "just now".into(),
-        60..3600 => format!("{}m ago", secs / 60),
-        3600..86_400 => format!("{}h ago", secs / 3600),
-        _ => format!("{}d ago", secs / 86_400),
-    }
-}
-
-fn relative(to: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let secs = (to - now).num_seconds();
-    if secs < 60 {
-        return "in under a minute".into();
-    }
-    let (d, h, m) = (secs / 86_400, (secs % 86_400) / 3600, (secs % 3600) / 60);
-    match (d, h, m) {
-        (0, 0, m) => format!("in {m}m"),
-        (0, h, 0) => format!("in {h}h"),
-        (0, h, m) => format!("in {h}h {m}m"),
-        (d, 0, _) => format!("in {d}d"),
-        (d, h, _) => format!("in {d}d {h}h"),
-    }
-}
-
-/// An environment's error stream in the sticky comment: the link to its Sentry issues
-/// (environment and `release:<commit>`) and how many are new in the live release (`None`:
-/// Sentry did not answer and nothing is cached).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ErrorStream {
-    pub slug: crate::types::Slug,
-    pub sha: crate::types::Sha,
-    pub link: String,
-    pub new_issues: Option<usize>,
-}
-
-/// The sticky comment's markdown (without the hidden marker, which the client adds).
-pub fn render_sticky(
-    pr: &PrRecord,
-    rows: &[(EnvRecord, Option<Release>, Option<usize>)],
-    now: DateTime<Utc>,
-) -> String {
-    render_sticky_with(pr, rows, now, &[])
-}
-
-/// [`render_sticky`] with a line per environment's error stream under the table.
-pub fn render_sticky_with(
-    pr: &PrRecord,
-    rows: &[(EnvRecord, Option<Release>, Option<usize>)],
-    now: DateTime<Utc>,
-    errors: &[ErrorStream],
-) -> String {
-    let mut out = String::from("### 🚀 stagebot\n\n");
-    if let Some(notice) = &pr.notice {
-        out.push_str(&format!("> {notice}\n\n"));
-    }
-    if rows.is_empty() {
-        if pr.notice.is_none() {
-            out.push_str(
-                "No environment for this pull request yet. Comment `/stage` to deploy one.\n\n",
-            );
-        }
-    } else {
-        out.push_str("| Environment | State | URL | Commit | Last deploy | Expires |\n");
-        out.push_str("|---|---|---|---|---|---|\n");
-        for (env, release, queue) in rows {
-            let url = if matches!(
-                env.state(),
-                EnvState::Live | EnvState::Failed | EnvState::Deploying
-            ) && release.is_some()
-            {
-                format!(
-                    "[{}]({})",
-                    env.url
-                        .trim_start_matches("http://")
-                        .trim_start_matches("https://"),
-                    env.url
-                )
-            } else {
-                "—".into()
-            };
-            let commit = match (&env.deploying(), release) {
-                (Some(sha), _) => format!("`{}` (deploying)", sha.short()),
-                (None, Some(r)) => format!("`{}`", r.sha.short()),
-                _ => "—".into(),
-            };
-            let last = release
-                .as_ref()
-                .map(|r| {
-                    format!(
-                        "#{} {} by @{}",
-                        r.n,
-                        r.at.format("%Y-%m-%d %H:%M UTC"),
-                        r.by
-                    )
-                })
-                .unwrap_or_else(|| "—".into());
-            let expires = match (env.state(), env.expires_at()) {
-                (EnvState::Destroyed, _) => "—".into(),
-                (_, Some(t)) => match env.last_visit {
-                    Some(v) => format!("{}: last visited {}", relative(t, now), ago(v, now)),
-                    None => format!("{}: no visits since deploy", relative(t, now)),
-                },
-                _ => "never".into(),
-            };
-            let mut state = state_label(env);
-            if let Some(p) = queue {
-                state.push_str(&format!(" (position {p})"));
-            }
-            out.push_str(&format!(
-                "| {} `{}` | {state} | {url} | {commit} | {last} | {expires} |\n",
-                env.kind, env.id.slug
-            ));
-        }
-        out.push('\n');
-        for e in errors {
-            let count = match e.new_issues {
-                None => "issues (count unavailable)".to_owned(),
-                Some(0) => "no new issues".to_owned(),
-                Some(1) => "1 new issue".to_owned(),
-                Some(n) if n >= 100 => "100+ new issues".to_owned(),
-                Some(n) => format!("{n} new issues"),
-            };
-            out.push_str(&format!(
-                "🐞 `{}`: [{count}]({}) in Sentry since `{}`\n",
-                e.slug,
-                e.link,
-                e.sha.short()
-            ));
-        }
-        if !errors.is_empty() {
-            out.push('\n');
-        }
-        for (env, _, _) in rows {
-            if env.state() == EnvState::Failed
-                && let Some(err) = &env.last_error
-            {
-                // The error quotes config files and git: shown as code, never as markdown.
-                out.push_str(&format!(
-                    "**`{}` failed:** {}\n",
-                    env.id.slug,
-                    crate::markdown::inert(err)
-                ));
-                if let Some(tail) = &env.last_log_tail {
-                    let fence = fence_for(tail);
-                    out.push_str(&format!(
-                        "\n<details><summary>Log tail</summary>\n\n{fence}\n{}\n{fence}\n</details>\n\n",
-                        tail.trim_end()
-                    ));
-                }
-            }
-            if let Some(wait) = env.ci_wait().as_ref().filter(|_| env.op().is_some()) {
-                // Built by stagebot; check names in it are code spans.
-                out.push_str(&format!(
-                    "⏳ **`{}`** {}{wait}.\n\n",
-                    env.id.slug,
-                    env.attempted()
-                        .as_ref()
-                        .map(|s| format!("(commit `{}`): ", s.short()))
-                        .unwrap_or_default()
-                ));
-            }
-            if env.state() == EnvState::Destroyed {
-                out.push_str(&format!(
-                    "`{}` was removed. Comment `/stage` to bring it back.\n\n",
-                    env.id.slug
-                ));
-            }
-            if env.warned_at().is_some()
-                && env.is_active()
-                && let Some(t) = env.expires_at()
-            {
-                out.push_str(&format!(
-                    "⏳ `{}` will be removed {} for inactivity: comment `/extend 2d` to keep it.\n\n",
-                    env.id.slug,
-                    relative(t, now)
-                ));
-            }
-        }
-    }
-    out.push_str("<details><summary>Commands</summary>\n\n");
-    out.push_str(&crate::command::help_text());
-    out.push_str("\n</details>\n");
-    out
-}
+/// The sticky comment's error streams are written by `messages` (kept here for callers).
+pub use crate::messages::ErrorStream;
 
 #[cfg(test)]
 mod tests {
-    //! Golden files for the messages people read: a reviewer sees the exact text in
-    //! `fixtures/messages/`. `STAGEBOT_BLESS=1 cargo test --lib reporter` rewrites them after an
-    //! intended change.
+    //! The deployment payload is a contract: its exact JSON is a fixture. (The texts the
+    //! reporter posts have their golden files in `messages`.)
     use super::*;
-    use crate::environment::{Op, Trigger};
-    use crate::types::{EnvKind, RepoName, Sha, Slug};
+    use crate::environment::Trigger;
+    use crate::types::{EnvKind, Slug};
+    use chrono::{DateTime, Utc};
 
     fn at(h: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + h * 3600, 0).unwrap_or_default()
@@ -896,136 +688,6 @@ mod tests {
         Sha::new(&c.to_string().repeat(40)).unwrap()
     }
 
-    fn env(slug: &str, kind: EnvKind, state: EnvState) -> EnvRecord {
-        let repo: RepoName = "acme/webapp".parse().unwrap();
-        let id = crate::types::EnvId {
-            repo,
-            slug: Slug::new(slug).unwrap(),
-        };
-        let mut e = EnvRecord::new(id, kind, "feature/login", at(0)).with_state(state);
-        e.pr = Some(PrNumber(42));
-        e.installation_id = Some(1);
-        e.host = format!("{slug}--webapp.previews.example.com");
-        e.url = format!("https://{slug}--webapp.previews.example.com");
-        e.set_generation(3);
-        e.set_current_release(Some(2));
-        e.updated_at = at(1);
-        e.last_activity = at(1);
-        e.set_expires_at(Some(at(1 + 72)));
-        e.ttl_secs = Some(3 * 86_400);
-        e.set_seeded(true);
-        e
-    }
-
-    fn release(n: u32, c: char) -> Release {
-        Release {
-            v: 1,
-            n,
-            sha: sha(c),
-            git_ref: "feature/login".into(),
-            by: "alice".into(),
-            trigger: Trigger::Push,
-            at: at(1),
-            url: String::new(),
-            log: String::new(),
-            pr: Some(PrNumber(42)),
-            checks: None,
-            artifact: None,
-        }
-    }
-
-    fn golden(name: &str, actual: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures/messages")
-            .join(name);
-        if std::env::var_os("STAGEBOT_BLESS").is_some() {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, actual).unwrap();
-        }
-        let expected = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (run with STAGEBOT_BLESS=1)", path.display()));
-        assert_eq!(actual, expected, "{name} changed; bless it if intended");
-    }
-
-    #[test]
-    fn sticky_waiting_for_ci() {
-        let mut prod = env("production", EnvKind::Production, EnvState::Live);
-        prod.set_expires_at(None);
-        prod.set_current_release(Some(1));
-        prod.set_attempted(Some(sha('c')));
-        prod.set_op(Some(Op::Deploy {
-            sha: sha('c'),
-            git_ref: "main".into(),
-            trigger: Trigger::Promote {
-                from: Slug::staging(),
-                release: Some(2),
-            },
-            by: "maria".into(),
-            ack: None,
-            force: false,
-            gate: Some(crate::repo_config::CiGate::All),
-            checks: None,
-        }));
-        prod.set_ci_wait(Some(
-            "waiting for CI: 2 of 3 checks passed; pending: `test`".into(),
-        ));
-        let rows = vec![(prod, Some(release(1, 'b')), None)];
-        golden(
-            "sticky-waiting-for-ci.md",
-            &render_sticky(&PrRecord::default(), &rows, at(2)),
-        );
-    }
-
-    #[test]
-    fn sticky_live_with_staging() {
-        let preview = env("pr-42-feature-login", EnvKind::Preview, EnvState::Live);
-        let mut staging = env("staging", EnvKind::Staging, EnvState::Live);
-        staging.set_expires_at(None);
-        staging.set_current_release(Some(1));
-        let rows = vec![
-            (preview, Some(release(2, 'b')), None),
-            (staging, Some(release(1, 'b')), None),
-        ];
-        golden(
-            "sticky-live.md",
-            &render_sticky(&PrRecord::default(), &rows, at(2)),
-        );
-    }
-
-    #[test]
-    fn sticky_failed_deploying_queued_removed() {
-        let mut failed = env("pr-42-feature-login", EnvKind::Preview, EnvState::Failed);
-        failed.last_error = Some("`build` exited with status 2".into());
-        failed.last_log_tail = Some("npm ERR! missing script: build\n```oops```".into());
-        let mut deploying = env("pr-42-feature-login", EnvKind::Preview, EnvState::Deploying);
-        deploying.set_deploying(Some(sha('c')));
-        deploying.set_op(Some(Op::Teardown {
-            reason: String::new(),
-            by: String::new(),
-            ack: None,
-        }));
-        let mut queued = env("pr-42-feature-login", EnvKind::Preview, EnvState::Queued);
-        queued.set_current_release(None);
-        let mut removed = env("pr-42-feature-login", EnvKind::Preview, EnvState::Destroyed);
-        removed.set_expires_at(None);
-        let mut warned = env("pr-42-feature-login", EnvKind::Preview, EnvState::Live);
-        warned.set_warned_at(Some(at(60)));
-        let mut out = String::new();
-        for (title, rows) in [
-            ("failed", vec![(failed, Some(release(2, 'b')), None)]),
-            ("deploying", vec![(deploying, Some(release(2, 'b')), None)]),
-            ("queued", vec![(queued, None, Some(3))]),
-            ("removed", vec![(removed, Some(release(2, 'b')), None)]),
-            ("warned", vec![(warned, Some(release(2, 'b')), None)]),
-        ] {
-            out.push_str(&format!("<!-- {title} -->\n"));
-            out.push_str(&render_sticky(&PrRecord::default(), &rows, at(62)));
-        }
-        golden("sticky-states.md", &out);
-    }
-
-    /// The payload is a contract with whoever reads GitHub's deployments back (state rebuilt
-    /// from them): its exact JSON is a fixture.
     #[test]
     fn deployment_payload_schema() {
         let attempt = AttemptRecord {
@@ -1074,152 +736,5 @@ mod tests {
         ] {
             assert_eq!(DeploymentPayload::from_json(&foreign), None, "{foreign}");
         }
-    }
-
-    #[test]
-    fn sticky_after_merge_lists_the_production_release() {
-        let mut removed = env("pr-42-feature-login", EnvKind::Preview, EnvState::Destroyed);
-        removed.set_expires_at(None);
-        let mut production = env("production", EnvKind::Production, EnvState::Live);
-        production.pr = None;
-        production.set_expires_at(None);
-        production.set_current_release(Some(7));
-        let merged = Release {
-            n: 7,
-            trigger: Trigger::Merge,
-            by: "maria".into(),
-            pr: None,
-            ..release(7, 'e')
-        };
-        let pr = PrRecord {
-            closed: true,
-            merge_sha: Some(sha('e')),
-            ..PrRecord::default()
-        };
-        let rows = vec![
-            (removed, Some(release(2, 'b')), None),
-            (production, Some(merged), None),
-        ];
-        golden("sticky-merged.md", &render_sticky(&pr, &rows, at(3)));
-    }
-
-    #[test]
-    fn sticky_error_text_is_inert() {
-        let mut out = String::new();
-        for err in [
-            ".github/stagebot.yml: unknown key `x` at line 1 — expected `build` <img src=x onerror=alert(1)> @everyone [click](https://evil.example)",
-            "git fetch: fatal: ``` \n</details>\n# @maintainers <b>pwned</b>",
-        ] {
-            let mut failed = env("pr-42-feature-login", EnvKind::Preview, EnvState::Failed);
-            failed.last_error = Some(err.into());
-            failed.last_log_tail = Some("<script>alert(1)</script>\n````".into());
-            out.push_str(&render_sticky(
-                &PrRecord::default(),
-                &[(failed, Some(release(2, 'b')), None)],
-                at(62),
-            ));
-        }
-        golden("sticky-hostile-error.md", &out);
-    }
-
-    #[test]
-    fn sticky_error_streams() {
-        let mut live = env("pr-42-feature-login", EnvKind::Preview, EnvState::Live);
-        live.set_current_release(Some(2));
-        let mut staging = env("staging", EnvKind::Staging, EnvState::Live);
-        staging.set_current_release(Some(1));
-        let rows = vec![
-            (live, Some(release(2, 'b')), None),
-            (staging, Some(release(1, 'b')), None),
-        ];
-        let link = |env: &str| {
-            format!(
-                "https://sentry.io/organizations/acme/issues/?environment={env}&query=release%3A{}",
-                "b".repeat(40)
-            )
-        };
-        let mut out = String::new();
-        for counts in [[Some(3), Some(0)], [Some(1), None], [Some(100), Some(0)]] {
-            let errors = vec![
-                ErrorStream {
-                    slug: Slug::new("pr-42-feature-login").unwrap(),
-                    sha: sha('b'),
-                    link: link("preview"),
-                    new_issues: counts[0],
-                },
-                ErrorStream {
-                    slug: Slug::staging(),
-                    sha: sha('b'),
-                    link: link("staging"),
-                    new_issues: counts[1],
-                },
-            ];
-            out.push_str(&render_sticky_with(
-                &PrRecord::default(),
-                &rows,
-                at(2),
-                &errors,
-            ));
-            out.push_str("\n---\n\n");
-        }
-        golden("sticky-sentry.md", &out);
-    }
-
-    #[test]
-    fn sticky_notices() {
-        let mut out = String::new();
-        for notice in [
-            crate::policy::Notice::Draft,
-            crate::policy::Notice::Fork,
-            crate::policy::Notice::ForkNeedsApproval { sha: sha('d') },
-            crate::policy::Notice::OnDemand,
-        ] {
-            let pr = PrRecord {
-                notice: Some(crate::engine::notice_text(&notice)),
-                ..PrRecord::default()
-            };
-            out.push_str(&render_sticky(&pr, &[], at(0)));
-        }
-        golden("sticky-notices.md", &out);
-    }
-
-    /// The note after each action from the dashboard (src/web/).
-    #[test]
-    fn sticky_dashboard_notices() {
-        use crate::policy::DashboardAction as A;
-        let slug = |s: &str| Slug::new(s).unwrap_or_else(|_| unreachable!("valid slug"));
-        let mut out = String::new();
-        for (action, env, release) in [
-            (
-                A::Promote {
-                    to: crate::command::PromoteTarget::Production,
-                },
-                "pr-42-login",
-                Some((3, sha('a'))),
-            ),
-            (A::Rollback { to: 1 }, "production", Some((1, sha('b')))),
-            (A::Redeploy, "staging", Some((4, sha('c')))),
-            (
-                A::Extend {
-                    by: std::time::Duration::from_secs(3 * 24 * 3600),
-                },
-                "pr-42-login",
-                None,
-            ),
-            (A::Teardown, "pr-42-login", None),
-        ] {
-            let notice = crate::policy::Notice::Dashboard {
-                actor: "ada".into(),
-                action,
-                slug: slug(env),
-                release,
-            };
-            let pr = PrRecord {
-                notice: Some(crate::engine::notice_text(&notice)),
-                ..PrRecord::default()
-            };
-            out.push_str(&render_sticky(&pr, &[], at(0)));
-        }
-        golden("sticky-dashboard.md", &out);
     }
 }

@@ -1,12 +1,35 @@
 //! Drive a real stagebot against the fake GitHub: real git repositories, signed webhooks over
 //! real HTTP, the real server, worker, store and local provider. Used by the integration tests
 //! and by `stagebot demo` (so no `cfg(test)`: the demo is the same flow a user can watch).
+//!
+//! # Every bot reply must be read
+//!
+//! As in bors's test harness, a test must read every comment the bot posts, other than the
+//! sticky comment; a reply nobody read fails the test, so an extra or duplicated reply cannot
+//! pass unnoticed. A [`Stack`] keeps the ids of the replies the test has read:
+//!
+//! - [`Stack::expect_reply`]`(pr, |text| …)`: the oldest unread reply on the PR, which must exist
+//!   and satisfy the check (the test panics otherwise, showing the text); returns it.
+//! - [`Stack::next_reply`]`(pr)`: the oldest unread reply, if any (`None`: nothing new).
+//! - [`Stack::read_replies`]`(pr)`: every unread reply on the PR, oldest first (assert on the
+//!   count to catch a duplicate).
+//! - [`Stack::expect_no_reply`]`(pr)`: asserts that nothing unread is there.
+//! - [`Stack::replies`]`(pr)`: every reply, read or not, *without* reading them.
+//! - [`Stack::sticky`]`(pr)`: the sticky comment's current text. It is edited in place and is
+//!   never an unread reply.
+//!
+//! When the `Stack` is dropped or [stopped](Stack::stop), an unread reply fails the test with
+//! the unread texts listed ([`Stack::unread_replies`] shows them without failing). A `Stack`
+//! started on an existing fake ([`Stack::start_with`], a restart) answers only for the replies
+//! posted during its own life: the earlier ones were the previous `Stack`'s to read.
+//! `stagebot demo` turns the check off ([`Stack::ignore_unread_replies`]).
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -14,7 +37,7 @@ use serde_json::Value;
 use crate::app::{App, Parts, Settings};
 use crate::clock::{ManualClock, SharedClock};
 use crate::event::payloads::{self, CommentPayload, PrPayload, PushPayload};
-use crate::fake_github::{FakeGitHub, FakePr};
+use crate::fake_github::{FakeComment, FakeGitHub, FakePr};
 use crate::github::{GitHub, GitHubConfig, RetryPolicy};
 use crate::provider::Provider;
 use crate::provider::local::{LocalConfig, LocalProvider};
@@ -242,6 +265,10 @@ pub struct Stack {
     server: Option<crate::serve::Server>,
     next_delivery: AtomicU64,
     next_comment: AtomicU64,
+    /// Bot replies the test has read (comment ids), and those posted before this `Stack`.
+    read_replies: Mutex<BTreeSet<u64>>,
+    /// Fail on unread replies when dropped or stopped (see the module's documentation).
+    check_replies: bool,
 }
 
 pub const INSTALLATION: u64 = 1;
@@ -258,6 +285,9 @@ impl Stack {
 
     /// Start the real server against an existing fake (a restart keeps the fake's state).
     pub async fn start_with(fake: FakeGitHub, opts: StackOptions) -> Result<Stack, KitError> {
+        // Replies posted before this `Stack` are not its to read.
+        let already_posted: BTreeSet<u64> =
+            fake.app_comments().into_iter().map(|(_, c)| c.id).collect();
         let listener = tokio::net::TcpListener::bind(
             opts.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
         )
@@ -383,16 +413,20 @@ impl Stack {
             server: Some(server),
             next_delivery: AtomicU64::new(1),
             next_comment: AtomicU64::new(1),
+            read_replies: Mutex::new(already_posted),
+            check_replies: true,
         })
     }
 
     /// Stop the server (graceful), keeping the fake running; returns the fake for a restart.
+    /// Fails (panics) if a bot reply posted during this `Stack`'s life was not read.
     pub async fn stop(mut self) -> FakeGitHub {
         if let Some(s) = self.server.take() {
             s.stop();
             let _ = s.wait().await;
         }
         self.fake.clone()
+        // Dropping `self` checks the replies.
     }
 
     pub fn url(&self) -> String {
@@ -597,15 +631,113 @@ impl Stack {
         stickies.first().map(|c| c.text().to_owned())
     }
 
-    /// Replies (non-sticky bot comments) on a PR.
+    /// Every reply (non-sticky bot comment) on a PR, read or not, oldest first. Does not read
+    /// them: use [`expect_reply`](Self::expect_reply) or [`read_replies`](Self::read_replies).
     pub fn replies(&self, number: u64) -> Vec<String> {
+        self.reply_comments(number)
+            .into_iter()
+            .map(|c| c.text().to_owned())
+            .collect()
+    }
+
+    fn reply_comments(&self, number: u64) -> Vec<FakeComment> {
         let app = self.fake.app_login();
         self.fake
             .comments(&self.repo, PrNumber(number))
             .into_iter()
             .filter(|c| !c.is_sticky() && c.author == app)
-            .map(|c| c.text().to_owned())
             .collect()
+    }
+
+    fn read_set(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
+        // A test that panicked while holding it poisoned it; the set itself is still right.
+        self.read_replies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Read the oldest unread reply on PR `number`, if there is one.
+    pub fn next_reply(&self, number: u64) -> Option<String> {
+        let comments = self.reply_comments(number);
+        let mut read = self.read_set();
+        let next = comments.into_iter().find(|c| !read.contains(&c.id))?;
+        read.insert(next.id);
+        Some(next.text().to_owned())
+    }
+
+    /// Read the oldest unread reply on PR `number`: it must exist and pass `check` (else the
+    /// test fails, showing the text). Returns the text.
+    #[track_caller]
+    pub fn expect_reply(&self, number: u64, check: impl FnOnce(&str) -> bool) -> String {
+        let Some(text) = self.next_reply(number) else {
+            panic!("expected a bot reply on #{number}, found no unread reply");
+        };
+        assert!(check(&text), "unexpected bot reply on #{number}:\n{text}");
+        text
+    }
+
+    /// Read every unread reply on PR `number`, oldest first.
+    pub fn read_replies(&self, number: u64) -> Vec<String> {
+        std::iter::from_fn(|| self.next_reply(number)).collect()
+    }
+
+    /// Fails the test if PR `number` has an unread reply.
+    #[track_caller]
+    pub fn expect_no_reply(&self, number: u64) {
+        let comments = self.reply_comments(number);
+        let read = self.read_set();
+        let unread: Vec<&str> = comments
+            .iter()
+            .filter(|c| !read.contains(&c.id))
+            .map(|c| c.text())
+            .collect();
+        assert!(
+            unread.is_empty(),
+            "expected no new bot reply on #{number}, found {}:\n{}",
+            unread.len(),
+            unread.join("\n---\n")
+        );
+    }
+
+    /// The bot replies (in any repository) nobody read: `(repo, PR, text)`, oldest first.
+    pub fn unread_replies(&self) -> Vec<(String, u64, String)> {
+        let read = self.read_set();
+        self.fake
+            .app_comments()
+            .into_iter()
+            .filter(|(_, c)| !c.is_sticky() && !read.contains(&c.id))
+            .map(|(repo, c)| (repo, c.pr.0, c.text().to_owned()))
+            .collect()
+    }
+
+    /// Do not fail on unread replies (`stagebot demo`, which prints what it wants to show).
+    pub fn ignore_unread_replies(&mut self) {
+        self.check_replies = false;
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if !self.check_replies || std::thread::panicking() {
+            return;
+        }
+        let unread = self.unread_replies();
+        if !unread.is_empty() {
+            let list: Vec<String> = unread
+                .iter()
+                .map(|(repo, pr, text)| format!("{repo}#{pr}:\n{text}"))
+                .collect();
+            panic!(
+                "{} bot repl{} never read by the test (read each with Stack::expect_reply):\n{}",
+                unread.len(),
+                if unread.len() == 1 {
+                    "y was"
+                } else {
+                    "ies were"
+                },
+                list.join("\n---\n")
+            );
+        }
     }
 }
 

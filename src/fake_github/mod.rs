@@ -965,6 +965,17 @@ impl FakeGitHub {
         self.state().stalls.clear();
         self.shared.released.send_modify(|n| *n += 1);
     }
+
+    /// Every comment the app wrote, in every repository (`owner/name` lowercased, comment),
+    /// oldest first: what the test harness checks for replies no test read.
+    pub fn app_comments(&self) -> Vec<(String, FakeComment)> {
+        self.state()
+            .comments
+            .values()
+            .filter(|(_, c)| c.by_app)
+            .cloned()
+            .collect()
+    }
 }
 
 /// A GUID like GitHub's (`X-GitHub-Delivery`).

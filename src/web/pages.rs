@@ -646,7 +646,7 @@ pub async fn environment(
                 repo = escape(&repo_s),
                 sha = escape(r.sha.as_str()),
                 short = escape(r.sha.short()),
-                trigger = escape(&r.trigger.describe()),
+                trigger = escape(&crate::messages::trigger(&r.trigger)),
                 by = escape(&r.by),
                 at = ts(r.at),
                 log = escape(&log),

@@ -320,7 +320,8 @@ async fn slash_commands_stage_promote_rollback_teardown() {
         .unwrap();
     w.stack.settle().await.unwrap();
     assert_eq!(w.stack.fake.reactions(c), ["eyes", "confused"]);
-    assert!(w.stack.replies(11).last().unwrap().contains("maintain"));
+    w.stack.expect_reply(11, |t| t.contains("maintain"));
+    w.stack.expect_no_reply(11);
     assert!(
         w.stack
             .app
@@ -357,11 +358,15 @@ async fn slash_commands_stage_promote_rollback_teardown() {
     w.stack.comment("alice", 11, "/rollback 2").await.unwrap();
     w.stack.settle().await.unwrap();
     assert_eq!(w.stack.get(&env.url).await.unwrap().1, sha2.as_str());
+    // the deploys answered with reactions only
+    w.stack.expect_no_reply(11);
 
     // /status answers with the history; /help with the commands
     w.stack.comment("alice", 11, "/status").await.unwrap();
     w.stack.settle().await.unwrap();
-    let status = w.stack.replies(11).last().unwrap().clone();
+    let status = w
+        .stack
+        .expect_reply(11, |t| t.contains("### stagebot status"));
     assert!(
         status.contains("#4 (live)") && status.contains(sha1.short()),
         "{status}"
@@ -369,7 +374,9 @@ async fn slash_commands_stage_promote_rollback_teardown() {
     // an unknown command gets the help with a suggestion
     let c = w.stack.comment("alice", 11, "/stgae").await.unwrap();
     w.stack.settle().await.unwrap();
-    let help = w.stack.replies(11).last().unwrap().clone();
+    let help = w
+        .stack
+        .expect_reply(11, |t| t.contains("Did you mean `/stage`?"));
     assert!(
         help.contains("/stage") && help.contains("/rollback"),
         "{help}"
@@ -382,6 +389,7 @@ async fn slash_commands_stage_promote_rollback_teardown() {
     assert_eq!(w.preview(11, "cmds").state(), EnvState::Destroyed);
     assert_eq!(w.stack.fake.reactions(c), ["eyes", "rocket"]);
     assert_eq!(w.stack.get(&env.url).await.unwrap().0, 404);
+    w.stack.expect_no_reply(11);
     // one sticky comment through all of it
     let stickies = w
         .stack
@@ -405,7 +413,9 @@ async fn readers_are_refused_and_bots_are_ignored() {
     let c = w.stack.comment("rita", 12, "/stage").await.unwrap();
     w.stack.settle().await.unwrap();
     assert_eq!(w.stack.fake.reactions(c), ["eyes", "confused"]);
-    let refusal = w.stack.replies(12).last().unwrap().clone();
+    let refusal = w
+        .stack
+        .expect_reply(12, |t| t.starts_with("<!-- stagebot:reply:"));
     assert!(
         refusal.contains("write") && refusal.contains("read"),
         "{refusal}"
@@ -424,6 +434,8 @@ async fn readers_are_refused_and_bots_are_ignored() {
         .unwrap();
     w.stack.settle().await.unwrap();
     assert!(w.stack.app.store().envs().unwrap().is_empty());
+    // and get no answer
+    w.stack.expect_no_reply(12);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -468,14 +480,18 @@ async fn idle_previews_are_warned_then_swept_and_extend_pushes_out() {
     clock.advance(chrono::Duration::hours(54) - chrono::Duration::minutes(1));
     w.stack.app.sweep().await.unwrap();
     w.stack.settle().await.unwrap();
-    assert!(w.stack.replies(30).is_empty());
+    w.stack.expect_no_reply(30);
+    w.stack.expect_no_reply(31);
     // into the last day: one warning each
     clock.advance(chrono::Duration::minutes(2));
     w.stack.app.sweep().await.unwrap();
     w.stack.app.sweep().await.unwrap();
     w.stack.settle().await.unwrap();
-    assert_eq!(w.stack.replies(30).len(), 1, "warned once");
-    assert!(w.stack.replies(30)[0].contains("/extend"));
+    for pr in [30, 31] {
+        let warnings = w.stack.read_replies(pr);
+        assert_eq!(warnings.len(), 1, "warned once: {warnings:#?}");
+        assert!(warnings[0].contains("/extend 2d"), "{}", warnings[0]);
+    }
     assert!(w.stack.sticky(30).unwrap().contains("will be removed"));
     // #31 asks for two more days
     let c = w.stack.comment("alice", 31, "/extend 2d").await.unwrap();
@@ -492,6 +508,9 @@ async fn idle_previews_are_warned_then_swept_and_extend_pushes_out() {
     w.stack.app.sweep().await.unwrap();
     w.stack.settle().await.unwrap();
     assert_eq!(w.preview(31, "busy").state(), EnvState::Destroyed);
+    // no sweep ran inside #31's new warning window, and #30 was not warned twice
+    w.stack.expect_no_reply(31);
+    w.stack.expect_no_reply(30);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -627,6 +646,9 @@ async fn a_pull_request_cannot_lower_the_production_permission() {
         .unwrap();
     w.stack.settle().await.unwrap();
     assert_eq!(w.stack.fake.reactions(c), ["eyes", "confused"]);
+    w.stack.expect_reply(71, |t| {
+        t.contains("@alice: `/promote production` needs **maintain** permission")
+    });
     assert!(
         w.stack
             .app

@@ -11,6 +11,7 @@ mod edge;
 mod flows;
 mod frontdoor;
 mod github;
+mod harness;
 mod ingress;
 mod manifests;
 mod pipeline;

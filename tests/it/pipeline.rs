@@ -65,7 +65,9 @@ async fn on_merge_staging_then_promote_the_merged_pr_to_production() {
         .unwrap();
     w.stack.settle().await.unwrap();
     assert_eq!(w.stack.fake.reactions(c), ["eyes", "confused"]);
-    assert!(w.stack.replies(5).last().unwrap().contains("maintain"));
+    w.stack
+        .expect_reply(5, |t| t.contains("needs **maintain** permission"));
+    w.stack.expect_no_reply(5);
     assert!(!has_env(&w, "production"));
 
     // a maintainer promotes exactly the merge commit, from staging's release
@@ -131,7 +133,8 @@ async fn promote_of_a_merged_pr_says_what_staging_runs_when_it_is_another_commit
         .unwrap();
     w.stack.settle().await.unwrap();
     assert_eq!(w.stack.fake.reactions(c), ["eyes", "confused"]);
-    let reply = w.stack.replies(6).last().unwrap().clone();
+    let reply = w.stack.expect_reply(6, |_| true);
+    w.stack.expect_no_reply(6);
     assert!(
         reply.contains(&format!("staging runs `{}`", later.short()))
             && reply.contains(first.short()),
@@ -434,6 +437,9 @@ async fn an_admin_skips_the_gate_and_the_release_says_so() {
         .unwrap();
     w.stack.settle().await.unwrap();
     assert_eq!(w.stack.fake.reactions(c), ["eyes", "confused"]);
+    w.stack.expect_reply(22, |t| {
+        t.contains("@maria: `/promote production --skip-checks` needs **admin** permission")
+    });
     assert!(!has_env(&w, "production"));
     let c = w
         .stack

@@ -537,5 +537,7 @@ async fn the_command_provider_gets_a_token_for_one_repository_read_only() {
         call(reqwest::Method::POST, write_own, full.expose()).await,
         201
     );
+    // The control's comment (posted as the app) is the only one: the scoped token's was not.
+    stack.expect_reply(5, |t| t == "hello");
     let _ = stack.stop().await;
 }
