@@ -15,9 +15,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::command::{ArgProblem, CommandError, Problem};
+use crate::environment::{EnvRecord, EnvState, Release, Trigger};
 use crate::markdown;
 use crate::policy::{GITHUB_COMMENT_LIMIT, MAX_COMMANDS_PER_COMMENT, Notice, State};
-use crate::environment::{EnvRecord, EnvState, Release, Trigger};
 use crate::store::{CommandRun, PrRecord};
 use crate::types::{EnvKind, Permission, PrNumber, Sha, Slug};
 

@@ -170,7 +170,9 @@ fn sticky_waiting_for_ci() -> String {
         gate: Some(crate::repo_config::CiGate::All),
         checks: None,
     }));
-    prod.set_ci_wait(Some("waiting for CI: 2 of 3 checks passed; pending: `test`".into()));
+    prod.set_ci_wait(Some(
+        "waiting for CI: 2 of 3 checks passed; pending: `test`".into(),
+    ));
     let rows = vec![(prod, Some(release(1, 'b')), None)];
     sticky(&PrRecord::default(), &rows, at(2), &[])
 }

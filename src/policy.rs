@@ -995,9 +995,9 @@ fn run_command(
         }
         Command::Promote { target, .. } => {
             let slug = preview_slug_now.ok_or(Refusal::PrUnavailable)?;
-            let live_preview = state
-                .active_env(&slug)
-                .filter(|env| env.current_release().is_some() && env.state() != EnvState::TearingDown);
+            let live_preview = state.active_env(&slug).filter(|env| {
+                env.current_release().is_some() && env.state() != EnvState::TearingDown
+            });
             let closed =
                 info.is_some_and(|i| !i.open) || state.pr_record.as_ref().is_some_and(|r| r.closed);
             if live_preview.is_none() && closed && *target == PromoteTarget::Production {

@@ -3122,7 +3122,10 @@ fn dashboard_rollback_is_a_release_by_the_user_announced_on_the_pr() {
         }
     );
     assert!(d.trigger.is_rollback() && d.force && d.gate.is_none());
-    assert_eq!(crate::messages::trigger(&d.trigger), "rollback to #1 (dashboard)");
+    assert_eq!(
+        crate::messages::trigger(&d.trigger),
+        "rollback to #1 (dashboard)"
+    );
     let notice = notices(&actions).into_iter().flatten().next().unwrap();
     assert_eq!(
         crate::messages::notice(&notice),

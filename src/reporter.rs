@@ -167,9 +167,7 @@ impl App {
             let status = match phase {
                 Phase::Waiting => Some((
                     StatusState::Pending,
-                    CommitStatus::Waiting {
-                        ci: rec.ci_wait(),
-                    },
+                    CommitStatus::Waiting { ci: rec.ci_wait() },
                     log_url.clone(),
                 )),
                 Phase::Deploying => Some((

@@ -257,6 +257,10 @@ async fn serve_http(
         .header_read_timeout(header_read_timeout);
     loop {
         let (stream, peer) = tokio::select! {
+            // The signal first: once it has fired, no further connection is accepted (setup
+            // mode hands its queued connections to the full server this way).
+            biased;
+            _ = signal.wait() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -266,7 +270,6 @@ async fn serve_http(
                     continue;
                 }
             },
-            _ = signal.wait() => break,
         };
         let Ok(slot) = std::sync::Arc::clone(&slots).try_acquire_owned() else {
             tracing::warn!(%peer, max_connections, "connection limit reached; answered 503");

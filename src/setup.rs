@@ -278,15 +278,23 @@ struct SetupModeInner {
     core: SetupCore,
     own_hosts: Vec<String>,
     done: watch::Sender<Option<AppCredentials>>,
+    /// Stops setup mode's accept loop. Fired by the callback itself before it answers, so a
+    /// connection the browser (or GitHub) opens after that answer is never accepted by setup
+    /// mode and then closed by its shutdown: it waits in the listen queue for the full server.
+    stop: crate::shutdown::Trigger,
+    stopped: crate::shutdown::Shutdown,
 }
 
 impl SetupMode {
     /// `own_hosts`: the hosts `/setup` answers on ([`crate::server::own_hosts`]).
     pub fn new(core: SetupCore, own_hosts: Vec<String>) -> Self {
+        let (stop, stopped) = crate::shutdown::shutdown();
         Self(Arc::new(SetupModeInner {
             core,
             own_hosts,
             done: watch::channel(None).0,
+            stop,
+            stopped,
         }))
     }
 
@@ -314,6 +322,7 @@ impl SetupHost for SetupMode {
 
     fn complete(&self, creds: &AppCredentials) -> Result<Completion, SetupError> {
         self.0.done.send_replace(Some(creds.clone()));
+        self.0.stop.fire();
         Ok(Completion {
             app_in_use: true,
             webhook_in_use: true,
@@ -331,7 +340,6 @@ pub async fn run_setup_mode(
     max_connections: usize,
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<Option<AppCredentials>> {
-    let (trigger, signal) = crate::shutdown::shutdown();
     tracing::warn!(
         public_url = %mode.0.core.config.public_url,
         "setup mode: no GitHub App is configured; open /setup to register one"
@@ -340,7 +348,7 @@ pub async fn run_setup_mode(
         listener,
         mode.router(),
         max_connections,
-        signal,
+        mode.0.stopped.clone(),
     ));
     let mut done = mode.0.done.subscribe();
     let outcome = tokio::select! {
@@ -356,7 +364,7 @@ pub async fn run_setup_mode(
         } => creds,
         () = stop => None,
     };
-    trigger.fire();
+    mode.0.stop.fire();
     match server.await {
         Ok(result) => result?,
         Err(e) => return Err(std::io::Error::other(e)),

@@ -21,8 +21,8 @@ use axum::Router;
 use axum::routing::{get, post};
 
 use crate::app::App;
-use crate::github::PrInfo;
 use crate::environment::EnvRecord;
+use crate::github::PrInfo;
 use crate::types::{PrNumber, RepoName, Secret};
 
 /// The App's OAuth credentials (`GITHUB_CLIENT_ID`, `GITHUB_CLIENT_SECRET`).

@@ -6,10 +6,10 @@
 //! is refused. Screenshots of the pages are written to target/test-artefacts/browser/.
 
 use serde_json::{Value, json};
+use stagebot::environment::{EnvState, Trigger};
 use stagebot::event::payloads::{self, CommentPayload};
 use stagebot::fake_github::FakePr;
 use stagebot::slug::preview_slug;
-use stagebot::environment::{EnvState, Trigger};
 use stagebot::testkit::{INSTALLATION, TestPr};
 use stagebot::types::{EnvId, PrNumber, Sha, Slug};
 

@@ -4,8 +4,8 @@
 
 use reqwest::redirect::Policy;
 use serde_json::Value;
-use stagebot::slug::preview_slug;
 use stagebot::environment::EnvState;
+use stagebot::slug::preview_slug;
 use stagebot::testkit::{Stack, StackOptions, TestPr};
 use stagebot::types::PrNumber;
 

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use stagebot::slug::preview_slug;
 use stagebot::environment::EnvState;
+use stagebot::slug::preview_slug;
 use stagebot::testkit::{GitRepo, Stack, StackOptions, TestPr};
 use stagebot::types::{EnvId, Permission, PrNumber};
 use tokio_tungstenite::tungstenite::{self, Message};
