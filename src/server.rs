@@ -36,6 +36,8 @@ pub fn router(app: App) -> Router {
         .merge(crate::setup::routes::<App>())
         .merge(crate::web::router())
         .layer(axum::Extension(crate::web::WebState::default()))
+        // Inside `proxy_first`: stagebot's own answers only, never a preview's.
+        .layer(middleware::from_fn(own_page_headers))
         .layer(middleware::from_fn_with_state(app.clone(), proxy_first))
         .layer(axum::Extension(crate::webhook::UnverifiedBudget::new(
             app.settings().max_unverified_bytes,
@@ -62,6 +64,32 @@ pub fn admin_router(app: App) -> Router {
             post(admin_branch_deploy),
         )
         .with_state(app)
+}
+
+/// Headers on every answer of stagebot's own (never on a proxied preview's). The previews are
+/// usually on sibling subdomains of stagebot's host, so "same-site" for the browser: without
+/// these a preview page could frame the dashboard, with the visitor's session cookie sent, and
+/// overlay a decoy on its "Promote" button (clickjacking).
+async fn own_page_headers(req: axum::extract::Request, next: middleware::Next) -> Response {
+    use axum::http::{HeaderValue, header};
+    let mut resp = next.run(req).await;
+    let headers = resp.headers_mut();
+    for (name, value) in [
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "same-origin"),
+    ] {
+        headers
+            .entry(name)
+            .or_insert(HeaderValue::from_static(value));
+    }
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+        );
+    }
+    resp
 }
 
 fn err(status: StatusCode, message: impl Into<String>) -> Response {

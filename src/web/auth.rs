@@ -231,16 +231,32 @@ fn secure(app: &App) -> bool {
         .starts_with("https://")
 }
 
-fn set_cookie(app: &App, name: &str, value: &str, path: &str, max_age: i64) -> HeaderValue {
+/// The name a cookie goes by: over https with the `__Host-` prefix, which browsers accept only
+/// with `Secure`, `Path=/` and no `Domain`, so a preview on a sibling subdomain cannot plant
+/// (toss) one of its own for stagebot's host: no signing in a visitor as someone else.
+fn cookie_name(app: &App, base: &str) -> String {
+    host_only_name(secure(app), base)
+}
+
+fn host_only_name(secure: bool, base: &str) -> String {
+    if secure {
+        format!("__Host-{base}")
+    } else {
+        base.to_owned()
+    }
+}
+
+/// `Set-Cookie` for cookie `base` (see [`cookie_name`]), host-only, on every path.
+fn set_cookie(app: &App, base: &str, value: &str, max_age: i64) -> HeaderValue {
     let secure = if secure(app) { "; Secure" } else { "" };
-    let text =
-        format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
+    let name = cookie_name(app, base);
+    let text = format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Who is asking: the session named by the request's cookie, if valid.
 pub fn viewer(app: &App, web: &WebState, headers: &HeaderMap) -> super::Viewer {
-    let session = cookie(headers, SESSION_COOKIE).and_then(|c| {
+    let session = cookie(headers, &cookie_name(app, SESSION_COOKIE)).and_then(|c| {
         let key = web.key(app).ok()?;
         key.open(&c, app.now())
     });
@@ -371,7 +387,6 @@ pub async fn login(
             &app,
             OAUTH_COOKIE,
             &value,
-            "/auth",
             OAUTH_TTL.num_seconds(),
         )],
     )
@@ -410,7 +425,7 @@ pub async fn callback(
         }
     };
     // The state must be the one this browser was sent off with (signed, not expired).
-    let pre = cookie(&headers, OAUTH_COOKIE).unwrap_or_default();
+    let pre = cookie(&headers, &cookie_name(&app, OAUTH_COOKIE)).unwrap_or_default();
     let mut parts = pre.split('.');
     let (Some(state), Some(exp), Some(next), Some(sig), None) = (
         parts.next(),
@@ -487,8 +502,8 @@ pub async fn callback(
     redirect(
         &next,
         vec![
-            set_cookie(&app, SESSION_COOKIE, &value, "/", SESSION_TTL.num_seconds()),
-            set_cookie(&app, OAUTH_COOKIE, "", "/auth", 0),
+            set_cookie(&app, SESSION_COOKIE, &value, SESSION_TTL.num_seconds()),
+            set_cookie(&app, OAUTH_COOKIE, "", 0),
         ],
     )
 }
@@ -516,12 +531,23 @@ pub async fn logout(
     if let (Some(s), Ok(key)) = (viewer.session.as_ref(), web.key(&app)) {
         key.remove(&s.id);
     }
-    redirect("/", vec![set_cookie(&app, SESSION_COOKIE, "", "/", 0)])
+    redirect("/", vec![set_cookie(&app, SESSION_COOKIE, "", 0)])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn over_https_the_cookies_are_host_only_by_name() {
+        // `__Host-`: a preview on a sibling subdomain cannot plant one (cookie tossing).
+        assert_eq!(
+            host_only_name(true, SESSION_COOKIE),
+            "__Host-stagebot_session"
+        );
+        assert_eq!(host_only_name(true, OAUTH_COOKIE), "__Host-stagebot_oauth");
+        assert_eq!(host_only_name(false, SESSION_COOKIE), "stagebot_session");
+    }
 
     #[test]
     fn next_stays_on_this_host() {

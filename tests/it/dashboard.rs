@@ -82,8 +82,31 @@ async fn sign_in(stack: &Stack, login: &str) -> String {
         attrs.contains("HttpOnly") && attrs.contains("SameSite=Lax") && attrs.contains("Path=/"),
         "{attrs}"
     );
-    // http://127.0.0.1: not Secure (a browser would drop it); https public URLs get Secure.
+    // http://127.0.0.1: not Secure (a browser would drop it); https public URLs get Secure
+    // and the `__Host-` prefix.
     assert!(!attrs.contains("Secure"), "{attrs}");
+    // Framing refused: a preview on a sibling subdomain is "same-site" and would get the
+    // session cookie sent into a frame of the dashboard (clickjacking its buttons).
+    let page = http
+        .get(format!("{}/", stack.url()))
+        .header("Cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    let header = |name: &str| {
+        page.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header("x-frame-options"), "DENY");
+    assert!(
+        header("content-security-policy").contains("frame-ancestors 'none'"),
+        "{}",
+        header("content-security-policy")
+    );
+    assert_eq!(header("x-content-type-options"), "nosniff");
     session
 }
 
