@@ -34,6 +34,9 @@ use crate::app::App;
 pub const SESSION_COOKIE: &str = "stagebot_session";
 /// The pre-session cookie's name (the OAuth `state`).
 pub const OAUTH_COOKIE: &str = "stagebot_oauth";
+/// Sessions one GitHub login keeps at once (browsers, devices); signing in once more ends the
+/// oldest.
+pub const MAX_SESSIONS_PER_LOGIN: usize = 8;
 /// How long a session lasts; the repository list is read again at the next sign-in.
 pub const SESSION_TTL: chrono::Duration = chrono::Duration::hours(8);
 /// How long the authorize round trip may take.
@@ -182,19 +185,33 @@ impl SessionKey {
     }
 
     /// Delete the records of expired sessions.
-    fn prune(&self, now: DateTime<Utc>) {
+    /// Remove expired sessions, and `login`'s oldest beyond [`MAX_SESSIONS_PER_LOGIN`] - 1 (a
+    /// new one is about to be written): signing in again and again costs bounded disk.
+    fn prune(&self, now: DateTime<Utc>, login: &str) {
         let Ok(dir) = std::fs::read_dir(&self.sessions) else {
             return;
         };
+        let mut theirs = Vec::new();
         for entry in dir.flatten() {
             let path = entry.path();
-            let expired = std::fs::read(&path)
+            match std::fs::read(&path)
                 .ok()
                 .and_then(|t| serde_json::from_slice::<Session>(&t).ok())
-                .is_none_or(|s| s.expires_at <= now);
-            if expired {
-                let _ = std::fs::remove_file(path);
+            {
+                Some(s) if s.expires_at > now => {
+                    if s.login.eq_ignore_ascii_case(login) {
+                        theirs.push((s.created_at, path));
+                    }
+                }
+                _ => {
+                    let _ = std::fs::remove_file(path);
+                }
             }
+        }
+        theirs.sort();
+        let surplus = theirs.len().saturating_sub(MAX_SESSIONS_PER_LOGIN - 1);
+        for (_, path) in theirs.into_iter().take(surplus) {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -476,7 +493,7 @@ pub async fn callback(
         }
     };
     let now = app.now();
-    key.prune(now);
+    key.prune(now, &signed_in.login);
     let Ok(id) = random_id() else {
         return refused("no random numbers");
     };
@@ -557,6 +574,40 @@ mod tests {
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
         assert_eq!(safe_next(Some("/a\r\nSet-Cookie: x")), "/");
         assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn signing_in_again_and_again_keeps_a_bounded_number_of_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SessionKey::load_or_create(dir.path()).unwrap();
+        let now = Utc::now();
+        let session = |login: &str, i: i64| Session {
+            id: random_id().unwrap(),
+            login: login.into(),
+            repos: Default::default(),
+            created_at: now + chrono::Duration::seconds(i),
+            expires_at: now + SESSION_TTL,
+        };
+        let other = key.create(&session("grace", 0)).unwrap();
+        let mut cookies = Vec::new();
+        for i in 0..30 {
+            key.prune(now, "ada");
+            cookies.push(key.create(&session("ada", i)).unwrap());
+        }
+        let files = std::fs::read_dir(dir.path().join("sessions"))
+            .unwrap()
+            .count();
+        assert_eq!(
+            files,
+            MAX_SESSIONS_PER_LOGIN + 1,
+            "ada's newest and grace's"
+        );
+        assert!(key.open(&cookies[29], now).is_some(), "the newest is kept");
+        assert!(key.open(&cookies[0], now).is_none(), "the oldest is gone");
+        assert!(
+            key.open(&other, now).is_some(),
+            "another user's is untouched"
+        );
     }
 
     #[test]
