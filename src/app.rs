@@ -181,6 +181,8 @@ pub struct App(pub(crate) Arc<Inner>);
 impl App {
     pub fn new(parts: Parts) -> Self {
         let proxy_idle = parts.settings.proxy_idle_timeout;
+        // Tunnels may hold half of the connection slots; the rest stay for webhooks and pages.
+        let max_tunnels = parts.settings.max_connections / 2;
         let setup = crate::setup::SetupCore::from_settings(&parts.settings, parts.github.api_url());
         Self(Arc::new(Inner {
             settings: parts.settings,
@@ -191,7 +193,8 @@ impl App {
             proxy_client: ProxyClient::with_timeouts(
                 crate::proxy::RESPONSE_HEADER_TIMEOUT,
                 proxy_idle,
-            ),
+            )
+            .with_max_tunnels(max_tunnels),
             clock: parts.clock,
             secrets: parts.secrets,
             metrics: Metrics::default(),

@@ -211,6 +211,8 @@ pub struct ProxyClient {
     body_idle_timeout: Duration,
     /// WebSocket tunnels open now (shared by every clone).
     tunnels: Arc<std::sync::atomic::AtomicUsize>,
+    /// At most this many tunnels at once ([`ProxyClient::with_max_tunnels`]).
+    max_tunnels: usize,
 }
 
 impl Default for ProxyClient {
@@ -234,6 +236,7 @@ impl ProxyClient {
             response_header_timeout: RESPONSE_HEADER_TIMEOUT,
             body_idle_timeout: BODY_IDLE_TIMEOUT,
             tunnels: Arc::default(),
+            max_tunnels: usize::MAX,
         }
     }
 
@@ -245,6 +248,14 @@ impl ProxyClient {
             body_idle_timeout: body_idle,
             ..Self::new()
         }
+    }
+
+    /// Refuse a WebSocket handshake (503) while `max` tunnels are open. The server sets half
+    /// of `STAGEBOT_MAX_CONNECTIONS`: long-lived tunnels of one visitor cannot take every
+    /// connection slot and lock out webhooks and the dashboard.
+    pub fn with_max_tunnels(mut self, max: usize) -> Self {
+        self.max_tunnels = max.max(1);
+        self
     }
 
     /// WebSocket tunnels open now.
@@ -349,6 +360,18 @@ pub async fn forward(
 
     let (mut parts, body) = req.into_parts();
     let websocket = is_websocket_handshake(&parts.method, &parts.headers);
+    if websocket && client.open_tunnels() >= client.max_tunnels {
+        tracing::warn!(%host, max = client.max_tunnels, "WebSocket refused: tunnels at their limit");
+        let mut resp = text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stagebot: too many WebSocket connections are open; retry in a moment.\n".to_owned(),
+        );
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("5"),
+        );
+        return Ok(resp);
+    }
     // The client side of a WebSocket: its connection, once the response is `101`.
     let client_side = if websocket {
         parts.extensions.remove::<hyper::upgrade::OnUpgrade>()

@@ -354,8 +354,8 @@ async fn websocket_echoes_through_the_proxy_and_counts_against_the_connection_li
         "Upgrade=- Connection=- HTTP2-Settings=-"
     );
 
-    // Open tunnels count against STAGEBOT_MAX_CONNECTIONS (4): new connections are refused
-    // with 503 while they are open, however many idle keep-alive connections there are.
+    // Open tunnels count against STAGEBOT_MAX_CONNECTIONS (4), and may take at most half of
+    // it: a further handshake is refused with 503.
     let mut open = Vec::new();
     let mut refused = 0;
     for _ in 0..6 {
@@ -370,11 +370,8 @@ async fn websocket_echoes_through_the_proxy_and_counts_against_the_connection_li
         }
     }
     assert_eq!(refused, 1, "opened {} tunnels, none refused", open.len());
-    assert!(
-        !open.is_empty() && open.len() <= 4,
-        "{} tunnels",
-        open.len()
-    );
+    // Tunnels hold at most half of the slots (the rest stay for webhooks and pages).
+    assert_eq!(open.len(), 2, "{} tunnels", open.len());
     assert_eq!(live.stack.app.proxy_client().open_tunnels(), open.len());
     // Each still echoes.
     for (i, ws) in open.iter_mut().enumerate() {
