@@ -14,9 +14,9 @@ use crate::metrics::Metrics;
 use crate::policy::Limits;
 use crate::provider::Provider;
 use crate::proxy::{ProxyClient, Routes};
+use crate::signature::WebhookSecrets;
 use crate::store::Store;
 use crate::types::{EnvId, RepoName, Slug};
-use crate::webhook::WebhookSecrets;
 
 /// How failed deliveries are retried before they become dead letters.
 #[derive(Debug, Clone)]
@@ -43,6 +43,10 @@ impl RetrySchedule {
         self.base.saturating_mul(factor).min(self.max)
     }
 }
+
+/// The default of `STAGEBOT_MAX_UNVERIFIED_BYTES` (the front door's budget for bodies not yet
+/// verified, src/webhook.rs).
+pub const DEFAULT_MAX_UNVERIFIED_BYTES: usize = 64 * 1024 * 1024;
 
 /// Settings that shape behaviour (built from the CLI/env by the binary, or by tests).
 #[derive(Debug, Clone)]
@@ -116,7 +120,7 @@ impl Settings {
             vars: BTreeMap::new(),
             own_hosts,
             dashboard_public: false,
-            max_unverified_bytes: crate::webhook::DEFAULT_MAX_UNVERIFIED_BYTES,
+            max_unverified_bytes: DEFAULT_MAX_UNVERIFIED_BYTES,
             max_connections: crate::serve::DEFAULT_MAX_CONNECTIONS,
             log_max: crate::provider::process::DEFAULT_LOG_MAX,
             dead_letters_max: crate::store::DEFAULT_DEAD_LETTERS_MAX,

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::signature::WebhookSecrets;
 use crate::types::Secret;
-use crate::webhook::WebhookSecrets;
 
 /// The file the manifest flow writes in the data dir.
 pub const FILE: &str = "app.json";

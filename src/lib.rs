@@ -33,6 +33,7 @@ pub mod server;
 pub mod services;
 pub mod setup;
 pub mod shutdown;
+pub mod signature;
 pub mod slug;
 pub mod store;
 pub mod testkit;

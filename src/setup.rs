@@ -36,8 +36,8 @@ use tokio::sync::watch;
 
 use crate::app::{App, Settings};
 use crate::credentials::{AppCredentials, FromEnv};
+use crate::signature::WebhookSecrets;
 use crate::types::Secret;
-use crate::webhook::WebhookSecrets;
 
 /// How long a `state` handed out by `/setup` stays valid (GitHub's manifest codes live an hour).
 pub const STATE_TTL: Duration = Duration::from_secs(3600);

@@ -42,9 +42,9 @@ use crate::github::{GitHub, GitHubConfig, RetryPolicy};
 use crate::provider::Provider;
 use crate::provider::local::{LocalConfig, LocalProvider};
 use crate::proxy::Routes;
+use crate::signature::{WebhookSecrets, sign};
 use crate::store::Store;
 use crate::types::{Permission, PrNumber, RepoName, Sha};
-use crate::webhook::{WebhookSecrets, sign};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KitError {

@@ -17,23 +17,21 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderMap, StatusCode, header::RETRY_AFTER};
 use axum::response::{IntoResponse, Response};
-use hmac::{Hmac, Mac};
 use http_body_util::BodyExt;
 use serde_json::json;
-use sha2::Sha256;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::app::App;
+pub use crate::app::DEFAULT_MAX_UNVERIFIED_BYTES;
+pub use crate::signature::{WebhookSecrets, sign};
 use crate::store::Inserted;
-use crate::types::{DeliveryId, Secret};
+use crate::types::DeliveryId;
 
 /// GitHub caps payloads at 25 MiB.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
 /// A client that has not sent its whole body by then is cut off.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// The default of `STAGEBOT_MAX_UNVERIFIED_BYTES`.
-pub const DEFAULT_MAX_UNVERIFIED_BYTES: usize = 64 * 1024 * 1024;
 /// What a `503` for a full budget asks the client to wait, in seconds.
 pub const BUSY_RETRY_AFTER_SECS: u64 = 5;
 
@@ -97,78 +95,6 @@ impl Reservation {
             Err(_) => false,
         }
     }
-}
-
-/// The configured webhook secrets (several, so a secret can be rotated without downtime).
-/// Clones share one set: [`replace`](Self::replace) (an App registered through `/setup`) takes
-/// effect for every holder at once.
-#[derive(Clone, Debug)]
-pub struct WebhookSecrets(Arc<std::sync::RwLock<Arc<Vec<Secret>>>>);
-
-impl WebhookSecrets {
-    /// From a comma-separated list; empty entries are dropped. `None` when nothing is left.
-    pub fn parse(list: &str) -> Option<Self> {
-        let secrets: Vec<Secret> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(Secret::new)
-            .collect();
-        (!secrets.is_empty()).then(|| Self(Arc::new(std::sync::RwLock::new(Arc::new(secrets)))))
-    }
-
-    fn current(&self) -> Arc<Vec<Secret>> {
-        Arc::clone(
-            &self
-                .0
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-    }
-
-    /// Verify with `other`'s secrets from now on (every clone of `self` included).
-    pub fn replace(&self, other: &WebhookSecrets) {
-        let secrets = other.current();
-        *self
-            .0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = secrets;
-    }
-
-    /// Does `header` (`sha256=<hex>`) match the HMAC-SHA256 of `body` under any secret?
-    /// Compared in constant time (`Mac::verify_slice`).
-    pub fn verify(&self, header: &str, body: &[u8]) -> bool {
-        let Some(hex_sig) = header.strip_prefix("sha256=") else {
-            return false;
-        };
-        let Ok(sig) = hex::decode(hex_sig.trim()) else {
-            return false;
-        };
-        self.current().iter().any(|secret| {
-            let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()) else {
-                return false;
-            };
-            mac.update(body);
-            mac.verify_slice(&sig).is_ok()
-        })
-    }
-
-    /// The signature header value for `body` under the first secret (tests, the demo).
-    pub fn sign(&self, body: &[u8]) -> String {
-        let secrets = self.current();
-        sign(secrets.first().map_or("", Secret::expose), body)
-    }
-}
-
-/// `sha256=<hex HMAC-SHA256 of body>`.
-pub fn sign(secret: &str, body: &[u8]) -> String {
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
-        Ok(m) => m,
-        Err(_) => unreachable!("HMAC accepts keys of any length"),
-    };
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
