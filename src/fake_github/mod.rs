@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+mod chaos;
 mod server;
 
 use std::collections::{BTreeMap, HashMap};
@@ -31,6 +32,8 @@ use serde::Serialize;
 use crate::types::{Permission, PrNumber, RepoName, Secret, Sha};
 
 pub use http::Method;
+
+pub use chaos::{Chaos, ChaosFault, ChaosKind, ChaosStats, WebhookFate};
 
 /// The fake app's id.
 pub const FAKE_APP_ID: u64 = 4242;
@@ -450,6 +453,8 @@ struct State {
     webhook_target: Option<WebhookTarget>,
     /// Redeliveries to send once the current request is answered.
     outbox: Vec<Outgoing>,
+    /// Seeded fault injection (the chaos run), when on.
+    chaos: Option<chaos::ChaosState>,
 }
 
 /// A check run as the fake keeps it.
@@ -490,6 +495,7 @@ impl State {
             hook_log: Vec::new(),
             webhook_target: None,
             outbox: Vec::new(),
+            chaos: None,
         }
     }
 

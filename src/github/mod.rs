@@ -54,8 +54,6 @@ pub const DESCRIPTION_MAX_CHARS: usize = 140;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// One attempt, from sending the request to having read the whole answer.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 const PER_PAGE: u32 = 100;
 const MAX_PAGES: usize = 100;
 
@@ -656,9 +654,10 @@ impl GitHub {
             let body = body.collect().await?.to_bytes();
             Ok::<_, octocrab::Error>((parts, body))
         };
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, exchange).await {
+        let limit = self.inner.retry.attempt_timeout;
+        match tokio::time::timeout(limit, exchange).await {
             Err(_) => Err(GitHubError::Transport(format!(
-                "no complete answer within {ATTEMPT_TIMEOUT:?}"
+                "no complete answer within {limit:?}"
             ))),
             Ok(Err(e)) => Err(GitHubError::Transport(chain(&e))),
             Ok(Ok((parts, body))) => Ok(Answer {
