@@ -115,6 +115,9 @@ impl DeploymentPayload {
 
 /// How many times a failed write of a deployment's id is tried again before the report fails.
 const ID_WRITE_RETRIES: u32 = 3;
+/// Creating a deployment whose answer was lost (5xx, timeout) is tried this many more times,
+/// each after looking for it first.
+const LOST_ANSWER_RETRIES: u32 = 3;
 
 impl App {
     /// Report an environment's phase; failures are remembered for the reconciler.
@@ -487,38 +490,39 @@ impl App {
             return Ok(id);
         }
         let payload = DeploymentPayload::of(attempt);
-        let mut adopted = None;
-        if !fresh {
-            adopted = client
-                .deployments(&payload.environment, &attempt.sha)
-                .await?
-                .into_iter()
-                .find(|d| {
-                    DeploymentPayload::from_json(&d.payload).is_some_and(|p| {
-                        p.environment == payload.environment && p.attempt == attempt.attempt
-                    })
-                })
-                .map(|d| d.id);
-            if let Some(id) = adopted {
-                tracing::info!(env = %attempt.env, attempt = attempt.attempt, deployment = id, "adopted the deployment created before a crash");
+        // Not fresh: a crash (or a lost answer) may have left the deployment made; find it by
+        // its payload before creating one.
+        let mut look_first = !fresh;
+        let mut lost_answers = 0;
+        let id = loop {
+            if look_first
+                && let Some(id) = Self::find_deployment(client, &payload, attempt).await?
+            {
+                tracing::info!(env = %attempt.env, attempt = attempt.attempt, deployment = id, "adopted the deployment created before a crash or a lost answer");
+                break id;
             }
-        }
-        let id = match adopted {
-            Some(id) => id,
-            None => {
-                client
-                    .create_deployment(&NewDeployment {
-                        git_ref: attempt.sha.clone(),
-                        environment: payload.environment.clone(),
-                        description: format!(
-                            "stagebot {} {} release #{}",
-                            attempt.kind, attempt.env.slug, attempt.release
-                        ),
-                        transient_environment: attempt.kind == EnvKind::Preview,
-                        production_environment: attempt.kind == EnvKind::Production,
-                        payload: payload.to_json(),
-                    })
-                    .await?
+            let created = client
+                .create_deployment(&NewDeployment {
+                    git_ref: attempt.sha.clone(),
+                    environment: payload.environment.clone(),
+                    description: format!(
+                        "stagebot {} {} release #{}",
+                        attempt.kind, attempt.env.slug, attempt.release
+                    ),
+                    transient_environment: attempt.kind == EnvKind::Preview,
+                    production_environment: attempt.kind == EnvKind::Production,
+                    payload: payload.to_json(),
+                })
+                .await;
+            match created {
+                Ok(id) => break id,
+                // GitHub may have created it and the answer was lost: look before trying again.
+                Err(e) if e.is_retryable() && lost_answers < LOST_ANSWER_RETRIES => {
+                    lost_answers += 1;
+                    tracing::warn!(env = %attempt.env, attempt = attempt.attempt, error = %e, "creating the deployment got no clear answer; looking for it before trying again");
+                    look_first = true;
+                }
+                Err(e) => return Err(e.into()),
             }
         };
         // Without this record a later report would look the deployment up again (one GET), not
@@ -542,6 +546,24 @@ impl App {
                 }
             }
         }
+    }
+
+    /// The deployment GitHub holds for `attempt` (found by its payload), if any.
+    async fn find_deployment(
+        client: &RepoClient,
+        payload: &DeploymentPayload,
+        attempt: &AttemptRecord,
+    ) -> Result<Option<u64>, ReportError> {
+        Ok(client
+            .deployments(&payload.environment, &attempt.sha)
+            .await?
+            .into_iter()
+            .find(|d| {
+                DeploymentPayload::from_json(&d.payload).is_some_and(|p| {
+                    p.environment == payload.environment && p.attempt == attempt.attempt
+                })
+            })
+            .map(|d| d.id))
     }
 
     /// Post a status on the attempt's deployment and record the new state.

@@ -909,12 +909,19 @@ impl RepoClient {
     }
 
     /// Create a GitHub Deployment (never auto-merged, no required contexts); returns its id.
+    ///
+    /// Retried only after a rate limit, never after an answer that leaves open whether GitHub
+    /// created it (a second deployment would stay "in progress" forever): the caller looks the
+    /// deployment up by its payload (see [`deployments`](Self::deployments)) before creating
+    /// it again.
     pub async fn create_deployment(&self, req: &NewDeployment) -> Result<u64, GitHubError> {
         let answer = self
-            .call(
+            .gh
+            .call_not_twice(
+                As::Installation(self.installation_id),
                 Method::POST,
                 "/repos/{owner}/{repo}/deployments",
-                "/deployments",
+                self.path("/deployments"),
                 Some(to_json(&routes::CreateDeployment {
                     git_ref: req.git_ref.as_str(),
                     task: "deploy",

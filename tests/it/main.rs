@@ -16,3 +16,4 @@ mod sandbox;
 mod sentry;
 mod support;
 mod worker;
+mod chaos;
