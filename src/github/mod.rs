@@ -55,6 +55,9 @@ pub const DESCRIPTION_MAX_CHARS: usize = 140;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 const PER_PAGE: u32 = 100;
+/// A new comment whose answer was lost (5xx, timeout) is looked for and posted again at most
+/// this many times.
+const LOST_ANSWER_RETRIES: u32 = 3;
 const MAX_PAGES: usize = 100;
 
 /// How to reach GitHub and who we are there.
@@ -779,26 +782,36 @@ impl RepoClient {
             }
         }
         let app_id = self.gh.app_id();
-        let mut found = None;
-        self.gh
-            .visit_pages(
-                As::Installation(self.installation_id),
-                "/repos/{owner}/{repo}/issues/{number}/comments",
-                self.path(&format!("/issues/{pr}/comments?per_page={PER_PAGE}")),
-                |page: Vec<routes::IssueComment>| {
-                    found = page.into_iter().find(|c| is_our_sticky(c, app_id));
-                    found.is_some()
-                },
-            )
-            .await?;
-        match found {
-            Some(c) => {
+        let mut lost_answers = 0;
+        loop {
+            let mut found = None;
+            self.gh
+                .visit_pages(
+                    As::Installation(self.installation_id),
+                    "/repos/{owner}/{repo}/issues/{number}/comments",
+                    self.path(&format!("/issues/{pr}/comments?per_page={PER_PAGE}")),
+                    |page: Vec<routes::IssueComment>| {
+                        found = page.into_iter().find(|c| is_our_sticky(c, app_id));
+                        found.is_some()
+                    },
+                )
+                .await?;
+            if let Some(c) = found {
                 if c.body.as_deref() != Some(body.as_str()) {
                     self.edit_comment(c.id, &body).await?;
                 }
-                Ok(c.id)
+                return Ok(c.id);
             }
-            None => self.reply(pr, &body).await,
+            // Never posted twice: after an answer that leaves open whether GitHub created it,
+            // look again before posting again.
+            match self.reply_not_twice(pr, &body).await {
+                Ok(id) => return Ok(id),
+                Err(e) if e.is_retryable() && lost_answers < LOST_ANSWER_RETRIES => {
+                    lost_answers += 1;
+                    tracing::warn!(%pr, error = %e, "posting the sticky comment got no clear answer; looking for it before posting again");
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
