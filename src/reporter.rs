@@ -495,8 +495,7 @@ impl App {
         let mut look_first = !fresh;
         let mut lost_answers = 0;
         let id = loop {
-            if look_first
-                && let Some(id) = Self::find_deployment(client, &payload, attempt).await?
+            if look_first && let Some(id) = Self::find_deployment(client, &payload, attempt).await?
             {
                 tracing::info!(env = %attempt.env, attempt = attempt.attempt, deployment = id, "adopted the deployment created before a crash or a lost answer");
                 break id;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use stagebot::event::payloads::{self, CommentPayload, PrPayload, PushPayload};
-use stagebot::fake_github::{Chaos, ChaosStats, FakeGitHub, FakePr};
+use stagebot::fake_github::{Chaos, ChaosStats, FakeGitHub, FakePr, Fault, FaultKind, Method};
 use stagebot::testkit::{GitRepo, INSTALLATION, Stack, StackOptions, python_app_files};
 use stagebot::types::{DeliveryId, Permission, PrNumber, RepoName, Sha};
 
@@ -330,12 +330,15 @@ impl<'a> Run<'a> {
                 if let Some(o) = payload.get_mut("stagebot").and_then(Value::as_object_mut) {
                     o.remove("attempt");
                 }
-                by_env.entry(d.environment.clone()).or_default().push(format!(
-                    "{} {} {:?}",
-                    d.sha,
-                    normalise(&payload.to_string(), &port),
-                    states
-                ));
+                by_env
+                    .entry(d.environment.clone())
+                    .or_default()
+                    .push(format!(
+                        "{} {} {:?}",
+                        d.sha,
+                        normalise(&payload.to_string(), &port),
+                        states
+                    ));
             }
             for (env, deps) in by_env {
                 writeln!(out, "{} deployments to {env}: {deps:#?}", s.name).unwrap();
@@ -506,4 +509,86 @@ fn normalise_replaces_times_and_the_port() {
         ),
         "live since TIME at http://x.localhost:PORT/ (TIME)"
     );
+}
+
+/// Found by the chaos run: a sticky comment GitHub created but whose answer was lost (502) was
+/// posted again, leaving two sticky comments on the PR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sticky_comment_whose_answer_was_lost_is_not_posted_twice() {
+    let fake = FakeGitHub::start().await;
+    let repo: RepoName = "octo/web".parse().unwrap();
+    fake.add_installation(INSTALLATION, "octo");
+    fake.add_repo(&repo, "main", INSTALLATION);
+    fake.upsert_pr(
+        &repo,
+        FakePr::new(9, "b", Sha::new("abcdef1234567").unwrap()),
+    );
+    let gh = stagebot::github::GitHub::new(stagebot::github::GitHubConfig {
+        api_url: fake.url(),
+        app_id: fake.app_id(),
+        private_key_pem: fake.private_key_pem(),
+        retry: stagebot::github::RetryPolicy {
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            ..stagebot::github::RetryPolicy::default()
+        },
+    })
+    .unwrap();
+    let rc = gh.repo(INSTALLATION, repo.clone());
+    fake.inject_fault(
+        Fault::new(
+            "/repos/octo/web/issues/9/comments",
+            1,
+            FaultKind::ServedThen502,
+        )
+        .method(Method::POST),
+    );
+    let id = rc
+        .upsert_sticky_comment(PrNumber(9), None, "hello")
+        .await
+        .unwrap();
+    let comments = fake.comments(&repo, PrNumber(9));
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    assert_eq!((comments[0].id, comments[0].is_sticky()), (id, true));
+    // One POST (its answer lost), then a look that finds it; no second POST.
+    assert_eq!(
+        fake.requests_to("POST", "/repos/octo/web/issues/9/comments")
+            .len(),
+        1
+    );
+}
+
+/// Found by the chaos run: a deployment GitHub created but whose answer was lost (502, or a
+/// timeout) was created again; the first stayed without a status forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_whose_answer_was_lost_is_not_created_twice() {
+    let w = crate::flows::World::new("").await;
+    let sha = w.commit("lost-deploy", "v1", "");
+    w.stack.fake.inject_fault(
+        Fault::new(
+            &format!("/repos/{}/deployments", w.repo()),
+            1,
+            FaultKind::ServedThen502,
+        )
+        .method(Method::POST),
+    );
+    w.stack
+        .open_pr(&stagebot::testkit::TestPr::new(
+            12,
+            "lost-deploy",
+            sha,
+            &w.git.clone_url(),
+        ))
+        .await
+        .unwrap();
+    w.stack.settle().await.unwrap();
+    let env = w.preview(12, "lost-deploy");
+    assert_eq!(env.state, stagebot::store::EnvState::Live);
+    let deps = w
+        .stack
+        .fake
+        .deployments(w.repo(), &format!("preview/{}", env.id.slug));
+    assert_eq!(deps.len(), 1, "{deps:#?}");
+    let states: Vec<_> = deps[0].statuses.iter().map(|s| s.state.as_str()).collect();
+    assert_eq!(states, ["in_progress", "success"]);
 }

@@ -2,6 +2,7 @@
 
 mod backups;
 mod catchup;
+mod chaos;
 mod comments;
 mod database;
 mod deployments;
@@ -16,4 +17,3 @@ mod sandbox;
 mod sentry;
 mod support;
 mod worker;
-mod chaos;
