@@ -33,6 +33,7 @@ pub fn router(app: App) -> Router {
         .route("/api/environments", get(api_envs))
         .route("/api/environments/{owner}/{repo}/{slug}", get(api_env))
         .route("/logs/{owner}/{repo}/{slug}/{n}", get(logs))
+        .route("/api/deliveries", get(api_deliveries))
         .layer(middleware::from_fn_with_state(app.clone(), proxy_first))
         .layer(axum::Extension(crate::webhook::UnverifiedBudget::new(
             app.settings().max_unverified_bytes,
@@ -51,6 +52,7 @@ pub fn admin_router(app: App) -> Router {
         )
         .route("/admin/deliveries", get(admin_deliveries))
         .route("/admin/deliveries/{id}/replay", post(admin_replay))
+        .route("/admin/deliveries/summary", get(api_deliveries))
         .route("/admin/backup", post(admin_backup))
         .route("/admin/snapshot", post(crate::services::admin_snapshot))
         .route("/admin/repos/{owner}/{repo}/promote", post(admin_promote))
@@ -555,11 +557,24 @@ async fn dashboard(State(app): State<App>) -> Response {
             )
         })
         .collect();
+    // Webhooks GitHub failed to deliver and redelivered at the catch-up's request.
+    let recovered = match app.store().recovered_total() {
+        Ok(0) => String::new(),
+        Ok(n) => format!(
+            "<p class=recovered>{n} lost webhook deliver{} recovered from GitHub's delivery log \
+             (<code>stagebot deliveries list</code> marks them).</p>",
+            if n == 1 { "y" } else { "ies" }
+        ),
+        Err(e) => format!(
+            "<p class=warning>recovered deliveries: {}</p>",
+            escape(&e.to_string())
+        ),
+    };
     Html(format!(
         "<!doctype html><meta charset=utf-8><title>stagebot</title>\
          <style>body{{font:14px system-ui;margin:2em}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}.warning{{background:#fff3cd;padding:6px 10px}}</style>\
          <h1>stagebot</h1>{warnings}<table><tr><th>Repository</th><th>Environment</th><th>Kind</th><th>State</th><th>URL</th><th>Release</th><th>Expires</th></tr>{rows}</table>\
-         {private_note}<p><a href=\"/api/environments\">JSON</a> · <a href=\"/metrics\">metrics</a></p>"
+         {recovered}{private_note}<p><a href=\"/api/environments\">JSON</a> · <a href=\"/metrics\">metrics</a></p>"
     ))
     .into_response()
 }
@@ -597,6 +612,16 @@ async fn admin_deliveries(State(app): State<App>, Query(q): Query<DeliveriesQuer
                 .collect::<Vec<_>>(),
         )
         .into_response(),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `{"recovered_total": n}`: deliveries GitHub redelivered at the catch-up's request since the
+/// store was created (`stagebot_deliveries_recovered_total`; src/catchup.rs). Counts only, so
+/// the public API shows nothing of private repositories.
+async fn api_deliveries(State(app): State<App>) -> Response {
+    match app.store().recovered_total() {
+        Ok(n) => Json(json!({ "recovered_total": n })).into_response(),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
