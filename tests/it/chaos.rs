@@ -221,7 +221,7 @@ impl<'a> Run<'a> {
     /// The day, interleaved over the repositories; settled after each step.
     async fn day(&mut self) {
         let repos = self.sources.len();
-        for step in 0..16 {
+        for step in 0..18 {
             for r in 0..repos {
                 match step {
                     0 => self.open(r, 1, "f1v1").await,
@@ -239,7 +239,10 @@ impl<'a> Run<'a> {
                     12 => self.open(r, 3, "f3v1").await,
                     13 => self.command(r, 3, "alice", "/rollback staging 1").await,
                     14 => self.command(r, 2, "alice", "/teardown").await,
-                    _ => self.close(r, 2, "f2v2", false).await,
+                    15 => self.close(r, 2, "f2v2", false).await,
+                    // Refused (a writer may not deploy production): a reply and 😕.
+                    16 => self.command(r, 3, "alice", "/promote production").await,
+                    _ => self.command(r, 3, "maria", "/status\n/help").await,
                 }
             }
             self.settle().await;
@@ -311,6 +314,27 @@ impl<'a> Run<'a> {
                 if *cr == r {
                     writeln!(out, "{} {label}: {:?}", s.name, fake.reactions(*id)).unwrap();
                 }
+            }
+            // Commit statuses: the last state per context is what GitHub shows on a commit.
+            for (label, sha) in s
+                .heads
+                .iter()
+                .map(|(l, sha)| (*l, sha))
+                .chain([("merge", &s.merge), ("main", &s.main)])
+            {
+                let mut last: BTreeMap<String, String> = BTreeMap::new();
+                for st in fake.statuses(&s.name, sha) {
+                    last.insert(
+                        st.context.clone(),
+                        format!(
+                            "{} {} {}",
+                            st.state,
+                            normalise(&st.description, &port),
+                            normalise(st.target_url.as_deref().unwrap_or(""), &port)
+                        ),
+                    );
+                }
+                writeln!(out, "{} {label} statuses: {last:?}", s.name).unwrap();
             }
             let mut by_env: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for d in fake.all_deployments(&s.name) {
