@@ -19,8 +19,12 @@ use stagebot::types::{DeliveryId, Permission, PrNumber, RepoName, Sha};
 const CONFIG: &str = "on_merge: staging\n";
 /// The seed of the chaos run (`STAGEBOT_CHAOS_SEED` picks another one).
 const SEED: u64 = 14;
-/// How long the chaotic fake holds a "timed out" answer; stagebot waits for half of it.
-const HANG: Duration = Duration::from_millis(600);
+/// How long stagebot waits for one GitHub answer in this test: long enough that a fake slowed
+/// down by a loaded machine is not taken for a timeout (a request the fake starts to serve after
+/// the client gave up would be applied late, out of order, which no client can prevent).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long the chaotic fake holds a "timed out" answer: longer than stagebot waits.
+const HANG: Duration = Duration::from_millis(800);
 
 /// One repository's commits, made once and shared by both runs (same shas).
 struct Source {
@@ -94,7 +98,7 @@ impl<'a> Run<'a> {
         }
         let mut opts = StackOptions::new(data);
         opts.repo = sources[0].name.clone();
-        opts.github_attempt_timeout = Some(HANG / 2);
+        opts.github_attempt_timeout = Some(ATTEMPT_TIMEOUT);
         opts.delivery_attempts = Some(8);
         let stack = Stack::start_with(fake, opts).await.unwrap();
         // GitHub's delivery times have whole seconds: a delivery in the store's first second
@@ -482,12 +486,15 @@ async fn a_flaky_github_changes_nothing_in_the_end() {
 
     let started = Instant::now();
     let seed = seed();
-    let mut chaos = Run::start(
-        &dir.path().join("chaos"),
-        &sources,
-        Some(Chaos::new(seed, HANG)),
-    )
-    .await;
+    let mut faults = Chaos::new(seed, HANG);
+    // A harsher (or milder) GitHub to explore with: `STAGEBOT_CHAOS_RATE=0.5`.
+    if let Some(rate) = std::env::var("STAGEBOT_CHAOS_RATE")
+        .ok()
+        .and_then(|r| r.parse::<f64>().ok())
+    {
+        faults.fault_rate = rate;
+    }
+    let mut chaos = Run::start(&dir.path().join("chaos"), &sources, Some(faults)).await;
     chaos.day().await;
     let actual = chaos.end_state();
     let stats: ChaosStats = chaos.stack.fake.chaos_stats();
@@ -506,9 +513,11 @@ async fn a_flaky_github_changes_nothing_in_the_end() {
         started.elapsed()
     );
     chaos.stack.fake.set_chaos(None);
-
     // The chaos did happen: faults of every kind, both ways, and lost webhooks.
-    assert!(stats.faults * 5 >= stats.calls, "{stats:?}");
+    assert!(
+        stats.faults * 5 >= stats.calls || std::env::var("STAGEBOT_CHAOS_RATE").is_ok(),
+        "{stats:?}"
+    );
     assert_eq!(stats.by_kind.len(), 4, "{stats:?}");
     assert!(stats.applied > 0 && stats.webhooks_lost > 0, "{stats:?}");
     assert!(redelivered > 0, "nothing was redelivered");
