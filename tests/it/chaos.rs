@@ -1,4 +1,4 @@
-//! The chaos run (issue 14, docs/reliability.md "The chaos run"): a scripted day of activity on
+//! The chaos run (issue 14; docs/reliability.md, "A flaky GitHub changes nothing in the end"): a scripted day of activity on
 //! three repositories runs twice against the real server, worker, store and local provider —
 //! once against a well-behaved fake GitHub, once against one that answers 30% of the calls with
 //! 500/502/timeouts/secondary rate limits (before or after applying them) and loses webhooks —
