@@ -1,4 +1,5 @@
-//! Seeded fault injection for the chaos run (docs/reliability.md, "A flaky GitHub changes nothing in the end").
+//! Seeded fault injection for the chaos run (docs/reliability.md, "A flaky GitHub changes nothing
+//! in the end").
 //!
 //! With [`Chaos`] switched on, a fraction of the API calls the fake receives is answered with a
 //! fault instead of (or after) being served, and a fraction of the webhooks a test sends through

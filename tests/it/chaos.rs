@@ -1,10 +1,11 @@
-//! The chaos run (issue 14; docs/reliability.md, "A flaky GitHub changes nothing in the end"): a scripted day of activity on
-//! three repositories runs twice against the real server, worker, store and local provider —
-//! once against a well-behaved fake GitHub, once against one that answers 30% of the calls with
-//! 500/502/timeouts/secondary rate limits (before or after applying them) and loses webhooks —
-//! and the end states, normalised, must be the same: every environment's state, live commit and
-//! release history, one sticky comment per PR with the same content, every command answered
-//! once, the same reactions, the same GitHub deployments.
+//! The chaos run (issue 14; docs/reliability.md, "A flaky GitHub changes nothing in the end"):
+//! a scripted day of activity on three repositories runs twice against the real server, worker,
+//! store and local provider — once against a well-behaved fake GitHub, once against one that
+//! answers 30% of the calls with 500/502/timeouts/secondary rate limits (before or after
+//! applying them) and loses webhooks — and the end states, normalised, must be the same: every
+//! environment's state, live commit and release history, one sticky comment per PR with the
+//! same content, every command answered once, the same reactions, commit statuses and GitHub
+//! deployments. Below it, a regression test for each bug the chaos run found.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
