@@ -122,9 +122,21 @@ const LOST_ANSWER_RETRIES: u32 = 3;
 impl App {
     /// Report an environment's phase; failures are remembered for the reconciler.
     pub async fn report(&self, id: &EnvId, phase: Phase) {
+        // The environment moved on (a new deploy, a teardown) while GitHub was never told that
+        // its live release went live: tell it first, or that commit's status stays "Deploying…"
+        // and its deployment never shows success (found by the chaos run).
+        let mut owed = Ok(());
+        if phase != Phase::Live && self.live_report_owed(id) {
+            tracing::info!(env = %id, ?phase, "the live release was never reported to GitHub; reporting it first");
+            owed = self.try_report(id, Phase::Live).await;
+            if let Err(e) = &owed {
+                tracing::warn!(env = %id, error = %e, "report of the live release failed; will retry");
+            }
+        }
         let result = self.try_report(id, phase).await;
         // Retryable failures wait for the reconciler; a final answer (404, 422…) will not change.
-        let pending = matches!(&result, Err(e) if e.is_retryable());
+        let pending = matches!(&result, Err(e) if e.is_retryable())
+            || matches!(&owed, Err(e) if e.is_retryable());
         if let Err(e) = &result {
             Metrics::inc(&self.metrics().report_failures);
             tracing::warn!(env = %id, ?phase, error = %e, "report to GitHub failed; will retry");
@@ -140,6 +152,34 @@ impl App {
                 "could not record the report's outcome (report_pending) in the store"
             );
         }
+    }
+
+    /// The environment's live release went live, but its deployment never got its `success`
+    /// on GitHub (the report failed for good and the environment moved on before the
+    /// reconciler sent it again). A store error counts as not owed: the report itself fails on
+    /// it and stays pending.
+    fn live_report_owed(&self, id: &EnvId) -> bool {
+        let owed = || -> Result<bool, StoreError> {
+            let Some(rec) = self.store().env(id)? else {
+                return Ok(false);
+            };
+            let Some(n) = rec.current_release else {
+                return Ok(false);
+            };
+            let Some(release) = self.store().release(id, n)? else {
+                return Ok(false);
+            };
+            Ok(self
+                .store()
+                .attempts(id)?
+                .iter()
+                .rev()
+                .find(|a| a.release == n && a.sha == release.sha)
+                .is_some_and(|a| {
+                    matches!(a.state.as_deref(), None | Some("in_progress" | "queued"))
+                }))
+        };
+        owed().unwrap_or(false)
     }
 
     async fn try_report(&self, id: &EnvId, phase: Phase) -> Result<(), ReportError> {

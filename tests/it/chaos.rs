@@ -626,3 +626,60 @@ async fn a_deployment_whose_answer_was_lost_is_not_created_twice() {
     let states: Vec<_> = deps[0].statuses.iter().map(|s| s.state.as_str()).collect();
     assert_eq!(states, ["in_progress", "success"]);
 }
+
+/// Found by the chaos run (at 50% faults): the report that a release went live failed for good,
+/// and the preview moved on (a push) before the reconciler sent it again; the commit's status
+/// and the release's deployment never showed that it had been live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_report_lost_for_good_is_made_up_when_the_environment_moves_on() {
+    let w = crate::flows::World::new("").await;
+    let sha1 = w.commit("owed", "v1", "");
+    let mut pr = stagebot::testkit::TestPr::new(13, "owed", sha1.clone(), &w.git.clone_url());
+    // Every deployment status fails, through all retries: the deploy's reports fail for good.
+    w.stack.fake.inject_fault(
+        Fault::new(
+            &format!("/repos/{}/deployments/", w.repo()),
+            1000,
+            FaultKind::Status500,
+        )
+        .method(Method::POST),
+    );
+    w.stack.open_pr(&pr).await.unwrap();
+    w.stack.settle().await.unwrap();
+    let env = w.preview(13, "owed");
+    assert_eq!(env.state, stagebot::store::EnvState::Live);
+    assert!(env.report_pending, "{env:?}");
+    let slug = env.id.slug.clone();
+    w.stack.fake.clear_faults();
+
+    // A push: the preview moves on to release 2.
+    let sha2 = w.commit("owed", "v2", "");
+    w.stack.synchronize(&mut pr, sha2.clone()).await.unwrap();
+    w.stack.settle().await.unwrap();
+
+    let ours = |sha: &Sha| -> Vec<String> {
+        w.stack
+            .fake
+            .statuses(w.repo(), sha)
+            .into_iter()
+            .filter(|s| s.context == "stagebot/preview")
+            .map(|s| s.state)
+            .collect()
+    };
+    assert_eq!(ours(&sha1).last().map(String::as_str), Some("success"));
+    assert_eq!(ours(&sha2).last().map(String::as_str), Some("success"));
+    let deps = w
+        .stack
+        .fake
+        .deployments(w.repo(), &format!("preview/{slug}"));
+    let states: Vec<Vec<&str>> = deps
+        .iter()
+        .map(|d| d.statuses.iter().map(|s| s.state.as_str()).collect())
+        .collect();
+    assert_eq!(
+        states,
+        [vec!["success", "inactive"], vec!["in_progress", "success"]],
+        "{deps:#?}"
+    );
+    assert!(!w.preview(13, "owed").report_pending);
+}
