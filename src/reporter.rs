@@ -206,8 +206,6 @@ impl App {
             },
         );
         if let Some(sha) = &sha {
-            self.report_deployment(&client, &rec, release.as_ref(), phase, sha, &log_url)
-                .await?;
             let status = match phase {
                 Phase::Waiting => Some((
                     StatusState::Pending,
@@ -235,11 +233,15 @@ impl App {
                 )),
                 Phase::Destroyed => None,
             };
+            // The commit status first: the deployment's recorded state then tells whether the
+            // whole report went through (see `live_report_owed`).
             if let Some((state, description, target)) = status {
                 client
                     .set_status(sha, state, &context, &description, Some(&target))
                     .await?;
             }
+            self.report_deployment(&client, &rec, release.as_ref(), phase, sha, &log_url)
+                .await?;
         }
         // The PR's sticky comment, and for a shared environment the comments of the PRs merged
         // as this commit (the merge's production release shows on the merged PR).
