@@ -252,9 +252,16 @@ impl<'a> Run<'a> {
             }
             self.settle().await;
         }
-        // The periodic passes, once more, as after a quiet hour.
-        let _ = self.stack.app.reconcile().await;
-        self.settle().await;
+        // The periodic passes, as in the quiet hour after the day: the reconciler sends the
+        // reports GitHub did not take (it may fail again under the chaos; it runs again).
+        for _ in 0..20 {
+            let _ = self.stack.app.reconcile().await;
+            self.settle().await;
+            let store = self.stack.app.store();
+            if store.envs().unwrap().iter().all(|e| !e.report_pending) {
+                break;
+            }
+        }
     }
 
     /// Everything that must come out the same, normalised (ports, times and GitHub's ids).
