@@ -1150,6 +1150,10 @@ async fn deliveries_cmd(cmd: DeliveriesCmd, data_dir: &Path) -> anyhow::Result<E
                 "{:<38} {:<22} {:<10} {:>8} {:<9}  ERROR / REASON",
                 "DELIVERY", "EVENT", "STATE", "ATTEMPTS", "RECOVERED"
             );
+            let recovered_total = match &store {
+                Some(s) => serde_json::json!({ "recovered_total": s.recovered_total()? }),
+                None => admin(data_dir, "GET", "/admin/deliveries/summary", None).await?,
+            };
             for d in list.as_array().into_iter().flatten() {
                 let status = &d["status"];
                 let detail = d["last_error"]
@@ -1172,6 +1176,11 @@ async fn deliveries_cmd(cmd: DeliveriesCmd, data_dir: &Path) -> anyhow::Result<E
                     detail
                 );
             }
+            // The count outlives the deliveries (they are forgotten after the retention).
+            println!(
+                "recovered from GitHub's delivery log since the store was created: {}",
+                recovered_total["recovered_total"].as_u64().unwrap_or(0)
+            );
         }
         DeliveriesCmd::Replay { id } => {
             let id = DeliveryId::new(&id)?;

@@ -114,13 +114,28 @@ impl DeploymentPayload {
 
 /// How many times a failed write of a deployment's id is tried again before the report fails.
 const ID_WRITE_RETRIES: u32 = 3;
+/// Creating a deployment whose answer was lost (5xx, timeout) is tried this many more times,
+/// each after looking for it first.
+const LOST_ANSWER_RETRIES: u32 = 3;
 
 impl App {
     /// Report an environment's phase; failures are remembered for the reconciler.
     pub async fn report(&self, id: &EnvId, phase: Phase) {
+        // The environment moved on (a new deploy, a teardown) while GitHub was never told that
+        // its live release went live: tell it first, or that commit's status stays "Deploying…"
+        // and its deployment never shows success (found by the chaos run).
+        let mut owed = Ok(());
+        if phase != Phase::Live && self.live_report_owed(id) {
+            tracing::info!(env = %id, ?phase, "the live release was never reported to GitHub; reporting it first");
+            owed = self.try_report(id, Phase::Live).await;
+            if let Err(e) = &owed {
+                tracing::warn!(env = %id, error = %e, "report of the live release failed; will retry");
+            }
+        }
         let result = self.try_report(id, phase).await;
         // Retryable failures wait for the reconciler; a final answer (404, 422…) will not change.
-        let pending = matches!(&result, Err(e) if e.is_retryable());
+        let pending = matches!(&result, Err(e) if e.is_retryable())
+            || matches!(&owed, Err(e) if e.is_retryable());
         if let Err(e) = &result {
             Metrics::inc(&self.metrics().report_failures);
             tracing::warn!(env = %id, ?phase, error = %e, "report to GitHub failed; will retry");
@@ -136,6 +151,34 @@ impl App {
                 "could not record the report's outcome (report_pending) in the store"
             );
         }
+    }
+
+    /// The environment's live release went live, but its deployment never got its `success`
+    /// on GitHub (the report failed for good and the environment moved on before the
+    /// reconciler sent it again). A store error counts as not owed: the report itself fails on
+    /// it and stays pending.
+    fn live_report_owed(&self, id: &EnvId) -> bool {
+        let owed = || -> Result<bool, StoreError> {
+            let Some(rec) = self.store().env(id)? else {
+                return Ok(false);
+            };
+            let Some(n) = rec.current_release() else {
+                return Ok(false);
+            };
+            let Some(release) = self.store().release(id, n)? else {
+                return Ok(false);
+            };
+            Ok(self
+                .store()
+                .attempts(id)?
+                .iter()
+                .rev()
+                .find(|a| a.release == n && a.sha == release.sha)
+                .is_some_and(|a| {
+                    matches!(a.state.as_deref(), None | Some("in_progress" | "queued"))
+                }))
+        };
+        owed().unwrap_or(false)
     }
 
     async fn try_report(&self, id: &EnvId, phase: Phase) -> Result<(), ReportError> {
@@ -162,8 +205,6 @@ impl App {
             },
         );
         if let Some(sha) = &sha {
-            self.report_deployment(&client, &rec, release.as_ref(), phase, sha, &log_url)
-                .await?;
             let status = match phase {
                 Phase::Waiting => Some((
                     StatusState::Pending,
@@ -189,12 +230,16 @@ impl App {
                 )),
                 Phase::Destroyed => None,
             };
+            // The commit status first: the deployment's recorded state then tells whether the
+            // whole report went through (see `live_report_owed`).
             if let Some((state, description, target)) = status {
                 let description = messages::commit_status(description);
                 client
                     .set_status(sha, state, &context, &description, Some(&target))
                     .await?;
             }
+            self.report_deployment(&client, &rec, release.as_ref(), phase, sha, &log_url)
+                .await?;
         }
         // The PR's sticky comment, and for a shared environment the comments of the PRs merged
         // as this commit (the merge's production release shows on the merged PR).
@@ -485,39 +530,39 @@ impl App {
             return Ok(id);
         }
         let payload = DeploymentPayload::of(attempt);
-        let mut adopted = None;
-        if !fresh {
-            adopted = client
-                .deployments(&payload.environment, &attempt.sha)
-                .await?
-                .into_iter()
-                .find(|d| {
-                    DeploymentPayload::from_json(&d.payload).is_some_and(|p| {
-                        p.environment == payload.environment && p.attempt == attempt.attempt
-                    })
-                })
-                .map(|d| d.id);
-            if let Some(id) = adopted {
-                tracing::info!(env = %attempt.env, attempt = attempt.attempt, deployment = id, "adopted the deployment created before a crash");
+        // Not fresh: a crash (or a lost answer) may have left the deployment made; find it by
+        // its payload before creating one.
+        let mut look_first = !fresh;
+        let mut lost_answers = 0;
+        let id = loop {
+            if look_first && let Some(id) = Self::find_deployment(client, &payload, attempt).await?
+            {
+                tracing::info!(env = %attempt.env, attempt = attempt.attempt, deployment = id, "adopted the deployment created before a crash or a lost answer");
+                break id;
             }
-        }
-        let id = match adopted {
-            Some(id) => id,
-            None => {
-                client
-                    .create_deployment(&NewDeployment {
-                        git_ref: attempt.sha.clone(),
-                        environment: payload.environment.clone(),
-                        description: messages::deployment(
-                            attempt.kind,
-                            &attempt.env.slug,
-                            attempt.release,
-                        ),
-                        transient_environment: attempt.kind == EnvKind::Preview,
-                        production_environment: attempt.kind == EnvKind::Production,
-                        payload: payload.to_json(),
-                    })
-                    .await?
+            let created = client
+                .create_deployment(&NewDeployment {
+                    git_ref: attempt.sha.clone(),
+                    environment: payload.environment.clone(),
+                    description: messages::deployment(
+                        attempt.kind,
+                        &attempt.env.slug,
+                        attempt.release,
+                    ),
+                    transient_environment: attempt.kind == EnvKind::Preview,
+                    production_environment: attempt.kind == EnvKind::Production,
+                    payload: payload.to_json(),
+                })
+                .await;
+            match created {
+                Ok(id) => break id,
+                // GitHub may have created it and the answer was lost: look before trying again.
+                Err(e) if e.is_retryable() && lost_answers < LOST_ANSWER_RETRIES => {
+                    lost_answers += 1;
+                    tracing::warn!(env = %attempt.env, attempt = attempt.attempt, error = %e, "creating the deployment got no clear answer; looking for it before trying again");
+                    look_first = true;
+                }
+                Err(e) => return Err(e.into()),
             }
         };
         // Without this record a later report would look the deployment up again (one GET), not
@@ -541,6 +586,24 @@ impl App {
                 }
             }
         }
+    }
+
+    /// The deployment GitHub holds for `attempt` (found by its payload), if any.
+    async fn find_deployment(
+        client: &RepoClient,
+        payload: &DeploymentPayload,
+        attempt: &AttemptRecord,
+    ) -> Result<Option<u64>, ReportError> {
+        Ok(client
+            .deployments(&payload.environment, &attempt.sha)
+            .await?
+            .into_iter()
+            .find(|d| {
+                DeploymentPayload::from_json(&d.payload).is_some_and(|p| {
+                    p.environment == payload.environment && p.attempt == attempt.attempt
+                })
+            })
+            .map(|d| d.id))
     }
 
     /// Post a status on the attempt's deployment and record the new state.

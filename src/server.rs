@@ -33,6 +33,7 @@ pub fn router(app: App) -> Router {
         .route("/api/environments", get(api_envs))
         .route("/api/environments/{owner}/{repo}/{slug}", get(api_env))
         .route("/logs/{owner}/{repo}/{slug}/{n}", get(logs))
+        .route("/api/deliveries", get(api_deliveries))
         .merge(crate::setup::routes::<App>())
         .merge(crate::web::router())
         .layer(axum::Extension(crate::web::WebState::default()))
@@ -56,6 +57,7 @@ pub fn admin_router(app: App) -> Router {
         )
         .route("/admin/deliveries", get(admin_deliveries))
         .route("/admin/deliveries/{id}/replay", post(admin_replay))
+        .route("/admin/deliveries/summary", get(api_deliveries))
         .route("/admin/backup", post(admin_backup))
         .route("/admin/snapshot", post(crate::services::admin_snapshot))
         .route("/admin/repos/{owner}/{repo}/promote", post(admin_promote))
@@ -590,6 +592,16 @@ async fn admin_deliveries(State(app): State<App>, Query(q): Query<DeliveriesQuer
                 .collect::<Vec<_>>(),
         )
         .into_response(),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `{"recovered_total": n}`: deliveries GitHub redelivered at the catch-up's request since the
+/// store was created (`stagebot_deliveries_recovered_total`; src/catchup.rs). Counts only, so
+/// the public API shows nothing of private repositories.
+async fn api_deliveries(State(app): State<App>) -> Response {
+    match app.store().recovered_total() {
+        Ok(n) => Json(json!({ "recovered_total": n })).into_response(),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+mod chaos;
 mod oauth;
 mod server;
 
@@ -35,6 +36,8 @@ use serde::Serialize;
 use crate::types::{Permission, PrNumber, RepoName, Secret, Sha};
 
 pub use http::Method;
+
+pub use chaos::{Chaos, ChaosFault, ChaosKind, ChaosStats, WebhookFate};
 
 /// The fake app's id.
 pub const FAKE_APP_ID: u64 = 4242;
@@ -459,6 +462,8 @@ struct State {
     outbox: Vec<Outgoing>,
     /// "Sign in with GitHub": codes and user tokens (oauth.rs).
     oauth: oauth::OAuthState,
+    /// Seeded fault injection (the chaos run), when on.
+    chaos: Option<chaos::ChaosState>,
 }
 
 /// A check run as the fake keeps it.
@@ -500,6 +505,7 @@ impl State {
             webhook_target: None,
             outbox: Vec::new(),
             oauth: oauth::OAuthState::default(),
+            chaos: None,
         }
     }
 

@@ -12,6 +12,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use serde_json::{Value, json};
 
+use super::chaos::{ChaosFault, ChaosKind};
 use super::{
     DeploymentEntry, FakeComment, FakeDeployment, FakeDeploymentStatus, FakeGitHub, FakePr,
     FakeStatus, FaultKind, IssuedToken, JWT_LEEWAY_SECS, Reaction, RecordedRequest, RepoEntry,
@@ -120,10 +121,61 @@ async fn handle(
         }
         other => other,
     };
+    // The chaos run's seeded faults (chaos.rs), for requests no explicit fault took.
+    let chaos = match fault {
+        None => chaos_decision(&fake, &method, &path, query.as_deref()),
+        Some(_) => None,
+    };
+    if let Some((
+        ChaosFault {
+            kind: ChaosKind::Timeout,
+            applied: false,
+        },
+        hang,
+    )) = chaos
+    {
+        // No answer in time, and the request never reached GitHub.
+        tokio::time::sleep(hang).await;
+    }
     let (reply, stall) = {
         let mut st = fake.state();
-        let reply = match fault {
-            Some(FaultKind::ServedThen502) | None => {
+        let reply = match (fault, chaos) {
+            (
+                None,
+                Some((
+                    ChaosFault {
+                        kind,
+                        applied: false,
+                    },
+                    _,
+                )),
+            ) => chaos_reply(kind),
+            (
+                None,
+                Some((
+                    ChaosFault {
+                        kind,
+                        applied: true,
+                    },
+                    _,
+                )),
+            ) => {
+                let req = Req {
+                    fake: &fake,
+                    method: &method,
+                    path: &path,
+                    params: parse_query(query.as_deref()),
+                    headers: &headers,
+                    body: &body,
+                };
+                let served = route(&mut st, &req).unwrap_or_else(|e| e);
+                match kind {
+                    // Applied; the answer is held back below until the client gave up.
+                    ChaosKind::Timeout => served,
+                    kind => chaos_reply(kind),
+                }
+            }
+            (fault @ (Some(FaultKind::ServedThen502) | None), _) => {
                 let req = Req {
                     fake: &fake,
                     method: &method,
@@ -139,7 +191,7 @@ async fn handle(
                     None => served,
                 }
             }
-            Some(kind) => fault_reply(&kind),
+            (Some(kind), _) => fault_reply(&kind),
         };
         let stall = st
             .stalls
@@ -166,6 +218,17 @@ async fn handle(
         }
         (reply, stall)
     };
+    if let Some((
+        ChaosFault {
+            kind: ChaosKind::Timeout,
+            applied: true,
+        },
+        hang,
+    )) = chaos
+    {
+        // Applied and recorded; the answer comes after the client stopped waiting.
+        tokio::time::sleep(hang).await;
+    }
     if stall.is_some() {
         // Applied and recorded; the answer waits until the test releases it.
         tracing::debug!(%method, path = %uri.path(), "fake GitHub holds its answer back");
@@ -189,6 +252,33 @@ fn take_fault(st: &mut State, method: &Method, path: &str) -> Option<FaultKind> 
         st.faults.remove(i);
     }
     Some(kind)
+}
+
+/// The chaos run's decision for this request and how long a timeout holds its answer.
+fn chaos_decision(
+    fake: &FakeGitHub,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+) -> Option<(ChaosFault, std::time::Duration)> {
+    let mut st = fake.state();
+    let chaos = st.chaos.as_mut()?;
+    let hang = chaos.chaos.hang;
+    chaos
+        .decide(method.as_str(), path, query)
+        .map(|fault| (fault, hang))
+}
+
+fn chaos_reply(kind: ChaosKind) -> Reply {
+    match kind {
+        ChaosKind::Status500 => fault_reply(&FaultKind::Status500),
+        ChaosKind::Status502 => fault_reply(&FaultKind::ServedThen502),
+        ChaosKind::SecondaryRateLimit => {
+            fault_reply(&FaultKind::SecondaryRateLimit403 { retry_after_s: 1 })
+        }
+        // Nobody reads it: the client gave up waiting.
+        ChaosKind::Timeout => Reply::error(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout"),
+    }
 }
 
 fn fault_reply(kind: &FaultKind) -> Reply {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tracing::Instrument as _;
 
 use super::auth::AppKey;
-use super::{ATTEMPT_TIMEOUT, Answer, CONNECT_TIMEOUT, GitHubError, READ_TIMEOUT, answer_error};
+use super::{Answer, CONNECT_TIMEOUT, GitHubError, READ_TIMEOUT, answer_error};
 use super::{chain, enc};
 use crate::types::Secret;
 
@@ -130,13 +130,11 @@ pub async fn create_app_from_manifest(
         let body = body.collect().await?.to_bytes();
         Ok::<_, octocrab::Error>((parts, body))
     };
-    let answer = match tokio::time::timeout(ATTEMPT_TIMEOUT, exchange)
-        .instrument(span)
-        .await
-    {
+    let limit = super::retry::RetryPolicy::default().attempt_timeout;
+    let answer = match tokio::time::timeout(limit, exchange).instrument(span).await {
         Err(_) => {
             return Err(GitHubError::Transport(format!(
-                "no complete answer within {ATTEMPT_TIMEOUT:?}"
+                "no complete answer within {limit:?}"
             )));
         }
         Ok(Err(e)) => return Err(GitHubError::Transport(chain(&e))),

@@ -56,9 +56,10 @@ pub const DESCRIPTION_MAX_CHARS: usize = 140;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// One attempt, from sending the request to having read the whole answer.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 const PER_PAGE: u32 = 100;
+/// A new comment whose answer was lost (5xx, timeout) is looked for and posted again at most
+/// this many times.
+const LOST_ANSWER_RETRIES: u32 = 3;
 const MAX_PAGES: usize = 100;
 
 /// How to reach GitHub and who we are there.
@@ -690,9 +691,10 @@ impl GitHub {
             let body = body.collect().await?.to_bytes();
             Ok::<_, octocrab::Error>((parts, body))
         };
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, exchange).await {
+        let limit = self.inner.retry.attempt_timeout;
+        match tokio::time::timeout(limit, exchange).await {
             Err(_) => Err(GitHubError::Transport(format!(
-                "no complete answer within {ATTEMPT_TIMEOUT:?}"
+                "no complete answer within {limit:?}"
             ))),
             Ok(Err(e)) => Err(GitHubError::Transport(chain(&e))),
             Ok(Ok((parts, body))) => Ok(Answer {
@@ -814,26 +816,36 @@ impl RepoClient {
             }
         }
         let app_id = self.gh.app_id();
-        let mut found = None;
-        self.gh
-            .visit_pages(
-                As::Installation(self.installation_id),
-                "/repos/{owner}/{repo}/issues/{number}/comments",
-                self.path(&format!("/issues/{pr}/comments?per_page={PER_PAGE}")),
-                |page: Vec<routes::IssueComment>| {
-                    found = page.into_iter().find(|c| is_our_sticky(c, app_id));
-                    found.is_some()
-                },
-            )
-            .await?;
-        match found {
-            Some(c) => {
+        let mut lost_answers = 0;
+        loop {
+            let mut found = None;
+            self.gh
+                .visit_pages(
+                    As::Installation(self.installation_id),
+                    "/repos/{owner}/{repo}/issues/{number}/comments",
+                    self.path(&format!("/issues/{pr}/comments?per_page={PER_PAGE}")),
+                    |page: Vec<routes::IssueComment>| {
+                        found = page.into_iter().find(|c| is_our_sticky(c, app_id));
+                        found.is_some()
+                    },
+                )
+                .await?;
+            if let Some(c) = found {
                 if c.body.as_deref() != Some(body.as_str()) {
                     self.edit_comment(c.id, &body).await?;
                 }
-                Ok(c.id)
+                return Ok(c.id);
             }
-            None => self.reply(pr, &body).await,
+            // Never posted twice: after an answer that leaves open whether GitHub created it,
+            // look again before posting again.
+            match self.reply_not_twice(pr, &body).await {
+                Ok(id) => return Ok(id),
+                Err(e) if e.is_retryable() && lost_answers < LOST_ANSWER_RETRIES => {
+                    lost_answers += 1;
+                    tracing::warn!(%pr, error = %e, "posting the sticky comment got no clear answer; looking for it before posting again");
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -944,12 +956,19 @@ impl RepoClient {
     }
 
     /// Create a GitHub Deployment (never auto-merged, no required contexts); returns its id.
+    ///
+    /// Retried only after a rate limit, never after an answer that leaves open whether GitHub
+    /// created it (a second deployment would stay "in progress" forever): the caller looks the
+    /// deployment up by its payload (see [`deployments`](Self::deployments)) before creating
+    /// it again.
     pub async fn create_deployment(&self, req: &NewDeployment) -> Result<u64, GitHubError> {
         let answer = self
-            .call(
+            .gh
+            .call_not_twice(
+                As::Installation(self.installation_id),
                 Method::POST,
                 "/repos/{owner}/{repo}/deployments",
-                "/deployments",
+                self.path("/deployments"),
                 Some(to_json(&routes::CreateDeployment {
                     git_ref: req.git_ref.as_str(),
                     task: "deploy",

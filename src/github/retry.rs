@@ -14,6 +14,9 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// No retry starts later than this after the first attempt.
     pub max_total: Duration,
+    /// One attempt, from sending the request to having read the whole answer; a slower answer
+    /// is a timeout (retried like a lost answer).
+    pub attempt_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -23,6 +26,7 @@ impl Default for RetryPolicy {
             base_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(30),
             max_total: Duration::from_secs(60),
+            attempt_timeout: Duration::from_secs(60),
         }
     }
 }

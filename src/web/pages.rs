@@ -207,6 +207,25 @@ pub async fn index(
             "<h2>All environments</h2><div class=scroll><table><tr><th>Repository</th><th>Environment</th><th>Kind</th><th>State</th><th>URL</th><th>Release</th><th>Expires</th></tr>{rows}</table></div>"
         );
     }
+    // Webhooks GitHub failed to deliver and redelivered at the catch-up's request.
+    match app.store().recovered_total() {
+        Ok(0) => {}
+        Ok(n) => {
+            let _ = write!(
+                body,
+                "<p class=muted>{n} lost webhook deliver{} recovered from GitHub's delivery log \
+                 (<code>stagebot deliveries list</code> marks them).</p>",
+                if n == 1 { "y" } else { "ies" }
+            );
+        }
+        Err(e) => {
+            let _ = write!(
+                body,
+                "<p class=warning>recovered deliveries: {}</p>",
+                escape(&e.to_string())
+            );
+        }
+    }
     if !app.settings().dashboard_public {
         body.push_str(if viewer.session.is_some() {
             "<p class=muted>Environments of private repositories are hidden here unless GitHub says you can read the repository.</p>"

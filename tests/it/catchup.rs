@@ -140,13 +140,52 @@ async fn a_webhook_sent_while_stagebot_was_down_is_redelivered_and_processed_aft
         metrics.contains("stagebot_deliveries_recovered_total 1"),
         "{metrics}"
     );
+    // So do the dashboard and its JSON API.
+    let api: serde_json::Value = reqwest::get(format!("{}/api/deliveries", stack.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(api, json!({ "recovered_total": 1 }));
+    let page = reqwest::get(stack.url())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("1 lost webhook delivery recovered from GitHub's delivery log"),
+        "{page}"
+    );
 
     // Everything is caught up: the next pass asks for nothing and reads one page.
     stack.fake.clear_requests();
     let s = stack.app.catch_up().await.unwrap();
     assert_eq!((s.requested, s.missing, s.backlog), (0, 0, 0), "{s:?}");
     assert!(attempts_requested(&stack.fake).is_empty());
+    drop(store);
     stack.stop().await;
+
+    // `stagebot deliveries list` marks it and counts it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stagebot"))
+        .args(["deliveries", "list"])
+        .env_clear()
+        .env("STAGEBOT_DATA_DIR", dir.path().join("data"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{listed}");
+    let line = listed
+        .lines()
+        .find(|l| l.contains(&lost))
+        .unwrap_or_else(|| panic!("{lost} not listed:\n{listed}"));
+    assert!(line.contains(" yes "), "{line}");
+    assert!(
+        listed.contains("recovered from GitHub's delivery log since the store was created: 1"),
+        "{listed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,7 @@ fn fast_retry() -> RetryPolicy {
         base_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(20),
         max_total: Duration::from_secs(5),
+        ..RetryPolicy::default()
     }
 }
 
@@ -828,6 +829,7 @@ async fn the_total_deadline_stops_retries_early() {
             base_delay: Duration::from_millis(40),
             max_delay: Duration::from_millis(40),
             max_total: Duration::from_millis(100),
+            ..RetryPolicy::default()
         },
         ..config(&w.fake)
     })

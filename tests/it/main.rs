@@ -3,6 +3,7 @@
 mod backups;
 mod browser;
 mod catchup;
+mod chaos;
 mod comments;
 mod dashboard;
 mod database;
