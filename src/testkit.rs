@@ -731,6 +731,19 @@ impl Stack {
             .collect()
     }
 
+    /// Read every unread reply in every repository, oldest first: `(repo, PR, text)`. For a test
+    /// that checks the replies some other way (the chaos run compares them with a fault-free
+    /// run's), so they count as read.
+    pub fn read_every_reply(&self) -> Vec<(String, u64, String)> {
+        let comments = self.fake.app_comments();
+        let mut read = self.read_set();
+        comments
+            .into_iter()
+            .filter(|(_, c)| !c.is_sticky() && read.insert(c.id))
+            .map(|(repo, c)| (repo, c.pr.0, c.text().to_owned()))
+            .collect()
+    }
+
     /// Do not fail on unread replies (`stagebot demo`, which prints what it wants to show).
     pub fn ignore_unread_replies(&mut self) {
         self.check_replies = false;
