@@ -24,6 +24,10 @@ use crate::types::DeliveryId;
 /// How many deliveries are processed at the same time (each of a different [`OrderKey`]).
 pub const MAX_IN_FLIGHT: usize = 8;
 
+/// Outcomes recorded between two flushes of the worker at most (a drain flushes once when it
+/// ends; a long one every this many outcomes).
+pub const OUTCOMES_PER_FLUSH: usize = 256;
+
 /// What orders deliveries: the repository they are about, or the installation for installation
 /// events. Deliveries with the same key are processed one at a time, in arrival order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -75,6 +79,8 @@ pub(crate) struct Dispatch {
     in_flight: HashSet<OrderKey>,
     /// Keys read from payloads, so a delivery held back is not parsed again on every pass.
     keys: HashMap<DeliveryId, OrderKey>,
+    /// Outcomes recorded since the worker's last flush (group commit of outcomes).
+    unflushed: usize,
 }
 
 /// Where a delivery stands when the dispatcher looks at it.
@@ -113,14 +119,34 @@ impl App {
                 log_join(joined);
             }
             if tasks.is_empty() {
+                self.flush_outcomes(0).await?;
                 return Ok(attempted);
             }
+            self.flush_outcomes(OUTCOMES_PER_FLUSH).await?;
             tokio::select! {
                 Some(joined) = tasks.join_next() => log_join(joined),
                 _ = &mut done => {}
                 _ = &mut arrived => {}
             }
         }
+    }
+
+    /// Make the outcomes recorded so far durable with one group commit, once there are more
+    /// than `threshold`.
+    async fn flush_outcomes(&self, threshold: usize) -> Result<(), StoreError> {
+        let n = {
+            let mut dispatch = self
+                .0
+                .dispatch
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if dispatch.unflushed == 0 || dispatch.unflushed < threshold {
+                return Ok(());
+            }
+            std::mem::take(&mut dispatch.unflushed)
+        };
+        tracing::debug!(outcomes = n, "flushing recorded outcomes");
+        self.store().flush().await
     }
 
     /// The deliveries that may start now, each marked in flight under its key.
@@ -149,12 +175,17 @@ impl App {
             let Some(record) = self.store().delivery(id)? else {
                 continue;
             };
+            // The payload is read once: for the key, kept for the handler.
+            let mut payload = None;
             let key = match key {
                 Some(k) => k,
                 None => {
-                    let payload = self.store().payload(&record.id)?.unwrap_or_default();
-                    let k = OrderKey::of(&record.id, &record.event, &payload);
+                    let Some(p) = self.payload_or_bury(&record, now)? else {
+                        continue;
+                    };
+                    let k = OrderKey::of(&record.id, &record.event, &p);
                     dispatch.keys.insert(record.id.clone(), k.clone());
+                    payload = Some(p);
                     k
                 }
             };
@@ -172,7 +203,13 @@ impl App {
                     if dispatch.in_flight.len() >= MAX_IN_FLIGHT {
                         break;
                     }
-                    let payload = self.store().payload(&record.id)?.unwrap_or_default();
+                    let payload = match payload {
+                        Some(p) => p,
+                        None => match self.payload_or_bury(&record, now)? {
+                            Some(p) => p,
+                            None => continue,
+                        },
+                    };
                     dispatch.in_flight.insert(key.clone());
                     held.insert(key.clone());
                     out.push((PendingDelivery { record, payload }, key));
@@ -180,6 +217,26 @@ impl App {
             }
         }
         Ok(out)
+    }
+
+    /// A pending delivery's payload. One that cannot be read back (its segment corrupted on
+    /// disk) becomes a dead letter with the error, instead of stopping the worker.
+    fn payload_or_bury(
+        &self,
+        record: &DeliveryRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.store().payload(&record.id) {
+            Ok(p) => Ok(Some(p.unwrap_or_default())),
+            Err(StoreError::Segment(e)) => {
+                tracing::error!(delivery = %record.id, error = %e, "payload unreadable: dead letter");
+                Metrics::inc(&self.metrics().deliveries_dead);
+                self.store()
+                    .fail_delivery(&record.id, &e.to_string(), None, now)?;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn readiness(&self, record: &DeliveryRecord, now: DateTime<Utc>) -> Ready {
@@ -202,9 +259,18 @@ impl App {
             let _e = span.enter();
             self.record_outcome(&d, result)
         };
-        if let Err(e) = recorded {
+        match recorded {
+            Ok(()) => {
+                self.0
+                    .dispatch
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .unflushed += 1;
+            }
             // The delivery stays in the inbox and is attempted again on the next pass.
-            tracing::error!(parent: &span, error = %e, "could not record the delivery's outcome");
+            Err(e) => {
+                tracing::error!(parent: &span, error = %e, "could not record the delivery's outcome");
+            }
         }
     }
 
@@ -259,11 +325,15 @@ impl App {
 
     /// The worker loop: drain, then wait for a new delivery or the next retry.
     pub async fn run_worker(self, shutdown: crate::shutdown::Shutdown) {
+        // After a burst the freed heap goes back to the kernel (at most once a second).
+        let mut trimmer = crate::memory::Trimmer::new(Duration::from_secs(1));
         loop {
             tokio::select! {
                 drained = self.drain() => {
-                    if let Err(e) = drained {
-                        tracing::error!(error = %e, "worker could not read the inbox");
+                    match drained {
+                        Ok(n) if n > 0 => trimmer.worked(),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "worker could not read the inbox"),
                     }
                 }
                 // In-flight deliveries are abandoned, not recorded: they stay in the inbox and
@@ -275,6 +345,13 @@ impl App {
                 _ => Duration::from_secs(60),
             }
             .clamp(Duration::from_millis(50), Duration::from_secs(60));
+            if trimmer.maybe_trim() {
+                tracing::debug!(trims = trimmer.trims(), "gave freed heap back");
+            }
+            // Idle after a burst: wake up to trim when it is due.
+            let wait = trimmer
+                .due_in()
+                .map_or(wait, |d| wait.min(d.max(Duration::from_millis(50))));
             tokio::select! {
                 _ = self.0.worker_wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
