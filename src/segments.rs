@@ -137,7 +137,8 @@ impl Segments {
     /// Append `payload` to the segment of the window holding `now` (Unix seconds). Written,
     /// not synced: [`Segments::sync`] (the group commit) makes it durable.
     pub fn append(&self, now: i64, payload: &[u8]) -> Result<PayloadRef, SegmentError> {
-        let len = u32::try_from(payload.len()).map_err(|_| SegmentError::TooLarge(payload.len()))?;
+        let len =
+            u32::try_from(payload.len()).map_err(|_| SegmentError::TooLarge(payload.len()))?;
         let crc = crc32(payload);
         let window = self.window_secs.load(Ordering::Relaxed).max(1);
         let start = u64::try_from(now).unwrap_or(0) / window * window;
@@ -169,7 +170,9 @@ impl Segments {
             }
         }
         let Some(cur) = w.current.as_mut() else {
-            return Err(SegmentError::Io(std::io::Error::other("no current segment")));
+            return Err(SegmentError::Io(std::io::Error::other(
+                "no current segment",
+            )));
         };
         let offset = cur.len;
         cur.dirty = true;
@@ -406,7 +409,10 @@ mod tests {
         };
         assert!(matches!(segs.read(&past), Err(SegmentError::Torn { .. })));
         let missing = PayloadRef { segment: 7, ..a };
-        assert!(matches!(segs.read(&missing), Err(SegmentError::Torn { .. })));
+        assert!(matches!(
+            segs.read(&missing),
+            Err(SegmentError::Torn { .. })
+        ));
     }
 
     #[test]
@@ -420,7 +426,10 @@ mod tests {
         let current = segs.append(1_020, b"{}").unwrap();
         assert_eq!(segs.list().unwrap(), vec![1_000, 1_010, 1_020]);
         segs.sync().unwrap();
-        assert!(segs.syncs() >= 2, "the rolled-over segments were synced too");
+        assert!(
+            segs.syncs() >= 2,
+            "the rolled-over segments were synced too"
+        );
         let referenced = std::iter::once(kept.segment).collect();
         // Windows ending after the cutoff stay, referenced or not.
         assert_eq!(segs.remove_unreferenced(&referenced, 1_009).unwrap(), 0);

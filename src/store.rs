@@ -978,7 +978,12 @@ impl Store {
         let at = self.append_payload(now, payload)?.encode();
         let requested = catchup_requested_key(id);
         let recovered_key = format!("c/{}", id.as_str()).into_bytes();
-        let outcome = (&self.deliveries, &self.inbox, &self.payload_refs, &self.catchup)
+        let outcome = (
+            &self.deliveries,
+            &self.inbox,
+            &self.payload_refs,
+            &self.catchup,
+        )
             .transaction(|(d, i, p, c)| {
                 if d.get(key)?.is_some() {
                     return Ok(Inserted::Duplicate);

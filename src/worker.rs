@@ -115,10 +115,17 @@ impl App {
                 let app = self.clone();
                 tasks.spawn(async move { app.process_one(d, key).await });
             }
+            let mut finished = false;
             while let Some(joined) = tasks.try_join_next() {
                 log_join(joined);
+                finished = true;
             }
             if tasks.is_empty() {
+                if finished {
+                    // What just finished may have made later deliveries of its key ready:
+                    // look again before calling the inbox drained.
+                    continue;
+                }
                 self.flush_outcomes(0).await?;
                 return Ok(attempted);
             }

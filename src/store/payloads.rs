@@ -125,8 +125,8 @@ impl Store {
                     Ok(Some(body)) => entries.push((k.to_vec(), body)),
                     Ok(None) => {}
                     // Pruned (its segment deleted) while the backup ran: nothing to carry.
-                    Err(StoreError::Segment(SegmentError::Torn { .. })) if !self.has_record(&k)? => {
-                    }
+                    Err(StoreError::Segment(SegmentError::Torn { .. }))
+                        if !self.has_record(&k)? => {}
                     Err(e) => return Err(e),
                 }
             }
@@ -147,7 +147,9 @@ impl Store {
         for item in self.payloads.iter() {
             let (k, body) = item?;
             let dead = match self.deliveries.get(&k)? {
-                Some(b) => decode::<DeliveryRecord>("deliveries", &k, &b)?.status == DeliveryStatus::Dead,
+                Some(b) => {
+                    decode::<DeliveryRecord>("deliveries", &k, &b)?.status == DeliveryStatus::Dead
+                }
                 None => false,
             };
             if !dead {
@@ -166,7 +168,10 @@ impl Store {
         }
         self.db.flush()?;
         if !moved.is_empty() {
-            tracing::info!(payloads = moved.len(), "moved payloads from sled into segments");
+            tracing::info!(
+                payloads = moved.len(),
+                "moved payloads from sled into segments"
+            );
         }
         Ok(moved.len())
     }
@@ -251,7 +256,10 @@ mod tests {
         let (files, bytes) = store.segment_usage().unwrap();
         assert_eq!(files, 1);
         assert!(bytes >= 26_000);
-        assert!(store.segment_syncs() >= 1, "the 202's flush synced the segment");
+        assert!(
+            store.segment_syncs() >= 1,
+            "the 202's flush synced the segment"
+        );
     }
 
     /// A power loss tears the tail of the segment being written: the delivery whose payload is
@@ -283,7 +291,13 @@ mod tests {
         let pending: Vec<_> = store.pending().unwrap().into_iter().map(|r| r.id).collect();
         assert_eq!(pending, vec![id("d0"), id("d1")]);
         assert!(store.delivery(&id("d2")).unwrap().is_none());
-        assert!(store.payload(&id("d1")).unwrap().unwrap().starts_with(b"{\"n\":1"));
+        assert!(
+            store
+                .payload(&id("d1"))
+                .unwrap()
+                .unwrap()
+                .starts_with(b"{\"n\":1")
+        );
         // The redelivery is new, not a duplicate, and reads back whole.
         assert_eq!(
             store
@@ -322,7 +336,10 @@ mod tests {
         store
             .fail_delivery(&id("dead"), "boom", None, t(3))
             .unwrap();
-        assert!(store.payloads.contains_key(b"dead").unwrap(), "dead letter kept in sled");
+        assert!(
+            store.payloads.contains_key(b"dead").unwrap(),
+            "dead letter kept in sled"
+        );
         assert!(!store.payload_refs.contains_key(b"dead").unwrap());
         // A later delivery in a new window is the one being written.
         store
@@ -337,14 +354,21 @@ mod tests {
             .finish_delivery(&id("waiting"), DeliveryStatus::Processed, t(201))
             .unwrap();
         assert_eq!(store.prune_deliveries(t(300)).unwrap(), 1);
-        assert_eq!(store.segment_usage().unwrap().0, 1, "the first segment went whole");
+        assert_eq!(
+            store.segment_usage().unwrap().0,
+            1,
+            "the first segment went whole"
+        );
         assert_eq!(store.payload(&id("dead")).unwrap().unwrap(), b"{\"k\":1}");
         assert_eq!(store.payload(&id("later")).unwrap().unwrap(), b"{}");
         store
             .finish_delivery(&id("later"), DeliveryStatus::Processed, t(301))
             .unwrap();
         store.replay_delivery(&id("dead")).unwrap();
-        assert_eq!(store.next_ready(t(301)).unwrap().unwrap().payload, b"{\"k\":1}");
+        assert_eq!(
+            store.next_ready(t(301)).unwrap().unwrap().payload,
+            b"{\"k\":1}"
+        );
     }
 
     /// A schema-1 store kept every payload in sled: opening it moves the pending and finished
@@ -360,11 +384,19 @@ mod tests {
                     .await
                     .unwrap();
             }
-            store.fail_delivery(&id("dead"), "boom", None, t(1)).unwrap();
+            store
+                .fail_delivery(&id("dead"), "boom", None, t(1))
+                .unwrap();
             // As schema 1 wrote it: the payload in the `payloads` tree, no reference.
             store.payload_refs.remove(b"pending").unwrap();
-            store.payloads.insert(b"pending", &b"{\"v1\":true}"[..]).unwrap();
-            store.meta.insert("schema_version", encode(&1u32).unwrap()).unwrap();
+            store
+                .payloads
+                .insert(b"pending", &b"{\"v1\":true}"[..])
+                .unwrap();
+            store
+                .meta
+                .insert("schema_version", encode(&1u32).unwrap())
+                .unwrap();
             std::fs::remove_dir_all(dir.path().join("payloads")).unwrap();
             store.db.flush().unwrap();
         }
@@ -372,7 +404,10 @@ mod tests {
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         assert!(!store.payloads.contains_key(b"pending").unwrap());
         assert!(store.payload_refs.contains_key(b"pending").unwrap());
-        assert_eq!(store.payload(&id("pending")).unwrap().unwrap(), b"{\"v1\":true}");
+        assert_eq!(
+            store.payload(&id("pending")).unwrap().unwrap(),
+            b"{\"v1\":true}"
+        );
         assert!(store.payloads.contains_key(b"dead").unwrap());
         assert_eq!(store.payload(&id("dead")).unwrap().unwrap(), b"{}");
     }
@@ -395,7 +430,13 @@ mod tests {
         let other = open(&dir.path().join("b"));
         other.restore(&file, false).unwrap();
         assert_eq!(other.segment_usage().unwrap().0, 0);
-        assert_eq!(other.payload(&id("x")).unwrap().unwrap(), b"{\"pending\":1}");
-        assert_eq!(other.next_ready(t(1)).unwrap().unwrap().payload, b"{\"pending\":1}");
+        assert_eq!(
+            other.payload(&id("x")).unwrap().unwrap(),
+            b"{\"pending\":1}"
+        );
+        assert_eq!(
+            other.next_ready(t(1)).unwrap().unwrap().payload,
+            b"{\"pending\":1}"
+        );
     }
 }
