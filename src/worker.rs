@@ -28,6 +28,18 @@ pub const MAX_IN_FLIGHT: usize = 8;
 /// ends; a long one every this many outcomes).
 pub const OUTCOMES_PER_FLUSH: usize = 256;
 
+/// Deliveries of one key handed to one task at most: the task processes them in arrival order
+/// without going back to the dispatcher between them, so a backlog of one repository costs one
+/// walk of the inbox per run, not per delivery (docs/performance.md §0).
+pub const RUN_MAX: usize = 256;
+
+/// The dispatcher walks the inbox at most this often (an arrival wakes it; a burst of arrivals
+/// would otherwise walk a growing inbox once per delivery).
+const WALK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// A run: deliveries of one key, in arrival order; the payload of the first may already be read.
+type Run = Vec<(DeliveryRecord, Option<Vec<u8>>)>;
+
 /// What orders deliveries: the repository they are about, or the installation for installation
 /// events. Deliveries with the same key are processed one at a time, in arrival order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -101,7 +113,12 @@ impl App {
         let _guard = self.0.worker_lock.lock().await;
         let mut tasks = tokio::task::JoinSet::new();
         let mut attempted = 0;
+        let mut last_walk: Option<tokio::time::Instant> = None;
         loop {
+            if let Some(at) = last_walk {
+                tokio::time::sleep_until(at + WALK_INTERVAL).await;
+            }
+            last_walk = Some(tokio::time::Instant::now());
             // Register interest before looking, so a completion or an arrival between the scan
             // and the wait is not missed.
             let done = self.0.worker_done.notified();
@@ -110,10 +127,10 @@ impl App {
             done.as_mut().enable();
             arrived.as_mut().enable();
 
-            for (d, key) in self.dispatchable()? {
-                attempted += 1;
+            for (run, key) in self.dispatchable()? {
+                attempted += run.len();
                 let app = self.clone();
-                tasks.spawn(async move { app.process_one(d, key).await });
+                tasks.spawn(async move { app.process_run(run, key).await });
             }
             let mut finished = false;
             while let Some(joined) = tasks.try_join_next() {
@@ -156,8 +173,9 @@ impl App {
         self.store().flush().await
     }
 
-    /// The deliveries that may start now, each marked in flight under its key.
-    fn dispatchable(&self) -> Result<Vec<(PendingDelivery, OrderKey)>, StoreError> {
+    /// The deliveries that may start now, as runs of one key each (at most [`RUN_MAX`]), each
+    /// key marked in flight.
+    fn dispatchable(&self) -> Result<Vec<(Run, OrderKey)>, StoreError> {
         let now = self.now();
         // Only the ids: a delivery behind a busy key is skipped without reading its record, so a
         // backlog of one repository costs a walk of the inbox, not a decode of every record, on
@@ -171,7 +189,8 @@ impl App {
         let ids: HashSet<&DeliveryId> = pending.iter().collect();
         dispatch.keys.retain(|id, _| ids.contains(id));
         let mut held: HashSet<OrderKey> = HashSet::new();
-        let mut out = Vec::new();
+        let mut runs: Vec<(Run, OrderKey)> = Vec::new();
+        let mut run_of: HashMap<OrderKey, usize> = HashMap::new();
         for id in &pending {
             let key = dispatch.keys.get(id).cloned();
             if let Some(key) = &key
@@ -182,7 +201,7 @@ impl App {
             let Some(record) = self.store().delivery(id)? else {
                 continue;
             };
-            // The payload is read once: for the key, kept for the handler.
+            // The payload is read once: for the key, kept for the handler of a run's first.
             let mut payload = None;
             let key = match key {
                 Some(k) => k,
@@ -202,28 +221,34 @@ impl App {
             }
             match self.readiness(&record, now) {
                 Ready::Later { hold_until } => {
+                    // Later deliveries of its key wait for it (the run so far goes ahead).
                     if hold_until > now {
                         held.insert(key);
                     }
                 }
-                Ready::Now => {
-                    if dispatch.in_flight.len() >= MAX_IN_FLIGHT {
-                        break;
+                Ready::Now => match run_of.get(&key) {
+                    Some(&i) => {
+                        let run = &mut runs[i].0;
+                        run.push((record, None));
+                        if run.len() >= RUN_MAX {
+                            held.insert(key);
+                        }
                     }
-                    let payload = match payload {
-                        Some(p) => p,
-                        None => match self.payload_or_bury(&record, now)? {
-                            Some(p) => p,
-                            None => continue,
-                        },
-                    };
-                    dispatch.in_flight.insert(key.clone());
-                    held.insert(key.clone());
-                    out.push((PendingDelivery { record, payload }, key));
-                }
+                    None => {
+                        if dispatch.in_flight.len() + runs.len() >= MAX_IN_FLIGHT {
+                            held.insert(key);
+                            continue;
+                        }
+                        run_of.insert(key.clone(), runs.len());
+                        runs.push((vec![(record, payload)], key));
+                    }
+                },
             }
         }
-        Ok(out)
+        for (_, key) in &runs {
+            dispatch.in_flight.insert(key.clone());
+        }
+        Ok(runs)
     }
 
     /// A pending delivery's payload. One that cannot be read back (its segment corrupted on
@@ -252,9 +277,31 @@ impl App {
 
     /// Handle one delivery and record its outcome; then free its key and wake the dispatcher
     /// (also if the handler panics: the guard does it on drop).
-    async fn process_one(&self, d: PendingDelivery, key: OrderKey) {
-        let id = d.record.id.clone();
+    async fn process_run(&self, run: Run, key: OrderKey) {
         let _release = InFlight { app: self, key };
+        for (record, payload) in run {
+            let payload = match payload {
+                Some(p) => p,
+                None => match self.payload_or_bury(&record, self.now()) {
+                    Ok(Some(p)) => p,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::error!(delivery = %record.id, error = %e, "could not read the delivery");
+                        return;
+                    }
+                },
+            };
+            // A delivery to retry later holds the rest of its key back: stop the run.
+            if !self.process_one(PendingDelivery { record, payload }).await {
+                return;
+            }
+        }
+    }
+
+    /// Handle one delivery and record its outcome; false when the next delivery of its key must
+    /// not follow now (it failed and will be retried, or its outcome could not be recorded).
+    async fn process_one(&self, d: PendingDelivery) -> bool {
+        let id = d.record.id.clone();
         let span = tracing::info_span!(
             "delivery",
             delivery = %id,
@@ -267,16 +314,18 @@ impl App {
             self.record_outcome(&d, result)
         };
         match recorded {
-            Ok(()) => {
+            Ok(go_on) => {
                 self.0
                     .dispatch
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .unflushed += 1;
+                go_on
             }
             // The delivery stays in the inbox and is attempted again on the next pass.
             Err(e) => {
                 tracing::error!(parent: &span, error = %e, "could not record the delivery's outcome");
+                false
             }
         }
     }
@@ -285,7 +334,7 @@ impl App {
         &self,
         d: &PendingDelivery,
         result: Result<Outcome, crate::engine::EngineError>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let id = &d.record.id;
         let now = self.now();
         match result {
@@ -313,9 +362,10 @@ impl App {
                 tracing::warn!(error = %e, attempts, ?retry_at, "delivery failed");
                 self.store()
                     .fail_delivery(id, &e.to_string(), retry_at, now)?;
+                return Ok(retry_at.is_none());
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Process everything that can be processed now and wait for the resulting deploys and
