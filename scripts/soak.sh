@@ -78,18 +78,20 @@ wrk -t2 -c$CONNS -d"${DURATION}s" --latency -s "$WORK/soak.lua" "http://127.0.0.
 wrk_pid=$!
 echo "soak: ~$RATE deliveries/s for ${DURATION}s, retention ${SOAK_RETENTION_SECS:-120}s, load $(cut -d' ' -f1 /proc/loadavg)"
 echo
-echo "| t (s) | RSS (MB) | data dir (MB) | inbox pending | flushes |"
-echo "|---|---|---|---|---|"
+echo "| t (s) | RSS (MB) | data dir (MB) | of which sled (MB) | of which payload segments (MB) | inbox pending | flushes |"
+echo "|---|---|---|---|---|---|---|"
 start=$(date +%s)
 while kill -0 "$wrk_pid" 2>/dev/null; do
     sleep "$SAMPLE"
     t=$(($(date +%s) - start))
     rss=$(awk '/^VmRSS:/ {printf "%.1f", $2/1024}' "/proc/$pid/status")
     disk=$( (du -sb "$WORK/data" 2>/dev/null || true) | awk '{printf "%.1f", $1/1e6}')
+    sled=$( (du -sb "$WORK/data/db" 2>/dev/null || true) | awk '{printf "%.1f", $1/1e6}')
+    segs=$( (du -sb "$WORK/data/payloads" 2>/dev/null || true) | awk '{printf "%.1f", $1/1e6}')
     metrics=$(curl -s "http://127.0.0.1:$PORT/metrics" || true)
     pending=$(echo "$metrics" | awk '/^stagebot_inbox_pending / {print $2}')
     flushes=$(echo "$metrics" | awk '/^stagebot_store_flushes_total / {print $2}')
-    echo "| $t | $rss | $disk | ${pending:-?} | ${flushes:-?} |"
+    echo "| $t | $rss | $disk | ${sled:-?} | ${segs:-?} | ${pending:-?} | ${flushes:-?} |"
 done
 wait "$wrk_pid" || true
 echo

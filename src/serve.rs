@@ -74,6 +74,9 @@ pub async fn start(app: App, listener: TcpListener, intervals: Intervals) -> Ser
         &app.settings().data_dir.join("logs"),
         app.settings().log_max,
     );
+    // Payload segments are deleted whole with the retention: their window follows it.
+    app.store()
+        .set_payload_retention(app.settings().delivery_retention);
     match app.adopt_processes().await {
         Ok(s) => tracing::info!(?s, "processes of the previous run adopted or stopped"),
         Err(e) => tracing::error!(error = %e, "adopting processes at start-up failed"),

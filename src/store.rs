@@ -4,7 +4,11 @@
 //! Trees:
 //! - `inbox`: arrival sequence (u64 BE) → delivery id, for deliveries not yet finished.
 //! - `deliveries`: delivery id → [`DeliveryRecord`] (doubles as the "seen" set; pruned).
-//! - `payloads`: delivery id → raw body (kept with its record, for replay).
+//! - `payloads`: delivery id → raw body, for the payloads kept in sled: dead letters, restored
+//!   backups, stores of schema 1 (migrated to segments on open).
+//! - `payload_refs`: delivery id → [`crate::segments::PayloadRef`]: where a payload is in the
+//!   append-only segment files under `<data dir>/payloads/` (kept with its record, for replay;
+//!   `src/store/payloads.rs`). Not part of backups: a backup's `payloads` carries every payload.
 //! - `environments`: `owner/name \0 slug` → [`EnvRecord`].
 //! - `releases`: `owner/name \0 slug \0 n (u32 BE)` → [`Release`].
 //! - `prs`: `owner/name \0 number (u64 BE)` → [`PrRecord`].
@@ -28,8 +32,10 @@ use crate::environment::TransitionError;
 use crate::environment::{EnvRecord, Release, Trigger};
 use crate::types::{DeliveryId, EnvId, EnvKind, PrNumber, RepoName, Sha};
 
-/// The schema this build writes. Older stores are migrated on open.
-pub const SCHEMA_VERSION: u32 = 2;
+/// The schema this build writes. Older stores are migrated on open, one step per version:
+/// 2: environment records keep their restart backoff as one `restart_backoff`;
+/// 3: payloads in segment files (`payload_refs`), moved from the `payloads` tree.
+pub const SCHEMA_VERSION: u32 = 3;
 
 const TREES: &[&str] = &[
     "inbox",
@@ -68,6 +74,8 @@ pub enum StoreError {
     NotFound(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    #[error("{0}")]
+    Segment(#[from] crate::segments::SegmentError),
     /// A failure injected with [`Store::inject_fault`].
     #[error("injected fault: {access:?} of `{tree}`")]
     Injected { tree: &'static str, access: Access },
@@ -111,6 +119,8 @@ impl StoreFault {
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+mod payloads;
 
 // ---------------------------------------------------------------------------------------------
 // Records
@@ -431,6 +441,8 @@ pub struct Store {
     inbox: sled::Tree,
     deliveries: sled::Tree,
     payloads: sled::Tree,
+    payload_refs: sled::Tree,
+    segments: std::sync::Arc<crate::segments::Segments>,
     environments: sled::Tree,
     releases: sled::Tree,
     prs: sled::Tree,
@@ -501,6 +513,8 @@ impl Store {
             inbox: db.open_tree("inbox")?,
             deliveries: db.open_tree("deliveries")?,
             payloads: db.open_tree("payloads")?,
+            payload_refs: db.open_tree("payload_refs")?,
+            segments: std::sync::Arc::new(crate::segments::Segments::open(&dir.join("payloads"))?),
             environments: db.open_tree("environments")?,
             releases: db.open_tree("releases")?,
             prs: db.open_tree("prs")?,
@@ -514,6 +528,7 @@ impl Store {
             group: Default::default(),
         };
         store.migrate()?;
+        store.drop_torn_deliveries()?;
         store.init_catchup()?;
         store.incarnation = store.begin_incarnation()?;
         Ok(store)
@@ -592,11 +607,16 @@ impl Store {
                 supported: SCHEMA_VERSION,
             }),
             Some(v) if v == SCHEMA_VERSION => Ok(()),
-            // A fresh store (nothing to migrate), or schema 1. Each step upgrades one version
-            // in place, in one transaction with the new version number: a crash leaves the old
-            // schema whole, and the next open migrates again.
-            _ => {
-                self.migrate_1_to_2()?;
+            // A fresh store (nothing to migrate), or an older schema. Each step upgrades one
+            // version in place and records it: a crash leaves a whole schema behind, and the
+            // next open goes on from there.
+            found => {
+                if found.unwrap_or(1) < 2 {
+                    self.migrate_1_to_2()?;
+                }
+                self.migrate_payloads_to_segments()?;
+                self.meta
+                    .insert("schema_version", encode(&SCHEMA_VERSION)?)?;
                 self.db.flush()?;
                 Ok(())
             }
@@ -692,9 +712,16 @@ impl Store {
         // Every ticket taken so far belongs to a write that is done: this flush covers them all.
         let covers = self.group.written.load(SeqCst);
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        let segments = self.segments.clone();
+        // The payloads first: a delivery record made durable by this flush has its payload on
+        // disk already.
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            segments.sync()?;
+            db.flush()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
         self.group.flushes.fetch_add(1, SeqCst);
         self.group.durable.fetch_max(covers, SeqCst);
         Ok(())
@@ -747,9 +774,21 @@ impl Store {
             ..record
         })?;
         let key = id.as_str().as_bytes();
+        // A redelivery costs a read, not an append.
+        if self.deliveries.get(key)?.is_some() {
+            return Ok(Inserted::Duplicate);
+        }
+        // Written to its segment before the record exists (a concurrent duplicate leaves bytes
+        // nobody refers to, deleted with their segment); synced by the flush below.
+        let at = self.append_payload(now, payload)?.encode();
         let requested = catchup_requested_key(id);
         let recovered_key = format!("c/{}", id.as_str()).into_bytes();
-        let outcome = (&self.deliveries, &self.inbox, &self.payloads, &self.catchup)
+        let outcome = (
+            &self.deliveries,
+            &self.inbox,
+            &self.payload_refs,
+            &self.catchup,
+        )
             .transaction(|(d, i, p, c)| {
                 if d.get(key)?.is_some() {
                     return Ok(Inserted::Duplicate);
@@ -762,7 +801,7 @@ impl Store {
                 } else {
                     d.insert(key, rec_bytes.as_slice())?;
                 }
-                p.insert(key, payload)?;
+                p.insert(key, &at[..])?;
                 i.insert(&seq.to_be_bytes(), key)?;
                 Ok(Inserted::New)
             })
@@ -781,11 +820,10 @@ impl Store {
             .transpose()
     }
 
+    /// A delivery's payload, read back from its segment (or from sled for the payloads kept
+    /// there); `None` once pruned. A torn or corrupt one is an error, never other bytes.
     pub fn payload(&self, id: &DeliveryId) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .payloads
-            .get(id.as_str().as_bytes())?
-            .map(|b| b.to_vec()))
+        self.read_payload(id.as_str().as_bytes())
     }
 
     /// Deliveries still in the inbox, in arrival order.
@@ -830,11 +868,7 @@ impl Store {
             if record.next_attempt_at.is_some_and(|t| t > now) {
                 continue;
             }
-            let payload = self
-                .payloads
-                .get(&id)?
-                .map(|b| b.to_vec())
-                .unwrap_or_default();
+            let payload = self.read_payload(&id)?.unwrap_or_default();
             return Ok(Some(PendingDelivery { record, payload }));
         }
         Ok(None)
@@ -849,7 +883,10 @@ impl Store {
             .min())
     }
 
-    /// Finish a delivery: record its outcome and take it out of the inbox, atomically.
+    /// Finish a delivery: record its outcome and take it out of the inbox, atomically. Not
+    /// flushed: the worker covers a batch of outcomes with one [`Store::flush`] (an outcome lost
+    /// in a crash only means the delivery is processed again, which the engine's idempotency
+    /// makes harmless; sled's log keeps writes in order, so a later flush covers it too).
     pub fn finish_delivery(
         &self,
         id: &DeliveryId,
@@ -865,7 +902,8 @@ impl Store {
     }
 
     /// Record a failed attempt: stays in the inbox until `next_attempt_at`, or becomes dead
-    /// (out of the inbox, kept) when `retry_at` is `None`.
+    /// (out of the inbox, kept, its payload copied into sled so its segment can go) when
+    /// `retry_at` is `None`. Not flushed, like [`Store::finish_delivery`].
     pub fn fail_delivery(
         &self,
         id: &DeliveryId,
@@ -873,6 +911,9 @@ impl Store {
         retry_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<DeliveryRecord> {
+        if retry_at.is_none() {
+            self.keep_payload_in_sled(id.as_str().as_bytes())?;
+        }
         self.update_delivery(id, |r| {
             r.attempts += 1;
             r.last_error = Some(error.to_owned());
@@ -891,7 +932,7 @@ impl Store {
     /// Put a finished (dead, processed or ignored) delivery back in the inbox.
     pub fn replay_delivery(&self, id: &DeliveryId) -> Result<DeliveryRecord> {
         let key = id.as_str().as_bytes();
-        if self.payloads.get(key)?.is_none() {
+        if !self.has_payload(key)? {
             return Err(StoreError::NotFound(format!(
                 "delivery {id} (or its payload, pruned)"
             )));
@@ -946,7 +987,6 @@ impl Store {
                 Ok(r)
             })
             .map_err(tx_err)?;
-        self.db.flush()?;
         Ok(r)
     }
 
@@ -973,9 +1013,11 @@ impl Store {
                 let key = r.id.as_str().as_bytes();
                 self.deliveries.remove(key)?;
                 self.payloads.remove(key)?;
+                self.payload_refs.remove(key)?;
                 n += 1;
             }
         }
+        self.remove_expired_segments(cutoff)?;
         Ok(n)
     }
 
@@ -995,6 +1037,7 @@ impl Store {
                 let key = r.id.as_str().as_bytes();
                 self.deliveries.remove(key)?;
                 self.payloads.remove(key)?;
+                self.payload_refs.remove(key)?;
                 n += 1;
             }
         }
@@ -1311,9 +1354,16 @@ impl Store {
         Ok(())
     }
 
-    /// Record the head a `pull_request` delivery (arrival sequence `seq`) announced.
+    /// Record the head a `pull_request` delivery (arrival sequence `seq`) announced. Not
+    /// flushed on its own: it is part of the delivery's processing, made durable with (or
+    /// before, sled's log keeps order) the delivery's outcome; lost in a crash, the delivery is
+    /// processed again and records it again.
     pub fn record_pr_head(&self, repo: &RepoName, pr: PrNumber, seq: u64, sha: &Sha) -> Result<()> {
-        self.update_pr(repo, pr, |r| r.record_head(seq, sha))
+        let mut rec = self.pr(repo, pr)?;
+        rec.record_head(seq, sha);
+        self.check("prs", Access::Write)?;
+        self.prs.insert(pr_key(repo, pr), encode(&rec)?)?;
+        Ok(())
     }
 
     /// Change the progress record of comment version `c` (a record of another version is
@@ -1470,10 +1520,8 @@ impl Store {
         let mut trees = BTreeMap::new();
         let mut summary = BackupSummary::default();
         for name in TREES {
-            let tree = self.db.open_tree(name)?;
             let mut entries = Vec::new();
-            for item in tree.iter() {
-                let (k, v) = item?;
+            for (k, v) in self.tree_entries(name)? {
                 entries.push((hex::encode(&k), hex::encode(&v)));
             }
             summary.entries += entries.len();
@@ -1551,6 +1599,8 @@ impl Store {
             ));
         }
         let mut summary = BackupSummary::default();
+        // A backup's `payloads` carries every payload: restored into sled, none in segments.
+        self.payload_refs.clear()?;
         for name in TREES {
             let tree = self.db.open_tree(name)?;
             tree.clear()?;
@@ -1579,13 +1629,7 @@ impl Store {
     pub fn dump(&self) -> Result<StoreDump> {
         let mut out = BTreeMap::new();
         for name in TREES {
-            let tree = self.db.open_tree(name)?;
-            let mut entries = Vec::new();
-            for item in tree.iter() {
-                let (k, v) = item?;
-                entries.push((k.to_vec(), v.to_vec()));
-            }
-            out.insert((*name).to_owned(), entries);
+            out.insert((*name).to_owned(), self.tree_entries(name)?);
         }
         Ok(out)
     }
@@ -1994,7 +2038,7 @@ mod tests {
             db.flush().unwrap();
         }
         let store = Store::open_waiting(dir.path(), std::time::Duration::from_secs(5)).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 2);
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         let envs = store.envs().unwrap();
         assert_eq!(envs.len(), old.len());
         let by_slug = |s: &str| envs.iter().find(|e| e.id.slug.as_str() == s).unwrap();

@@ -24,6 +24,22 @@ use crate::types::DeliveryId;
 /// How many deliveries are processed at the same time (each of a different [`OrderKey`]).
 pub const MAX_IN_FLIGHT: usize = 8;
 
+/// Outcomes recorded between two flushes of the worker at most (a drain flushes once when it
+/// ends; a long one every this many outcomes).
+pub const OUTCOMES_PER_FLUSH: usize = 256;
+
+/// Deliveries of one key handed to one task at most: the task processes them in arrival order
+/// without going back to the dispatcher between them, so a backlog of one repository costs one
+/// walk of the inbox per run, not per delivery (docs/performance.md §0).
+pub const RUN_MAX: usize = 256;
+
+/// The dispatcher walks the inbox at most this often (an arrival wakes it; a burst of arrivals
+/// would otherwise walk a growing inbox once per delivery).
+const WALK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// A run: deliveries of one key, in arrival order; the payload of the first may already be read.
+type Run = Vec<(DeliveryRecord, Option<Vec<u8>>)>;
+
 /// What orders deliveries: the repository they are about, or the installation for installation
 /// events. Deliveries with the same key are processed one at a time, in arrival order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -75,6 +91,8 @@ pub(crate) struct Dispatch {
     in_flight: HashSet<OrderKey>,
     /// Keys read from payloads, so a delivery held back is not parsed again on every pass.
     keys: HashMap<DeliveryId, OrderKey>,
+    /// Outcomes recorded since the worker's last flush (group commit of outcomes).
+    unflushed: usize,
 }
 
 /// Where a delivery stands when the dispatcher looks at it.
@@ -95,7 +113,12 @@ impl App {
         let _guard = self.0.worker_lock.lock().await;
         let mut tasks = tokio::task::JoinSet::new();
         let mut attempted = 0;
+        let mut last_walk: Option<tokio::time::Instant> = None;
         loop {
+            if let Some(at) = last_walk {
+                tokio::time::sleep_until(at + WALK_INTERVAL).await;
+            }
+            last_walk = Some(tokio::time::Instant::now());
             // Register interest before looking, so a completion or an arrival between the scan
             // and the wait is not missed.
             let done = self.0.worker_done.notified();
@@ -104,17 +127,26 @@ impl App {
             done.as_mut().enable();
             arrived.as_mut().enable();
 
-            for (d, key) in self.dispatchable()? {
-                attempted += 1;
+            for (run, key) in self.dispatchable()? {
+                attempted += run.len();
                 let app = self.clone();
-                tasks.spawn(async move { app.process_one(d, key).await });
+                tasks.spawn(async move { app.process_run(run, key).await });
             }
+            let mut finished = false;
             while let Some(joined) = tasks.try_join_next() {
                 log_join(joined);
+                finished = true;
             }
             if tasks.is_empty() {
+                if finished {
+                    // What just finished may have made later deliveries of its key ready:
+                    // look again before calling the inbox drained.
+                    continue;
+                }
+                self.flush_outcomes(0).await?;
                 return Ok(attempted);
             }
+            self.flush_outcomes(OUTCOMES_PER_FLUSH).await?;
             tokio::select! {
                 Some(joined) = tasks.join_next() => log_join(joined),
                 _ = &mut done => {}
@@ -123,8 +155,27 @@ impl App {
         }
     }
 
-    /// The deliveries that may start now, each marked in flight under its key.
-    fn dispatchable(&self) -> Result<Vec<(PendingDelivery, OrderKey)>, StoreError> {
+    /// Make the outcomes recorded so far durable with one group commit, once there are more
+    /// than `threshold`.
+    async fn flush_outcomes(&self, threshold: usize) -> Result<(), StoreError> {
+        let n = {
+            let mut dispatch = self
+                .0
+                .dispatch
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if dispatch.unflushed == 0 || dispatch.unflushed < threshold {
+                return Ok(());
+            }
+            std::mem::take(&mut dispatch.unflushed)
+        };
+        tracing::debug!(outcomes = n, "flushing recorded outcomes");
+        self.store().flush().await
+    }
+
+    /// The deliveries that may start now, as runs of one key each (at most [`RUN_MAX`]), each
+    /// key marked in flight.
+    fn dispatchable(&self) -> Result<Vec<(Run, OrderKey)>, StoreError> {
         let now = self.now();
         // Only the ids: a delivery behind a busy key is skipped without reading its record, so a
         // backlog of one repository costs a walk of the inbox, not a decode of every record, on
@@ -138,7 +189,8 @@ impl App {
         let ids: HashSet<&DeliveryId> = pending.iter().collect();
         dispatch.keys.retain(|id, _| ids.contains(id));
         let mut held: HashSet<OrderKey> = HashSet::new();
-        let mut out = Vec::new();
+        let mut runs: Vec<(Run, OrderKey)> = Vec::new();
+        let mut run_of: HashMap<OrderKey, usize> = HashMap::new();
         for id in &pending {
             let key = dispatch.keys.get(id).cloned();
             if let Some(key) = &key
@@ -149,12 +201,17 @@ impl App {
             let Some(record) = self.store().delivery(id)? else {
                 continue;
             };
+            // The payload is read once: for the key, kept for the handler of a run's first.
+            let mut payload = None;
             let key = match key {
                 Some(k) => k,
                 None => {
-                    let payload = self.store().payload(&record.id)?.unwrap_or_default();
-                    let k = OrderKey::of(&record.id, &record.event, &payload);
+                    let Some(p) = self.payload_or_bury(&record, now)? else {
+                        continue;
+                    };
+                    let k = OrderKey::of(&record.id, &record.event, &p);
                     dispatch.keys.insert(record.id.clone(), k.clone());
+                    payload = Some(p);
                     k
                 }
             };
@@ -164,22 +221,54 @@ impl App {
             }
             match self.readiness(&record, now) {
                 Ready::Later { hold_until } => {
+                    // Later deliveries of its key wait for it (the run so far goes ahead).
                     if hold_until > now {
                         held.insert(key);
                     }
                 }
-                Ready::Now => {
-                    if dispatch.in_flight.len() >= MAX_IN_FLIGHT {
-                        break;
+                Ready::Now => match run_of.get(&key) {
+                    Some(&i) => {
+                        let run = &mut runs[i].0;
+                        run.push((record, None));
+                        if run.len() >= RUN_MAX {
+                            held.insert(key);
+                        }
                     }
-                    let payload = self.store().payload(&record.id)?.unwrap_or_default();
-                    dispatch.in_flight.insert(key.clone());
-                    held.insert(key.clone());
-                    out.push((PendingDelivery { record, payload }, key));
-                }
+                    None => {
+                        if dispatch.in_flight.len() + runs.len() >= MAX_IN_FLIGHT {
+                            held.insert(key);
+                            continue;
+                        }
+                        run_of.insert(key.clone(), runs.len());
+                        runs.push((vec![(record, payload)], key));
+                    }
+                },
             }
         }
-        Ok(out)
+        for (_, key) in &runs {
+            dispatch.in_flight.insert(key.clone());
+        }
+        Ok(runs)
+    }
+
+    /// A pending delivery's payload. One that cannot be read back (its segment corrupted on
+    /// disk) becomes a dead letter with the error, instead of stopping the worker.
+    fn payload_or_bury(
+        &self,
+        record: &DeliveryRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.store().payload(&record.id) {
+            Ok(p) => Ok(Some(p.unwrap_or_default())),
+            Err(StoreError::Segment(e)) => {
+                tracing::error!(delivery = %record.id, error = %e, "payload unreadable: dead letter");
+                Metrics::inc(&self.metrics().deliveries_dead);
+                self.store()
+                    .fail_delivery(&record.id, &e.to_string(), None, now)?;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn readiness(&self, record: &DeliveryRecord, now: DateTime<Utc>) -> Ready {
@@ -188,9 +277,31 @@ impl App {
 
     /// Handle one delivery and record its outcome; then free its key and wake the dispatcher
     /// (also if the handler panics: the guard does it on drop).
-    async fn process_one(&self, d: PendingDelivery, key: OrderKey) {
-        let id = d.record.id.clone();
+    async fn process_run(&self, run: Run, key: OrderKey) {
         let _release = InFlight { app: self, key };
+        for (record, payload) in run {
+            let payload = match payload {
+                Some(p) => p,
+                None => match self.payload_or_bury(&record, self.now()) {
+                    Ok(Some(p)) => p,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::error!(delivery = %record.id, error = %e, "could not read the delivery");
+                        return;
+                    }
+                },
+            };
+            // A delivery to retry later holds the rest of its key back: stop the run.
+            if !self.process_one(PendingDelivery { record, payload }).await {
+                return;
+            }
+        }
+    }
+
+    /// Handle one delivery and record its outcome; false when the next delivery of its key must
+    /// not follow now (it failed and will be retried, or its outcome could not be recorded).
+    async fn process_one(&self, d: PendingDelivery) -> bool {
+        let id = d.record.id.clone();
         let span = tracing::info_span!(
             "delivery",
             delivery = %id,
@@ -202,9 +313,20 @@ impl App {
             let _e = span.enter();
             self.record_outcome(&d, result)
         };
-        if let Err(e) = recorded {
+        match recorded {
+            Ok(go_on) => {
+                self.0
+                    .dispatch
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .unflushed += 1;
+                go_on
+            }
             // The delivery stays in the inbox and is attempted again on the next pass.
-            tracing::error!(parent: &span, error = %e, "could not record the delivery's outcome");
+            Err(e) => {
+                tracing::error!(parent: &span, error = %e, "could not record the delivery's outcome");
+                false
+            }
         }
     }
 
@@ -212,7 +334,7 @@ impl App {
         &self,
         d: &PendingDelivery,
         result: Result<Outcome, crate::engine::EngineError>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let id = &d.record.id;
         let now = self.now();
         match result {
@@ -240,9 +362,10 @@ impl App {
                 tracing::warn!(error = %e, attempts, ?retry_at, "delivery failed");
                 self.store()
                     .fail_delivery(id, &e.to_string(), retry_at, now)?;
+                return Ok(retry_at.is_none());
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Process everything that can be processed now and wait for the resulting deploys and
@@ -259,11 +382,15 @@ impl App {
 
     /// The worker loop: drain, then wait for a new delivery or the next retry.
     pub async fn run_worker(self, shutdown: crate::shutdown::Shutdown) {
+        // After a burst the freed heap goes back to the kernel (at most once a second).
+        let mut trimmer = crate::memory::Trimmer::new(Duration::from_secs(1));
         loop {
             tokio::select! {
                 drained = self.drain() => {
-                    if let Err(e) = drained {
-                        tracing::error!(error = %e, "worker could not read the inbox");
+                    match drained {
+                        Ok(n) if n > 0 => trimmer.worked(),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "worker could not read the inbox"),
                     }
                 }
                 // In-flight deliveries are abandoned, not recorded: they stay in the inbox and
@@ -275,6 +402,13 @@ impl App {
                 _ => Duration::from_secs(60),
             }
             .clamp(Duration::from_millis(50), Duration::from_secs(60));
+            if trimmer.maybe_trim() {
+                tracing::debug!(trims = trimmer.trims(), "gave freed heap back");
+            }
+            // Idle after a burst: wake up to trim when it is due.
+            let wait = trimmer
+                .due_in()
+                .map_or(wait, |d| wait.min(d.max(Duration::from_millis(50))));
             tokio::select! {
                 _ = self.0.worker_wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}

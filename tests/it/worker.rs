@@ -89,3 +89,81 @@ async fn wait_live(w: &World, id: &EnvId, limit: Duration) -> bool {
     }
     false
 }
+
+/// Issue 13: the worker's outcomes share the group commit. Twenty `labeled` deliveries (decided
+/// without GitHub) wait in the inbox; one drain processes them all and makes their outcomes
+/// durable with ONE flush, not one per delivery (counted, not timed). Losing such an outcome in
+/// a crash only means the delivery is processed again: `ingress::kill_9_during_a_burst_…`
+/// checks that this duplicates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_makes_its_outcomes_durable_with_one_flush() {
+    use stagebot::app::{App, Parts, Settings};
+    use stagebot::store::{DeliveryStatus, Store};
+    // The app without its server: no worker of its own runs, this test's drain is the only one.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = stagebot::fake_github::FakeGitHub::start().await;
+    let repo = RepoName::new("acme", "labels").unwrap();
+    let routes = stagebot::proxy::Routes::default();
+    let app = App::new(Parts {
+        settings: Settings::new(
+            dir.path().to_path_buf(),
+            "http://127.0.0.1:9".into(),
+            "localhost:9".into(),
+        ),
+        store: Store::open(dir.path()).unwrap(),
+        github: stagebot::github::GitHub::new(stagebot::github::GitHubConfig {
+            api_url: fake.url(),
+            app_id: fake.app_id(),
+            private_key_pem: fake.private_key_pem(),
+            retry: stagebot::github::RetryPolicy::default(),
+        })
+        .unwrap(),
+        provider: stagebot::provider::Provider::Local(
+            stagebot::provider::local::LocalProvider::new(
+                stagebot::provider::local::LocalConfig::new(
+                    dir.path().to_path_buf(),
+                    routes.clone(),
+                ),
+            )
+            .unwrap(),
+        ),
+        routes,
+        clock: std::sync::Arc::new(stagebot::clock::SystemClock),
+        secrets: stagebot::webhook::WebhookSecrets::parse("s").unwrap(),
+    });
+    let store = app.store();
+    let mut p = PrPayload::new("labeled", &repo, 7);
+    p.installation_id = Some(INSTALLATION);
+    p.label = Some("needs review".into());
+    let body = serde_json::to_vec(&payloads::pull_request(&p)).unwrap();
+    let ids: Vec<_> = (0..20)
+        .map(|n| stagebot::types::DeliveryId::new(&format!("label-{n}")).unwrap())
+        .collect();
+    for id in &ids {
+        store
+            .insert_delivery(id, "pull_request", &body, app.now())
+            .await
+            .unwrap();
+    }
+    let before = store.flushes();
+    let attempted = app.drain().await.unwrap();
+    assert_eq!(attempted, 20);
+    assert_eq!(
+        store.flushes() - before,
+        1,
+        "one flush covers the drain's 20 outcomes"
+    );
+    for id in &ids {
+        let r = store.delivery(id).unwrap().unwrap();
+        assert!(
+            matches!(r.status, DeliveryStatus::Ignored { .. }),
+            "{id}: {:?} {:?}",
+            r.status,
+            r.last_error
+        );
+    }
+    assert!(store.pending().unwrap().is_empty());
+    // Each delivery still recorded the PR's head (in arrival order), without a flush of its own.
+    let pr = store.pr(&repo, PrNumber(7)).unwrap();
+    assert_eq!(pr.heads.len(), 20, "{pr:?}");
+}
