@@ -233,7 +233,7 @@ impl Postgres {
             Some(Host::Tcp(host)) => format!("postgresql://{auth}@{host}:{port}/{name}"),
             Some(Host::Unix(dir)) => format!(
                 "postgresql://{auth}@/{name}?host={}&port={port}",
-                percent(&dir.to_string_lossy())
+                crate::escape::percent(&dir.to_string_lossy())
             ),
             None => format!("postgresql://{auth}@localhost:{port}/{name}"),
         }
@@ -503,19 +503,6 @@ async fn create_database(
             Err(e) => return Err(sql_err(format!("create database {name}"))(e)),
         }
     }
-}
-
-/// Percent-encode everything but unreserved characters (a socket path in a URL query).
-fn percent(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
 
 #[cfg(test)]

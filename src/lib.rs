@@ -12,6 +12,7 @@ pub mod database;
 pub mod demo;
 pub mod engine;
 pub mod environment;
+pub mod escape;
 pub mod event;
 pub mod fake_github;
 pub mod fake_sentry;

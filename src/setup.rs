@@ -36,6 +36,7 @@ use tokio::sync::watch;
 
 use crate::app::{App, Settings};
 use crate::credentials::{AppCredentials, FromEnv};
+use crate::escape::html as escape;
 use crate::signature::WebhookSecrets;
 use crate::types::Secret;
 
@@ -501,22 +502,6 @@ fn new_app_url(web_url: &str, org: Option<&str>, state: &str) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Pages
-
-/// Text for HTML, attribute values included.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// `scheme://authority` of a URL, for the page's `form-action`.
 fn origin(url: &str) -> Option<String> {

@@ -5,6 +5,7 @@
 //! A user can read a repository when the fake grants them a permission on it
 //! ([`FakeGitHub::set_permission`]) of at least `read`.
 
+use crate::escape::{html as escape, percent};
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State as AxState};
@@ -77,26 +78,6 @@ struct AuthorizeQuery {
     client_id: Option<String>,
     redirect_uri: Option<String>,
     state: Option<String>,
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
-fn percent(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn bad(message: &str) -> Response {

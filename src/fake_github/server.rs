@@ -1236,7 +1236,13 @@ fn paginate(req: &Req<'_>, items: Vec<Value>) -> Reply {
         params.push(("page".into(), p.to_string()));
         let query: Vec<String> = params
             .iter()
-            .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    crate::escape::percent(k),
+                    crate::escape::percent(v)
+                )
+            })
             .collect();
         format!(
             "<{}{}?{}>; rel=\"{rel}\"",
@@ -1509,18 +1515,6 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1530,7 +1524,7 @@ mod tests {
         assert_eq!(percent_decode("a%20b%2Fc"), "a b/c");
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%4"), "%4");
-        assert_eq!(percent_encode("preview/pr-1"), "preview%2Fpr-1");
+        assert_eq!(crate::escape::percent("preview/pr-1"), "preview%2Fpr-1");
         let q = parse_query(Some("environment=preview%2Fpr-1&per_page=5&x"));
         assert_eq!(q["environment"], "preview/pr-1");
         assert_eq!(q["per_page"], "5");

@@ -30,6 +30,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
 
+use crate::escape::percent as enc;
 use crate::types::{Permission, PrNumber, RepoName, Secret, Sha};
 
 pub use app_api::{
@@ -824,19 +825,6 @@ fn to_json<T: Serialize>(body: &T) -> Result<serde_json::Value, GitHubError> {
 
 fn strip_query(path: &str) -> &str {
     path.split_once('?').map_or(path, |(p, _)| p)
-}
-
-/// Percent-encode one path segment or query value (everything but RFC 3986 unreserved).
-fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// At most `max` characters; an ellipsis marks a cut.

@@ -22,6 +22,7 @@ use axum::routing::{get, post};
 
 use crate::app::App;
 use crate::environment::EnvRecord;
+pub use crate::escape::{html as escape, percent};
 use crate::github::PrInfo;
 use crate::types::{PrNumber, RepoName, Secret};
 
@@ -166,47 +167,4 @@ pub fn router() -> Router<App> {
         .route("/auth/login", get(auth::login))
         .route("/auth/callback", get(auth::callback))
         .route("/auth/logout", post(auth::logout))
-}
-
-/// HTML-escape a value (text and attribute values in double quotes).
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Percent-encode a value for a URL's query or path segment.
-pub fn percent(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escape_covers_text_and_attributes() {
-        assert_eq!(
-            escape(r#"<a href="x" onclick='y'>&</a>"#),
-            "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;&lt;/a&gt;"
-        );
-        assert_eq!(percent("/logs/a b?c=d&e"), "%2Flogs%2Fa%20b%3Fc%3Dd%26e");
-    }
 }
