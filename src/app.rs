@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use crate::clock::SharedClock;
 use crate::github::{GitHub, GitHubError, RepoClient};
@@ -137,10 +137,6 @@ impl Settings {
     }
 }
 
-pub(crate) struct RunnerSlot {
-    pub(crate) generation: watch::Sender<u64>,
-}
-
 pub(crate) struct Inner {
     pub(crate) settings: Settings,
     pub(crate) store: Store,
@@ -159,8 +155,8 @@ pub(crate) struct Inner {
     /// Capacity decisions are serialized per installation (deliveries of its repositories run
     /// concurrently otherwise).
     pub(crate) installation_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
-    pub(crate) runners: Mutex<HashMap<EnvId, RunnerSlot>>,
-    pub(crate) runners_idle: Notify,
+    /// Which environments have a runner at work (src/runners.rs).
+    pub(crate) runners: crate::runners::RunnerRegistry,
     /// Scheduled jobs' state (backups, snapshots) and the Sentry issue counts.
     pub(crate) services: crate::services::ServicesState,
     /// The `/setup` manifest flow (src/setup.rs).
@@ -207,8 +203,7 @@ impl App {
             worker_done: Notify::new(),
             dispatch: Mutex::new(crate::worker::Dispatch::default()),
             installation_locks: Mutex::new(HashMap::new()),
-            runners: Mutex::new(HashMap::new()),
-            runners_idle: Notify::new(),
+            runners: crate::runners::RunnerRegistry::default(),
             services: crate::services::ServicesState::default(),
             setup,
         }))

@@ -29,6 +29,7 @@ pub mod proxy;
 pub mod recover;
 pub mod repo_config;
 pub mod reporter;
+pub mod runners;
 pub mod segments;
 pub mod sentry;
 pub mod serve;

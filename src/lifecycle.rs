@@ -8,7 +8,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::app::{App, RunnerSlot};
+use crate::app::App;
 use crate::environment::{
     Change, EnvRecord, EnvState, Failure, Op, Release, TransitionError, Trigger,
 };
@@ -31,13 +31,9 @@ pub enum Phase {
 impl App {
     /// Make sure a runner works on `id`'s op (generation `generation` or newer).
     pub fn kick(&self, id: &EnvId, generation: u64) {
-        let mut runners = self.0.runners.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(slot) = runners.get(id) {
-            slot.generation.send_replace(generation);
+        let Some(rx) = self.0.runners.claim(id, generation) else {
             return;
-        }
-        let (tx, rx) = watch::channel(generation);
-        runners.insert(id.clone(), RunnerSlot { generation: tx });
+        };
         let app = self.clone();
         let id = id.clone();
         let span = tracing::info_span!("env", repo = %id.repo, env = %id.slug);
@@ -64,22 +60,12 @@ impl App {
 
     /// Number of environments with a runner at work.
     pub fn busy_runners(&self) -> usize {
-        self.0
-            .runners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.0.runners.busy()
     }
 
     /// Wait until no runner is at work.
     pub async fn runners_idle(&self) {
-        loop {
-            let notified = self.0.runners_idle.notified();
-            if self.busy_runners() == 0 {
-                return;
-            }
-            notified.await;
-        }
+        self.0.runners.idle().await;
     }
 
     async fn run_env(&self, id: &EnvId, mut generation: watch::Receiver<u64>) {
@@ -96,14 +82,17 @@ impl App {
             let op = match rec.op() {
                 Some(op) if !rec.runner_idle() => op.clone(),
                 _ => {
-                    // Leave only if nothing new arrived meanwhile (checked under the lock `kick`
-                    // takes, so an op is never stranded).
-                    let mut runners = self.0.runners.lock().unwrap_or_else(|p| p.into_inner());
-                    let fresh = self.store().env(id).ok().flatten();
-                    if fresh.as_ref().is_none_or(EnvRecord::runner_idle) {
-                        runners.remove(id);
-                        drop(runners);
-                        self.0.runners_idle.notify_waiters();
+                    // Leave only if nothing new arrived meanwhile (checked under the registry's
+                    // lock, which `kick` takes too, so an op is never stranded).
+                    let left = self.0.runners.leave_if(id, || {
+                        self.store()
+                            .env(id)
+                            .ok()
+                            .flatten()
+                            .as_ref()
+                            .is_none_or(EnvRecord::runner_idle)
+                    });
+                    if left {
                         return;
                     }
                     continue;
@@ -124,10 +113,7 @@ impl App {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         }
-        let mut runners = self.0.runners.lock().unwrap_or_else(|p| p.into_inner());
-        runners.remove(id);
-        drop(runners);
-        self.0.runners_idle.notify_waiters();
+        self.0.runners.leave(id);
     }
 
     async fn run_deploy(
