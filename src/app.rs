@@ -1,12 +1,11 @@
 //! The application context: one struct that every part receives instead of eight arguments.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
 
 use crate::clock::SharedClock;
 use crate::github::{GitHub, GitHubError, RepoClient};
@@ -147,14 +146,11 @@ pub(crate) struct Inner {
     pub(crate) clock: SharedClock,
     pub(crate) secrets: WebhookSecrets,
     pub(crate) metrics: Metrics,
-    pub(crate) worker_wake: Notify,
-    pub(crate) worker_lock: tokio::sync::Mutex<()>,
-    /// A delivery task finished (its key is free again).
-    pub(crate) worker_done: Notify,
-    pub(crate) dispatch: Mutex<crate::worker::Dispatch>,
+    /// The worker's own state: wake-ups, its pass lock, the keys in flight (src/worker.rs).
+    pub(crate) worker: crate::worker::WorkerState,
     /// Capacity decisions are serialized per installation (deliveries of its repositories run
-    /// concurrently otherwise).
-    pub(crate) installation_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+    /// concurrently otherwise): the engine's (src/engine.rs).
+    pub(crate) installation_locks: crate::engine::InstallationLocks,
     /// Which environments have a runner at work (src/runners.rs).
     pub(crate) runners: crate::runners::RunnerRegistry,
     /// Scheduled jobs' state (backups, snapshots) and the Sentry issue counts.
@@ -198,11 +194,8 @@ impl App {
             clock: parts.clock,
             secrets: parts.secrets,
             metrics: Metrics::default(),
-            worker_wake: Notify::new(),
-            worker_lock: tokio::sync::Mutex::new(()),
-            worker_done: Notify::new(),
-            dispatch: Mutex::new(crate::worker::Dispatch::default()),
-            installation_locks: Mutex::new(HashMap::new()),
+            worker: crate::worker::WorkerState::default(),
+            installation_locks: crate::engine::InstallationLocks::default(),
             runners: crate::runners::RunnerRegistry::default(),
             services: crate::services::ServicesState::default(),
             setup,
@@ -237,17 +230,12 @@ impl App {
         self.0.clock.now()
     }
     pub fn wake_worker(&self) {
-        self.0.worker_wake.notify_one();
+        self.0.worker.wake.notify_one();
     }
 
     /// The lock that serializes capacity decisions of one installation.
     pub(crate) fn installation_lock(&self, installation: u64) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self
-            .0
-            .installation_locks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        locks.entry(installation).or_default().clone()
+        self.0.installation_locks.of(installation)
     }
 
     /// The GitHub client for a repository, finding its installation when the event lacked it.

@@ -47,6 +47,25 @@ impl EngineError {
 /// Where the repository config comes from for an event.
 const CONFIG_PATH: &str = ".github/stagebot.yml";
 
+/// One lock per installation: the engine serializes the capacity decisions of an installation's
+/// repositories (their deliveries run concurrently otherwise).
+#[derive(Default)]
+pub(crate) struct InstallationLocks(
+    std::sync::Mutex<std::collections::HashMap<u64, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+);
+
+impl InstallationLocks {
+    /// The lock of `installation`.
+    pub(crate) fn of(&self, installation: u64) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(installation)
+            .or_default()
+            .clone()
+    }
+}
+
 impl App {
     /// Process one delivery.
     pub async fn handle_delivery(&self, d: &PendingDelivery) -> Result<Outcome, EngineError> {

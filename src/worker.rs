@@ -85,6 +85,19 @@ impl OrderKey {
     }
 }
 
+/// The worker's own state, one per App.
+#[derive(Default)]
+pub(crate) struct WorkerState {
+    /// A delivery arrived (or is ready again).
+    pub(crate) wake: tokio::sync::Notify,
+    /// One worker pass at a time.
+    pub(crate) lock: tokio::sync::Mutex<()>,
+    /// A delivery task finished (its key is free again).
+    pub(crate) done: tokio::sync::Notify,
+    /// Keys with a delivery in flight.
+    pub(crate) dispatch: std::sync::Mutex<Dispatch>,
+}
+
 /// The worker's view of what is running: keys with a delivery in flight.
 #[derive(Debug, Default)]
 pub(crate) struct Dispatch {
@@ -110,7 +123,7 @@ impl App {
     /// they arrived, are processed too). Returns how many were attempted. Only one dispatcher
     /// runs at a time.
     pub async fn drain(&self) -> Result<usize, StoreError> {
-        let _guard = self.0.worker_lock.lock().await;
+        let _guard = self.0.worker.lock.lock().await;
         let mut tasks = tokio::task::JoinSet::new();
         let mut attempted = 0;
         let mut last_walk: Option<tokio::time::Instant> = None;
@@ -121,8 +134,8 @@ impl App {
             last_walk = Some(tokio::time::Instant::now());
             // Register interest before looking, so a completion or an arrival between the scan
             // and the wait is not missed.
-            let done = self.0.worker_done.notified();
-            let arrived = self.0.worker_wake.notified();
+            let done = self.0.worker.done.notified();
+            let arrived = self.0.worker.wake.notified();
             tokio::pin!(done, arrived);
             done.as_mut().enable();
             arrived.as_mut().enable();
@@ -161,6 +174,7 @@ impl App {
         let n = {
             let mut dispatch = self
                 .0
+                .worker
                 .dispatch
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -183,6 +197,7 @@ impl App {
         let pending = self.store().inbox_ids()?;
         let mut dispatch = self
             .0
+            .worker
             .dispatch
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -316,6 +331,7 @@ impl App {
         match recorded {
             Ok(go_on) => {
                 self.0
+                    .worker
                     .dispatch
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -410,7 +426,7 @@ impl App {
                 .due_in()
                 .map_or(wait, |d| wait.min(d.max(Duration::from_millis(50))));
             tokio::select! {
-                _ = self.0.worker_wake.notified() => {}
+                _ = self.0.worker.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.wait() => return,
             }
@@ -429,12 +445,13 @@ impl Drop for InFlight<'_> {
         let mut dispatch = self
             .app
             .0
+            .worker
             .dispatch
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         dispatch.in_flight.remove(&self.key);
         drop(dispatch);
-        self.app.0.worker_done.notify_one();
+        self.app.0.worker.done.notify_one();
     }
 }
 
