@@ -199,9 +199,13 @@ impl App {
         let context = format!("stagebot/{}", rec.kind);
         let (_, log_url) = self.log_location(
             id,
+            // The log of the release this report is about: the attempt in progress (or the one
+            // that failed) will be the next release; a live or removed one is the current.
             match phase {
-                Phase::Failed => rec.releases() + 1,
-                _ => rec.current_release().unwrap_or(rec.releases() + 1),
+                Phase::Waiting | Phase::Deploying | Phase::Failed => rec.releases() + 1,
+                Phase::Live | Phase::Destroyed => {
+                    rec.current_release().unwrap_or(rec.releases() + 1)
+                }
             },
         );
         if let Some(sha) = &sha {

@@ -143,6 +143,22 @@ async fn open_pr_gets_a_preview_then_push_redeploys_then_close_tears_down() {
     let (status, body) = w.stack.get(&env.url).await.unwrap();
     assert_eq!((status, body.as_str()), (200, sha2.as_str()));
     assert_eq!(w.preview(7, "feature/login").current_release(), Some(2));
+    // While #2 deployed, its pending status linked to #2's log, not to the live #1's.
+    let pending: Vec<_> = w
+        .stack
+        .fake
+        .statuses(w.repo(), &sha2)
+        .into_iter()
+        .filter(|s| s.context == "stagebot/preview" && s.state == "pending")
+        .collect();
+    assert!(!pending.is_empty());
+    for s in &pending {
+        let target = s.target_url.as_deref().unwrap_or_default();
+        assert!(
+            target.contains("/logs/") && target.ends_with("/2"),
+            "{target}"
+        );
+    }
     let comments = w
         .stack
         .fake
