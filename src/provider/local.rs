@@ -283,6 +283,8 @@ impl LocalProvider {
     #[tracing::instrument(name = "local_adopt", skip_all)]
     pub async fn adopt(&self, live: &[LiveRelease]) -> AdoptSummary {
         let mut summary = AdoptSummary::default();
+        // The groups of the adopted releases: the sandbox's, and the one bwrap was spawned in.
+        let mut keep = std::collections::HashSet::new();
         for (env, record_path) in self.recorded_groups() {
             let checkout = record_path.with_extension("");
             let record = std::fs::read_to_string(&record_path)
@@ -321,6 +323,8 @@ impl LocalProvider {
                         hook_timeout: Duration::from_millis(rec.hook_timeout_ms),
                     },
                 );
+                keep.insert(rec.pgid);
+                keep.extend(rec.outer);
                 tracing::info!(env = %env, release = rec.release, pid = rec.pgid, port = rec.port, "adopted a live release");
                 reattach_output(&checkout, &rec.log, rec.release);
                 summary.adopted += 1;
@@ -334,6 +338,8 @@ impl LocalProvider {
             let _ = tokio::fs::remove_file(fifo_file(&checkout)).await;
             let _ = tokio::fs::remove_dir_all(&checkout).await;
         }
+        // What no record names: a crash between spawning a group and writing its record.
+        summary.stopped += stop_unrecorded(&self.inner.cfg.data_dir.join("envs"), &keep);
         summary
     }
 
@@ -1001,6 +1007,57 @@ fn stop_recorded(record_path: &Path) -> bool {
     stopped
 }
 
+/// Kill what a previous stagebot left under `envs_root` that no record names (a crash between
+/// spawning a release's group and writing its `r<n>.pgid`): every process whose command line
+/// names a path under `envs_root` (bwrap's `--chdir`, the sandbox's first process) or whose
+/// working directory is under it (an unsandboxed app), unless its group is in `keep` (the
+/// adopted live releases). Called at start-up, before this stagebot has started anything there;
+/// another stagebot's data dir is another path. The number killed.
+fn stop_unrecorded(envs_root: &Path, keep: &std::collections::HashSet<i32>) -> usize {
+    let mut prefix = envs_root.as_os_str().as_encoded_bytes().to_vec();
+    prefix.push(b'/');
+    let me = i32::try_from(std::process::id()).unwrap_or(0);
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for pid in procs
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid > 1 && *pid != me)
+    {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(fields) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = fields.split_whitespace();
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+        if state == Some("Z") || pgrp.is_some_and(|g| keep.contains(&g)) {
+            continue;
+        }
+        let named = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| c.windows(prefix.len()).any(|w| w == prefix.as_slice()));
+        let inside = std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| {
+            c.as_os_str()
+                .as_encoded_bytes()
+                .starts_with(prefix.as_slice())
+        });
+        if named || inside {
+            tracing::info!(
+                pid,
+                "stopping a process left under the data dir without a record"
+            );
+            // SAFETY: kill(2) on a process that names this data dir's envs/; no memory involved.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            killed += 1;
+        }
+    }
+    killed
+}
+
 /// The processes of group `pgid` whose command line names `checkout`.
 fn group_members_naming(pgid: i32, checkout: &Path) -> Vec<i32> {
     let needle = checkout.as_os_str().as_encoded_bytes();
@@ -1628,6 +1685,39 @@ mod tests {
         // A record without the newer fields (or from an older layout) still parses.
         let old: Record = serde_json::from_str(r#"{"pgid":42,"start_time":7}"#).unwrap_or_default();
         assert_eq!((old.pgid, old.start_time, old.release), (42, 7, 0));
+    }
+
+    #[test]
+    fn a_process_left_without_a_record_is_stopped_and_an_adopted_one_kept() {
+        let data = tempfile::tempdir().unwrap();
+        let envs = data.path().join("envs");
+        let checkout = envs.join("acme/webapp/pr-1/r1");
+        std::fs::create_dir_all(&checkout).unwrap();
+        let spawn = |own_group: bool| {
+            let mut cmd = std::process::Command::new("sleep");
+            cmd.arg("60").current_dir(&checkout);
+            if own_group {
+                use std::os::unix::process::CommandExt as _;
+                cmd.process_group(0);
+            }
+            cmd.spawn().unwrap()
+        };
+        let mut orphan = spawn(false);
+        let mut adopted = spawn(true);
+        let adopted_pid = i32::try_from(adopted.id()).unwrap();
+        let keep = std::collections::HashSet::from([adopted_pid]);
+        // Another data dir's processes are not ours.
+        let other = tempfile::tempdir().unwrap();
+        assert_eq!(stop_unrecorded(&other.path().join("envs"), &keep), 0);
+        assert_eq!(stop_unrecorded(&envs, &keep), 1);
+        let status = orphan.wait().unwrap();
+        assert!(!status.success(), "killed: {status:?}");
+        assert!(
+            adopted.try_wait().unwrap().is_none(),
+            "the adopted one runs"
+        );
+        let _ = adopted.kill();
+        let _ = adopted.wait();
     }
 
     #[test]
