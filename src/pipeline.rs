@@ -49,7 +49,8 @@ impl App {
         from: &Slug,
         release: Option<u32>,
     ) -> Result<Started, OperatorError> {
-        let (state, config, ctx_repo, client) = self.operator_state(repo, Some(from)).await?;
+        let (state, config, ctx_repo, client) =
+            self.repo_state::<OperatorError>(repo, Some(from)).await?;
         let deploy = policy::operator_promote(from, release, &state, &config)
             .map_err(OperatorError::Refused)?;
         self.operator_apply(&ctx_repo, &client, deploy).await
@@ -62,7 +63,8 @@ impl App {
         repo: &RepoName,
         branch: &str,
     ) -> Result<Started, OperatorError> {
-        let (state, config, ctx_repo, client) = self.operator_state(repo, None).await?;
+        let (state, config, ctx_repo, client) =
+            self.repo_state::<OperatorError>(repo, None).await?;
         if branch == ctx_repo.default_branch {
             return Err(OperatorError::Refused(format!(
                 "{branch} is the default branch: it deploys what `on_merge` says, not a branch environment"
@@ -92,7 +94,11 @@ impl App {
         self.operator_apply(&ctx_repo, &client, deploy).await
     }
 
-    async fn operator_state(
+    /// What the policy needs to decide an action on `repo` that comes from no pull request
+    /// (the operator's CLI, the dashboard): its environments, the releases of `releases_of`,
+    /// the default branch's config (the defaults if it is invalid), the capacity in use; no
+    /// permission (the caller sets the asker's). With the repository and its client.
+    pub(crate) async fn repo_state<E>(
         &self,
         repo: &RepoName,
         releases_of: Option<&Slug>,
@@ -103,8 +109,11 @@ impl App {
             crate::event::RepoInfo,
             crate::github::RepoClient,
         ),
-        OperatorError,
-    > {
+        E,
+    >
+    where
+        E: From<StoreError> + From<GitHubError> + From<EngineError>,
+    {
         let envs = self.store().envs_of_repo(repo)?;
         let installation = envs.iter().find_map(|e| e.installation_id);
         let client = self.repo_client(installation, repo).await?;

@@ -17,8 +17,7 @@ use super::auth::{csrf_ok, message_page, viewer};
 use crate::app::App;
 use crate::command::PromoteTarget;
 use crate::engine::{Ctx, EngineError};
-use crate::policy::{self, DashboardAction, State as PolicyState};
-use crate::repo_config::RepoConfig;
+use crate::policy::{self, DashboardAction};
 use crate::types::{EnvId, RepoName, Slug};
 
 /// Why an action did nothing.
@@ -44,38 +43,12 @@ impl App {
         action: &DashboardAction,
         login: &str,
     ) -> Result<(), ActionError> {
-        let repo = &id.repo;
-        let envs = self.store().envs_of_repo(repo)?;
-        let installation = envs.iter().find_map(|e| e.installation_id);
-        let client = self.repo_client(installation, repo).await?;
+        let (mut state, config, info, client) = self
+            .repo_state::<ActionError>(&id.repo, Some(&id.slug))
+            .await?;
         // The same question the engine asks for a comment's sender.
         let permission = client.permission(login).await?;
-        let info = client.repository().await?;
-        let config = match self.repo_config(&client, &info.default_branch).await? {
-            Ok(c) => c,
-            Err(message) => {
-                tracing::warn!(%message, "invalid config on the default branch; using the defaults");
-                RepoConfig::default()
-            }
-        };
-        let releases = vec![(id.slug.clone(), self.store().releases(id)?)];
-        let previews_in_use = match self.settings().limits.max_previews {
-            Some(_) => self.previews_in_use(client.installation_id())?,
-            None => 0,
-        };
-        let state = PolicyState {
-            now: self.now(),
-            envs,
-            releases,
-            pr_record: None,
-            pr_info: None,
-            permission: Some(permission),
-            head_profiles: None,
-            previews_in_use,
-            limits: self.settings().limits.clone(),
-            received: None,
-            open_pr_branches: Vec::new(),
-        };
+        state.permission = Some(permission);
         let actions = policy::dashboard(&id.slug, action, login, permission, &config, &state)
             .map_err(ActionError::Refused)?;
         // The environment's own privacy, not the API's answer (the fake says every repo is).
