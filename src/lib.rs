@@ -17,6 +17,7 @@ pub mod event;
 pub mod fake_github;
 pub mod fake_sentry;
 pub mod github;
+pub mod http;
 pub mod lifecycle;
 pub mod markdown;
 pub mod memory;

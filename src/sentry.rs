@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::http::HttpClient;
 use crate::provider::DeploySpec;
 
 /// The server's Sentry settings (sentry-cli's names).
@@ -106,11 +107,6 @@ pub struct SentryClient {
     http: HttpClient,
 }
 
-type HttpClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    http_body_util::Full<hyper::body::Bytes>,
->;
-
 impl std::fmt::Debug for SentryClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SentryClient")
@@ -124,15 +120,7 @@ pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl SentryClient {
     pub fn new(api: SentryApi) -> Result<Self, SentryError> {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| SentryError::Http(format!("no TLS root certificates: {e}")))?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let http =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(https);
+        let http = crate::http::https_client().map_err(SentryError::Http)?;
         Ok(Self { api, http })
     }
 

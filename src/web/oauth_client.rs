@@ -11,12 +11,8 @@ use http_body_util::BodyExt as _;
 use serde::Deserialize;
 
 use super::{OAuthApp, WebError, percent};
+use crate::http::HttpClient;
 use crate::types::Secret;
-
-type HttpClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    http_body_util::Full<hyper::body::Bytes>,
->;
 
 /// How long one call may take.
 const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -75,15 +71,7 @@ struct Repository {
 
 impl OAuthClient {
     pub fn new(web_url: &str, api_url: &str, app_id: u64) -> Result<Self, WebError> {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| WebError::OAuth(format!("no TLS root certificates: {e}")))?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let http =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(https);
+        let http = crate::http::https_client().map_err(WebError::OAuth)?;
         Ok(Self {
             http,
             web_url: web_url.trim_end_matches('/').to_owned(),
