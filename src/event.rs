@@ -1159,6 +1159,168 @@ mod tests {
         );
     }
 
+    /// Every JSON value of another shape, put in place of a payload's values one at a time.
+    fn replacements() -> Vec<Value> {
+        [
+            "null",
+            "1",
+            "-1",
+            "1.5",
+            "18446744073709551616",
+            "\"x\"",
+            "\"\\u00e9\"",
+            "true",
+            "[]",
+            "{}",
+            "[\"x\", 1]",
+            "[{}]",
+            "{\"a\": 1}",
+        ]
+        .iter()
+        .map(|t| serde_json::from_str(t).unwrap())
+        .collect()
+    }
+
+    /// Every path to a value inside `v` (object keys and array indexes).
+    fn paths(v: &Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        let children: Vec<(String, &Value)> = match v {
+            Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), v)).collect(),
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i.to_string(), v))
+                .collect(),
+            _ => return,
+        };
+        for (k, child) in children {
+            at.push(k);
+            out.push(at.clone());
+            paths(child, at, out);
+            at.pop();
+        }
+    }
+
+    fn replaced(v: &Value, path: &[String], with: &Value) -> Value {
+        let mut v = v.clone();
+        let mut at = &mut v;
+        for k in path {
+            at = match at {
+                Value::Object(m) => m.get_mut(k).unwrap(),
+                Value::Array(a) => &mut a[k.parse::<usize>().unwrap()],
+                _ => unreachable!(),
+            };
+        }
+        *at = with.clone();
+        v
+    }
+
+    /// The one-pass reader gives what the reader through a JSON tree gives: for every example,
+    /// and for the examples with any one value swapped for a value of every other shape.
+    #[test]
+    fn one_pass_reads_like_a_tree() {
+        let same = |event: &str, bytes: &[u8]| {
+            let one = format!("{:?}", parse_event(event, bytes));
+            let tree = format!("{:?}", parse::parse_event_through_tree(event, bytes));
+            assert_eq!(one, tree, "{event}: {}", String::from_utf8_lossy(bytes));
+        };
+        let dir = examples_dir();
+        let mut swapped = 0;
+        for (event, file) in [
+            ("pull_request", "pull_request/08-labeled.json"),
+            (
+                "installation_repositories",
+                "installation_repositories/00-added.json",
+            ),
+            ("issue_comment", "issue_comment/00-created.json"),
+            ("push", "push/00.json"),
+            ("workflow_run", "pull_request/08-labeled.json"),
+        ] {
+            let path = dir.join(file);
+            let bytes = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{} is missing: {e}", path.display()));
+            same(event, &bytes);
+            let value: Value = serde_json::from_slice(&bytes).unwrap();
+            let mut all = Vec::new();
+            paths(&value, &mut Vec::new(), &mut all);
+            for path in all.iter().filter(|p| p.len() <= 3) {
+                for with in replacements() {
+                    same(
+                        event,
+                        &serde_json::to_vec(&replaced(&value, path, &with)).unwrap(),
+                    );
+                    swapped += 1;
+                }
+            }
+        }
+        assert!(swapped > 1000, "only {swapped} variants");
+        for folder in std::fs::read_dir(&dir).unwrap() {
+            let folder = folder.unwrap().path();
+            let Some(event) = folder
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            if !folder.is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(&folder).unwrap() {
+                same(&event, &std::fs::read(file.unwrap().path()).unwrap());
+            }
+        }
+    }
+
+    /// Strings nobody reads are checked as a tree checks them (escapes, surrogates, control
+    /// characters).
+    #[test]
+    fn unread_strings_are_checked_like_read_ones() {
+        for text in [
+            r#"{"zz": "\ud800"}"#,
+            r#"{"zz": "\udc00"}"#,
+            r#"{"zz": "\ud800\u0041"}"#,
+            r#"{"zz": "\ud83d\ude00"}"#,
+            r#"{"zz": "\x"}"#,
+            "{\"zz\": \"a\u{1}b\"}",
+            r#"{"zz": {"y": ["\ud800"]}}"#,
+            r#"{"action": "labeled", "zz": "\ud800"}"#,
+        ] {
+            for event in [
+                "pull_request",
+                "push",
+                "installation",
+                "workflow_run",
+                "ping",
+            ] {
+                assert_eq!(
+                    format!("{:?}", parse_event(event, text.as_bytes())),
+                    format!(
+                        "{:?}",
+                        parse::parse_event_through_tree(event, text.as_bytes())
+                    ),
+                    "{event} {text}"
+                );
+            }
+        }
+    }
+
+    /// A key given twice: the last one counts (as a JSON object keeps it).
+    #[test]
+    fn a_key_given_twice_reads_as_its_last() {
+        let bytes = br#"{"action": "opened", "zen": "first", "zen": "second", "hook_id": 7}"#;
+        assert_eq!(
+            parse_event("ping", bytes).unwrap(),
+            Event::Ping {
+                zen: Some("second".into()),
+                hook_id: Some(7)
+            }
+        );
+        assert_eq!(
+            format!("{:?}", parse_event("ping", bytes)),
+            format!("{:?}", parse::parse_event_through_tree("ping", bytes))
+        );
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(
@@ -1175,11 +1337,13 @@ mod tests {
         fn arbitrary_json_objects_never_panic(
             event in prop::sample::select(vec![
                 "pull_request", "push", "delete", "issue_comment", "installation",
-                "installation_repositories", "ping",
+                "installation_repositories", "ping", "workflow_run",
             ]),
             text in r#"\{("(action|ref|ref_type|pull_request|repository|sender|installation|number|head|sha|full_name|clone_url|login|id|issue|comment|before|after)":(null|1|-1|"[a-z/]{0,8}"|true|\[\]|\{\}|\{"[a-z_]{1,6}":("x"|1|null)\}),?){0,8}\}"#,
         ) {
-            let _ = parse_event(event, text.as_bytes());
+            let one = format!("{:?}", parse_event(event, text.as_bytes()));
+            let tree = format!("{:?}", parse::parse_event_through_tree(event, text.as_bytes()));
+            prop_assert_eq!(one, tree);
         }
     }
 }

@@ -239,16 +239,22 @@ impl PrRecord {
     }
 
     /// Record `sha` as the head announced by the delivery with arrival sequence `seq` (kept in
-    /// arrival order; the same (seq, sha) twice is recorded once).
-    pub fn record_head(&mut self, seq: u64, sha: &Sha) {
+    /// arrival order; the same (seq, sha) twice is recorded once). Returns whether anything
+    /// changed: the newest head announced again (a label, an edit, a review of the same commit)
+    /// changes no answer of [`PrRecord::head_before`], so it is not recorded again.
+    pub fn record_head(&mut self, seq: u64, sha: &Sha) -> bool {
         if self.heads.iter().any(|(s, h)| *s == seq && h == sha) {
-            return;
+            return false;
         }
         let at = self.heads.partition_point(|(s, _)| *s <= seq);
+        if at == self.heads.len() && self.heads.last().is_some_and(|(_, h)| h == sha) {
+            return false;
+        }
         self.heads.insert(at, (seq, sha.clone()));
         if self.heads.len() > MAX_HEADS {
             self.heads.remove(0);
         }
+        true
     }
 }
 
@@ -1363,7 +1369,9 @@ impl Store {
     /// processed again and records it again.
     pub fn record_pr_head(&self, repo: &RepoName, pr: PrNumber, seq: u64, sha: &Sha) -> Result<()> {
         let mut rec = self.pr(repo, pr)?;
-        rec.record_head(seq, sha);
+        if !rec.record_head(seq, sha) {
+            return Ok(());
+        }
         self.check("prs", Access::Write)?;
         self.prs.insert(pr_key(repo, pr), encode(&rec)?)?;
         Ok(())
@@ -1643,8 +1651,17 @@ mod tests {
         assert_eq!(r.head_before(Some(8)), Some(&sha('b')));
         assert_eq!(r.head_before(Some(5)), None);
         assert_eq!(r.head_before(None), Some(&sha('c')));
+        // The newest head announced again (a label storm) changes no answer: not recorded.
+        assert!(r.record_head(10, &sha('d')));
+        assert!(!r.record_head(11, &sha('d')));
+        assert!(!r.record_head(12, &sha('d')));
+        assert_eq!(r.heads.len(), 4);
+        assert_eq!(r.head_before(Some(12)), Some(&sha('d')));
+        assert_eq!(r.head_before(Some(10)), Some(&sha('c')));
+        // Older than the newest: placed by arrival even when the sha repeats.
+        assert!(r.record_head(8, &sha('c')));
         for n in 0..(MAX_HEADS as u64 + 10) {
-            r.record_head(100 + n, &sha('d'));
+            r.record_head(100 + n, &sha(if n % 2 == 0 { 'e' } else { 'f' }));
         }
         assert_eq!(r.heads.len(), MAX_HEADS);
     }

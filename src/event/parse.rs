@@ -21,25 +21,93 @@ use crate::types::{InvalidValue, PrNumber, RepoName, Sha};
 /// is an [`EventError::Field`] naming its path (`pull_request.head.sha`); a required value that
 /// fails validation is an [`EventError::Invalid`]. This function never panics.
 pub fn parse_event(event: &str, payload: &[u8]) -> Result<Event, EventError> {
-    let object: Map<String, Value> = serde_json::from_slice(payload)?;
-    let body = Value::Object(object);
     let cx = Cx { event };
     match event {
-        "pull_request" => cx.pull_request(serde_json::from_value(body)?),
-        "push" => cx.push(serde_json::from_value(body)?),
-        "delete" => cx.delete(serde_json::from_value(body)?),
-        "issue_comment" => cx.issue_comment(serde_json::from_value(body)?),
-        "installation" => cx.installation(serde_json::from_value(body)?),
-        "installation_repositories" => cx.installation_repositories(serde_json::from_value(body)?),
-        "check_run" | "check_suite" | "status" => cx.ci(serde_json::from_value(body)?),
+        "pull_request" => cx.pull_request(read(payload)?),
+        "push" => cx.push(read(payload)?),
+        "delete" => cx.delete(read(payload)?),
+        "issue_comment" => cx.issue_comment(read(payload)?),
+        "installation" => cx.installation(read(payload)?),
+        "installation_repositories" => cx.installation_repositories(read(payload)?),
+        "check_run" | "check_suite" | "status" => cx.ci(read(payload)?),
         "ping" => {
-            let raw: RawPing = serde_json::from_value(body)?;
+            let raw: RawPing = read(payload)?;
             Ok(Event::Ping {
                 zen: raw.zen.0,
                 hook_id: raw.hook_id.0.or(raw.hook.0.and_then(|h| h.id.0)),
             })
         }
-        other => Ok(ignored(format!("event `{}` is not handled", clip(other)))),
+        other => {
+            // Not read, but it must still be a JSON object.
+            let _: Ignored = read(payload)?;
+            Ok(ignored(format!("event `{}` is not handled", clip(other))))
+        }
+    }
+}
+
+/// Read a payload object into its raw struct in one pass over the bytes (no JSON tree: a tree of
+/// the 26 KB `pull_request` payload, and one per lenient field inside it, was most of the
+/// worker's time; docs/performance.md, round 3).
+///
+/// One pass gives the same result as reading through a [`Value`] for every object whose keys are
+/// unique; an object with a key twice (the derive refuses it, a JSON object keeps the last) is
+/// read through a `Value` instead, so both give the same result whatever the input
+/// (`event::tests::one_pass_reads_like_a_tree`).
+fn read<T: DeserializeOwned>(payload: &[u8]) -> Result<T, serde_json::Error> {
+    let is_object = payload
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{');
+    // serde_json skips the strings nobody reads without checking their UTF-8 or what a `\u`
+    // escape stands for, which a tree refuses: UTF-8 is checked first, and a payload with an
+    // escaped surrogate anywhere (rare: GitHub sends UTF-8) is read through the tree.
+    if is_object
+        && !may_hold_an_escaped_surrogate(payload)
+        && let Ok(text) = std::str::from_utf8(payload)
+        && let Ok(raw) = serde_json::from_str::<T>(text)
+    {
+        return Ok(raw);
+    }
+    read_through_tree(payload)
+}
+
+/// Any object, nothing kept.
+#[derive(Deserialize)]
+struct Ignored {}
+
+/// Is there a `\uD800`–`\uDFFF` escape (or what looks like one) anywhere in `payload`?
+fn may_hold_an_escaped_surrogate(payload: &[u8]) -> bool {
+    payload.windows(4).any(|w| {
+        w[0] == b'\\'
+            && w[1] == b'u'
+            && matches!(w[2], b'd' | b'D')
+            && matches!(w[3], b'8' | b'9' | b'a'..=b'f' | b'A'..=b'F')
+    })
+}
+
+/// The same through a JSON tree (the reader before round 3; kept for the objects with a key
+/// twice and as the reference the one-pass reader is tested against).
+fn read_through_tree<T: DeserializeOwned>(payload: &[u8]) -> Result<T, serde_json::Error> {
+    let object: Map<String, Value> = serde_json::from_slice(payload)?;
+    serde_json::from_value(Value::Object(object))
+}
+
+#[cfg(test)]
+pub(super) fn parse_event_through_tree(event: &str, payload: &[u8]) -> Result<Event, EventError> {
+    let cx = Cx { event };
+    match event {
+        "pull_request" => cx.pull_request(read_through_tree(payload)?),
+        "push" => cx.push(read_through_tree(payload)?),
+        "delete" => cx.delete(read_through_tree(payload)?),
+        "issue_comment" => cx.issue_comment(read_through_tree(payload)?),
+        "installation" => cx.installation(read_through_tree(payload)?),
+        "installation_repositories" => cx.installation_repositories(read_through_tree(payload)?),
+        "check_run" | "check_suite" | "status" => cx.ci(read_through_tree(payload)?),
+        "ping" => parse_event(event, payload),
+        other => {
+            let _: Map<String, Value> = serde_json::from_slice(payload)?;
+            Ok(ignored(format!("event `{}` is not handled", clip(other))))
+        }
     }
 }
 
@@ -62,13 +130,118 @@ impl<T> Default for Loose<T> {
     }
 }
 
-impl<'de, T: DeserializeOwned> Deserialize<'de> for Loose<T> {
+/// The shape a lenient field's type reads from; a value of another shape reads as absent.
+enum Shape {
+    /// A string, number or boolean.
+    Scalar,
+    /// An object (a raw struct: `#[serde(default)]`, every field [`Loose`], so any object reads).
+    Object,
+    /// An array (of [`Loose`] elements, so any array reads).
+    Array,
+    /// Anything.
+    Any,
+}
+
+/// A type a [`Loose`] field may hold. Reading one from a value of its shape never fails (objects
+/// and arrays hold only `Loose` parts; scalars are converted or absent), which is what lets
+/// [`read`] go over the bytes once.
+trait Lenient: DeserializeOwned {
+    const SHAPE: Shape;
+}
+
+macro_rules! lenient {
+    ($shape:ident: $($t:ty),+ $(,)?) => {
+        $(impl Lenient for $t {
+            const SHAPE: Shape = Shape::$shape;
+        })+
+    };
+}
+
+lenient!(Scalar: String, bool, u64);
+lenient!(Any: Value);
+lenient!(Object: RawRepoRef, RawAccount, RawBranch, RawChanges, RawCheck, RawComment, RawFrom, RawId, RawInstallation, RawIssue, RawLabel, RawPr, RawRepo, RawUser);
+
+impl<T: Lenient> Lenient for Vec<Loose<T>> {
+    const SHAPE: Shape = Shape::Array;
+}
+
+impl<'de, T: Lenient> Deserialize<'de> for Loose<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = Value::deserialize(deserializer)?;
-        if value.is_null() {
-            return Ok(Self(None));
+        deserializer.deserialize_any(LooseVisitor(std::marker::PhantomData))
+    }
+}
+
+struct LooseVisitor<T>(std::marker::PhantomData<T>);
+
+impl<T> LooseVisitor<T> {
+    /// A scalar converted to `T`, or absent when `T` is not read from it.
+    fn scalar<'de, E, V>(v: V) -> Loose<T>
+    where
+        T: Lenient,
+        E: serde::de::Error,
+        V: serde::de::IntoDeserializer<'de, E>,
+    {
+        Loose(T::deserialize(v.into_deserializer()).ok())
+    }
+}
+
+impl<'de, T: Lenient> serde::de::Visitor<'de> for LooseVisitor<T> {
+    type Value = Loose<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Loose<T>, E> {
+        Ok(Loose(None))
+    }
+
+    fn visit_none<E>(self) -> Result<Loose<T>, E> {
+        Ok(Loose(None))
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Loose<T>, D::Error> {
+        Loose::deserialize(d)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Loose<T>, E> {
+        Ok(Self::scalar::<E, _>(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Loose<T>, E> {
+        Ok(Self::scalar::<E, _>(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Loose<T>, E> {
+        Ok(Self::scalar::<E, _>(v))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Loose<T>, E> {
+        Ok(Self::scalar::<E, _>(v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Loose<T>, E> {
+        Ok(Self::scalar::<E, _>(v))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Loose<T>, A::Error> {
+        let map = serde::de::value::MapAccessDeserializer::new(map);
+        if matches!(T::SHAPE, Shape::Object | Shape::Any) {
+            T::deserialize(map).map(|t| Loose(Some(t)))
+        } else {
+            serde::de::IgnoredAny::deserialize(map)?;
+            Ok(Loose(None))
         }
-        Ok(Self(serde_json::from_value(value).ok()))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Loose<T>, A::Error> {
+        let seq = serde::de::value::SeqAccessDeserializer::new(seq);
+        if matches!(T::SHAPE, Shape::Array | Shape::Any) {
+            T::deserialize(seq).map(|t| Loose(Some(t)))
+        } else {
+            serde::de::IgnoredAny::deserialize(seq)?;
+            Ok(Loose(None))
+        }
     }
 }
 
@@ -250,9 +423,9 @@ struct RawRepoRef {
 struct RawInstallationPayload {
     action: Loose<String>,
     installation: Loose<RawInstallation>,
-    repositories: Loose<Vec<RawRepoRef>>,
-    repositories_added: Loose<Vec<RawRepoRef>>,
-    repositories_removed: Loose<Vec<RawRepoRef>>,
+    repositories: Loose<Vec<Loose<RawRepoRef>>>,
+    repositories_added: Loose<Vec<Loose<RawRepoRef>>>,
+    repositories_removed: Loose<Vec<Loose<RawRepoRef>>>,
     sender: Loose<RawUser>,
 }
 
@@ -320,9 +493,11 @@ impl Cx<'_> {
 
     fn repo_list(
         &self,
-        list: Option<Vec<RawRepoRef>>,
+        list: Option<Vec<Loose<RawRepoRef>>>,
         field: &str,
     ) -> Result<Vec<RepoName>, EventError> {
+        // A list with an element that is not an object reads as absent, as a whole.
+        let list: Option<Vec<RawRepoRef>> = list.and_then(|l| l.into_iter().map(|r| r.0).collect());
         list.unwrap_or_default()
             .into_iter()
             .map(|r| self.repo_name(r.full_name.0, &format!("{field}[].full_name")))
