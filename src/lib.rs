@@ -36,6 +36,7 @@ pub mod sentry;
 pub mod serve;
 pub mod server;
 pub mod services;
+pub mod settings;
 pub mod setup;
 pub mod shutdown;
 pub mod signature;
