@@ -10,6 +10,8 @@ use crate::github::{GitHub, GitHubError, RepoClient};
 use crate::metrics::Metrics;
 use crate::provider::Provider;
 use crate::proxy::{ProxyClient, Routes};
+use crate::reporter::Reporter;
+use crate::sentry::SentryIssues;
 use crate::signature::WebhookSecrets;
 use crate::store::Store;
 use crate::types::{EnvId, RepoName, Slug};
@@ -25,7 +27,7 @@ pub(crate) struct Inner {
     pub(crate) proxy_client: ProxyClient,
     pub(crate) clock: SharedClock,
     pub(crate) secrets: WebhookSecrets,
-    pub(crate) metrics: Metrics,
+    pub(crate) metrics: Arc<Metrics>,
     /// The worker's own state: wake-ups, its pass lock, the keys in flight (src/worker.rs).
     pub(crate) worker: crate::worker::WorkerState,
     /// Capacity decisions are serialized per installation (deliveries of its repositories run
@@ -37,6 +39,10 @@ pub(crate) struct Inner {
     pub(crate) services: crate::services::ServicesState,
     /// The `/setup` manifest flow (src/setup.rs).
     pub(crate) setup: crate::setup::SetupCore,
+    /// The Sentry API client and issue counts (the reporter's and the services').
+    pub(crate) sentry: Arc<SentryIssues>,
+    /// Tells GitHub what happened (src/reporter.rs).
+    pub(crate) reporter: Arc<Reporter>,
 }
 
 /// The parts an [`App`] is made of.
@@ -60,6 +66,16 @@ impl App {
         // Tunnels may hold half of the connection slots; the rest stay for webhooks and pages.
         let max_tunnels = parts.settings.max_connections / 2;
         let setup = crate::setup::SetupCore::from_settings(&parts.settings, parts.github.api_url());
+        let metrics = Arc::new(Metrics::default());
+        let sentry = Arc::new(SentryIssues::new(parts.settings.sentry.api.clone()));
+        let reporter = Arc::new(Reporter::new(
+            parts.store.clone(),
+            parts.github.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&parts.clock),
+            parts.settings.public_url.clone(),
+            Arc::clone(&sentry),
+        ));
         Self(Arc::new(Inner {
             settings: parts.settings,
             store: parts.store,
@@ -73,12 +89,14 @@ impl App {
             .with_max_tunnels(max_tunnels),
             clock: parts.clock,
             secrets: parts.secrets,
-            metrics: Metrics::default(),
+            metrics,
             worker: crate::worker::WorkerState::default(),
             installation_locks: crate::engine::InstallationLocks::default(),
             runners: crate::runners::RunnerRegistry::default(),
             services: crate::services::ServicesState::default(),
             setup,
+            sentry,
+            reporter,
         }))
     }
 
@@ -103,6 +121,10 @@ impl App {
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
     }
+    /// The reporter: deployments, statuses, sticky comments, reactions (src/reporter.rs).
+    pub fn reporter(&self) -> &Reporter {
+        &self.0.reporter
+    }
     pub fn webhook_secrets(&self) -> &WebhookSecrets {
         &self.0.secrets
     }
@@ -124,18 +146,7 @@ impl App {
         installation: Option<u64>,
         repo: &RepoName,
     ) -> Result<RepoClient, GitHubError> {
-        let id = match installation {
-            Some(id) => id,
-            None => match self.store().installation_of_repo(repo).ok().flatten() {
-                Some(id) => id,
-                None => {
-                    let id = self.github().installation_for_repo(repo).await?;
-                    let _ = self.store().set_repo_installation(repo, id);
-                    id
-                }
-            },
-        };
-        Ok(self.github().repo(id, repo.clone()))
+        crate::installation::repo_client(self.github(), self.store(), installation, repo).await
     }
 
     /// The host (one DNS label under the preview domain) and URL of an environment.

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::app::App;
 use crate::environment::{EnvRecord, Op};
 use crate::event::{Event, InstallationAction, RepoInfo, parse_event};
-use crate::github::{GitHubError, PrInfo, Reaction, RepoClient};
+use crate::github::{GitHubError, PrInfo, RepoClient};
 use crate::policy::{self, Action, Decision, State};
 use crate::repo_config::RepoConfig;
 use crate::store::{InstallationRecord, PendingDelivery, StoreError};
@@ -40,6 +40,15 @@ impl EngineError {
             EngineError::Malformed(_) => false,
             EngineError::GitHub(e) => e.is_retryable(),
             EngineError::Store(_) => true,
+        }
+    }
+}
+
+impl From<crate::reporter::ReportError> for EngineError {
+    fn from(e: crate::reporter::ReportError) -> Self {
+        match e {
+            crate::reporter::ReportError::GitHub(e) => EngineError::GitHub(e),
+            crate::reporter::ReportError::Store(e) => EngineError::Store(e),
         }
     }
 }
@@ -424,7 +433,7 @@ impl App {
                 tracing::info!(env = %id, sha = %d.sha, trigger = ?d.trigger, queued = d.queue, "deploy requested");
                 if d.queue {
                     if let Some(pr) = rec.pr {
-                        self.refresh_sticky(ctx.client, pr).await?;
+                        self.reporter().refresh_sticky(ctx.client, pr).await?;
                     }
                 } else {
                     self.kick(&id, change.generation);
@@ -482,7 +491,7 @@ impl App {
                     ctx.client
                         .reply(pr, &crate::messages::expiry_warning(&slug, at))
                         .await?;
-                    self.refresh_sticky(ctx.client, pr).await?;
+                    self.reporter().refresh_sticky(ctx.client, pr).await?;
                 }
             }
             Action::React {
@@ -504,7 +513,7 @@ impl App {
                         r.notice = text.clone();
                     }
                 })?;
-                self.refresh_sticky(ctx.client, pr).await?;
+                self.reporter().refresh_sticky(ctx.client, pr).await?;
             }
             Action::ApproveFork { pr, sha } => {
                 self.store().update_pr(repo, pr, |r| {
@@ -674,13 +683,4 @@ fn new_env(
     rec.url = url;
     rec.fork = target.fork;
     rec
-}
-
-/// A reaction for an acknowledged command that is done.
-pub(crate) fn ack_reaction(ok: bool) -> Reaction {
-    if ok {
-        Reaction::Rocket
-    } else {
-        Reaction::Confused
-    }
 }

@@ -18,6 +18,7 @@ pub mod fake_github;
 pub mod fake_sentry;
 pub mod github;
 pub mod http;
+pub mod installation;
 pub mod lifecycle;
 pub mod markdown;
 pub mod memory;

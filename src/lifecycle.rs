@@ -17,16 +17,8 @@ use crate::provider::{DeploySpec, ProviderStatus, TeardownSpec};
 use crate::store::StoreError;
 use crate::types::{EnvId, EnvKind};
 
-/// What a report to GitHub announces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// A deploy waits for its CI gate (`require_checks`).
-    Waiting,
-    Deploying,
-    Live,
-    Failed,
-    Destroyed,
-}
+/// What a report to GitHub announces (the reporter's).
+pub use crate::reporter::Phase;
 
 impl App {
     /// Make sure a runner works on `id`'s op (generation `generation` or newer).
@@ -165,8 +157,8 @@ impl App {
         };
         if !force && rec.state() == EnvState::Live && live_sha.as_ref() == Some(&sha) {
             if self.clear_op(&id, gen_now)? {
-                self.ack(&rec, ack, true).await;
-                self.report(&id, Phase::Live).await;
+                self.reporter().ack(&rec, ack, true).await;
+                self.reporter().report(&id, Phase::Live).await;
             }
             return Ok(());
         }
@@ -184,7 +176,7 @@ impl App {
                         .update_env(&id, |r| r.wait_for_ci(gen_now, &sha, &text, true))?;
                     if applied(&id, waiting).is_some() {
                         tracing::info!(env = %id, sha = %sha.short(), wait = %text, "deploy waits for CI");
-                        self.report(&id, Phase::Waiting).await;
+                        self.reporter().report(&id, Phase::Waiting).await;
                     }
                     return Ok(());
                 }
@@ -203,7 +195,7 @@ impl App {
                         if applied(&id, noted).is_none() {
                             return Ok(());
                         }
-                        self.report(&id, Phase::Waiting).await;
+                        self.reporter().report(&id, Phase::Waiting).await;
                     }
                     let failed = self
                         .store()
@@ -211,8 +203,8 @@ impl App {
                     if applied(&id, failed).is_some() {
                         Metrics::inc(&self.metrics().deploys_failed);
                         tracing::warn!(env = %id, sha = %sha.short(), error = %text, "CI gate failed");
-                        self.ack(&rec, ack, false).await;
-                        self.report(&id, Phase::Failed).await;
+                        self.reporter().ack(&rec, ack, false).await;
+                        self.reporter().report(&id, Phase::Failed).await;
                     }
                     return Ok(());
                 }
@@ -234,7 +226,7 @@ impl App {
         };
         Metrics::inc(&self.metrics().deploys_started);
         if restart_of.is_none() {
-            self.report(&id, Phase::Deploying).await;
+            self.reporter().report(&id, Phase::Deploying).await;
         }
         let n = restart_of.unwrap_or(rec.releases() + 1);
         let (log_path, log_url) = self.log_location(&id, n);
@@ -290,7 +282,7 @@ impl App {
             // Superseded: the newer op runs next; the dropped deploy cleaned up after itself.
             Metrics::inc(&self.metrics().deploys_superseded);
             tracing::info!(env = %id, sha = %sha.short(), "deploy superseded by a newer one");
-            self.ack(&rec, ack, false).await;
+            self.reporter().ack(&rec, ack, false).await;
             return Ok(());
         };
         match outcome {
@@ -302,7 +294,7 @@ impl App {
                         tracing::info!(env = %id, release = r, "restarted");
                         // A report owed from before the crash goes out now.
                         if e.report_pending {
-                            self.report(&id, Phase::Live).await;
+                            self.reporter().report(&id, Phase::Live).await;
                         }
                     }
                     return Ok(());
@@ -333,8 +325,8 @@ impl App {
                     .fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
                 Metrics::inc(&self.metrics().deploy_ms_count);
                 tracing::info!(env = %id, sha = %sha.short(), release = n, ms, "live");
-                self.ack(&rec, ack, true).await;
-                self.report(&id, Phase::Live).await;
+                self.reporter().ack(&rec, ack, true).await;
+                self.reporter().report(&id, Phase::Live).await;
                 self.sentry_release_live(&rec, &sha, &deployed.url).await;
             }
             Err(err) => {
@@ -352,9 +344,9 @@ impl App {
                 }
                 Metrics::inc(&self.metrics().deploys_failed);
                 tracing::warn!(env = %id, sha = %sha.short(), error = %message, "deploy failed");
-                self.ack(&rec, ack, false).await;
+                self.reporter().ack(&rec, ack, false).await;
                 if restart_of.is_none() {
-                    self.report(&id, Phase::Failed).await;
+                    self.reporter().report(&id, Phase::Failed).await;
                 }
             }
         }
@@ -418,8 +410,8 @@ impl App {
         if applied(&id, done).is_some() {
             Metrics::inc(&self.metrics().teardowns);
             tracing::info!(env = %id, "destroyed");
-            self.ack(&rec, ack, true).await;
-            self.report(&id, Phase::Destroyed).await;
+            self.reporter().ack(&rec, ack, true).await;
+            self.reporter().report(&id, Phase::Destroyed).await;
             if rec.kind == EnvKind::Preview {
                 self.start_queued(rec.installation_id).await;
             }
@@ -595,7 +587,7 @@ impl App {
                     EnvState::Destroyed => Phase::Destroyed,
                     _ => Phase::Deploying,
                 };
-                self.report(&env.id, phase).await;
+                self.reporter().report(&env.id, phase).await;
             }
         }
         Ok(summary)

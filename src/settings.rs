@@ -161,15 +161,19 @@ impl Settings {
             .join(id.repo.name())
             .join(id.slug.as_str())
             .join(format!("{release}.log"));
-        let url = format!(
-            "{}/logs/{}/{}/{}/{release}",
-            self.public_url.trim_end_matches('/'),
-            id.repo.owner(),
-            id.repo.name(),
-            id.slug
-        );
-        (path, url)
+        (path, log_url(&self.public_url, id, release))
     }
+}
+
+/// The URL release `release` of `id`'s log is served at under stagebot's `public_url`.
+pub fn log_url(public_url: &str, id: &EnvId, release: u32) -> String {
+    format!(
+        "{}/logs/{}/{}/{}/{release}",
+        public_url.trim_end_matches('/'),
+        id.repo.owner(),
+        id.repo.name(),
+        id.slug
+    )
 }
 
 /// The `Host` values stagebot's own pages (dashboard, `/api`, `/metrics`, `/logs`) answer on:
