@@ -1,11 +1,12 @@
 //! The application context: one struct that every part receives instead of eight arguments.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use chrono::{DateTime, Utc};
 
 use crate::clock::SharedClock;
+use crate::engine::{Engine, EngineParts, Runners};
 use crate::github::{GitHub, GitHubError, RepoClient};
 use crate::metrics::Metrics;
 use crate::provider::Provider;
@@ -30,9 +31,6 @@ pub(crate) struct Inner {
     pub(crate) metrics: Arc<Metrics>,
     /// The worker's own state: wake-ups, its pass lock, the keys in flight (src/worker.rs).
     pub(crate) worker: crate::worker::WorkerState,
-    /// Capacity decisions are serialized per installation (deliveries of its repositories run
-    /// concurrently otherwise): the engine's (src/engine.rs).
-    pub(crate) installation_locks: crate::engine::InstallationLocks,
     /// Which environments have a runner at work (src/runners.rs).
     pub(crate) runners: crate::runners::RunnerRegistry,
     /// Scheduled jobs' state (backups, snapshots) and the Sentry issue counts.
@@ -43,6 +41,20 @@ pub(crate) struct Inner {
     pub(crate) sentry: Arc<SentryIssues>,
     /// Tells GitHub what happened (src/reporter.rs).
     pub(crate) reporter: Arc<Reporter>,
+    /// Deliveries and actions to environment ops (src/engine.rs).
+    pub(crate) engine: Engine,
+}
+
+/// The engine's handle on the runners: the App's lifecycle ([`App::kick`]), reached without
+/// keeping the App alive (the App owns the engine).
+struct AppRunners(Weak<Inner>);
+
+impl Runners for AppRunners {
+    fn kick(&self, id: &EnvId, generation: u64) {
+        if let Some(inner) = self.0.upgrade() {
+            App(inner).kick(id, generation);
+        }
+    }
 }
 
 /// The parts an [`App`] is made of.
@@ -76,7 +88,19 @@ impl App {
             parts.settings.public_url.clone(),
             Arc::clone(&sentry),
         ));
-        Self(Arc::new(Inner {
+        let engine = EngineParts {
+            store: parts.store.clone(),
+            github: parts.github.clone(),
+            reporter: Arc::clone(&reporter),
+            routes: parts.routes.clone(),
+            metrics: Arc::clone(&metrics),
+            clock: Arc::clone(&parts.clock),
+            limits: parts.settings.limits.clone(),
+            previews: parts.settings.preview_urls(),
+        };
+        Self(Arc::new_cyclic(|weak| Inner {
+            // Its handle on the runners is the App being built.
+            engine: Engine::new(engine, Arc::new(AppRunners(weak.clone()))),
             settings: parts.settings,
             store: parts.store,
             github: parts.github,
@@ -91,7 +115,6 @@ impl App {
             secrets: parts.secrets,
             metrics,
             worker: crate::worker::WorkerState::default(),
-            installation_locks: crate::engine::InstallationLocks::default(),
             runners: crate::runners::RunnerRegistry::default(),
             services: crate::services::ServicesState::default(),
             setup,
@@ -121,6 +144,10 @@ impl App {
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
     }
+    /// The engine: deliveries, dashboard and operator actions, the sweeper (src/engine.rs).
+    pub fn engine(&self) -> &Engine {
+        &self.0.engine
+    }
     /// The reporter: deployments, statuses, sticky comments, reactions (src/reporter.rs).
     pub fn reporter(&self) -> &Reporter {
         &self.0.reporter
@@ -133,11 +160,6 @@ impl App {
     }
     pub fn wake_worker(&self) {
         self.0.worker.wake.notify_one();
-    }
-
-    /// The lock that serializes capacity decisions of one installation.
-    pub(crate) fn installation_lock(&self, installation: u64) -> Arc<tokio::sync::Mutex<()>> {
-        self.0.installation_locks.of(installation)
     }
 
     /// The GitHub client for a repository, finding its installation when the event lacked it.

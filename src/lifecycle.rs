@@ -9,9 +9,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::app::App;
-use crate::environment::{
-    Change, EnvRecord, EnvState, Failure, Op, Release, TransitionError, Trigger,
-};
+use crate::environment::{EnvRecord, EnvState, Failure, Op, Release, Trigger};
 use crate::metrics::Metrics;
 use crate::provider::{DeploySpec, ProviderStatus, TeardownSpec};
 use crate::store::StoreError;
@@ -32,22 +30,13 @@ impl App {
         tokio::spawn(async move { app.run_env(&id, rx).await }.instrument(span));
     }
 
-    /// Ask for an environment's teardown outside a webhook (operator CLI).
+    /// Ask for an environment's teardown outside a webhook (operator CLI): the engine's.
     pub fn request_teardown(
         &self,
         id: &EnvId,
         reason: &str,
     ) -> Result<bool, crate::store::StoreError> {
-        let updated = self
-            .store()
-            .update_env(id, |r| r.request_teardown(reason, "operator", None))?;
-        match applied(id, updated) {
-            Some(change) => {
-                self.kick(id, change.generation);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        self.engine().request_teardown(id, reason)
     }
 
     /// Number of environments with a runner at work.
@@ -437,7 +426,10 @@ impl App {
             .into_iter()
             .filter(|e| e.installation_id == Some(installation) && e.state() == EnvState::Queued)
             .collect();
-        let in_use = self.previews_in_use(installation).unwrap_or(usize::MAX);
+        let in_use = self
+            .engine()
+            .previews_in_use(installation)
+            .unwrap_or(usize::MAX);
         for slug in crate::policy::dequeue(&queued, in_use, &self.settings().limits) {
             let Some(env) = queued.iter().find(|e| e.id.slug == slug) else {
                 continue;
@@ -615,27 +607,8 @@ impl App {
     }
 }
 
-/// What a transition written through the store did: `Some` when it was applied, `None` when
-/// the environment is gone or the transition was refused (a newer op superseded the caller, or
-/// the state no longer allows it), which is logged here and otherwise not an error: the newest
-/// op wins.
-pub(crate) fn applied(
-    id: &EnvId,
-    written: Option<(EnvRecord, Result<Change, TransitionError>)>,
-) -> Option<Change> {
-    match written {
-        Some((_, Ok(change))) if change.unchanged => None,
-        Some((_, Ok(change))) => {
-            tracing::debug!(env = %id, transition = %change.transition, from = %change.from, to = %change.to, generation = change.generation, "transition");
-            Some(change)
-        }
-        Some((_, Err(refused))) => {
-            tracing::debug!(env = %id, reason = %refused, "transition refused");
-            None
-        }
-        None => None,
-    }
-}
+/// What a transition written through the store did (src/environment.rs).
+pub(crate) use crate::environment::applied;
 
 impl App {
     /// Evaluate a deploy's CI gate on commit `sha`. A gate that cannot be read waits, saying
@@ -663,14 +636,9 @@ impl App {
         }
     }
 
-    /// Re-evaluate the CI gate of `id`'s waiting deploy (a check event for its commit, or the
-    /// reconciler). Does nothing unless a deploy waits.
+    /// Re-evaluate the CI gate of `id`'s waiting deploy: the engine's.
     pub fn recheck_ci(&self, id: &EnvId) -> Result<(), StoreError> {
-        let updated = self.store().update_env(id, EnvRecord::recheck_ci)?;
-        if let Some(change) = applied(id, updated) {
-            self.kick(id, change.generation);
-        }
-        Ok(())
+        self.engine().recheck_ci(id)
     }
 }
 

@@ -331,7 +331,7 @@ async fn periodic(app: App, intervals: Intervals, signal: Shutdown) {
         if let Err(e) = app.catch_up().await {
             tracing::warn!(error = %e, "catch-up with GitHub's delivery log failed");
         }
-        if let Err(e) = app.sweep().await {
+        if let Err(e) = app.engine().sweep().await {
             tracing::warn!(error = %e, "sweep failed");
         }
         match prune(&app) {

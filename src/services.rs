@@ -82,7 +82,7 @@ impl App {
             .repo_client(installation, repo)
             .await
             .map_err(|e| format!("cannot reach GitHub: {e}"))?;
-        match self.repo_config(&client, "").await {
+        match self.engine().repo_config(&client, "").await {
             Ok(Ok(cfg)) => Ok(cfg),
             Ok(Err(message)) => Err(format!(
                 "the configuration on the default branch: {message}"

@@ -143,13 +143,15 @@ impl Settings {
 
     /// The host (one DNS label under the preview domain) and URL of an environment.
     pub fn host_and_url(&self, repo: &RepoName, slug: &Slug) -> (String, String) {
-        let host = format!(
-            "{}.{}",
-            crate::slug::host_label(slug, repo),
-            self.preview_domain
-        );
-        let url = format!("{}://{}", self.preview_scheme, host);
-        (host, url)
+        self.preview_urls().host_and_url(repo, slug)
+    }
+
+    /// Where previews live: the preview domain and scheme.
+    pub fn preview_urls(&self) -> PreviewUrls {
+        PreviewUrls {
+            domain: self.preview_domain.clone(),
+            scheme: self.preview_scheme.clone(),
+        }
     }
 
     /// Where a release's log is written, and the URL it is served at.
@@ -162,6 +164,22 @@ impl Settings {
             .join(id.slug.as_str())
             .join(format!("{release}.log"));
         (path, log_url(&self.public_url, id, release))
+    }
+}
+
+/// Where previews live ([`Settings::preview_domain`], [`Settings::preview_scheme`]).
+#[derive(Debug, Clone)]
+pub struct PreviewUrls {
+    pub domain: String,
+    pub scheme: String,
+}
+
+impl PreviewUrls {
+    /// The host (one DNS label under the preview domain) and URL of an environment.
+    pub fn host_and_url(&self, repo: &RepoName, slug: &Slug) -> (String, String) {
+        let host = format!("{}.{}", crate::slug::host_label(slug, repo), self.domain);
+        let url = format!("{}://{}", self.scheme, host);
+        (host, url)
     }
 }
 
