@@ -781,3 +781,118 @@ fn new_env(
     rec.fork = target.fork;
     rec
 }
+
+#[cfg(test)]
+mod tests {
+    //! The engine is a part of its own: built from a store, a GitHub client (to the in-process
+    //! fake), a reporter and a handle on the runners, with no `App`; the runners are started
+    //! only through that handle.
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::event::payloads::{self, PrPayload};
+    use crate::fake_github::{FakeGitHub, FakePr};
+    use crate::github::{GitHubConfig, RetryPolicy};
+    use crate::sentry::SentryIssues;
+    use crate::types::Sha;
+
+    /// The runners the engine asked for, in order.
+    #[derive(Default)]
+    struct Kicks(Mutex<Vec<(EnvId, u64)>>);
+
+    impl Runners for Kicks {
+        fn kick(&self, id: &EnvId, generation: u64) {
+            self.0.lock().unwrap().push((id.clone(), generation));
+        }
+    }
+
+    impl Kicks {
+        fn take(&self) -> Vec<(EnvId, u64)> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    fn event(action: &str, repo: &RepoName) -> Event {
+        let body = payloads::pull_request(&PrPayload::new(action, repo, 42));
+        parse_event("pull_request", body.to_string().as_bytes()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_engine_stands_alone_and_starts_runners_through_its_handle() {
+        let fake = FakeGitHub::start().await;
+        let repo: RepoName = "acme/webapp".parse().unwrap();
+        fake.add_installation(1, "acme");
+        fake.add_repo(&repo, "main", 1);
+        let head = PrPayload::new("opened", &repo, 42).head_sha;
+        fake.upsert_pr(&repo, FakePr::new(42, "feature", Sha::new(&head).unwrap()));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let github = GitHub::new(GitHubConfig {
+            api_url: fake.url(),
+            app_id: fake.app_id(),
+            private_key_pem: fake.private_key_pem(),
+            retry: RetryPolicy::default(),
+        })
+        .unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let clock: SharedClock = Arc::new(ManualClock::new(
+            DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        ));
+        let reporter = Arc::new(Reporter::new(
+            store.clone(),
+            github.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&clock),
+            "http://bot.example".into(),
+            Arc::new(SentryIssues::new(None)),
+        ));
+        let kicks = Arc::new(Kicks::default());
+        let engine = Engine::new(
+            EngineParts {
+                store: store.clone(),
+                github,
+                reporter,
+                routes: Routes::default(),
+                metrics,
+                clock,
+                limits: Limits::default(),
+                previews: PreviewUrls {
+                    domain: "preview.example".into(),
+                    scheme: "https".into(),
+                },
+            },
+            Arc::clone(&kicks) as Arc<dyn Runners>,
+        );
+
+        // An opened PR: its preview's deploy op is written, and one runner is asked for.
+        let outcome = engine.handle_event(event("opened", &repo)).await.unwrap();
+        assert_eq!(outcome, Outcome::Processed);
+        let envs = store.envs_of_repo(&repo).unwrap();
+        assert_eq!(envs.len(), 1, "{envs:?}");
+        let env = &envs[0];
+        assert_eq!(env.pr, Some(PrNumber(42)));
+        assert!(
+            env.url.starts_with("https://") && env.url.ends_with(".preview.example"),
+            "{}",
+            env.url
+        );
+        assert!(
+            matches!(env.op(), Some(Op::Deploy { sha, .. }) if sha.as_str() == head),
+            "{:?}",
+            env.op()
+        );
+        assert_eq!(kicks.take(), vec![(env.id.clone(), env.generation())]);
+
+        // Closed: a teardown op with a newer generation, and the runner told of it.
+        let outcome = engine.handle_event(event("closed", &repo)).await.unwrap();
+        assert_eq!(outcome, Outcome::Processed);
+        let env = store.env(&env.id).unwrap().unwrap();
+        assert!(
+            matches!(env.op(), Some(Op::Teardown { .. })),
+            "{:?}",
+            env.op()
+        );
+        assert_eq!(kicks.take(), vec![(env.id.clone(), env.generation())]);
+    }
+}

@@ -808,6 +808,108 @@ mod tests {
         Sha::new(&c.to_string().repeat(40)).unwrap()
     }
 
+    /// The reporter is a part of its own: built from a store, a GitHub client (to the
+    /// in-process fake), metrics, a clock, a URL and the Sentry counts, with no `App`.
+    #[tokio::test]
+    async fn the_reporter_stands_alone() {
+        use crate::clock::{ManualClock, SharedClock};
+        use crate::github::{GitHub, GitHubConfig, RetryPolicy};
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering;
+
+        let fake = crate::fake_github::FakeGitHub::start().await;
+        let repo: crate::types::RepoName = "acme/webapp".parse().unwrap();
+        fake.add_installation(7, "acme");
+        fake.add_repo(&repo, "main", 7);
+        fake.upsert_pr(
+            &repo,
+            crate::fake_github::FakePr::new(42, "login", sha('a')),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let github = GitHub::new(GitHubConfig {
+            api_url: fake.url(),
+            app_id: fake.app_id(),
+            private_key_pem: fake.private_key_pem(),
+            retry: RetryPolicy::default(),
+        })
+        .unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let clock: SharedClock = Arc::new(ManualClock::new(at(0)));
+        let reporter = Reporter::new(
+            store.clone(),
+            github,
+            Arc::clone(&metrics),
+            clock,
+            "http://bot.example/".into(),
+            Arc::new(SentryIssues::new(None)),
+        );
+
+        // PR 42's preview, deploying commit a.
+        let id = EnvId {
+            repo: repo.clone(),
+            slug: Slug::new("pr-42-login").unwrap(),
+        };
+        let mut rec = EnvRecord::new(id.clone(), EnvKind::Preview, "login", at(0));
+        rec.pr = Some(PrNumber(42));
+        rec.installation_id = Some(7);
+        rec.url = "http://pr-42-login.preview.example".into();
+        let change = rec
+            .request_deploy(Op::Deploy {
+                sha: sha('a'),
+                git_ref: "login".into(),
+                trigger: Trigger::PullRequest,
+                by: "alice".into(),
+                ack: None,
+                force: false,
+                gate: None,
+                checks: None,
+            })
+            .unwrap();
+        rec.begin_deploy(change.generation, &sha('a'), false)
+            .unwrap();
+        store.put_env(&rec).unwrap();
+
+        reporter.report(&id, Phase::Deploying).await;
+        let deployments = fake.deployments(&repo, "preview/pr-42-login");
+        assert_eq!(deployments.len(), 1, "{deployments:?}");
+        assert_eq!(deployments[0].sha, sha('a').to_string());
+        assert_eq!(deployments[0].last_state(), Some("in_progress"));
+        assert_eq!(
+            deployments[0].statuses[0].log_url.as_deref(),
+            Some("http://bot.example/logs/acme/webapp/pr-42-login/1"),
+            "the log link is under the public URL the reporter was given"
+        );
+        let statuses = fake.statuses(&repo, &sha('a'));
+        assert!(
+            statuses
+                .iter()
+                .any(|s| s.context == "stagebot/preview" && s.state == "pending"),
+            "{statuses:?}"
+        );
+        let stickies = fake
+            .comments(&repo, PrNumber(42))
+            .into_iter()
+            .filter(|c| c.is_sticky())
+            .count();
+        assert_eq!(stickies, 1);
+        assert_eq!(metrics.report_failures.load(Ordering::Relaxed), 0);
+        assert!(!store.env(&id).unwrap().unwrap().report_pending);
+
+        // The attempt's deployment was recorded in the store: reporting again adds a status to
+        // it, never a second deployment, and edits the sticky comment in place.
+        reporter.report(&id, Phase::Deploying).await;
+        let deployments = fake.deployments(&repo, "preview/pr-42-login");
+        assert_eq!(deployments.len(), 1, "{deployments:?}");
+        assert_eq!(deployments[0].statuses.len(), 2);
+        let stickies = fake
+            .comments(&repo, PrNumber(42))
+            .into_iter()
+            .filter(|c| c.is_sticky())
+            .count();
+        assert_eq!(stickies, 1);
+    }
+
     #[test]
     fn deployment_payload_schema() {
         let attempt = AttemptRecord {
