@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::app::App;
-use crate::environment::{EnvRecord, EnvState, Failure, Op, Release, Trigger};
+use crate::environment::{EnvRecord, EnvState, Failure, Op, Release, Trigger, applied};
 use crate::metrics::Metrics;
 use crate::provider::{DeploySpec, ProviderStatus, TeardownSpec};
 use crate::store::StoreError;
@@ -606,9 +606,6 @@ impl App {
         Ok(first.map_or_else(|| format!("{}-{n}", id.slug), |(_, name)| name))
     }
 }
-
-/// What a transition written through the store did (src/environment.rs).
-pub(crate) use crate::environment::applied;
 
 impl App {
     /// Evaluate a deploy's CI gate on commit `sha`. A gate that cannot be read waits, saying
