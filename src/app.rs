@@ -33,7 +33,7 @@ pub(crate) struct Inner {
     pub(crate) worker: crate::worker::WorkerState,
     /// Which environments have a runner at work (src/runners.rs).
     pub(crate) runners: crate::runners::RunnerRegistry,
-    /// Scheduled jobs' state (backups, snapshots) and the Sentry issue counts.
+    /// Scheduled jobs' state (backups, snapshots).
     pub(crate) services: crate::services::ServicesState,
     /// The `/setup` manifest flow (src/setup.rs).
     pub(crate) setup: crate::setup::SetupCore,
@@ -51,8 +51,10 @@ struct AppRunners(Weak<Inner>);
 
 impl Runners for AppRunners {
     fn kick(&self, id: &EnvId, generation: u64) {
-        if let Some(inner) = self.0.upgrade() {
-            App(inner).kick(id, generation);
+        match self.0.upgrade() {
+            Some(inner) => App(inner).kick(id, generation),
+            // Only while the App is being dropped: nothing is left to run it.
+            None => tracing::debug!(env = %id, generation, "no App to start a runner"),
         }
     }
 }
