@@ -3,15 +3,21 @@
 //! policy, and apply its actions. Every action is idempotent, so a delivery processed twice
 //! (after a crash, or a retry) changes nothing the second time.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 
-use crate::app::App;
-use crate::environment::{EnvRecord, Op};
+use crate::clock::SharedClock;
+use crate::environment::{EnvRecord, Op, applied};
 use crate::event::{Event, InstallationAction, RepoInfo, parse_event};
-use crate::github::{GitHubError, PrInfo, Reaction, RepoClient};
-use crate::policy::{self, Action, Decision, State};
+use crate::github::{GitHub, GitHubError, PrInfo, RepoClient};
+use crate::metrics::Metrics;
+use crate::policy::{self, Action, Decision, Limits, State};
+use crate::proxy::Routes;
 use crate::repo_config::RepoConfig;
-use crate::store::{InstallationRecord, PendingDelivery, StoreError};
+use crate::reporter::Reporter;
+use crate::settings::PreviewUrls;
+use crate::store::{InstallationRecord, PendingDelivery, Store, StoreError};
 use crate::types::{EnvId, EnvKind, Permission, PrNumber, RepoName};
 
 /// How a delivery ended.
@@ -44,8 +50,57 @@ impl EngineError {
     }
 }
 
+impl From<crate::reporter::ReportError> for EngineError {
+    fn from(e: crate::reporter::ReportError) -> Self {
+        match e {
+            crate::reporter::ReportError::GitHub(e) => EngineError::GitHub(e),
+            crate::reporter::ReportError::Store(e) => EngineError::Store(e),
+        }
+    }
+}
+
 /// Where the repository config comes from for an event.
 const CONFIG_PATH: &str = ".github/stagebot.yml";
+
+/// What the engine needs of the lifecycle (src/lifecycle.rs): a runner at work on an
+/// environment's op. The engine writes the op; whoever implements this runs it.
+pub trait Runners: Send + Sync {
+    /// Make sure a runner works on `id`'s op (generation `generation` or newer).
+    fn kick(&self, id: &EnvId, generation: u64);
+}
+
+/// The engine: deliveries and dashboard or operator actions in, environment ops and GitHub
+/// replies out. Its state: the installation locks that serialize capacity decisions; it reads
+/// the store, GitHub and the routes' last visits, tells the reporter to refresh sticky comments
+/// and the runners to run the ops it wrote.
+pub struct Engine {
+    store: Store,
+    github: GitHub,
+    reporter: Arc<Reporter>,
+    runners: Arc<dyn Runners>,
+    routes: Routes,
+    metrics: Arc<Metrics>,
+    clock: SharedClock,
+    limits: Limits,
+    previews: PreviewUrls,
+    /// Capacity decisions are serialized per installation (deliveries of its repositories run
+    /// concurrently otherwise).
+    installation_locks: InstallationLocks,
+}
+
+/// What an [`Engine`] is made of, besides its handle on the runners.
+pub struct EngineParts {
+    pub store: Store,
+    pub github: GitHub,
+    pub reporter: Arc<Reporter>,
+    pub routes: Routes,
+    pub metrics: Arc<Metrics>,
+    pub clock: SharedClock,
+    /// `Settings::limits`.
+    pub limits: Limits,
+    /// `Settings::preview_urls()`.
+    pub previews: PreviewUrls,
+}
 
 /// One lock per installation: the engine serializes the capacity decisions of an installation's
 /// repositories (their deliveries run concurrently otherwise).
@@ -66,7 +121,59 @@ impl InstallationLocks {
     }
 }
 
-impl App {
+impl Engine {
+    pub fn new(parts: EngineParts, runners: Arc<dyn Runners>) -> Self {
+        Self {
+            store: parts.store,
+            github: parts.github,
+            reporter: parts.reporter,
+            runners,
+            routes: parts.routes,
+            metrics: parts.metrics,
+            clock: parts.clock,
+            limits: parts.limits,
+            previews: parts.previews,
+            installation_locks: InstallationLocks::default(),
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The GitHub client for a repository (src/installation.rs).
+    async fn repo_client(
+        &self,
+        installation: Option<u64>,
+        repo: &RepoName,
+    ) -> Result<RepoClient, GitHubError> {
+        crate::installation::repo_client(&self.github, &self.store, installation, repo).await
+    }
+
+    /// Ask for an environment's teardown outside a webhook (operator CLI, an uninstalled App).
+    pub fn request_teardown(&self, id: &EnvId, reason: &str) -> Result<bool, StoreError> {
+        let updated = self
+            .store
+            .update_env(id, |r| r.request_teardown(reason, "operator", None))?;
+        match applied(id, updated) {
+            Some(change) => {
+                self.runners.kick(id, change.generation);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Re-evaluate the CI gate of `id`'s waiting deploy (a check event for its commit, or the
+    /// reconciler). Does nothing unless a deploy waits.
+    pub fn recheck_ci(&self, id: &EnvId) -> Result<(), StoreError> {
+        let updated = self.store.update_env(id, EnvRecord::recheck_ci)?;
+        if let Some(change) = applied(id, updated) {
+            self.runners.kick(id, change.generation);
+        }
+        Ok(())
+    }
+
     /// Process one delivery.
     pub async fn handle_delivery(&self, d: &PendingDelivery) -> Result<Outcome, EngineError> {
         let event = parse_event(&d.record.event, &d.payload)?;
@@ -94,15 +201,15 @@ impl App {
                 match e.action {
                     InstallationAction::Deleted => {
                         // The app is gone from these repositories: stop their environments.
-                        let envs = self.store().envs()?;
+                        let envs = self.store.envs()?;
                         for env in envs.iter().filter(|env| {
                             env.installation_id == Some(e.installation_id) && env.is_active()
                         }) {
                             self.request_teardown(&env.id, "the GitHub App was uninstalled")?;
                         }
-                        self.store().remove_installation(e.installation_id)?
+                        self.store.remove_installation(e.installation_id)?
                     }
-                    _ => self.store().put_installation(&InstallationRecord {
+                    _ => self.store.put_installation(&InstallationRecord {
                         v: 1,
                         id: e.installation_id,
                         account: e.account.clone(),
@@ -116,7 +223,7 @@ impl App {
             Event::InstallationRepositories(e) => {
                 let now = self.now();
                 let mut rec =
-                    self.store()
+                    self.store
                         .installation(e.installation_id)?
                         .unwrap_or(InstallationRecord {
                             v: 1,
@@ -134,9 +241,9 @@ impl App {
                 }
                 rec.updated_at = now;
                 for r in &e.removed {
-                    self.store().remove_repo_installation(r)?;
+                    self.store.remove_repo_installation(r)?;
                     for env in self
-                        .store()
+                        .store
                         .envs_of_repo(r)?
                         .iter()
                         .filter(|env| env.is_active())
@@ -147,7 +254,7 @@ impl App {
                         )?;
                     }
                 }
-                self.store().put_installation(&rec)?;
+                self.store.put_installation(&rec)?;
                 return Ok(Outcome::Processed);
             }
             _ => {}
@@ -160,7 +267,7 @@ impl App {
         // the PR's head is still recorded in arrival order.
         if let Some(reason) = policy::ignored_whatever_the_state(&event) {
             if let (Event::PullRequest(e), Some(seq)) = (&event, seq) {
-                self.store()
+                self.store
                     .record_pr_head(&repo.name, e.pr.number, seq, &e.pr.head_sha)?;
             }
             return Ok(Outcome::Ignored(reason.to_owned()));
@@ -218,7 +325,7 @@ impl App {
         } else {
             RepoConfig::default()
         };
-        let envs = self.store().envs_of_repo(&repo.name)?;
+        let envs = self.store.envs_of_repo(&repo.name)?;
         // A push that could deploy a branch environment: which branches have an open pull
         // request of this repository (those get only the PR's preview).
         let mut open_pr_branches = Vec::new();
@@ -248,7 +355,7 @@ impl App {
                 .iter()
                 .filter(|e| e.pr == Some(pr) || e.kind != EnvKind::Preview)
             {
-                releases.push((env.id.slug.clone(), self.store().releases(&env.id)?));
+                releases.push((env.id.slug.clone(), self.store.releases(&env.id)?));
             }
         }
         // The count scans every environment of every repository: only when a limit needs it.
@@ -256,22 +363,21 @@ impl App {
         // deciding and applying are serialized per installation so two repositories cannot
         // both take the last slot.
         let capacity_lock = self
-            .settings()
             .limits
             .max_previews
-            .map(|_| self.installation_lock(installation));
+            .map(|_| self.installation_locks.of(installation));
         let _capacity_guard = match &capacity_lock {
             Some(lock) => Some(lock.lock().await),
             None => None,
         };
-        let previews_in_use = match self.settings().limits.max_previews {
+        let previews_in_use = match self.limits.max_previews {
             Some(_) => self.previews_in_use(installation)?,
             None => 0,
         };
         // The PR's head in the order stagebot received its events: "the head when a comment
         // was written" (fork approval) is read from this record.
         if let (Event::PullRequest(e), Some(seq)) = (&event, seq) {
-            self.store()
+            self.store
                 .record_pr_head(&repo.name, e.pr.number, seq, &e.pr.head_sha)?;
         }
         let state = State {
@@ -280,13 +386,13 @@ impl App {
             envs,
             releases,
             pr_record: match pr_number {
-                Some(pr) => Some(self.store().pr(&repo.name, pr)?),
+                Some(pr) => Some(self.store.pr(&repo.name, pr)?),
                 None => None,
             },
             pr_info,
             permission,
             head_profiles,
-            limits: self.settings().limits.clone(),
+            limits: self.limits.clone(),
             received: seq,
             open_pr_branches,
         };
@@ -339,7 +445,7 @@ impl App {
     /// Previews occupying a capacity slot in an installation.
     pub fn previews_in_use(&self, installation: u64) -> Result<usize, StoreError> {
         Ok(self
-            .store()
+            .store
             .envs()?
             .iter()
             .filter(|e| {
@@ -358,7 +464,7 @@ impl App {
                     repo: repo.clone(),
                     slug: d.target.slug.clone(),
                 };
-                let (host, url) = self.host_and_url(repo, &d.target.slug);
+                let (host, url) = self.previews.host_and_url(repo, &d.target.slug);
                 let clone_url = d
                     .target
                     .clone_url
@@ -375,7 +481,7 @@ impl App {
                     gate: d.gate.clone(),
                     checks: d.checks.clone(),
                 };
-                let existing = self.store().env(&id)?;
+                let existing = self.store.env(&id)?;
                 let rec = match existing {
                     None => new_env(&id, &d.target, ctx.installation, clone_url, host, url, now),
                     Some(rec) => rec,
@@ -412,7 +518,7 @@ impl App {
                 } else {
                     rec.request_deploy(op)
                 };
-                self.store().put_env(&rec)?;
+                self.store.put_env(&rec)?;
                 let change = match change {
                     Ok(change) if !change.unchanged => change,
                     Ok(_) => return Ok(()),
@@ -424,10 +530,10 @@ impl App {
                 tracing::info!(env = %id, sha = %d.sha, trigger = ?d.trigger, queued = d.queue, "deploy requested");
                 if d.queue {
                     if let Some(pr) = rec.pr {
-                        self.refresh_sticky(ctx.client, pr).await?;
+                        self.reporter.refresh_sticky(ctx.client, pr).await?;
                     }
                 } else {
-                    self.kick(&id, change.generation);
+                    self.runners.kick(&id, change.generation);
                 }
             }
             Action::Teardown {
@@ -440,14 +546,14 @@ impl App {
                     repo: repo.clone(),
                     slug,
                 };
-                let updated = self.store().update_env(&id, |rec| {
+                let updated = self.store.update_env(&id, |rec| {
                     let change = rec.request_teardown(&reason, &by, ack)?;
                     rec.updated_at = ctx.now;
                     Ok(change)
                 })?;
-                if let Some(change) = crate::lifecycle::applied(&id, updated) {
+                if let Some(change) = applied(&id, updated) {
                     tracing::info!(env = %id, reason, "teardown requested");
-                    self.kick(&id, change.generation);
+                    self.runners.kick(&id, change.generation);
                 }
             }
             Action::Extend { slug, until } => {
@@ -456,9 +562,9 @@ impl App {
                     slug,
                 };
                 let extended = self
-                    .store()
+                    .store
                     .update_env(&id, |rec| rec.extend(until, ctx.now))?;
-                crate::lifecycle::applied(&id, extended);
+                applied(&id, extended);
             }
             Action::Visited { slug, at, until } => {
                 let id = EnvId {
@@ -467,8 +573,8 @@ impl App {
                 };
                 // A warning already given no longer holds once the expiry moves: the next one
                 // is due before the new expiry.
-                let visited = self.store().update_env(&id, |rec| rec.visit(at, until))?;
-                crate::lifecycle::applied(&id, visited);
+                let visited = self.store.update_env(&id, |rec| rec.visit(at, until))?;
+                applied(&id, visited);
             }
             Action::WarnExpiry { slug, at } => {
                 let id = EnvId {
@@ -476,13 +582,13 @@ impl App {
                     slug: slug.clone(),
                 };
                 let updated = self
-                    .store()
+                    .store
                     .update_env(&id, |rec| rec.warn_expiry(ctx.now).map(|_| rec.pr))?;
                 if let Some((_, Ok(Some(pr)))) = updated {
                     ctx.client
                         .reply(pr, &crate::messages::expiry_warning(&slug, at))
                         .await?;
-                    self.refresh_sticky(ctx.client, pr).await?;
+                    self.reporter.refresh_sticky(ctx.client, pr).await?;
                 }
             }
             Action::React {
@@ -493,30 +599,30 @@ impl App {
                 comment,
                 index,
                 run,
-            } => self.store().command_ran(repo, &comment, index, run)?,
+            } => self.store.command_ran(repo, &comment, index, run)?,
             Action::CommentReply { comment, body } => {
                 self.reply_once(ctx, &comment, &body).await?;
             }
             Action::Sticky { pr, notice } => {
                 let text = notice.map(|n| crate::messages::notice(&n));
-                self.store().update_pr(repo, pr, |r| {
+                self.store.update_pr(repo, pr, |r| {
                     if text.is_some() {
                         r.notice = text.clone();
                     }
                 })?;
-                self.refresh_sticky(ctx.client, pr).await?;
+                self.reporter.refresh_sticky(ctx.client, pr).await?;
             }
             Action::ApproveFork { pr, sha } => {
-                self.store().update_pr(repo, pr, |r| {
+                self.store.update_pr(repo, pr, |r| {
                     r.approved_sha = Some(sha);
                     r.notice = None;
                 })?;
             }
             Action::CommentHandled { comment } => {
-                self.store().comment_handled(repo, &comment)?;
+                self.store.comment_handled(repo, &comment)?;
             }
             Action::MarkPrClosed { pr, closed } => {
-                self.store().update_pr(repo, pr, |r| {
+                self.store.update_pr(repo, pr, |r| {
                     r.closed = closed;
                     if !closed {
                         r.notice = None;
@@ -524,7 +630,7 @@ impl App {
                 })?;
             }
             Action::RecordMerge { pr, sha } => {
-                self.store()
+                self.store
                     .update_pr(repo, pr, |r| r.merge_sha = Some(sha.clone()))?;
             }
             Action::RecheckCi { slug } => {
@@ -538,7 +644,7 @@ impl App {
                     repo: repo.clone(),
                     slug,
                 };
-                self.store().update_env(&id, |rec| {
+                self.store.update_env(&id, |rec| {
                     for s in &shas {
                         rec.remember(s);
                     }
@@ -558,7 +664,7 @@ impl App {
         body: &str,
     ) -> Result<(), EngineError> {
         let repo = &ctx.repo.name;
-        let record = self.store().pr(repo, comment.pr)?;
+        let record = self.store.pr(repo, comment.pr)?;
         let progress = record
             .in_progress
             .get(&comment.comment_id)
@@ -567,7 +673,7 @@ impl App {
             return Ok(());
         }
         let marker = crate::github::reply_marker(comment.comment_id);
-        let store = self.store();
+        let store = &self.store;
         if progress.is_some_and(|p| p.reply_attempted)
             && let Some(found) = ctx.client.find_marked_comment(comment.pr, &marker).await?
         {
@@ -591,7 +697,7 @@ impl App {
     /// Run the sweeper once over every repository (docs/architecture.md, "The reconciler and the sweeper"): warnings, then teardowns.
     pub async fn sweep(&self) -> Result<usize, EngineError> {
         let now = self.now();
-        let envs = self.store().envs()?;
+        let envs = self.store.envs()?;
         let mut by_repo: std::collections::BTreeMap<RepoName, Vec<EnvRecord>> = Default::default();
         for env in envs {
             by_repo.entry(env.id.repo.clone()).or_default().push(env);
@@ -601,8 +707,8 @@ impl App {
             let actions = policy::sweep_with_visits(
                 &envs,
                 |slug| {
-                    let (host, _) = self.host_and_url(&repo, slug);
-                    self.routes().last_visit(&host)
+                    let (host, _) = self.previews.host_and_url(&repo, slug);
+                    self.routes.last_visit(&host)
                 },
                 now,
             );
@@ -641,7 +747,7 @@ impl App {
                 }
             }
         }
-        self.metrics().sweeper_last_run.store(
+        self.metrics.sweeper_last_run.store(
             u64::try_from(self.now().timestamp()).unwrap_or(0),
             std::sync::atomic::Ordering::Relaxed,
         );
@@ -676,11 +782,117 @@ fn new_env(
     rec
 }
 
-/// A reaction for an acknowledged command that is done.
-pub(crate) fn ack_reaction(ok: bool) -> Reaction {
-    if ok {
-        Reaction::Rocket
-    } else {
-        Reaction::Confused
+#[cfg(test)]
+mod tests {
+    //! The engine is a part of its own: built from a store, a GitHub client (to the in-process
+    //! fake), a reporter and a handle on the runners, with no `App`; the runners are started
+    //! only through that handle.
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::event::payloads::{self, PrPayload};
+    use crate::fake_github::{FakeGitHub, FakePr};
+    use crate::github::{GitHubConfig, RetryPolicy};
+    use crate::sentry::SentryIssues;
+    use crate::types::Sha;
+
+    /// The runners the engine asked for, in order.
+    #[derive(Default)]
+    struct Kicks(Mutex<Vec<(EnvId, u64)>>);
+
+    impl Runners for Kicks {
+        fn kick(&self, id: &EnvId, generation: u64) {
+            self.0.lock().unwrap().push((id.clone(), generation));
+        }
+    }
+
+    impl Kicks {
+        fn take(&self) -> Vec<(EnvId, u64)> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    fn event(action: &str, repo: &RepoName) -> Event {
+        let body = payloads::pull_request(&PrPayload::new(action, repo, 42));
+        parse_event("pull_request", body.to_string().as_bytes()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_engine_stands_alone_and_starts_runners_through_its_handle() {
+        let fake = FakeGitHub::start().await;
+        let repo: RepoName = "acme/webapp".parse().unwrap();
+        fake.add_installation(1, "acme");
+        fake.add_repo(&repo, "main", 1);
+        let head = PrPayload::new("opened", &repo, 42).head_sha;
+        fake.upsert_pr(&repo, FakePr::new(42, "feature", Sha::new(&head).unwrap()));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let github = GitHub::new(GitHubConfig {
+            api_url: fake.url(),
+            app_id: fake.app_id(),
+            private_key_pem: fake.private_key_pem(),
+            retry: RetryPolicy::default(),
+        })
+        .unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let clock: SharedClock = Arc::new(ManualClock::new(
+            DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        ));
+        let reporter = Arc::new(Reporter::new(
+            store.clone(),
+            github.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&clock),
+            "http://bot.example".into(),
+            Arc::new(SentryIssues::new(None)),
+        ));
+        let kicks = Arc::new(Kicks::default());
+        let engine = Engine::new(
+            EngineParts {
+                store: store.clone(),
+                github,
+                reporter,
+                routes: Routes::default(),
+                metrics,
+                clock,
+                limits: Limits::default(),
+                previews: PreviewUrls {
+                    domain: "preview.example".into(),
+                    scheme: "https".into(),
+                },
+            },
+            Arc::clone(&kicks) as Arc<dyn Runners>,
+        );
+
+        // An opened PR: its preview's deploy op is written, and one runner is asked for.
+        let outcome = engine.handle_event(event("opened", &repo)).await.unwrap();
+        assert_eq!(outcome, Outcome::Processed);
+        let envs = store.envs_of_repo(&repo).unwrap();
+        assert_eq!(envs.len(), 1, "{envs:?}");
+        let env = &envs[0];
+        assert_eq!(env.pr, Some(PrNumber(42)));
+        assert!(
+            env.url.starts_with("https://") && env.url.ends_with(".preview.example"),
+            "{}",
+            env.url
+        );
+        assert!(
+            matches!(env.op(), Some(Op::Deploy { sha, .. }) if sha.as_str() == head),
+            "{:?}",
+            env.op()
+        );
+        assert_eq!(kicks.take(), vec![(env.id.clone(), env.generation())]);
+
+        // Closed: a teardown op with a newer generation, and the runner told of it.
+        let outcome = engine.handle_event(event("closed", &repo)).await.unwrap();
+        assert_eq!(outcome, Outcome::Processed);
+        let env = store.env(&env.id).unwrap().unwrap();
+        assert!(
+            matches!(env.op(), Some(Op::Teardown { .. })),
+            "{:?}",
+            env.op()
+        );
+        assert_eq!(kicks.take(), vec![(env.id.clone(), env.generation())]);
     }
 }

@@ -1041,6 +1041,28 @@ impl EnvRecord {
 
 /// Records in any state, for tests of code that reads them (the policy, the reporter). Not a
 /// way to change a stored environment: only compiled for the crate's own tests.
+/// What a transition written through the store did: `Some` when it was applied, `None` when
+/// the environment is gone or the transition was refused (a newer op superseded the caller, or
+/// the state no longer allows it), which is logged here and otherwise not an error: the newest
+/// op wins.
+pub(crate) fn applied(
+    id: &EnvId,
+    written: Option<(EnvRecord, Result<Change, TransitionError>)>,
+) -> Option<Change> {
+    match written {
+        Some((_, Ok(change))) if change.unchanged => None,
+        Some((_, Ok(change))) => {
+            tracing::debug!(env = %id, transition = %change.transition, from = %change.from, to = %change.to, generation = change.generation, "transition");
+            Some(change)
+        }
+        Some((_, Err(refused))) => {
+            tracing::debug!(env = %id, reason = %refused, "transition refused");
+            None
+        }
+        None => None,
+    }
+}
+
 #[cfg(test)]
 impl EnvRecord {
     pub(crate) fn with_state(mut self, state: EnvState) -> Self {

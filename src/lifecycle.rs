@@ -9,24 +9,14 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::app::App;
-use crate::environment::{
-    Change, EnvRecord, EnvState, Failure, Op, Release, TransitionError, Trigger,
-};
+use crate::environment::{EnvRecord, EnvState, Failure, Op, Release, Trigger, applied};
 use crate::metrics::Metrics;
 use crate::provider::{DeploySpec, ProviderStatus, TeardownSpec};
 use crate::store::StoreError;
 use crate::types::{EnvId, EnvKind};
 
-/// What a report to GitHub announces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// A deploy waits for its CI gate (`require_checks`).
-    Waiting,
-    Deploying,
-    Live,
-    Failed,
-    Destroyed,
-}
+/// What a report to GitHub announces (the reporter's).
+pub use crate::reporter::Phase;
 
 impl App {
     /// Make sure a runner works on `id`'s op (generation `generation` or newer).
@@ -40,22 +30,13 @@ impl App {
         tokio::spawn(async move { app.run_env(&id, rx).await }.instrument(span));
     }
 
-    /// Ask for an environment's teardown outside a webhook (operator CLI).
+    /// Ask for an environment's teardown outside a webhook (operator CLI): the engine's.
     pub fn request_teardown(
         &self,
         id: &EnvId,
         reason: &str,
     ) -> Result<bool, crate::store::StoreError> {
-        let updated = self
-            .store()
-            .update_env(id, |r| r.request_teardown(reason, "operator", None))?;
-        match applied(id, updated) {
-            Some(change) => {
-                self.kick(id, change.generation);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        self.engine().request_teardown(id, reason)
     }
 
     /// Number of environments with a runner at work.
@@ -165,8 +146,8 @@ impl App {
         };
         if !force && rec.state() == EnvState::Live && live_sha.as_ref() == Some(&sha) {
             if self.clear_op(&id, gen_now)? {
-                self.ack(&rec, ack, true).await;
-                self.report(&id, Phase::Live).await;
+                self.reporter().ack(&rec, ack, true).await;
+                self.reporter().report(&id, Phase::Live).await;
             }
             return Ok(());
         }
@@ -184,7 +165,7 @@ impl App {
                         .update_env(&id, |r| r.wait_for_ci(gen_now, &sha, &text, true))?;
                     if applied(&id, waiting).is_some() {
                         tracing::info!(env = %id, sha = %sha.short(), wait = %text, "deploy waits for CI");
-                        self.report(&id, Phase::Waiting).await;
+                        self.reporter().report(&id, Phase::Waiting).await;
                     }
                     return Ok(());
                 }
@@ -203,7 +184,7 @@ impl App {
                         if applied(&id, noted).is_none() {
                             return Ok(());
                         }
-                        self.report(&id, Phase::Waiting).await;
+                        self.reporter().report(&id, Phase::Waiting).await;
                     }
                     let failed = self
                         .store()
@@ -211,8 +192,8 @@ impl App {
                     if applied(&id, failed).is_some() {
                         Metrics::inc(&self.metrics().deploys_failed);
                         tracing::warn!(env = %id, sha = %sha.short(), error = %text, "CI gate failed");
-                        self.ack(&rec, ack, false).await;
-                        self.report(&id, Phase::Failed).await;
+                        self.reporter().ack(&rec, ack, false).await;
+                        self.reporter().report(&id, Phase::Failed).await;
                     }
                     return Ok(());
                 }
@@ -234,7 +215,7 @@ impl App {
         };
         Metrics::inc(&self.metrics().deploys_started);
         if restart_of.is_none() {
-            self.report(&id, Phase::Deploying).await;
+            self.reporter().report(&id, Phase::Deploying).await;
         }
         let n = restart_of.unwrap_or(rec.releases() + 1);
         let (log_path, log_url) = self.log_location(&id, n);
@@ -290,7 +271,7 @@ impl App {
             // Superseded: the newer op runs next; the dropped deploy cleaned up after itself.
             Metrics::inc(&self.metrics().deploys_superseded);
             tracing::info!(env = %id, sha = %sha.short(), "deploy superseded by a newer one");
-            self.ack(&rec, ack, false).await;
+            self.reporter().ack(&rec, ack, false).await;
             return Ok(());
         };
         match outcome {
@@ -302,7 +283,7 @@ impl App {
                         tracing::info!(env = %id, release = r, "restarted");
                         // A report owed from before the crash goes out now.
                         if e.report_pending {
-                            self.report(&id, Phase::Live).await;
+                            self.reporter().report(&id, Phase::Live).await;
                         }
                     }
                     return Ok(());
@@ -333,8 +314,8 @@ impl App {
                     .fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
                 Metrics::inc(&self.metrics().deploy_ms_count);
                 tracing::info!(env = %id, sha = %sha.short(), release = n, ms, "live");
-                self.ack(&rec, ack, true).await;
-                self.report(&id, Phase::Live).await;
+                self.reporter().ack(&rec, ack, true).await;
+                self.reporter().report(&id, Phase::Live).await;
                 self.sentry_release_live(&rec, &sha, &deployed.url).await;
             }
             Err(err) => {
@@ -352,9 +333,9 @@ impl App {
                 }
                 Metrics::inc(&self.metrics().deploys_failed);
                 tracing::warn!(env = %id, sha = %sha.short(), error = %message, "deploy failed");
-                self.ack(&rec, ack, false).await;
+                self.reporter().ack(&rec, ack, false).await;
                 if restart_of.is_none() {
-                    self.report(&id, Phase::Failed).await;
+                    self.reporter().report(&id, Phase::Failed).await;
                 }
             }
         }
@@ -418,8 +399,8 @@ impl App {
         if applied(&id, done).is_some() {
             Metrics::inc(&self.metrics().teardowns);
             tracing::info!(env = %id, "destroyed");
-            self.ack(&rec, ack, true).await;
-            self.report(&id, Phase::Destroyed).await;
+            self.reporter().ack(&rec, ack, true).await;
+            self.reporter().report(&id, Phase::Destroyed).await;
             if rec.kind == EnvKind::Preview {
                 self.start_queued(rec.installation_id).await;
             }
@@ -445,7 +426,10 @@ impl App {
             .into_iter()
             .filter(|e| e.installation_id == Some(installation) && e.state() == EnvState::Queued)
             .collect();
-        let in_use = self.previews_in_use(installation).unwrap_or(usize::MAX);
+        let in_use = self
+            .engine()
+            .previews_in_use(installation)
+            .unwrap_or(usize::MAX);
         for slug in crate::policy::dequeue(&queued, in_use, &self.settings().limits) {
             let Some(env) = queued.iter().find(|e| e.id.slug == slug) else {
                 continue;
@@ -595,7 +579,7 @@ impl App {
                     EnvState::Destroyed => Phase::Destroyed,
                     _ => Phase::Deploying,
                 };
-                self.report(&env.id, phase).await;
+                self.reporter().report(&env.id, phase).await;
             }
         }
         Ok(summary)
@@ -620,28 +604,6 @@ impl App {
             }
         }
         Ok(first.map_or_else(|| format!("{}-{n}", id.slug), |(_, name)| name))
-    }
-}
-
-/// What a transition written through the store did: `Some` when it was applied, `None` when
-/// the environment is gone or the transition was refused (a newer op superseded the caller, or
-/// the state no longer allows it), which is logged here and otherwise not an error: the newest
-/// op wins.
-pub(crate) fn applied(
-    id: &EnvId,
-    written: Option<(EnvRecord, Result<Change, TransitionError>)>,
-) -> Option<Change> {
-    match written {
-        Some((_, Ok(change))) if change.unchanged => None,
-        Some((_, Ok(change))) => {
-            tracing::debug!(env = %id, transition = %change.transition, from = %change.from, to = %change.to, generation = change.generation, "transition");
-            Some(change)
-        }
-        Some((_, Err(refused))) => {
-            tracing::debug!(env = %id, reason = %refused, "transition refused");
-            None
-        }
-        None => None,
     }
 }
 
@@ -671,14 +633,9 @@ impl App {
         }
     }
 
-    /// Re-evaluate the CI gate of `id`'s waiting deploy (a check event for its commit, or the
-    /// reconciler). Does nothing unless a deploy waits.
+    /// Re-evaluate the CI gate of `id`'s waiting deploy: the engine's.
     pub fn recheck_ci(&self, id: &EnvId) -> Result<(), StoreError> {
-        let updated = self.store().update_env(id, EnvRecord::recheck_ci)?;
-        if let Some(change) = applied(id, updated) {
-            self.kick(id, change.generation);
-        }
-        Ok(())
+        self.engine().recheck_ci(id)
     }
 }
 

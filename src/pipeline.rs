@@ -118,7 +118,11 @@ impl App {
         let installation = envs.iter().find_map(|e| e.installation_id);
         let client = self.repo_client(installation, repo).await?;
         let info = client.repository().await?;
-        let config = match self.repo_config(&client, &info.default_branch).await? {
+        let config = match self
+            .engine()
+            .repo_config(&client, &info.default_branch)
+            .await?
+        {
             Ok(c) => c,
             Err(message) => {
                 tracing::warn!(%message, "invalid config on the default branch; using the defaults");
@@ -134,7 +138,7 @@ impl App {
             releases.push((slug.clone(), self.store().releases(&id)?));
         }
         let previews_in_use = match self.settings().limits.max_previews {
-            Some(_) => self.previews_in_use(client.installation_id())?,
+            Some(_) => self.engine().previews_in_use(client.installation_id())?,
             None => 0,
         };
         let state = State {
@@ -171,7 +175,7 @@ impl App {
             installation: client.installation_id(),
             now: self.now(),
         };
-        self.apply(&ctx, Action::Deploy(deploy)).await?;
+        self.engine().apply(&ctx, Action::Deploy(deploy)).await?;
         let url = self.store().env(&id)?.map(|e| e.url).unwrap_or_default();
         tracing::info!(env = %id, %sha, preview, "operator deploy requested");
         Ok(Started { env: id, sha, url })

@@ -268,7 +268,7 @@ impl App {
             let ttl = match ttl {
                 Some(t) => *t,
                 None => {
-                    let t = match self.repo_config(rc, &repo.default_branch).await {
+                    let t = match self.engine().repo_config(rc, &repo.default_branch).await {
                         Ok(Ok(cfg)) => cfg.preview.ttl,
                         _ => crate::repo_config::RepoConfig::default().preview.ttl,
                     };

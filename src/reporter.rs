@@ -3,19 +3,32 @@
 //! harmless; one that fails marks the environment `report_pending` and the reconciler sends it
 //! again later. A GitHub outage delays reports; it never loses state.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
-use crate::app::App;
-use crate::engine::{EngineError, ack_reaction};
+use crate::clock::SharedClock;
 use crate::environment::{EnvRecord, EnvState, Op, Release, Trigger};
 use crate::github::{
-    DeploymentState, GitHubError, NewDeployment, NewDeploymentStatus, RepoClient, StatusState,
+    DeploymentState, GitHub, GitHubError, NewDeployment, NewDeploymentStatus, Reaction, RepoClient,
+    StatusState,
 };
-use crate::lifecycle::Phase;
 use crate::messages::{self, CommitStatus, DeploymentStatus};
 use crate::metrics::Metrics;
-use crate::store::{AttemptRecord, StoreError};
-use crate::types::{EnvId, EnvKind, PrNumber, Sha, Slug};
+use crate::sentry::SentryIssues;
+use crate::store::{AttemptRecord, Store, StoreError};
+use crate::types::{EnvId, EnvKind, PrNumber, RepoName, Sha, Slug};
+
+/// What a report to GitHub announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// A deploy waits for its CI gate (`require_checks`).
+    Waiting,
+    Deploying,
+    Live,
+    Failed,
+    Destroyed,
+}
 
 /// Why a report did not go through.
 #[derive(Debug, thiserror::Error)]
@@ -34,15 +47,6 @@ impl ReportError {
         match self {
             ReportError::GitHub(e) => e.is_retryable(),
             ReportError::Store(_) => true,
-        }
-    }
-}
-
-impl From<ReportError> for EngineError {
-    fn from(e: ReportError) -> Self {
-        match e {
-            ReportError::GitHub(e) => EngineError::GitHub(e),
-            ReportError::Store(e) => EngineError::Store(e),
         }
     }
 }
@@ -118,7 +122,48 @@ const ID_WRITE_RETRIES: u32 = 3;
 /// each after looking for it first.
 const LOST_ANSWER_RETRIES: u32 = 3;
 
-impl App {
+/// The reporter: tells GitHub what happened to environments (deployments and their statuses,
+/// commit statuses, sticky comments, the reactions that acknowledge commands). Its state is what
+/// it reads: the store, the GitHub App client, the clock, where release logs are served, the
+/// Sentry issue counts the sticky comment shows; it counts its failures in the metrics.
+pub struct Reporter {
+    store: Store,
+    github: GitHub,
+    metrics: Arc<Metrics>,
+    clock: SharedClock,
+    /// stagebot's base URL (`Settings::public_url`): the release logs' links.
+    public_url: String,
+    sentry: Arc<SentryIssues>,
+}
+
+impl Reporter {
+    pub fn new(
+        store: Store,
+        github: GitHub,
+        metrics: Arc<Metrics>,
+        clock: SharedClock,
+        public_url: String,
+        sentry: Arc<SentryIssues>,
+    ) -> Self {
+        Self {
+            store,
+            github,
+            metrics,
+            clock,
+            public_url,
+            sentry,
+        }
+    }
+
+    /// The GitHub client for a repository (src/installation.rs).
+    async fn repo_client(
+        &self,
+        installation: Option<u64>,
+        repo: &RepoName,
+    ) -> Result<RepoClient, GitHubError> {
+        crate::installation::repo_client(&self.github, &self.store, installation, repo).await
+    }
+
     /// Report an environment's phase; failures are remembered for the reconciler.
     pub async fn report(&self, id: &EnvId, phase: Phase) {
         // The environment moved on (a new deploy, a teardown) while GitHub was never told that
@@ -137,10 +182,10 @@ impl App {
         let pending = matches!(&result, Err(e) if e.is_retryable())
             || matches!(&owed, Err(e) if e.is_retryable());
         if let Err(e) = &result {
-            Metrics::inc(&self.metrics().report_failures);
+            Metrics::inc(&self.metrics.report_failures);
             tracing::warn!(env = %id, ?phase, error = %e, "report to GitHub failed; will retry");
         }
-        if let Err(e) = self.store().update_env(id, |r| r.report_pending = pending) {
+        if let Err(e) = self.store.update_env(id, |r| r.report_pending = pending) {
             // Nothing is lost: `report_pending` was set with the transition, so at worst the
             // reconciler sends this report once more (reports are idempotent).
             tracing::error!(
@@ -159,17 +204,17 @@ impl App {
     /// it and stays pending.
     fn live_report_owed(&self, id: &EnvId) -> bool {
         let owed = || -> Result<bool, StoreError> {
-            let Some(rec) = self.store().env(id)? else {
+            let Some(rec) = self.store.env(id)? else {
                 return Ok(false);
             };
             let Some(n) = rec.current_release() else {
                 return Ok(false);
             };
-            let Some(release) = self.store().release(id, n)? else {
+            let Some(release) = self.store.release(id, n)? else {
                 return Ok(false);
             };
             Ok(self
-                .store()
+                .store
                 .attempts(id)?
                 .iter()
                 .rev()
@@ -182,12 +227,12 @@ impl App {
     }
 
     async fn try_report(&self, id: &EnvId, phase: Phase) -> Result<(), ReportError> {
-        let Some(rec) = self.store().env(id)? else {
+        let Some(rec) = self.store.env(id)? else {
             return Ok(());
         };
         let client = self.repo_client(rec.installation_id, &id.repo).await?;
         let release = match rec.current_release() {
-            Some(n) => self.store().release(id, n)?,
+            Some(n) => self.store.release(id, n)?,
             None => None,
         };
         // The commit this report is about.
@@ -197,7 +242,8 @@ impl App {
             Phase::Failed | Phase::Waiting => rec.attempted().cloned(),
         };
         let context = format!("stagebot/{}", rec.kind);
-        let (_, log_url) = self.log_location(
+        let log_url = crate::settings::log_url(
+            &self.public_url,
             id,
             // The log of the release this report is about: the attempt in progress (or the one
             // that failed) will be the next release; a live or removed one is the current.
@@ -249,7 +295,7 @@ impl App {
         // as this commit (the merge's production release shows on the merged PR).
         let mut prs: Vec<PrNumber> = rec.pr.into_iter().collect();
         if let (Some(sha), true) = (&sha, rec.kind != EnvKind::Preview) {
-            for pr in self.store().prs_merged_as(&id.repo, sha)? {
+            for pr in self.store.prs_merged_as(&id.repo, sha)? {
                 if !prs.contains(&pr) {
                     prs.push(pr);
                 }
@@ -273,7 +319,7 @@ impl App {
         sha: &Sha,
         log_url: &str,
     ) -> Result<(), ReportError> {
-        let attempts = self.store().attempts(&rec.id)?;
+        let attempts = self.store.attempts(&rec.id)?;
         match phase {
             Phase::Deploying | Phase::Waiting => {
                 // Only the op being deployed right now (a newer op reports for itself).
@@ -394,7 +440,7 @@ impl App {
                         // An older version's deployment of this commit is this release's.
                         if let Some(id) = rec.deployments.get(release.sha.as_str()) {
                             a.deployment_id = Some(*id);
-                            self.store().put_attempt(&a)?;
+                            self.store.put_attempt(&a)?;
                         }
                         (a, true)
                     }
@@ -467,7 +513,7 @@ impl App {
         release: u32,
     ) -> Result<(), ReportError> {
         let github_does_it = rec.kind == EnvKind::Staging;
-        for a in self.store().attempts(&rec.id)? {
+        for a in self.store.attempts(&rec.id)? {
             // Only older attempts: a newer one (deploying right now) reports for itself.
             if a.attempt >= this || a.deployment_id.is_none() || !a.is_open() {
                 continue;
@@ -501,7 +547,7 @@ impl App {
     ) -> Result<AttemptRecord, StoreError> {
         let attempt = AttemptRecord {
             v: 1,
-            attempt: self.store().new_attempt_id()?,
+            attempt: self.store.new_attempt_id()?,
             env: rec.id.clone(),
             kind: rec.kind,
             generation: rec.generation(),
@@ -511,12 +557,12 @@ impl App {
             trigger: trigger.clone(),
             actor: actor.to_owned(),
             pr: rec.pr,
-            incarnation: self.store().incarnation(),
-            created_at: self.now(),
+            incarnation: self.store.incarnation(),
+            created_at: self.clock.now(),
             deployment_id: None,
             state: None,
         };
-        self.store().put_attempt(&attempt)?;
+        self.store.put_attempt(&attempt)?;
         Ok(attempt)
     }
 
@@ -577,7 +623,7 @@ impl App {
                 deployment_id: Some(id),
                 ..attempt.clone()
             };
-            match self.store().put_attempt(&recorded) {
+            match self.store.put_attempt(&recorded) {
                 Ok(()) => return Ok(id),
                 Err(e) if tries < ID_WRITE_RETRIES => {
                     tries += 1;
@@ -646,12 +692,12 @@ impl App {
         state: DeploymentState,
     ) -> Result<(), StoreError> {
         let current = self
-            .store()
+            .store
             .attempts(&attempt.env)?
             .into_iter()
             .find(|a| a.attempt == attempt.attempt)
             .unwrap_or_else(|| attempt.clone());
-        self.store().put_attempt(&AttemptRecord {
+        self.store.put_attempt(&AttemptRecord {
             deployment_id: current.deployment_id.or(attempt.deployment_id),
             state: Some(state.as_str().to_owned()),
             ..current
@@ -680,15 +726,15 @@ impl App {
         pr: PrNumber,
     ) -> Result<(), ReportError> {
         let repo = client.repo().clone();
-        let record = self.store().pr(&repo, pr)?;
+        let record = self.store.pr(&repo, pr)?;
         let mut rows = Vec::new();
-        for env in self.store().envs_of_repo(&repo)? {
+        for env in self.store.envs_of_repo(&repo)? {
             // Only the PR's environments and, once it was merged, the shared ones.
             if env.pr != Some(pr) && (env.kind == EnvKind::Preview || record.merge_sha.is_none()) {
                 continue;
             }
             let release = match env.current_release() {
-                Some(n) => self.store().release(&env.id, n)?,
+                Some(n) => self.store.release(&env.id, n)?,
                 None => None,
             };
             // A shared environment (production) deploying or serving the PR's merge commit.
@@ -709,13 +755,13 @@ impl App {
             rows.push((env, release, queue_position));
         }
         // Per environment, its Sentry issue stream and new-issue count (src/services.rs).
-        let errors = self.error_streams(&rows).await;
-        let body = messages::sticky(&record, &rows, self.now(), &errors);
+        let errors = self.sentry.error_streams(&rows).await;
+        let body = messages::sticky(&record, &rows, self.clock.now(), &errors);
         let id = client
             .upsert_sticky_comment(pr, record.sticky_comment_id, &body)
             .await?;
         if record.sticky_comment_id != Some(id) {
-            self.store()
+            self.store
                 .update_pr(&repo, pr, |r| r.sticky_comment_id = Some(id))?;
         }
         Ok(())
@@ -723,7 +769,7 @@ impl App {
 
     fn queue_position(&self, env: &EnvRecord) -> Result<Option<usize>, StoreError> {
         let mut queued: Vec<EnvRecord> = self
-            .store()
+            .store
             .envs()?
             .into_iter()
             .filter(|e| e.state() == EnvState::Queued && e.installation_id == env.installation_id)
@@ -735,6 +781,15 @@ impl App {
 
 /// The sticky comment's error streams are written by `messages` (kept here for callers).
 pub use crate::messages::ErrorStream;
+
+/// A reaction for an acknowledged command that is done.
+pub(crate) fn ack_reaction(ok: bool) -> Reaction {
+    if ok {
+        Reaction::Rocket
+    } else {
+        Reaction::Confused
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -751,6 +806,108 @@ mod tests {
 
     fn sha(c: char) -> Sha {
         Sha::new(&c.to_string().repeat(40)).unwrap()
+    }
+
+    /// The reporter is a part of its own: built from a store, a GitHub client (to the
+    /// in-process fake), metrics, a clock, a URL and the Sentry counts, with no `App`.
+    #[tokio::test]
+    async fn the_reporter_stands_alone() {
+        use crate::clock::{ManualClock, SharedClock};
+        use crate::github::{GitHub, GitHubConfig, RetryPolicy};
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering;
+
+        let fake = crate::fake_github::FakeGitHub::start().await;
+        let repo: crate::types::RepoName = "acme/webapp".parse().unwrap();
+        fake.add_installation(7, "acme");
+        fake.add_repo(&repo, "main", 7);
+        fake.upsert_pr(
+            &repo,
+            crate::fake_github::FakePr::new(42, "login", sha('a')),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let github = GitHub::new(GitHubConfig {
+            api_url: fake.url(),
+            app_id: fake.app_id(),
+            private_key_pem: fake.private_key_pem(),
+            retry: RetryPolicy::default(),
+        })
+        .unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let clock: SharedClock = Arc::new(ManualClock::new(at(0)));
+        let reporter = Reporter::new(
+            store.clone(),
+            github,
+            Arc::clone(&metrics),
+            clock,
+            "http://bot.example/".into(),
+            Arc::new(SentryIssues::new(None)),
+        );
+
+        // PR 42's preview, deploying commit a.
+        let id = EnvId {
+            repo: repo.clone(),
+            slug: Slug::new("pr-42-login").unwrap(),
+        };
+        let mut rec = EnvRecord::new(id.clone(), EnvKind::Preview, "login", at(0));
+        rec.pr = Some(PrNumber(42));
+        rec.installation_id = Some(7);
+        rec.url = "http://pr-42-login.preview.example".into();
+        let change = rec
+            .request_deploy(Op::Deploy {
+                sha: sha('a'),
+                git_ref: "login".into(),
+                trigger: Trigger::PullRequest,
+                by: "alice".into(),
+                ack: None,
+                force: false,
+                gate: None,
+                checks: None,
+            })
+            .unwrap();
+        rec.begin_deploy(change.generation, &sha('a'), false)
+            .unwrap();
+        store.put_env(&rec).unwrap();
+
+        reporter.report(&id, Phase::Deploying).await;
+        let deployments = fake.deployments(&repo, "preview/pr-42-login");
+        assert_eq!(deployments.len(), 1, "{deployments:?}");
+        assert_eq!(deployments[0].sha, sha('a').to_string());
+        assert_eq!(deployments[0].last_state(), Some("in_progress"));
+        assert_eq!(
+            deployments[0].statuses[0].log_url.as_deref(),
+            Some("http://bot.example/logs/acme/webapp/pr-42-login/1"),
+            "the log link is under the public URL the reporter was given"
+        );
+        let statuses = fake.statuses(&repo, &sha('a'));
+        assert!(
+            statuses
+                .iter()
+                .any(|s| s.context == "stagebot/preview" && s.state == "pending"),
+            "{statuses:?}"
+        );
+        let stickies = fake
+            .comments(&repo, PrNumber(42))
+            .into_iter()
+            .filter(|c| c.is_sticky())
+            .count();
+        assert_eq!(stickies, 1);
+        assert_eq!(metrics.report_failures.load(Ordering::Relaxed), 0);
+        assert!(!store.env(&id).unwrap().unwrap().report_pending);
+
+        // The attempt's deployment was recorded in the store: reporting again adds a status to
+        // it, never a second deployment, and edits the sticky comment in place.
+        reporter.report(&id, Phase::Deploying).await;
+        let deployments = fake.deployments(&repo, "preview/pr-42-login");
+        assert_eq!(deployments.len(), 1, "{deployments:?}");
+        assert_eq!(deployments[0].statuses.len(), 2);
+        let stickies = fake
+            .comments(&repo, PrNumber(42))
+            .into_iter()
+            .filter(|c| c.is_sticky())
+            .count();
+        assert_eq!(stickies, 1);
     }
 
     #[test]

@@ -258,3 +258,97 @@ impl SentryClient {
         )
     }
 }
+
+/// The Sentry API as the running server uses it: the client, built on first use (`None`: not
+/// configured or unusable), and the last new-issue count Sentry gave per (environment kind,
+/// commit). Shared by the reporter (the sticky comment's error streams) and the services
+/// (releases and deploy records, src/services.rs).
+#[derive(Debug)]
+pub struct SentryIssues {
+    api: Option<SentryApi>,
+    client: std::sync::OnceLock<Option<SentryClient>>,
+    counts: std::sync::Mutex<std::collections::HashMap<(crate::types::EnvKind, String), usize>>,
+}
+
+impl SentryIssues {
+    /// Nothing is built or asked until first use.
+    pub fn new(api: Option<SentryApi>) -> Self {
+        Self {
+            api,
+            client: std::sync::OnceLock::new(),
+            counts: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The API client, when Sentry's API is configured and usable.
+    pub fn client(&self) -> Option<&SentryClient> {
+        self.client
+            .get_or_init(|| {
+                let api = self.api.clone()?;
+                match SentryClient::new(api) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::error!(error = %e, "Sentry API disabled");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    fn counts(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(crate::types::EnvKind, String), usize>>
+    {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The sticky comment's error streams: for every environment serving a release, the link
+    /// to its issues in Sentry and the count of issues new in that release, fetched now (a few
+    /// seconds at most) and cached; the cached count (or none) when Sentry does not answer.
+    pub async fn error_streams(
+        &self,
+        rows: &[(
+            crate::environment::EnvRecord,
+            Option<crate::environment::Release>,
+            Option<usize>,
+        )],
+    ) -> Vec<crate::messages::ErrorStream> {
+        use crate::environment::EnvState;
+        let Some(client) = self.client() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (env, release, _) in rows {
+            let Some(release) = release else { continue };
+            if !matches!(
+                env.state(),
+                EnvState::Live | EnvState::Failed | EnvState::Deploying
+            ) {
+                continue;
+            }
+            let kind = env.kind.as_str();
+            let sha = release.sha.to_string();
+            let key = (env.kind, sha.clone());
+            let new_issues = match client.new_issue_count(&sha, kind).await {
+                Ok(n) => {
+                    self.counts().insert(key, n);
+                    Some(n)
+                }
+                Err(e) => {
+                    tracing::warn!(env = %env.id, error = %e, "Sentry issue count unavailable");
+                    self.counts().get(&key).copied()
+                }
+            };
+            out.push(crate::messages::ErrorStream {
+                slug: env.id.slug.clone(),
+                sha: release.sha.clone(),
+                link: client.issues_link(&sha, kind),
+                new_issues,
+            });
+        }
+        out
+    }
+}

@@ -204,7 +204,7 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// In-flight requests get this long to finish on shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default of `STAGEBOT_MAX_CONNECTIONS`.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub use crate::settings::DEFAULT_MAX_CONNECTIONS;
 /// Connections refused at once (each gets its short 503 from a small task); beyond this many,
 /// a surplus connection is closed without a word.
 const MAX_REFUSING: usize = 64;
@@ -331,7 +331,7 @@ async fn periodic(app: App, intervals: Intervals, signal: Shutdown) {
         if let Err(e) = app.catch_up().await {
             tracing::warn!(error = %e, "catch-up with GitHub's delivery log failed");
         }
-        if let Err(e) = app.sweep().await {
+        if let Err(e) = app.engine().sweep().await {
             tracing::warn!(error = %e, "sweep failed");
         }
         match prune(&app) {

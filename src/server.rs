@@ -4,7 +4,6 @@
 //! the server holds the store.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -102,45 +101,7 @@ fn err(status: StatusCode, message: impl Into<String>) -> Response {
 /// its signature, and health probes send an IP (or anything) as `Host`.
 const ANY_HOST: &[&str] = &["/webhook", "/healthz", "/readyz"];
 
-/// The `Host` values stagebot's own pages (dashboard, `/api`, `/metrics`, `/logs`) answer on:
-/// `public_url`'s host with its port (both `host` and `host:<default port>` when the URL names
-/// none); without a public URL, the listen address, `localhost` and `127.0.0.1` with the listen
-/// port. Lowercase. Never anything judged by the peer's address: apps share the host network.
-pub fn own_hosts(public_url: Option<&str>, listen: Option<SocketAddr>) -> Vec<String> {
-    let mut hosts = Vec::new();
-    match public_url {
-        Some(url) => {
-            if let Ok(uri) = url.trim().parse::<axum::http::Uri>()
-                && matches!(uri.scheme_str(), Some("http" | "https"))
-                && let Some(authority) = uri.authority()
-            {
-                let host = authority.host().to_ascii_lowercase();
-                match authority.port_u16() {
-                    Some(port) => hosts.push(format!("{host}:{port}")),
-                    None => {
-                        let port = if uri.scheme_str() == Some("https") {
-                            443
-                        } else {
-                            80
-                        };
-                        hosts.push(format!("{host}:{port}"));
-                        hosts.push(host);
-                    }
-                }
-            }
-        }
-        None => {
-            if let Some(listen) = listen {
-                let port = listen.port();
-                hosts.push(listen.to_string());
-                hosts.push(format!("localhost:{port}"));
-                hosts.push(format!("127.0.0.1:{port}"));
-            }
-        }
-    }
-    hosts.dedup();
-    hosts
-}
+pub use crate::settings::own_hosts;
 
 /// The request's host: the `Host` header, or the authority of an absolute-form URI; lowercase.
 fn request_host(req: &Request) -> Option<String> {
@@ -690,6 +651,7 @@ fn operator_answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     #[test]
     fn own_hosts_follow_the_public_url_or_the_listen_address() {

@@ -26,10 +26,6 @@ pub struct ServicesState {
     pub(crate) snapshots: Mutex<SnapshotStatus>,
     /// One scheduler pass at a time.
     pub(crate) schedule_lock: tokio::sync::Mutex<()>,
-    /// The Sentry API client, built on first use (`None`: not configured or unusable).
-    pub(crate) sentry: std::sync::OnceLock<Option<crate::sentry::SentryClient>>,
-    /// The last new-issue count Sentry gave per (environment kind, commit).
-    pub(crate) sentry_counts: Mutex<std::collections::HashMap<(EnvKind, String), usize>>,
 }
 
 /// The snapshot schedule's state.
@@ -86,7 +82,7 @@ impl App {
             .repo_client(installation, repo)
             .await
             .map_err(|e| format!("cannot reach GitHub: {e}"))?;
-        match self.repo_config(&client, "").await {
+        match self.engine().repo_config(&client, "").await {
             Ok(Ok(cfg)) => Ok(cfg),
             Ok(Err(message)) => Err(format!(
                 "the configuration on the default branch: {message}"
@@ -317,20 +313,7 @@ impl App {
     }
 
     fn sentry_client(&self) -> Option<&crate::sentry::SentryClient> {
-        self.0
-            .services
-            .sentry
-            .get_or_init(|| {
-                let api = self.settings().sentry.api.clone()?;
-                match crate::sentry::SentryClient::new(api) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        tracing::error!(error = %e, "Sentry API disabled");
-                        None
-                    }
-                }
-            })
-            .as_ref()
+        self.0.sentry.client()
     }
 
     /// A release went live: create the Sentry release (the commit) and a deploy record for the
@@ -362,52 +345,6 @@ impl App {
                 tracing::warn!(env = %rec.id, error = %e, "Sentry release/deploy not recorded")
             }
         }
-    }
-
-    /// The sticky comment's error streams: for every environment serving a release, the link
-    /// to its issues in Sentry and the count of issues new in that release, fetched now (a few
-    /// seconds at most) and cached; the cached count (or none) when Sentry does not answer.
-    pub(crate) async fn error_streams(
-        &self,
-        rows: &[(
-            EnvRecord,
-            Option<crate::environment::Release>,
-            Option<usize>,
-        )],
-    ) -> Vec<crate::reporter::ErrorStream> {
-        let Some(client) = self.sentry_client() else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for (env, release, _) in rows {
-            let Some(release) = release else { continue };
-            if !matches!(
-                env.state(),
-                EnvState::Live | EnvState::Failed | EnvState::Deploying
-            ) {
-                continue;
-            }
-            let kind = env.kind.as_str();
-            let sha = release.sha.to_string();
-            let key = (env.kind, sha.clone());
-            let new_issues = match client.new_issue_count(&sha, kind).await {
-                Ok(n) => {
-                    lock(&self.0.services.sentry_counts).insert(key, n);
-                    Some(n)
-                }
-                Err(e) => {
-                    tracing::warn!(env = %env.id, error = %e, "Sentry issue count unavailable");
-                    lock(&self.0.services.sentry_counts).get(&key).copied()
-                }
-            };
-            out.push(crate::reporter::ErrorStream {
-                slug: env.id.slug.clone(),
-                sha: release.sha.clone(),
-                link: client.issues_link(&sha, kind),
-                new_issues,
-            });
-        }
-        out
     }
 
     /// `/readyz` checks of the services: `backups` (when scheduled) and `postgres` (when set).

@@ -46,7 +46,7 @@ pub const STATE_TTL: Duration = Duration::from_secs(3600);
 /// cannot grow memory).
 pub const MAX_PENDING_STATES: usize = 64;
 /// The default of `GITHUB_WEB_URL`.
-pub const DEFAULT_WEB_URL: &str = "https://github.com";
+pub use crate::settings::DEFAULT_WEB_URL;
 
 /// `app.yml`, the manifest's source (its URLs are replaced by ones under the public URL).
 const APP_YML: &str = include_str!("../app.yml");

@@ -23,7 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::app::App;
-pub use crate::app::DEFAULT_MAX_UNVERIFIED_BYTES;
+pub use crate::settings::DEFAULT_MAX_UNVERIFIED_BYTES;
 pub use crate::signature::{WebhookSecrets, sign};
 use crate::store::Inserted;
 use crate::types::DeliveryId;

@@ -323,7 +323,11 @@ impl App {
             event = %d.record.event,
             repo = tracing::field::Empty
         );
-        let result = self.handle_delivery(&d).instrument(span.clone()).await;
+        let result = self
+            .engine()
+            .handle_delivery(&d)
+            .instrument(span.clone())
+            .await;
         let recorded = {
             let _e = span.enter();
             self.record_outcome(&d, result)

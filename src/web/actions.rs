@@ -68,7 +68,7 @@ impl App {
         };
         tracing::info!(?action, %permission, "dashboard action");
         for a in actions {
-            self.apply(&ctx, a).await?;
+            self.engine().apply(&ctx, a).await?;
         }
         Ok(())
     }

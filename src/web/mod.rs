@@ -24,14 +24,10 @@ use crate::app::App;
 use crate::environment::EnvRecord;
 pub use crate::escape::{html as escape, percent};
 use crate::github::PrInfo;
-use crate::types::{PrNumber, RepoName, Secret};
+use crate::types::{PrNumber, RepoName};
 
 /// The App's OAuth credentials (`GITHUB_CLIENT_ID`, `GITHUB_CLIENT_SECRET`).
-#[derive(Debug, Clone)]
-pub struct OAuthApp {
-    pub client_id: String,
-    pub client_secret: Secret,
-}
+pub use crate::settings::OAuthApp;
 
 impl App {
     /// The OAuth credentials sign-in uses: `GITHUB_CLIENT_ID`/`GITHUB_CLIENT_SECRET` when set,

@@ -289,7 +289,7 @@ async fn a_failed_report_pending_write_is_logged_and_the_report_sent_again() {
         // The report runs on this thread, where the subscriber is the default.
         let _guard = tracing::subscriber::set_default(subscriber);
         store.inject_fault(StoreFault::new("environments", Access::Write, 1));
-        w.stack.app.report(&id, Phase::Live).await;
+        w.stack.app.reporter().report(&id, Phase::Live).await;
     }
     let text = logs.text();
     assert!(
@@ -333,7 +333,7 @@ async fn a_store_read_error_never_blanks_the_sticky_comment() {
             .fake
             .requests_to("PATCH", "/repos/acme/webapp/issues/comments");
         store.inject_fault(fault.clone());
-        w.stack.app.report(&env.id, Phase::Live).await;
+        w.stack.app.reporter().report(&env.id, Phase::Live).await;
         assert_eq!(
             w.stack
                 .fake

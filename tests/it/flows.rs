@@ -494,14 +494,14 @@ async fn idle_previews_are_warned_then_swept_and_extend_pushes_out() {
     let clock = w.stack.clock.clone().unwrap();
     // the warning window is a quarter of the 3-day TTL (18 h, shorter than a day)
     clock.advance(chrono::Duration::hours(54) - chrono::Duration::minutes(1));
-    w.stack.app.sweep().await.unwrap();
+    w.stack.app.engine().sweep().await.unwrap();
     w.stack.settle().await.unwrap();
     w.stack.expect_no_reply(30);
     w.stack.expect_no_reply(31);
     // into the last day: one warning each
     clock.advance(chrono::Duration::minutes(2));
-    w.stack.app.sweep().await.unwrap();
-    w.stack.app.sweep().await.unwrap();
+    w.stack.app.engine().sweep().await.unwrap();
+    w.stack.app.engine().sweep().await.unwrap();
     w.stack.settle().await.unwrap();
     for pr in [30, 31] {
         let warnings = w.stack.read_replies(pr);
@@ -515,13 +515,13 @@ async fn idle_previews_are_warned_then_swept_and_extend_pushes_out() {
     assert_eq!(w.stack.fake.reactions(c), ["eyes", "rocket"]);
     // past the TTL: #30 goes, #31 stays
     clock.advance(chrono::Duration::days(1));
-    w.stack.app.sweep().await.unwrap();
+    w.stack.app.engine().sweep().await.unwrap();
     w.stack.settle().await.unwrap();
     assert_eq!(w.preview(30, "idle").state(), EnvState::Destroyed);
     assert_eq!(w.preview(31, "busy").state(), EnvState::Live);
     assert!(w.stack.sticky(30).unwrap().contains("/stage"));
     clock.advance(chrono::Duration::days(2));
-    w.stack.app.sweep().await.unwrap();
+    w.stack.app.engine().sweep().await.unwrap();
     w.stack.settle().await.unwrap();
     assert_eq!(w.preview(31, "busy").state(), EnvState::Destroyed);
     // no sweep ran inside #31's new warning window, and #30 was not warned twice
@@ -856,7 +856,7 @@ async fn a_visited_preview_is_not_swept_and_an_unvisited_one_is() {
     // Past the 3-day TTL of the deploy: the unvisited preview goes, the visited one stays
     // until three days after the visit.
     clock.advance(chrono::Duration::hours(13));
-    w.stack.app.sweep().await.unwrap();
+    w.stack.app.engine().sweep().await.unwrap();
     w.stack.settle().await.unwrap();
     assert_eq!(w.preview(33, "forgotten").state(), EnvState::Destroyed);
     let visited = w.preview(32, "visited");
@@ -906,7 +906,7 @@ async fn a_visited_preview_is_not_swept_and_an_unvisited_one_is() {
     assert_eq!(ready["checks"]["sweeper"]["ok"], false, "{ready}");
     // No further visit: it goes three days after the one visit.
     clock.advance(chrono::Duration::hours(60));
-    w.stack.app.sweep().await.unwrap();
+    w.stack.app.engine().sweep().await.unwrap();
     w.stack.settle().await.unwrap();
     assert_eq!(w.preview(32, "visited").state(), EnvState::Destroyed);
 }

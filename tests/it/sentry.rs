@@ -85,6 +85,7 @@ impl SentryWorld {
             .unwrap();
         self.stack
             .app
+            .reporter()
             .refresh_sticky(&client, PrNumber(n))
             .await
             .unwrap();
