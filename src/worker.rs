@@ -55,28 +55,15 @@ impl OrderKey {
     /// Read the key from a raw payload without building a JSON tree. Repository names are
     /// case-insensitive on GitHub, so the key is too.
     pub fn of(id: &DeliveryId, event: &str, payload: &[u8]) -> Self {
-        #[derive(Deserialize)]
-        struct Named {
-            full_name: Option<String>,
+        match crate::webhook::check_json_object(payload) {
+            Ok(head) => Self::from_head(id, event, head),
+            Err(_) => Self::Alone(id.clone()),
         }
-        #[derive(Deserialize)]
-        struct Installation {
-            id: Option<u64>,
-        }
-        #[derive(Deserialize)]
-        struct Head {
-            repository: Option<Named>,
-            installation: Option<Installation>,
-        }
-        let Ok(head) = serde_json::from_slice::<Head>(payload) else {
-            return Self::Alone(id.clone());
-        };
-        let installation = head.installation.and_then(|i| i.id);
-        match (
-            event,
-            head.repository.and_then(|r| r.full_name),
-            installation,
-        ) {
+    }
+
+    /// The key of a delivery whose payload's head the front door read while checking it.
+    pub fn from_head(id: &DeliveryId, event: &str, head: crate::webhook::PayloadHead) -> Self {
+        match (event, head.repository, head.installation) {
             ("installation" | "installation_repositories", _, Some(i)) => Self::Installation(i),
             (_, Some(name), _) => Self::Repo(name.to_ascii_lowercase()),
             (_, None, Some(i)) => Self::Installation(i),
@@ -166,6 +153,19 @@ impl App {
                 _ = &mut arrived => {}
             }
         }
+    }
+
+    /// The front door read this delivery's key while checking its payload: the dispatcher uses
+    /// it instead of reading the payload back (a delivery it has not seen when a walk begins,
+    /// after a restart say, is read for its key as before).
+    pub fn learn_order_key(&self, id: &DeliveryId, key: OrderKey) {
+        self.0
+            .worker
+            .dispatch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys
+            .insert(id.clone(), key);
     }
 
     /// Make the outcomes recorded so far durable with one group commit, once there are more
