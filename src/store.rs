@@ -736,6 +736,22 @@ impl Store {
         Ok(())
     }
 
+    /// Mark everything written so far as wanting durability without waiting for it: the next
+    /// group commit that starts covers it ([`Store::is_durable`]). For writes whose loss in a
+    /// crash only means work done again (the worker's outcomes), so they ride along with the
+    /// front door's flushes instead of paying for their own.
+    pub fn ticket(&self) -> u64 {
+        self.group
+            .written
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
+    }
+
+    /// Is everything written before `ticket` was taken on disk?
+    pub fn is_durable(&self, ticket: u64) -> bool {
+        self.group.durable.load(std::sync::atomic::Ordering::SeqCst) >= ticket
+    }
+
     /// Flushes done by [`Store::flush`] since this store was opened (group commits: one flush
     /// covers every caller that waited for it).
     pub fn flushes(&self) -> u64 {

@@ -12,7 +12,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use tracing::Instrument;
 
 use crate::app::{App, RetrySchedule};
@@ -27,6 +26,11 @@ pub const MAX_IN_FLIGHT: usize = 8;
 /// Outcomes recorded between two flushes of the worker at most (a drain flushes once when it
 /// ends; a long one every this many outcomes).
 pub const OUTCOMES_PER_FLUSH: usize = 256;
+
+/// How long the running worker leaves its recorded outcomes to the next group commit of the
+/// front door before it flushes them itself (docs/performance.md, round 3). During a burst the
+/// front door flushes every few milliseconds and covers them; after it, one flush does.
+pub const OUTCOMES_FLUSH_DELAY: Duration = Duration::from_millis(100);
 
 /// Deliveries of one key handed to one task at most: the task processes them in arrival order
 /// without going back to the dispatcher between them, so a backlog of one repository costs one
@@ -93,6 +97,8 @@ pub(crate) struct Dispatch {
     keys: HashMap<DeliveryId, OrderKey>,
     /// Outcomes recorded since the worker's last flush (group commit of outcomes).
     unflushed: usize,
+    /// The store's ticket covering the outcomes recorded so far and not known durable yet.
+    outcomes: Option<u64>,
 }
 
 /// Where a delivery stands when the dispatcher looks at it.
@@ -110,6 +116,14 @@ impl App {
     /// they arrived, are processed too). Returns how many were attempted. Only one dispatcher
     /// runs at a time.
     pub async fn drain(&self) -> Result<usize, StoreError> {
+        let attempted = self.drain_pass().await?;
+        self.flush_outcomes().await?;
+        Ok(attempted)
+    }
+
+    /// [`App::drain`] without the final flush: the outcomes are left to the next group commit
+    /// ([`App::outcomes_durable`]).
+    async fn drain_pass(&self) -> Result<usize, StoreError> {
         let _guard = self.0.worker.lock.lock().await;
         let mut tasks = tokio::task::JoinSet::new();
         let mut attempted = 0;
@@ -143,10 +157,10 @@ impl App {
                     // look again before calling the inbox drained.
                     continue;
                 }
-                self.flush_outcomes(0).await?;
+                self.note_outcomes();
                 return Ok(attempted);
             }
-            self.flush_outcomes(OUTCOMES_PER_FLUSH).await?;
+            self.outcomes_midway().await?;
             tokio::select! {
                 Some(joined) = tasks.join_next() => log_join(joined),
                 _ = &mut done => {}
@@ -168,23 +182,84 @@ impl App {
             .insert(id.clone(), key);
     }
 
-    /// Make the outcomes recorded so far durable with one group commit, once there are more
-    /// than `threshold`.
-    async fn flush_outcomes(&self, threshold: usize) -> Result<(), StoreError> {
-        let n = {
+    /// Make the outcomes recorded so far durable with one group commit (none when a group
+    /// commit since covered them).
+    async fn flush_outcomes(&self) -> Result<(), StoreError> {
+        let (n, covered) = {
             let mut dispatch = self
                 .0
                 .worker
                 .dispatch
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if dispatch.unflushed == 0 || dispatch.unflushed < threshold {
+            if dispatch.unflushed == 0 && dispatch.outcomes.is_none() {
                 return Ok(());
             }
-            std::mem::take(&mut dispatch.unflushed)
+            let ticket = dispatch.outcomes.take();
+            let n = std::mem::take(&mut dispatch.unflushed);
+            // Outcomes noted before and since covered by another flush need none of their own.
+            (
+                n,
+                n == 0 && ticket.is_some_and(|t| self.store().is_durable(t)),
+            )
         };
+        if covered {
+            return Ok(());
+        }
         tracing::debug!(outcomes = n, "flushing recorded outcomes");
         self.store().flush().await
+    }
+
+    /// In a long drain, every [`OUTCOMES_PER_FLUSH`] outcomes: a ticket for them, and a flush
+    /// only when no group commit covered the previous ticket meanwhile (nothing else flushes:
+    /// a backlog drained after a restart, say).
+    async fn outcomes_midway(&self) -> Result<(), StoreError> {
+        let uncovered = {
+            let dispatch = self
+                .0
+                .worker
+                .dispatch
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if dispatch.unflushed < OUTCOMES_PER_FLUSH {
+                return Ok(());
+            }
+            dispatch
+                .outcomes
+                .is_some_and(|t| !self.store().is_durable(t))
+        };
+        if uncovered {
+            self.flush_outcomes().await
+        } else {
+            self.note_outcomes();
+            Ok(())
+        }
+    }
+
+    /// Take a store ticket for the outcomes recorded so far: the next group commit to start
+    /// covers them (they need no flush of their own).
+    fn note_outcomes(&self) {
+        let mut dispatch = self
+            .0
+            .worker
+            .dispatch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if dispatch.unflushed > 0 {
+            dispatch.unflushed = 0;
+            dispatch.outcomes = Some(self.store().ticket());
+        }
+    }
+
+    /// Are the outcomes the worker recorded durable (covered by a group commit since)?
+    fn outcomes_durable(&self) -> bool {
+        let dispatch = self
+            .0
+            .worker
+            .dispatch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        dispatch.unflushed == 0 && dispatch.outcomes.is_none_or(|t| self.store().is_durable(t))
     }
 
     /// The deliveries that may start now, as runs of one key each (at most [`RUN_MAX`]), each
@@ -406,7 +481,7 @@ impl App {
         let mut trimmer = crate::memory::Trimmer::new(Duration::from_secs(1));
         loop {
             tokio::select! {
-                drained = self.drain() => {
+                drained = self.drain_pass() => {
                     match drained {
                         Ok(n) if n > 0 => trimmer.worked(),
                         Ok(_) => {}
@@ -429,9 +504,22 @@ impl App {
             let wait = trimmer
                 .due_in()
                 .map_or(wait, |d| wait.min(d.max(Duration::from_millis(50))));
+            // The outcomes ride along with the front door's next group commit; when none comes
+            // in time (the burst is over), the worker flushes them itself.
+            let wait = if self.outcomes_durable() {
+                wait
+            } else {
+                wait.min(OUTCOMES_FLUSH_DELAY)
+            };
             tokio::select! {
                 _ = self.0.worker.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(wait) => {
+                    if !self.outcomes_durable()
+                        && let Err(e) = self.flush_outcomes().await
+                    {
+                        tracing::error!(error = %e, "could not flush the recorded outcomes");
+                    }
+                }
                 _ = shutdown.wait() => return,
             }
         }

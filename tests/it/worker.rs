@@ -95,14 +95,17 @@ async fn wait_live(w: &World, id: &EnvId, limit: Duration) -> bool {
 /// durable with ONE flush, not one per delivery (counted, not timed). Losing such an outcome in
 /// a crash only means the delivery is processed again: `ingress::kill_9_during_a_burst_…`
 /// checks that this duplicates nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drain_makes_its_outcomes_durable_with_one_flush() {
+/// The app without its server: no worker of its own runs, the test drives it.
+async fn bare_app() -> (
+    tempfile::TempDir,
+    stagebot::fake_github::FakeGitHub,
+    stagebot::app::App,
+) {
     use stagebot::app::{App, Parts, Settings};
-    use stagebot::store::{DeliveryStatus, Store};
+    use stagebot::store::Store;
     // The app without its server: no worker of its own runs, this test's drain is the only one.
     let dir = tempfile::tempdir().unwrap();
     let fake = stagebot::fake_github::FakeGitHub::start().await;
-    let repo = RepoName::new("acme", "labels").unwrap();
     let routes = stagebot::proxy::Routes::default();
     let app = App::new(Parts {
         settings: Settings::new(
@@ -131,6 +134,14 @@ async fn a_drain_makes_its_outcomes_durable_with_one_flush() {
         clock: std::sync::Arc::new(stagebot::clock::SystemClock),
         secrets: stagebot::webhook::WebhookSecrets::parse("s").unwrap(),
     });
+    (dir, fake, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_makes_its_outcomes_durable_with_one_flush() {
+    use stagebot::store::DeliveryStatus;
+    let (_dir, _fake, app) = bare_app().await;
+    let repo = RepoName::new("acme", "labels").unwrap();
     let store = app.store();
     let mut p = PrPayload::new("labeled", &repo, 7);
     p.installation_id = Some(INSTALLATION);
@@ -172,4 +183,56 @@ async fn a_drain_makes_its_outcomes_durable_with_one_flush() {
         Some(p.head_sha.as_str()),
         "{pr:?}"
     );
+}
+
+/// The running worker leaves its outcomes to the front door's next group commit, and flushes
+/// them itself once none came: 20 deliveries processed, then exactly one flush of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_worker_flushes_its_outcomes_once_when_no_group_commit_covers_them() {
+    use stagebot::store::DeliveryStatus;
+    let (_dir, _fake, app) = bare_app().await;
+    let repo = RepoName::new("acme", "labels").unwrap();
+    let store = app.store();
+    let mut p = PrPayload::new("labeled", &repo, 7);
+    p.installation_id = Some(INSTALLATION);
+    p.label = Some("needs review".into());
+    let body = serde_json::to_vec(&payloads::pull_request(&p)).unwrap();
+    let ids: Vec<_> = (0..20)
+        .map(|n| stagebot::types::DeliveryId::new(&format!("run-{n}")).unwrap())
+        .collect();
+    for id in &ids {
+        store
+            .insert_delivery(id, "pull_request", &body, app.now())
+            .await
+            .unwrap();
+    }
+    let (trigger, shutdown) = stagebot::shutdown::shutdown();
+    let worker = tokio::spawn(app.clone().run_worker(shutdown));
+    app.wake_worker();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !store.pending().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not process the deliveries"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let processed = store.flushes();
+    // Its own flush comes after the delay; nothing else flushes here.
+    tokio::time::sleep(stagebot::worker::OUTCOMES_FLUSH_DELAY * 5).await;
+    assert_eq!(
+        store.flushes() - processed,
+        1,
+        "one flush covers the outcomes once the front door made none"
+    );
+    for id in &ids {
+        let r = store.delivery(id).unwrap().unwrap();
+        assert!(
+            matches!(r.status, DeliveryStatus::Ignored { .. }),
+            "{id}: {:?}",
+            r.status
+        );
+    }
+    trigger.fire();
+    worker.await.unwrap();
 }
