@@ -68,7 +68,7 @@ local f = assert(io.open("$WORK/body.json", "rb"))
 local body = f:read("*a")
 f:close()
 local counter = 0
--- `tid` is a global set by setup() through thread:set(): a `local tid` here would shadow it,
+-- 'tid' is a global set by setup() through thread:set(): a 'local tid' here would shadow it,
 -- give both threads the same seed and prefix, and make half the deliveries duplicates.
 local threads = 0
 function setup(thread)

@@ -24,6 +24,7 @@ pub mod markdown;
 pub mod memory;
 pub mod messages;
 pub mod metrics;
+pub mod payload_check;
 pub mod pipeline;
 pub mod policy;
 pub mod provider;

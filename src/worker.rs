@@ -59,14 +59,18 @@ impl OrderKey {
     /// Read the key from a raw payload without building a JSON tree. Repository names are
     /// case-insensitive on GitHub, so the key is too.
     pub fn of(id: &DeliveryId, event: &str, payload: &[u8]) -> Self {
-        match crate::webhook::check_json_object(payload) {
+        match crate::payload_check::check_json_object(payload) {
             Ok(head) => Self::from_head(id, event, head),
             Err(_) => Self::Alone(id.clone()),
         }
     }
 
     /// The key of a delivery whose payload's head the front door read while checking it.
-    pub fn from_head(id: &DeliveryId, event: &str, head: crate::webhook::PayloadHead) -> Self {
+    pub fn from_head(
+        id: &DeliveryId,
+        event: &str,
+        head: crate::payload_check::PayloadHead,
+    ) -> Self {
         match (event, head.repository, head.installation) {
             ("installation" | "installation_repositories", _, Some(i)) => Self::Installation(i),
             (_, Some(name), _) => Self::Repo(name.to_ascii_lowercase()),
