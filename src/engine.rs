@@ -218,7 +218,13 @@ impl App {
         } else {
             RepoConfig::default()
         };
-        let envs = self.store().envs_of_repo(&repo.name)?;
+        // Live environments, and the destroyed ones this event names (docs/architecture.md,
+        // "Store layout"): the cost does not grow with the repository's history.
+        let envs = self.store().with_archived(
+            self.store().envs_of_repo(&repo.name)?,
+            &repo.name,
+            &policy::slugs_named(&event),
+        )?;
         // A push that could deploy a branch environment: which branches have an open pull
         // request of this repository (those get only the PR's preview).
         let mut open_pr_branches = Vec::new();

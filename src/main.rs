@@ -1045,7 +1045,7 @@ async fn env_cmd(cmd: EnvCmd, data_dir: &Path) -> anyhow::Result<ExitCode> {
     match cmd {
         EnvCmd::List => {
             let envs: serde_json::Value = match &store {
-                Some(s) => serde_json::to_value(s.envs()?)?,
+                Some(s) => serde_json::to_value(s.all_envs()?)?,
                 None => admin(data_dir, "GET", "/admin/environments", None).await?,
             };
             println!(

@@ -252,6 +252,24 @@ pub fn ignored_whatever_the_state(event: &Event) -> Option<&'static str> {
     }
 }
 
+/// The environments a decision about `event` may look at even when they are destroyed (by
+/// slug: a late delivery naming a commit they saw, a destroyed preview a push does not bring
+/// back). Every other destroyed environment changes no decision, so the engine gives
+/// [`decide`] the live environments and, of the archived ones, only these (read by key: the
+/// per-delivery cost does not grow with the destroyed environments; the table test in
+/// `policy_tests.rs` checks the decisions are the same).
+pub fn slugs_named(event: &Event) -> Vec<Slug> {
+    match event {
+        Event::PullRequest(e) => vec![preview_target(&e.pr).slug],
+        Event::Push(e) => vec![
+            Slug::production(),
+            Slug::staging(),
+            preview_slug(None, &e.branch),
+        ],
+        _ => Vec::new(),
+    }
+}
+
 pub fn decide(event: &Event, config: &RepoConfig, state: &State) -> Decision {
     match decide_inner(event, config, state) {
         Decision::Act(actions) => Decision::Act(

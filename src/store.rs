@@ -9,7 +9,10 @@
 //! - `payload_refs`: delivery id → [`crate::segments::PayloadRef`]: where a payload is in the
 //!   append-only segment files under `<data dir>/payloads/` (kept with its record, for replay;
 //!   `src/store/payloads.rs`). Not part of backups: a backup's `payloads` carries every payload.
-//! - `environments`: `owner/name \0 slug` → [`EnvRecord`].
+//! - `environments`: `owner/name \0 slug` → [`EnvRecord`], the environments something is
+//!   still owed on (not destroyed, or a report pending).
+//! - `environments_archive`: same keys → [`ArchivedEnv`]: destroyed environments, out of the
+//!   hot path (`src/store/archive.rs`); pruned after the retention.
 //! - `releases`: `owner/name \0 slug \0 n (u32 BE)` → [`Release`].
 //! - `prs`: `owner/name \0 number (u64 BE)` → [`PrRecord`].
 //! - `installations`: `i/<id>` → [`InstallationRecord`], `r/<owner/name>` → id.
@@ -34,8 +37,9 @@ use crate::types::{DeliveryId, EnvId, EnvKind, PrNumber, RepoName, Sha};
 
 /// The schema this build writes. Older stores are migrated on open, one step per version:
 /// 2: environment records keep their restart backoff as one `restart_backoff`;
-/// 3: payloads in segment files (`payload_refs`), moved from the `payloads` tree.
-pub const SCHEMA_VERSION: u32 = 3;
+/// 3: payloads in segment files (`payload_refs`), moved from the `payloads` tree;
+/// 4: destroyed environments in `environments_archive`.
+pub const SCHEMA_VERSION: u32 = 4;
 
 const TREES: &[&str] = &[
     "inbox",
@@ -47,6 +51,7 @@ const TREES: &[&str] = &[
     "installations",
     "attempts",
     "meta",
+    archive::ARCHIVE_TREE,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -120,8 +125,11 @@ impl StoreFault {
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+mod archive;
 mod backup;
 mod payloads;
+
+pub use archive::{ArchivedEnv, is_archived};
 
 pub use backup::{BackupSummary, StoreDump};
 
@@ -454,6 +462,8 @@ pub struct Store {
     meta: sled::Tree,
     /// The catch-up's state (`src/catchup.rs`); not part of backups.
     catchup: sled::Tree,
+    /// Destroyed environments (`src/store/archive.rs`).
+    archive: sled::Tree,
     incarnation: u64,
     faults: std::sync::Arc<std::sync::Mutex<Vec<StoreFault>>>,
     group: std::sync::Arc<GroupCommit>,
@@ -525,6 +535,7 @@ impl Store {
             attempts: db.open_tree("attempts")?,
             meta: db.open_tree("meta")?,
             catchup: db.open_tree("catchup")?,
+            archive: db.open_tree(archive::ARCHIVE_TREE)?,
             db,
             incarnation: 0,
             faults: Default::default(),
@@ -617,7 +628,12 @@ impl Store {
                 if found.unwrap_or(1) < 2 {
                     self.migrate_1_to_2()?;
                 }
-                self.migrate_payloads_to_segments()?;
+                if found.unwrap_or(1) < 3 {
+                    self.migrate_payloads_to_segments()?;
+                }
+                if found.unwrap_or(1) < 4 {
+                    self.migrate_archive()?;
+                }
                 self.meta
                     .insert("schema_version", encode(&SCHEMA_VERSION)?)?;
                 self.db.flush()?;
@@ -741,6 +757,7 @@ impl Store {
     /// Is the store's directory empty of data (no environments, no deliveries)?
     pub fn is_empty(&self) -> bool {
         self.environments.is_empty()
+            && self.archive.is_empty()
             && self.deliveries.is_empty()
             && self.releases.is_empty()
             && self.installations.is_empty()
@@ -1137,53 +1154,8 @@ impl Store {
 
     // -- environments -------------------------------------------------------------------------
 
-    pub fn env(&self, id: &EnvId) -> Result<Option<EnvRecord>> {
-        self.check("environments", Access::Read)?;
-        let key = env_key(id);
-        self.environments
-            .get(&key)?
-            .map(|b| decode("environments", &key, &b))
-            .transpose()
-    }
-
-    pub fn put_env(&self, rec: &EnvRecord) -> Result<()> {
-        self.environments.insert(env_key(&rec.id), encode(rec)?)?;
-        self.db.flush()?;
-        Ok(())
-    }
-
-    /// Read-modify-write an environment atomically (compare-and-swap loop). `f` returns what the
-    /// caller wants back; the record is written only when `f` changed it.
-    pub fn update_env<T>(
-        &self,
-        id: &EnvId,
-        mut f: impl FnMut(&mut EnvRecord) -> T,
-    ) -> Result<Option<(EnvRecord, T)>> {
-        let key = env_key(id);
-        loop {
-            let Some(old) = self.environments.get(&key)? else {
-                return Ok(None);
-            };
-            let mut rec: EnvRecord = decode("environments", &key, &old)?;
-            let before = rec.clone();
-            let out = f(&mut rec);
-            if rec == before {
-                return Ok(Some((rec, out)));
-            }
-            let new = encode(&rec)?;
-            self.check("environments", Access::Write)?;
-            if self
-                .environments
-                .compare_and_swap(&key, Some(old), Some(new))?
-                .is_ok()
-            {
-                self.db.flush()?;
-                return Ok(Some((rec, out)));
-            }
-        }
-    }
-
-    /// Every environment, ordered by repository and slug.
+    /// Every live environment (not archived, `src/store/archive.rs`), ordered by repository
+    /// and slug.
     pub fn envs(&self) -> Result<Vec<EnvRecord>> {
         let mut out = Vec::new();
         for item in self.environments.iter() {
@@ -1193,6 +1165,7 @@ impl Store {
         Ok(out)
     }
 
+    /// The live environments of `repo` (not archived).
     pub fn envs_of_repo(&self, repo: &RepoName) -> Result<Vec<EnvRecord>> {
         self.check("environments", Access::Read)?;
         let mut prefix = repo.to_string().into_bytes();
@@ -1470,6 +1443,7 @@ impl Store {
             }
         }
         out.extend(self.envs()?.into_iter().map(|e| e.id.repo));
+        out.extend(self.archived_repos()?);
         out.sort();
         out.dedup();
         Ok(out)
