@@ -28,7 +28,9 @@ fn main() {
     }
     common::header("destroyed environments (store)");
     let repo = RepoName::new("acme", "webapp").unwrap();
-    println!("| destroyed envs (+10 live, 3 releases each) | per-delivery state read | envs() (start-up, every reconcile) | reopen the store | load1 |");
+    println!(
+        "| destroyed envs (+10 live, 3 releases each) | per-delivery state read | envs() (start-up, every reconcile) | reopen the store | load1 |"
+    );
     println!("|---|---|---|---|---|");
     for destroyed in [0u64, 1_000, 10_000] {
         let destroyed = common::scaled(destroyed as usize) as u64 * u64::from(destroyed > 0);

@@ -303,6 +303,27 @@ impl Store {
         Ok(out)
     }
 
+    /// The ids of the archived environments, from their keys (nothing decoded).
+    pub fn archived_ids(&self) -> Result<std::collections::BTreeSet<EnvId>> {
+        let mut out = std::collections::BTreeSet::new();
+        for item in self.archive.iter() {
+            let (k, _) = item?;
+            let mut parts = k.splitn(2, |b| *b == 0);
+            let repo = parts
+                .next()
+                .and_then(|r| std::str::from_utf8(r).ok())
+                .and_then(|r| r.parse::<RepoName>().ok());
+            let slug = parts
+                .next()
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .and_then(|s| crate::types::Slug::new(s).ok());
+            if let (Some(repo), Some(slug)) = (repo, slug) {
+                out.insert(EnvId { repo, slug });
+            }
+        }
+        Ok(out)
+    }
+
     /// Forget the environments archived before `cutoff` with their releases and deploy
     /// attempts (`STAGEBOT_DELIVERY_RETENTION`). Returns the ids forgotten (their directories
     /// under the data dir go too, `src/prune.rs`). A record that moved back to the live tree
