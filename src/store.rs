@@ -128,8 +128,10 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 mod archive;
 mod backup;
 mod payloads;
+mod rotate;
 
 pub use archive::{ArchivedEnv, is_archived};
+pub use rotate::{Compacted, RotationStep, dir_bytes};
 
 pub use backup::{BackupSummary, StoreDump};
 
@@ -464,6 +466,8 @@ pub struct Store {
     catchup: sled::Tree,
     /// Destroyed environments (`src/store/archive.rs`).
     archive: sled::Tree,
+    /// Added to sled's ids (set by a store rotation, `src/store/rotate.rs`).
+    id_base: u64,
     incarnation: u64,
     faults: std::sync::Arc<std::sync::Mutex<Vec<StoreFault>>>,
     group: std::sync::Arc<GroupCommit>,
@@ -508,6 +512,7 @@ impl Store {
     /// (`STAGEBOT_STORE_CACHE`).
     pub fn open_with_cache(dir: &Path, wait: std::time::Duration, cache: u64) -> Result<Self> {
         create_private_dir(dir)?;
+        rotate::recover_rotation(dir)?;
         let deadline = std::time::Instant::now() + wait;
         let db = loop {
             match sled::Config::new()
@@ -536,6 +541,7 @@ impl Store {
             meta: db.open_tree("meta")?,
             catchup: db.open_tree("catchup")?,
             archive: db.open_tree(archive::ARCHIVE_TREE)?,
+            id_base: Self::read_id_base(&db.open_tree("meta")?)?,
             db,
             incarnation: 0,
             faults: Default::default(),
@@ -773,7 +779,7 @@ impl Store {
         payload: &[u8],
         now: DateTime<Utc>,
     ) -> Result<Inserted> {
-        let seq = self.db.generate_id()?;
+        let seq = self.next_id()?;
         let record = DeliveryRecord {
             v: 1,
             id: id.clone(),
@@ -957,7 +963,7 @@ impl Store {
                 "delivery {id} (or its payload, pruned)"
             )));
         }
-        let seq = self.db.generate_id()?;
+        let seq = self.next_id()?;
         (&self.deliveries, &self.inbox)
             .transaction(|(d, i)| {
                 let Some(b) = d.get(key)? else {
@@ -1294,7 +1300,7 @@ impl Store {
 
     /// A fresh attempt id: unique and increasing for the store's lifetime.
     pub fn new_attempt_id(&self) -> Result<u64> {
-        Ok(self.db.generate_id()?)
+        self.next_id()
     }
 
     /// An environment's attempts, oldest first.
