@@ -220,11 +220,13 @@ impl App {
         };
         // Live environments, and the destroyed ones this event names (docs/architecture.md,
         // "Store layout"): the cost does not grow with the repository's history.
-        let envs = self.store().with_archived(
-            self.store().envs_of_repo(&repo.name)?,
-            &repo.name,
-            &policy::slugs_named(&event),
-        )?;
+        let envs = match policy::pr_named(&event) {
+            Some(pr) => self.store().envs_of_repo_for_pr(&repo.name, pr)?,
+            None => self.store().envs_of_repo(&repo.name)?,
+        };
+        let envs = self
+            .store()
+            .with_archived(envs, &repo.name, &policy::slugs_named(&event))?;
         // A push that could deploy a branch environment: which branches have an open pull
         // request of this repository (those get only the PR's preview).
         let mut open_pr_branches = Vec::new();

@@ -3290,7 +3290,15 @@ fn decisions_read_only_the_destroyed_environments_the_event_names() {
     }
     events.push(deleted_push(BRANCH));
     events.push(branch_deleted(BRANCH));
-    events.push(comment("/stage"));
+    for body in [
+        "/stage",
+        "/status",
+        "/teardown",
+        "/extend 2d",
+        "/promote staging",
+    ] {
+        events.push(comment(body));
+    }
     let mut configs = vec![config()];
     let mut branches = config();
     branches.branches = vec!["release/*".into(), "feature/*".into(), "new/*".into()];
@@ -3309,13 +3317,22 @@ fn decisions_read_only_the_destroyed_environments_the_event_names() {
                     .filter(|(i, _)| mask & (1 << i) != 0)
                     .map(|(_, e)| e.clone())
                     .collect();
-                let mut all = state();
+                let base = if matches!(event, Event::Comment(_)) {
+                    comment_state(Permission::Admin)
+                } else {
+                    state()
+                };
+                let mut all = base.clone();
                 all.envs = live.iter().chain(&kept).cloned().collect();
                 let named = slugs_named(event);
-                let mut reduced = state();
+                let pr = pr_named(event);
+                let mut reduced = base;
                 reduced.envs = live
                     .iter()
-                    .chain(kept.iter().filter(|e| named.contains(&e.id.slug)))
+                    .chain(kept.iter().filter(|e| {
+                        named.contains(&e.id.slug)
+                            || pr.is_some_and(|pr| e.pr == Some(pr) || e.kind != EnvKind::Preview)
+                    }))
                     .cloned()
                     .collect();
                 assert_eq!(
