@@ -9,7 +9,9 @@
 //! Env: `SOAK_LISTEN` (default 127.0.0.1:39201), `SOAK_DATA` (required: the data dir),
 //! `SOAK_SEED_ENVS` (instead of serving: write this many environments, nine in ten of them
 //! destroyed, into the store in `SOAK_DATA` and exit; for the start-up measurement of
-//! `scripts/bench-ingest.sh`), `SOAK_RETENTION_SECS` (default 120), `SOAK_PRUNE_SECS` (how often the periodic loop runs,
+//! `scripts/bench-ingest.sh`), `SOAK_COMPACT` (instead of serving: rotate the store file in
+//! `SOAK_DATA` as `stagebot store compact` does, print the sizes and the time, and exit),
+//! `SOAK_RETENTION_SECS` (default 120), `SOAK_PRUNE_SECS` (how often the periodic loop runs,
 //! default 15), `SOAK_SECRET` (default `bench-secret`), `STAGEBOT_STORE_CACHE_BYTES` (default
 //! the store's default).
 
@@ -45,6 +47,18 @@ fn main() {
         return;
     };
     let data = PathBuf::from(data);
+    if std::env::var("SOAK_COMPACT").is_ok() {
+        // The store-file rotation of `stagebot store compact`, on the soak's data dir.
+        let c = Store::compact(&data).expect("compact the store");
+        println!(
+            "rotated: {} entries, db {:.1} MB -> {:.1} MB in {} ms",
+            c.entries,
+            c.before as f64 / 1e6,
+            c.after as f64 / 1e6,
+            c.took.as_millis()
+        );
+        return;
+    }
     if let Ok(n) = std::env::var("SOAK_SEED_ENVS") {
         let n: usize = n.parse().expect("SOAK_SEED_ENVS: a number");
         seed(&data, n);
@@ -125,6 +139,9 @@ fn seed(data: &std::path::Path, n: usize) {
             env.deployed(&sha, 1).and_then(|e| e.torn_down("closed"))
         }
         .expect("a new record's story");
+        // GitHub was told, as the reporter leaves them.
+        let mut env = env;
+        env.report_pending = false;
         store.put_env(&env).expect("put_env");
     }
     eprintln!("soak: seeded {n} environments in {}", data.display());

@@ -325,7 +325,15 @@ impl Engine {
         } else {
             RepoConfig::default()
         };
-        let envs = self.store.envs_of_repo(&repo.name)?;
+        // Live environments, and the destroyed ones this event names (docs/architecture.md,
+        // "Store layout"): the cost does not grow with the repository's history.
+        let envs = match policy::pr_named(&event) {
+            Some(pr) => self.store.envs_of_repo_for_pr(&repo.name, pr)?,
+            None => self.store.envs_of_repo(&repo.name)?,
+        };
+        let envs = self
+            .store
+            .with_archived(envs, &repo.name, &policy::slugs_named(&event))?;
         // A push that could deploy a branch environment: which branches have an open pull
         // request of this repository (those get only the PR's preview).
         let mut open_pr_branches = Vec::new();

@@ -29,6 +29,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod provider;
 pub mod proxy;
+pub mod prune;
 pub mod recover;
 pub mod repo_config;
 pub mod reporter;

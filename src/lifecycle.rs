@@ -596,7 +596,7 @@ impl App {
         n: u32,
     ) -> Result<String, StoreError> {
         let mut first: Option<(chrono::DateTime<chrono::Utc>, String)> = None;
-        for env in self.store().envs_of_repo(&id.repo)? {
+        for env in self.store().all_envs_of_repo(&id.repo)? {
             for r in self.store().releases(&env.id)? {
                 if &r.sha == sha && first.as_ref().is_none_or(|(at, _)| r.at < *at) {
                     first = Some((r.at, format!("{}-{}", env.id.slug, r.n)));

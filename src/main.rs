@@ -119,6 +119,25 @@ enum Cmd {
         #[arg(default_value = ".github/stagebot.yml")]
         file: PathBuf,
     },
+    /// Maintain the store file (the server must be stopped).
+    Store {
+        #[command(subcommand)]
+        cmd: StoreCmd,
+        #[arg(
+            long,
+            env = "STAGEBOT_DATA_DIR",
+            default_value = "./stagebot-data",
+            global = true
+        )]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Rotate the store file: copy every tree into a fresh one and swap it in, giving back the
+    /// space sled keeps after pruning (docs/operations.md, "Disk").
+    Compact,
 }
 
 #[derive(Subcommand)]
@@ -900,6 +919,26 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 .context("demo app failed")?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Store {
+            cmd: StoreCmd::Compact,
+            data_dir,
+        } => {
+            let c = match Store::compact(&data_dir) {
+                Err(stagebot::store::StoreError::Sled(e)) if Store::is_locked(&e) => bail!(
+                    "the store in {} is in use: stop `stagebot serve` first",
+                    data_dir.display()
+                ),
+                other => other.context("store compaction failed")?,
+            };
+            println!(
+                "rotated the store file: {} entries, {} -> {} bytes in {} ms",
+                c.entries,
+                c.before,
+                c.after,
+                c.took.as_millis()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Env { cmd, data_dir } => env_cmd(cmd, &data_dir).await,
         Cmd::Deliveries { cmd, data_dir } => deliveries_cmd(cmd, &data_dir).await,
         Cmd::Backup { file, data_dir } => {
@@ -1045,7 +1084,7 @@ async fn env_cmd(cmd: EnvCmd, data_dir: &Path) -> anyhow::Result<ExitCode> {
     match cmd {
         EnvCmd::List => {
             let envs: serde_json::Value = match &store {
-                Some(s) => serde_json::to_value(s.envs()?)?,
+                Some(s) => serde_json::to_value(s.all_envs()?)?,
                 None => admin(data_dir, "GET", "/admin/environments", None).await?,
             };
             println!(

@@ -75,11 +75,14 @@ impl App {
             .await?
             .ok_or_else(|| OperatorError::NoBranch(branch.to_owned()))?;
         let slug = crate::slug::preview_slug(None, branch);
-        let profile = state
-            .envs
-            .iter()
-            .find(|e| e.id.slug == slug)
-            .and_then(|e| e.profile.clone());
+        // The branch environment's profile, also when it was destroyed (archived).
+        let profile = self
+            .store()
+            .env(&EnvId {
+                repo: repo.clone(),
+                slug: slug.clone(),
+            })?
+            .and_then(|e| e.profile);
         let mut deploy = policy::branch_deploy(
             branch,
             sha,

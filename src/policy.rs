@@ -252,6 +252,33 @@ pub fn ignored_whatever_the_state(event: &Event) -> Option<&'static str> {
     }
 }
 
+/// The environments a decision about `event` may look at even when they are destroyed (by
+/// slug: a late delivery naming a commit they saw, a destroyed preview a push does not bring
+/// back). Every other destroyed environment changes no decision, so the engine gives
+/// [`decide`] the live environments and, of the archived ones, only these (read by key: the
+/// per-delivery cost does not grow with the destroyed environments; the table test in
+/// `policy_tests.rs` checks the decisions are the same). See also [`pr_named`].
+pub fn slugs_named(event: &Event) -> Vec<Slug> {
+    match event {
+        Event::PullRequest(e) => vec![preview_target(&e.pr).slug],
+        Event::Push(e) => vec![
+            Slug::production(),
+            Slug::staging(),
+            preview_slug(None, &e.branch),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// The pull request whose destroyed environments a decision about `event` may show, with the
+/// shared ones (staging, production): a comment's (`/status` lists their release history).
+pub fn pr_named(event: &Event) -> Option<PrNumber> {
+    match event {
+        Event::Comment(e) if e.is_pr => Some(e.number),
+        _ => None,
+    }
+}
+
 pub fn decide(event: &Event, config: &RepoConfig, state: &State) -> Decision {
     match decide_inner(event, config, state) {
         Decision::Act(actions) => Decision::Act(

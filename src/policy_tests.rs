@@ -3229,3 +3229,121 @@ fn dashboard_extend_is_capped_like_the_command() {
     });
     assert_eq!(until, Some(now() + secs(14 * DAY)));
 }
+
+/// Destroyed environments are archived out of the policy's state (`store/archive.rs`): the
+/// engine gives [`decide`] the live ones and, of the destroyed ones, those [`slugs_named`]
+/// names. For every event of the table and every history of destroyed environments, the
+/// decision is the one taken with all of them.
+#[test]
+fn decisions_read_only_the_destroyed_environments_the_event_names() {
+    let destroyed = |mut e: EnvRecord, seen: &[&str]| {
+        e.set_state(EnvState::Destroyed);
+        e.seen_shas = seen.iter().map(|s| sha(s)).collect();
+        e.profile = Some("lite".into());
+        e
+    };
+    // Destroyed: this PR's preview, another PR's, the branch environments of `feature/login`
+    // and of another branch, staging and production; each saw commits `a1` and `b2`.
+    let history = [
+        destroyed(pr_preview(EnvState::Live), &["a1", "b2"]),
+        destroyed(
+            {
+                let mut e = env("pr-7-other", EnvKind::Preview, EnvState::Live);
+                e.pr = Some(PrNumber(7));
+                e.branch = "other".into();
+                e
+            },
+            &["a1", "b2"],
+        ),
+        destroyed(branch_env(BRANCH, EnvState::Live), &["a1", "b2"]),
+        destroyed(branch_env("release/next", EnvState::Live), &["a1", "b2"]),
+        destroyed(
+            env("staging", EnvKind::Staging, EnvState::Live),
+            &["a1", "b2"],
+        ),
+        destroyed(
+            env("production", EnvKind::Production, EnvState::Live),
+            &["a1", "b2"],
+        ),
+    ];
+    let live = [branch_env("live/branch", EnvState::Live)];
+    let mut events = Vec::new();
+    for head in ["a1", "b2", "c3"] {
+        for action in [
+            PrAction::Opened,
+            PrAction::Reopened,
+            PrAction::ReadyForReview,
+            PrAction::Closed { merged: false },
+            PrAction::Closed { merged: true },
+            PrAction::Synchronize {
+                before: Some(sha("b2")),
+            },
+            PrAction::Synchronize { before: None },
+        ] {
+            events.push(pr_event(action.clone(), pull(head)));
+            events.push(pr_event(action, fork_pull(head)));
+        }
+        for branch in ["main", BRANCH, "release/next", "live/branch", "new/one"] {
+            events.push(Event::Push(push_event(branch, "b2", head)));
+            events.push(Event::Push(push_event(branch, "0000000", head)));
+        }
+    }
+    events.push(deleted_push(BRANCH));
+    events.push(branch_deleted(BRANCH));
+    for body in [
+        "/stage",
+        "/status",
+        "/teardown",
+        "/extend 2d",
+        "/promote staging",
+    ] {
+        events.push(comment(body));
+    }
+    let mut configs = vec![config()];
+    let mut branches = config();
+    branches.branches = vec!["release/*".into(), "feature/*".into(), "new/*".into()];
+    configs.push(branches);
+    for on_merge in ["staging", "none"] {
+        configs.push(repo_config::parse(&format!("on_merge: {on_merge}\n")).unwrap());
+    }
+    let mut compared = 0;
+    for event in &events {
+        for config in &configs {
+            // Every subset of the history: 2^6.
+            for mask in 0u32..(1 << history.len()) {
+                let kept: Vec<EnvRecord> = history
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| mask & (1 << i) != 0)
+                    .map(|(_, e)| e.clone())
+                    .collect();
+                let base = if matches!(event, Event::Comment(_)) {
+                    comment_state(Permission::Admin)
+                } else {
+                    state()
+                };
+                let mut all = base.clone();
+                all.envs = live.iter().chain(&kept).cloned().collect();
+                let named = slugs_named(event);
+                let pr = pr_named(event);
+                let mut reduced = base;
+                reduced.envs = live
+                    .iter()
+                    .chain(kept.iter().filter(|e| {
+                        named.contains(&e.id.slug)
+                            || pr.is_some_and(|pr| e.pr == Some(pr) || e.kind != EnvKind::Preview)
+                    }))
+                    .cloned()
+                    .collect();
+                assert_eq!(
+                    decide(event, config, &all),
+                    decide(event, config, &reduced),
+                    "{event:?} with destroyed {:?}",
+                    kept.iter().map(|e| e.id.slug.as_str()).collect::<Vec<_>>()
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 10_000, "{compared}");
+}

@@ -728,7 +728,7 @@ impl Reporter {
         let repo = client.repo().clone();
         let record = self.store.pr(&repo, pr)?;
         let mut rows = Vec::new();
-        for env in self.store.envs_of_repo(&repo)? {
+        for env in self.store.envs_of_repo_for_pr(&repo, pr)? {
             // Only the PR's environments and, once it was merged, the shared ones.
             if env.pr != Some(pr) && (env.kind == EnvKind::Preview || record.merge_sha.is_none()) {
                 continue;

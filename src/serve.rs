@@ -341,7 +341,26 @@ async fn periodic(app: App, intervals: Intervals, signal: Shutdown) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "pruning deliveries failed"),
         }
+        match prune_disk(&app).await {
+            Ok(p) if !p.is_empty() => tracing::info!(
+                environments = p.environments,
+                logs = p.logs,
+                env_dirs = p.env_dirs,
+                repo_caches = p.repo_caches,
+                "pruned destroyed environments, logs and caches past the retention"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning the disk failed"),
+        }
     }
+}
+
+/// Prune what is kept on disk past `STAGEBOT_DELIVERY_RETENTION` besides deliveries: archived
+/// environments with their history, release logs, checkouts and git caches (`src/prune.rs`).
+pub async fn prune_disk(app: &App) -> Result<crate::prune::DiskPruned, crate::store::StoreError> {
+    let retention = chrono::Duration::from_std(app.settings().delivery_retention)
+        .unwrap_or(chrono::Duration::days(7));
+    crate::prune::prune_disk(app, app.now() - retention).await
 }
 
 /// Forget finished deliveries and dead letters older than `STAGEBOT_DELIVERY_RETENTION`, and

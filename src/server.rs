@@ -312,7 +312,7 @@ async fn api_envs(
     headers: axum::http::HeaderMap,
 ) -> Response {
     let viewer = crate::web::auth::viewer(&app, &web, &headers);
-    match app.store().envs() {
+    match app.store().all_envs() {
         Ok(envs) => Json(
             envs.iter()
                 .filter(|e| visible(&app, &viewer, e))
@@ -326,7 +326,7 @@ async fn api_envs(
 
 /// The admin socket's list: everything, private repositories included (the operator's own).
 async fn admin_envs(State(app): State<App>) -> Response {
-    match app.store().envs() {
+    match app.store().all_envs() {
         Ok(envs) => {
             Json(envs.iter().map(|e| env_json(&app, e)).collect::<Vec<_>>()).into_response()
         }

@@ -9,7 +9,10 @@
 //! - `payload_refs`: delivery id → [`crate::segments::PayloadRef`]: where a payload is in the
 //!   append-only segment files under `<data dir>/payloads/` (kept with its record, for replay;
 //!   `src/store/payloads.rs`). Not part of backups: a backup's `payloads` carries every payload.
-//! - `environments`: `owner/name \0 slug` → [`EnvRecord`].
+//! - `environments`: `owner/name \0 slug` → [`EnvRecord`], the environments something is
+//!   still owed on (not destroyed, or a report pending).
+//! - `environments_archive`: same keys → [`ArchivedEnv`]: destroyed environments, out of the
+//!   hot path (`src/store/archive.rs`); pruned after the retention.
 //! - `releases`: `owner/name \0 slug \0 n (u32 BE)` → [`Release`].
 //! - `prs`: `owner/name \0 number (u64 BE)` → [`PrRecord`].
 //! - `installations`: `i/<id>` → [`InstallationRecord`], `r/<owner/name>` → id.
@@ -34,8 +37,9 @@ use crate::types::{DeliveryId, EnvId, EnvKind, PrNumber, RepoName, Sha};
 
 /// The schema this build writes. Older stores are migrated on open, one step per version:
 /// 2: environment records keep their restart backoff as one `restart_backoff`;
-/// 3: payloads in segment files (`payload_refs`), moved from the `payloads` tree.
-pub const SCHEMA_VERSION: u32 = 3;
+/// 3: payloads in segment files (`payload_refs`), moved from the `payloads` tree;
+/// 4: destroyed environments in `environments_archive`.
+pub const SCHEMA_VERSION: u32 = 4;
 
 const TREES: &[&str] = &[
     "inbox",
@@ -47,6 +51,7 @@ const TREES: &[&str] = &[
     "installations",
     "attempts",
     "meta",
+    archive::ARCHIVE_TREE,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -120,8 +125,13 @@ impl StoreFault {
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+mod archive;
 mod backup;
 mod payloads;
+mod rotate;
+
+pub use archive::{ArchivedEnv, is_archived};
+pub use rotate::{Compacted, RotationStep, dir_bytes};
 
 pub use backup::{BackupSummary, StoreDump};
 
@@ -460,6 +470,10 @@ pub struct Store {
     meta: sled::Tree,
     /// The catch-up's state (`src/catchup.rs`); not part of backups.
     catchup: sled::Tree,
+    /// Destroyed environments (`src/store/archive.rs`).
+    archive: sled::Tree,
+    /// Added to sled's ids (set by a store rotation, `src/store/rotate.rs`).
+    id_base: u64,
     incarnation: u64,
     faults: std::sync::Arc<std::sync::Mutex<Vec<StoreFault>>>,
     group: std::sync::Arc<GroupCommit>,
@@ -504,6 +518,7 @@ impl Store {
     /// (`STAGEBOT_STORE_CACHE`).
     pub fn open_with_cache(dir: &Path, wait: std::time::Duration, cache: u64) -> Result<Self> {
         create_private_dir(dir)?;
+        rotate::recover_rotation(dir)?;
         let deadline = std::time::Instant::now() + wait;
         let db = loop {
             match sled::Config::new()
@@ -531,6 +546,8 @@ impl Store {
             attempts: db.open_tree("attempts")?,
             meta: db.open_tree("meta")?,
             catchup: db.open_tree("catchup")?,
+            archive: db.open_tree(archive::ARCHIVE_TREE)?,
+            id_base: Self::read_id_base(&db.open_tree("meta")?)?,
             db,
             incarnation: 0,
             faults: Default::default(),
@@ -623,7 +640,12 @@ impl Store {
                 if found.unwrap_or(1) < 2 {
                     self.migrate_1_to_2()?;
                 }
-                self.migrate_payloads_to_segments()?;
+                if found.unwrap_or(1) < 3 {
+                    self.migrate_payloads_to_segments()?;
+                }
+                if found.unwrap_or(1) < 4 {
+                    self.migrate_archive()?;
+                }
                 self.meta
                     .insert("schema_version", encode(&SCHEMA_VERSION)?)?;
                 self.db.flush()?;
@@ -763,6 +785,7 @@ impl Store {
     /// Is the store's directory empty of data (no environments, no deliveries)?
     pub fn is_empty(&self) -> bool {
         self.environments.is_empty()
+            && self.archive.is_empty()
             && self.deliveries.is_empty()
             && self.releases.is_empty()
             && self.installations.is_empty()
@@ -778,7 +801,7 @@ impl Store {
         payload: &[u8],
         now: DateTime<Utc>,
     ) -> Result<Inserted> {
-        let seq = self.db.generate_id()?;
+        let seq = self.next_id()?;
         let record = DeliveryRecord {
             v: 1,
             id: id.clone(),
@@ -962,7 +985,7 @@ impl Store {
                 "delivery {id} (or its payload, pruned)"
             )));
         }
-        let seq = self.db.generate_id()?;
+        let seq = self.next_id()?;
         (&self.deliveries, &self.inbox)
             .transaction(|(d, i)| {
                 let Some(b) = d.get(key)? else {
@@ -1159,53 +1182,8 @@ impl Store {
 
     // -- environments -------------------------------------------------------------------------
 
-    pub fn env(&self, id: &EnvId) -> Result<Option<EnvRecord>> {
-        self.check("environments", Access::Read)?;
-        let key = env_key(id);
-        self.environments
-            .get(&key)?
-            .map(|b| decode("environments", &key, &b))
-            .transpose()
-    }
-
-    pub fn put_env(&self, rec: &EnvRecord) -> Result<()> {
-        self.environments.insert(env_key(&rec.id), encode(rec)?)?;
-        self.db.flush()?;
-        Ok(())
-    }
-
-    /// Read-modify-write an environment atomically (compare-and-swap loop). `f` returns what the
-    /// caller wants back; the record is written only when `f` changed it.
-    pub fn update_env<T>(
-        &self,
-        id: &EnvId,
-        mut f: impl FnMut(&mut EnvRecord) -> T,
-    ) -> Result<Option<(EnvRecord, T)>> {
-        let key = env_key(id);
-        loop {
-            let Some(old) = self.environments.get(&key)? else {
-                return Ok(None);
-            };
-            let mut rec: EnvRecord = decode("environments", &key, &old)?;
-            let before = rec.clone();
-            let out = f(&mut rec);
-            if rec == before {
-                return Ok(Some((rec, out)));
-            }
-            let new = encode(&rec)?;
-            self.check("environments", Access::Write)?;
-            if self
-                .environments
-                .compare_and_swap(&key, Some(old), Some(new))?
-                .is_ok()
-            {
-                self.db.flush()?;
-                return Ok(Some((rec, out)));
-            }
-        }
-    }
-
-    /// Every environment, ordered by repository and slug.
+    /// Every live environment (not archived, `src/store/archive.rs`), ordered by repository
+    /// and slug.
     pub fn envs(&self) -> Result<Vec<EnvRecord>> {
         let mut out = Vec::new();
         for item in self.environments.iter() {
@@ -1215,6 +1193,7 @@ impl Store {
         Ok(out)
     }
 
+    /// The live environments of `repo` (not archived).
     pub fn envs_of_repo(&self, repo: &RepoName) -> Result<Vec<EnvRecord>> {
         self.check("environments", Access::Read)?;
         let mut prefix = repo.to_string().into_bytes();
@@ -1343,7 +1322,7 @@ impl Store {
 
     /// A fresh attempt id: unique and increasing for the store's lifetime.
     pub fn new_attempt_id(&self) -> Result<u64> {
-        Ok(self.db.generate_id()?)
+        self.next_id()
     }
 
     /// An environment's attempts, oldest first.
@@ -1494,6 +1473,7 @@ impl Store {
             }
         }
         out.extend(self.envs()?.into_iter().map(|e| e.id.repo));
+        out.extend(self.archived_repos()?);
         out.sort();
         out.dedup();
         Ok(out)

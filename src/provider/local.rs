@@ -37,6 +37,9 @@ use crate::proxy::Routes;
 use crate::repo_config::{self, CONFIG_PATH, Effective};
 use crate::types::{EnvId, RepoName};
 
+mod prune;
+pub use prune::DirsPruned;
+
 /// Settings of the local provider.
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
@@ -497,7 +500,11 @@ impl LocalProvider {
         let sha = {
             let lock = self.repo_lock(&spec.env.repo);
             let _repo_guard = lock.lock().await;
-            fetch(cfg, &cache, spec, log).await?
+            let sha = fetch(cfg, &cache, spec, log).await?;
+            // When it was last used (`prune::prune_dirs` keeps a cache used within the retention).
+            let stamp = chrono::Utc::now().to_rfc3339();
+            let _ = tokio::fs::write(cache.join(prune::CACHE_USED), stamp).await;
+            sha
         };
         let mut dir = env_dir.join(format!("r{}", spec.release));
         if live_dir.as_deref() == Some(dir.as_path()) {

@@ -267,7 +267,13 @@ fn visible_envs(app: &App, viewer: &Viewer, repo: &RepoName) -> Option<Vec<EnvRe
         .session
         .as_ref()
         .is_some_and(|s| s.repos.contains(&repo.to_string().to_ascii_lowercase()));
-    (!envs.is_empty() || readable).then_some(envs)
+    // A repository whose environments were all destroyed (archived) is still shown.
+    let history = || {
+        app.store()
+            .archived_envs_of_repo(repo)
+            .is_ok_and(|a| a.iter().any(|e| viewer.sees(app, e)))
+    };
+    (!envs.is_empty() || readable || history()).then_some(envs)
 }
 
 /// A fingerprint of what the pages of `repo` show; the script reloads when it changes.

@@ -1,5 +1,6 @@
 //! Integration tests: real processes, real git repositories, real HTTP. One test binary.
 
+mod archive;
 mod backups;
 mod browser;
 mod catchup;
