@@ -78,8 +78,8 @@ wrk -t2 -c$CONNS -d"${DURATION}s" --latency -s "$WORK/soak.lua" "http://127.0.0.
 wrk_pid=$!
 echo "soak: ~$RATE deliveries/s for ${DURATION}s, retention ${SOAK_RETENTION_SECS:-120}s, load $(cut -d' ' -f1 /proc/loadavg)"
 echo
-echo "| t (s) | RSS (MB) | data dir (MB) | of which sled (MB) | of which payload segments (MB) | inbox pending | flushes |"
-echo "|---|---|---|---|---|---|---|"
+echo "| t (s) | deliveries handled | RSS (MB) | data dir (MB) | of which sled (MB) | of which payload segments (MB) | inbox pending | flushes |"
+echo "|---|---|---|---|---|---|---|---|"
 start=$(date +%s)
 while kill -0 "$wrk_pid" 2>/dev/null; do
     sleep "$SAMPLE"
@@ -91,7 +91,8 @@ while kill -0 "$wrk_pid" 2>/dev/null; do
     metrics=$(curl -s "http://127.0.0.1:$PORT/metrics" || true)
     pending=$(echo "$metrics" | awk '/^stagebot_inbox_pending / {print $2}')
     flushes=$(echo "$metrics" | awk '/^stagebot_store_flushes_total / {print $2}')
-    echo "| $t | $rss | $disk | ${sled:-?} | ${segs:-?} | ${pending:-?} | ${flushes:-?} |"
+    handled=$(echo "$metrics" | awk '/^stagebot_deliveries_(processed|ignored|dead)_total / {n += $2} END {print n + 0}')
+    echo "| $t | $handled | $rss | $disk | ${sled:-?} | ${segs:-?} | ${pending:-?} | ${flushes:-?} |"
 done
 wait "$wrk_pid" || true
 echo
