@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use common::{Samples, ms};
 use stagebot::app::{App, Parts, Settings};
 use stagebot::fake_github::FakeGitHub;
-use stagebot::github::{GitHub, GitHubConfig, RetryPolicy};
+use stagebot::github::GitHub;
 use stagebot::provider::Provider;
 use stagebot::provider::local::{LocalConfig, LocalProvider};
 use stagebot::proxy::Routes;
@@ -59,13 +59,7 @@ fn start_server(rt: &tokio::runtime::Runtime, data: PathBuf, mode: Mode) -> Sock
             format!("http://{addr}"),
             format!("localhost:{}", addr.port()),
         );
-        let github = GitHub::new(GitHubConfig {
-            api_url: fake.url(),
-            app_id: fake.app_id(),
-            private_key_pem: fake.private_key_pem(),
-            retry: RetryPolicy::default(),
-        })
-        .unwrap();
+        let github = GitHub::new(fake.github_config()).unwrap();
         let routes = Routes::default();
         let provider = Provider::Local(
             LocalProvider::new(LocalConfig::new(data.clone(), routes.clone()))

@@ -23,7 +23,7 @@ use std::time::Duration;
 use stagebot::app::{App, Parts, Settings};
 use stagebot::environment::EnvRecord;
 use stagebot::fake_github::FakeGitHub;
-use stagebot::github::{GitHub, GitHubConfig, RetryPolicy};
+use stagebot::github::GitHub;
 use stagebot::provider::Provider;
 use stagebot::provider::local::{LocalConfig, LocalProvider};
 use stagebot::proxy::Routes;
@@ -84,13 +84,7 @@ fn main() {
             format!("localhost:{}", listen.port()),
         );
         settings.delivery_retention = retention;
-        let github = GitHub::new(GitHubConfig {
-            api_url: fake.url(),
-            app_id: fake.app_id(),
-            private_key_pem: fake.private_key_pem(),
-            retry: RetryPolicy::default(),
-        })
-        .expect("GitHub client");
+        let github = GitHub::new(fake.github_config()).expect("GitHub client");
         let routes = Routes::default();
         // The soak's payloads never deploy: the provider is there because the app needs one.
         let provider = Provider::Local(

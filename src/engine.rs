@@ -801,7 +801,6 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::event::payloads::{self, PrPayload};
     use crate::fake_github::{FakeGitHub, FakePr};
-    use crate::github::{GitHubConfig, RetryPolicy};
     use crate::sentry::SentryIssues;
     use crate::types::Sha;
 
@@ -836,13 +835,7 @@ mod tests {
         fake.upsert_pr(&repo, FakePr::new(42, "feature", Sha::new(&head).unwrap()));
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let github = GitHub::new(GitHubConfig {
-            api_url: fake.url(),
-            app_id: fake.app_id(),
-            private_key_pem: fake.private_key_pem(),
-            retry: RetryPolicy::default(),
-        })
-        .unwrap();
+        let github = GitHub::new(fake.github_config()).unwrap();
         let metrics = Arc::new(Metrics::default());
         let clock: SharedClock = Arc::new(ManualClock::new(
             DateTime::from_timestamp(1_800_000_000, 0).unwrap(),

@@ -10,6 +10,7 @@ pub mod command;
 pub mod credentials;
 pub mod database;
 pub mod demo;
+pub mod dirs;
 pub mod engine;
 pub mod environment;
 pub mod escape;

@@ -19,9 +19,10 @@ use std::time::SystemTime;
 use chrono::{DateTime, Utc};
 
 use crate::app::App;
+use crate::dirs::files;
 use crate::provider::Provider;
 use crate::store::StoreError;
-use crate::types::{EnvId, RepoName, Slug};
+use crate::types::EnvId;
 
 /// What one pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -95,66 +96,34 @@ fn prune_logs(
             .and_then(|m| m.modified())
             .is_ok_and(|t| t < cutoff)
     };
-    for (owner, owner_dir) in subdirs(logs) {
-        for (name, repo_dir) in subdirs(&owner_dir) {
-            let Ok(repo) = RepoName::new(&owner, &name) else {
-                continue;
-            };
-            for (slug, dir) in subdirs(&repo_dir) {
-                let Ok(slug) = Slug::new(&slug) else {
-                    continue;
-                };
-                let id = EnvId {
-                    repo: repo.clone(),
-                    slug,
-                };
-                if archived.contains(&id) {
-                    // History: kept with its record.
-                    continue;
-                }
-                let files = files(&dir);
-                match keep.get(&id) {
-                    Some(ns) => {
-                        for (name, path) in files {
-                            let n = name
-                                .strip_suffix(".log")
-                                .and_then(|n| n.parse::<u32>().ok());
-                            if n.is_some_and(|n| !ns.contains(&n))
-                                && old(&path)
-                                && std::fs::remove_file(&path).is_ok()
-                            {
-                                removed += 1;
-                            }
-                        }
+    for (id, dir) in crate::dirs::env_dirs(logs) {
+        if archived.contains(&id) {
+            // History: kept with its record.
+            continue;
+        }
+        let files = files(&dir);
+        match keep.get(&id) {
+            Some(ns) => {
+                for (name, path) in files {
+                    let n = name
+                        .strip_suffix(".log")
+                        .and_then(|n| n.parse::<u32>().ok());
+                    if n.is_some_and(|n| !ns.contains(&n))
+                        && old(&path)
+                        && std::fs::remove_file(&path).is_ok()
+                    {
+                        removed += 1;
                     }
-                    // Nobody's: gone once nothing in it is newer than the cutoff.
-                    None if files.iter().all(|(_, p)| old(p)) && old(&dir) => {
-                        removed += remove_dir_counting(&dir);
-                    }
-                    None => {}
                 }
             }
+            // Nobody's: gone once nothing in it is newer than the cutoff.
+            None if files.iter().all(|(_, p)| old(p)) && old(&dir) => {
+                removed += remove_dir_counting(&dir);
+            }
+            None => {}
         }
     }
     removed
-}
-
-fn subdirs(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
-    entries(dir, true)
-}
-
-fn files(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
-    entries(dir, false)
-}
-
-fn entries(dir: &Path, dirs: bool) -> Vec<(String, std::path::PathBuf)> {
-    let Ok(read) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    read.filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir() == dirs))
-        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
-        .collect()
 }
 
 /// Remove `dir` with its files; returns how many files it held.

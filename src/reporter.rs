@@ -813,7 +813,7 @@ mod tests {
     #[tokio::test]
     async fn the_reporter_stands_alone() {
         use crate::clock::{ManualClock, SharedClock};
-        use crate::github::{GitHub, GitHubConfig, RetryPolicy};
+        use crate::github::GitHub;
         use std::sync::Arc;
         use std::sync::atomic::Ordering;
 
@@ -827,13 +827,7 @@ mod tests {
         );
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let github = GitHub::new(GitHubConfig {
-            api_url: fake.url(),
-            app_id: fake.app_id(),
-            private_key_pem: fake.private_key_pem(),
-            retry: RetryPolicy::default(),
-        })
-        .unwrap();
+        let github = GitHub::new(fake.github_config()).unwrap();
         let metrics = Arc::new(Metrics::default());
         let clock: SharedClock = Arc::new(ManualClock::new(at(0)));
         let reporter = Reporter::new(

@@ -584,6 +584,16 @@ impl FakeGitHub {
         Secret::new(self.identity().private_pem)
     }
 
+    /// How a GitHub client reaches this fake as its App (default retries).
+    pub fn github_config(&self) -> crate::github::GitHubConfig {
+        crate::github::GitHubConfig {
+            api_url: self.url(),
+            app_id: self.app_id(),
+            private_key_pem: self.private_key_pem(),
+            retry: crate::github::RetryPolicy::default(),
+        }
+    }
+
     /// The login of the app's bot user: `stagebot[bot]`.
     pub fn app_login(&self) -> String {
         format!("{FAKE_APP_SLUG}[bot]")

@@ -114,13 +114,7 @@ async fn bare_app() -> (
             "localhost:9".into(),
         ),
         store: Store::open(dir.path()).unwrap(),
-        github: stagebot::github::GitHub::new(stagebot::github::GitHubConfig {
-            api_url: fake.url(),
-            app_id: fake.app_id(),
-            private_key_pem: fake.private_key_pem(),
-            retry: stagebot::github::RetryPolicy::default(),
-        })
-        .unwrap(),
+        github: stagebot::github::GitHub::new(fake.github_config()).unwrap(),
         provider: stagebot::provider::Provider::Local(
             stagebot::provider::local::LocalProvider::new(
                 stagebot::provider::local::LocalConfig::new(

@@ -6,11 +6,12 @@
 //! then starts from a fresh cache).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use super::LocalProvider;
-use crate::types::{EnvId, RepoName, Slug};
+use crate::dirs::subdirs;
+use crate::types::{EnvId, RepoName};
 
 /// What [`LocalProvider::prune_dirs`] removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,18 +34,6 @@ fn last_touched(path: &Path, names: &[&str]) -> Option<SystemTime> {
     Some(newest)
 }
 
-/// The subdirectories of `dir` with their names (unreadable entries skipped).
-fn subdirs(dir: &Path) -> Vec<(String, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
-        .collect()
-}
-
 /// Move `dir` aside (one rename: nobody sees it half deleted), then delete it.
 async fn remove_aside(dir: &Path, trash: &Path) -> std::io::Result<()> {
     tokio::fs::create_dir_all(trash).await?;
@@ -62,31 +51,17 @@ impl LocalProvider {
         let trash = data.join("prune-trash");
         // Whatever an interrupted pass left aside.
         let _ = tokio::fs::remove_dir_all(&trash).await;
-        for (owner, owner_dir) in subdirs(&data.join("envs")) {
-            for (name, repo_dir) in subdirs(&owner_dir) {
-                let Ok(repo) = RepoName::new(&owner, &name) else {
-                    continue;
-                };
-                for (slug, dir) in subdirs(&repo_dir) {
-                    let Ok(slug) = Slug::new(&slug) else {
-                        continue;
-                    };
-                    let id = EnvId {
-                        repo: repo.clone(),
-                        slug,
-                    };
-                    if live.contains(&id) {
-                        continue;
-                    }
-                    let lock = self.env_lock(&id);
-                    let _guard = lock.lock().await;
-                    if last_touched(&dir, &[]).is_some_and(|t| t < cutoff)
-                        && remove_aside(&dir, &trash).await.is_ok()
-                    {
-                        tracing::info!(env = %id, "pruned the checkout of an environment no longer live");
-                        out.env_dirs += 1;
-                    }
-                }
+        for (id, dir) in crate::dirs::env_dirs(&data.join("envs")) {
+            if live.contains(&id) {
+                continue;
+            }
+            let lock = self.env_lock(&id);
+            let _guard = lock.lock().await;
+            if last_touched(&dir, &[]).is_some_and(|t| t < cutoff)
+                && remove_aside(&dir, &trash).await.is_ok()
+            {
+                tracing::info!(env = %id, "pruned the checkout of an environment no longer live");
+                out.env_dirs += 1;
             }
         }
         let repos_in_use: BTreeSet<&RepoName> = live.iter().map(|id| &id.repo).collect();
