@@ -19,6 +19,7 @@ pub mod fake_github;
 pub mod fake_sentry;
 pub mod github;
 pub mod http;
+pub mod http_server;
 pub mod installation;
 pub mod lifecycle;
 pub mod markdown;

@@ -178,7 +178,7 @@ pub async fn run_setup_mode(
         public_url = %mode.0.core.config.public_url,
         "setup mode: no GitHub App is configured; open /setup to register one"
     );
-    let server = tokio::spawn(crate::serve::serve_router(
+    let server = tokio::spawn(crate::http_server::serve_router(
         listener,
         mode.router(),
         max_connections,
