@@ -84,7 +84,8 @@ impl App {
         spec: &mut DeploySpec,
     ) -> Result<(), ProviderError> {
         if let Some(dsn) = &self.settings().sentry.dsn {
-            spec.vars.extend(crate::sentry::env_vars(dsn, spec));
+            spec.vars
+                .extend(crate::sentry::env_vars(dsn, spec.kind, &spec.sha));
         }
         let Some(pg) = &self.settings().postgres else {
             return Ok(());
