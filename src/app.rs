@@ -29,14 +29,14 @@ pub(crate) struct Inner {
     pub(crate) clock: SharedClock,
     pub(crate) secrets: WebhookSecrets,
     pub(crate) metrics: Arc<Metrics>,
-    /// The worker's own state: wake-ups, its pass lock, the keys in flight (src/worker.rs).
-    pub(crate) worker: crate::worker::WorkerState,
+    /// The worker's own state: wake-ups, its pass lock, the keys in flight (src/dispatch.rs).
+    pub(crate) worker: crate::dispatch::WorkerState,
     /// Which environments have a runner at work (src/runners.rs).
     pub(crate) runners: crate::runners::RunnerRegistry,
-    /// Scheduled jobs' state (backups, snapshots).
-    pub(crate) services: crate::services::ServicesState,
-    /// The `/setup` manifest flow (src/setup.rs).
-    pub(crate) setup: crate::setup::SetupCore,
+    /// Scheduled jobs' state (backups, snapshots; src/schedules.rs).
+    pub(crate) services: crate::schedules::ServicesState,
+    /// The `/setup` manifest flow's state (src/setup_flow.rs).
+    pub(crate) setup: crate::setup_flow::SetupCore,
     /// The Sentry API client and issue counts (the reporter's and the services').
     pub(crate) sentry: Arc<SentryIssues>,
     /// Tells GitHub what happened (src/reporter.rs).
@@ -79,7 +79,8 @@ impl App {
         let proxy_idle = parts.settings.proxy_idle_timeout;
         // Tunnels may hold half of the connection slots; the rest stay for webhooks and pages.
         let max_tunnels = parts.settings.max_connections / 2;
-        let setup = crate::setup::SetupCore::from_settings(&parts.settings, parts.github.api_url());
+        let setup =
+            crate::setup_flow::SetupCore::from_settings(&parts.settings, parts.github.api_url());
         let metrics = Arc::new(Metrics::default());
         let sentry = Arc::new(SentryIssues::new(parts.settings.sentry.api.clone()));
         let reporter = Arc::new(Reporter::new(
@@ -116,9 +117,9 @@ impl App {
             clock: parts.clock,
             secrets: parts.secrets,
             metrics,
-            worker: crate::worker::WorkerState::default(),
+            worker: crate::dispatch::WorkerState::default(),
             runners: crate::runners::RunnerRegistry::default(),
-            services: crate::services::ServicesState::default(),
+            services: crate::schedules::ServicesState::default(),
             setup,
             sentry,
             reporter,

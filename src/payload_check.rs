@@ -12,7 +12,7 @@ pub enum NotAPayload {
 }
 
 /// What the front door reads from a payload while checking it: the repository and the
-/// installation it is about (the worker's order key, `crate::worker::OrderKey`), nothing else.
+/// installation it is about (the worker's order key, `crate::dispatch::OrderKey`), nothing else.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PayloadHead {
     /// The top-level `repository.full_name`, when it is a string.

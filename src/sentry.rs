@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::http::HttpClient;
-use crate::provider::DeploySpec;
+use crate::types::{EnvKind, Sha};
 
 /// The server's Sentry settings (sentry-cli's names).
 #[derive(Debug, Clone, Default)]
@@ -64,11 +64,11 @@ impl SentrySettings {
 /// The variables an environment's processes get when a DSN is known: `SENTRY_DSN`,
 /// `SENTRY_ENVIRONMENT` (the kind: `production`, `staging` or `preview`) and `SENTRY_RELEASE`
 /// (the commit). The branch is in `STAGEBOT_BRANCH` already.
-pub fn env_vars(dsn: &str, spec: &DeploySpec) -> BTreeMap<String, String> {
+pub fn env_vars(dsn: &str, kind: EnvKind, sha: &Sha) -> BTreeMap<String, String> {
     let mut v = BTreeMap::new();
     v.insert("SENTRY_DSN".into(), dsn.to_owned());
-    v.insert("SENTRY_ENVIRONMENT".into(), spec.kind.to_string());
-    v.insert("SENTRY_RELEASE".into(), spec.sha.to_string());
+    v.insert("SENTRY_ENVIRONMENT".into(), kind.to_string());
+    v.insert("SENTRY_RELEASE".into(), sha.to_string());
     v
 }
 

@@ -7,8 +7,6 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use chrono::{DateTime, Utc};
-
 use crate::app::App;
 use crate::backup::{BackupError, BackupStatus};
 use crate::database::{DatabaseError, database_name};
@@ -18,22 +16,7 @@ use crate::provider::{DeploySpec, ProviderError, TeardownSpec};
 use crate::repo_config::RepoConfig;
 use crate::types::{EnvKind, RepoName, Slug};
 
-/// Runtime state of the services (not persisted).
-#[derive(Debug, Default)]
-pub struct ServicesState {
-    pub(crate) backup: Mutex<BackupStatus>,
-    /// Snapshot refreshes: when each repository's is next due, the last error.
-    pub(crate) snapshots: Mutex<SnapshotStatus>,
-    /// One scheduler pass at a time.
-    pub(crate) schedule_lock: tokio::sync::Mutex<()>,
-}
-
-/// The snapshot schedule's state.
-#[derive(Debug, Default, Clone)]
-pub struct SnapshotStatus {
-    pub next_due: Option<DateTime<Utc>>,
-    pub last_error: Option<String>,
-}
+pub use crate::schedules::{ServicesState, SnapshotStatus};
 
 /// Why a service operation outside a deploy failed (`stagebot snapshot`, the schedules).
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +84,8 @@ impl App {
         spec: &mut DeploySpec,
     ) -> Result<(), ProviderError> {
         if let Some(dsn) = &self.settings().sentry.dsn {
-            spec.vars.extend(crate::sentry::env_vars(dsn, spec));
+            spec.vars
+                .extend(crate::sentry::env_vars(dsn, spec.kind, &spec.sha));
         }
         let Some(pg) = &self.settings().postgres else {
             return Ok(());

@@ -1368,7 +1368,7 @@ fn app_env(spec: &DeploySpec, eff: &Effective) -> Vec<(String, OsString)> {
         .filter(|_| !spec.vars.contains_key("SENTRY_DSN"))
     {
         env.extend(
-            crate::sentry::env_vars(dsn, spec)
+            crate::sentry::env_vars(dsn, spec.kind, &spec.sha)
                 .into_iter()
                 .map(|(k, v)| (k, v.into())),
         );

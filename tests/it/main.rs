@@ -16,6 +16,7 @@ mod github;
 mod harness;
 mod ingress;
 mod manifests;
+mod modules;
 mod pipeline;
 mod providers;
 mod recover;
