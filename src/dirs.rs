@@ -1,10 +1,27 @@
-//! Walking the data dir's per-environment trees (`envs/`, `logs/`: `<owner>/<repo>/<slug>`) for
-//! the pruning passes (src/prune.rs, src/provider/local/prune.rs). A leaf: names nothing of the
-//! running application.
+//! The data dir's directories: created private (`create_private_dir`, for the store, the
+//! payload segments, sessions and credentials), and the per-environment trees (`envs/`, `logs/`:
+//! `<owner>/<repo>/<slug>`) walked by the pruning passes (src/prune.rs,
+//! src/provider/local/prune.rs). A leaf: names nothing of the running application.
 
 use std::path::{Path, PathBuf};
 
 use crate::types::{EnvId, RepoName, Slug};
+
+/// Create `dir` (and missing parents) readable by stagebot's user only (0700); an existing data
+/// dir open to group or others is narrowed to 0700 (it holds the admin socket, logs and
+/// checkouts).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
 
 /// The subdirectories of `dir` with their names (unreadable entries and names that are not
 /// UTF-8 skipped; a missing `dir` has none).

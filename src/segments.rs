@@ -106,7 +106,7 @@ pub struct Segments {
 impl Segments {
     /// Open (or create, 0700) the segment directory.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
-        crate::store::create_private_dir(dir)?;
+        crate::dirs::create_private_dir(dir)?;
         Ok(Self {
             dir: dir.to_owned(),
             window_secs: AtomicU64::new(DEFAULT_WINDOW.as_secs()),

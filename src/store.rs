@@ -485,21 +485,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Create `dir` (and missing parents) readable by stagebot's user only (0700); an existing data
-/// dir open to group or others is narrowed to 0700 (it holds the admin socket, logs and
-/// checkouts).
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let meta = std::fs::metadata(dir)?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
-}
+pub use crate::dirs::create_private_dir;
 
 impl Store {
     /// Open (or create) the store in `dir`, migrating an older schema.
