@@ -2,6 +2,8 @@
 //! validates it, with nothing built, and the [`PayloadHead`] (repository, installation) picked
 //! up on the way for the worker's order key. A leaf: the webhook handler and the worker use it.
 
+use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
 /// Why a body is not a payload.
 #[derive(Debug, thiserror::Error)]
 pub enum NotAPayload {
@@ -30,249 +32,247 @@ pub struct PayloadHead {
 /// same pass picks up the [`PayloadHead`], so the worker orders the delivery without reading
 /// its payload (docs/performance.md, round 3).
 pub fn check_json_object(body: &[u8]) -> Result<PayloadHead, NotAPayload> {
-    use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-
-    /// Any JSON value, visited and dropped.
-    struct Skip;
-    impl<'de> Deserialize<'de> for Skip {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_any(SkipVisitor)
-        }
-    }
-    struct SkipVisitor;
-    impl<'de> Visitor<'de> for SkipVisitor {
-        type Value = Skip;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON value")
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
-            Ok(Skip)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
-            Ok(Skip)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
-            Ok(Skip)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
-            Ok(Skip)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
-            Ok(Skip)
-        }
-        fn visit_unit<E>(self) -> Result<Skip, E> {
-            Ok(Skip)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
-            while seq.next_element::<Skip>()?.is_some() {}
-            Ok(Skip)
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
-            while map.next_entry::<Skip, Skip>()?.is_some() {}
-            Ok(Skip)
-        }
-    }
-
-    /// A key, compared without keeping it.
-    struct Key<'k>(&'k str);
-    impl<'de> DeserializeSeed<'de> for Key<'_> {
-        type Value = bool;
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-            d.deserialize_str(self)
-        }
-    }
-    impl<'de> Visitor<'de> for Key<'_> {
-        type Value = bool;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a key")
-        }
-        fn visit_str<E>(self, v: &str) -> Result<bool, E> {
-            Ok(v == self.0)
-        }
-    }
-
-    /// One field of an object (`full_name`, `id`): its value when it has the wanted shape;
-    /// the object is checked whole. Anything but an object holds nothing.
-    struct Field<T> {
-        name: &'static str,
-        read: fn(&serde_json::Value) -> Option<T>,
-    }
-    impl<'de, T> DeserializeSeed<'de> for Field<T> {
-        type Value = Option<T>;
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-    impl<'de, T> Visitor<'de> for Field<T> {
-        type Value = Option<T>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON value")
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Option<T>, E> {
-            Ok(None)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Option<T>, E> {
-            Ok(None)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Option<T>, E> {
-            Ok(None)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Option<T>, E> {
-            Ok(None)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Option<T>, E> {
-            Ok(None)
-        }
-        fn visit_unit<E>(self) -> Result<Option<T>, E> {
-            Ok(None)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Option<T>, A::Error> {
-            SkipVisitor.visit_seq(seq)?;
-            Ok(None)
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<T>, A::Error> {
-            let mut found = None;
-            while let Some(wanted) = map.next_key_seed(Key(self.name))? {
-                if wanted {
-                    // A scalar: no tree worth the name (the last one counts, as in a parse).
-                    let value: serde_json::Value = map.next_value_seed(Scalar)?;
-                    found = (self.read)(&value);
-                } else {
-                    map.next_value::<Skip>()?;
-                }
-            }
-            Ok(found)
-        }
-    }
-
-    /// A value kept only when it is a string or a number (what a field of the head can be);
-    /// anything else is checked and dropped, as `null`.
-    struct Scalar;
-    impl<'de> DeserializeSeed<'de> for Scalar {
-        type Value = serde_json::Value;
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<serde_json::Value, D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-    impl<'de> Visitor<'de> for Scalar {
-        type Value = serde_json::Value;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON value")
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<serde_json::Value, E> {
-            Ok(serde_json::Value::Null)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<serde_json::Value, E> {
-            Ok(serde_json::Value::Null)
-        }
-        fn visit_u64<E>(self, v: u64) -> Result<serde_json::Value, E> {
-            Ok(v.into())
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<serde_json::Value, E> {
-            Ok(serde_json::Value::Null)
-        }
-        fn visit_str<E>(self, v: &str) -> Result<serde_json::Value, E> {
-            Ok(v.into())
-        }
-        fn visit_unit<E>(self) -> Result<serde_json::Value, E> {
-            Ok(serde_json::Value::Null)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<serde_json::Value, A::Error> {
-            SkipVisitor.visit_seq(seq)?;
-            Ok(serde_json::Value::Null)
-        }
-        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<serde_json::Value, A::Error> {
-            SkipVisitor.visit_map(map)?;
-            Ok(serde_json::Value::Null)
-        }
-    }
-
-    /// The payload: an object checked whole, its head picked up on the way.
-    struct Top;
-    impl<'de> Visitor<'de> for Top {
-        type Value = Option<PayloadHead>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-            SkipVisitor.visit_seq(seq)?;
-            Ok(None)
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            #[derive(Clone, Copy)]
-            enum Which {
-                Repository,
-                Installation,
-                Other,
-            }
-            struct TopKey;
-            impl<'de> DeserializeSeed<'de> for TopKey {
-                type Value = Which;
-                fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Which, D::Error> {
-                    d.deserialize_str(self)
-                }
-            }
-            impl<'de> Visitor<'de> for TopKey {
-                type Value = Which;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("a key")
-                }
-                fn visit_str<E>(self, v: &str) -> Result<Which, E> {
-                    Ok(match v {
-                        "repository" => Which::Repository,
-                        "installation" => Which::Installation,
-                        _ => Which::Other,
-                    })
-                }
-            }
-            let mut head = PayloadHead::default();
-            while let Some(which) = map.next_key_seed(TopKey)? {
-                match which {
-                    Which::Repository => {
-                        head.repository = map.next_value_seed(Field {
-                            name: "full_name",
-                            read: |v| v.as_str().map(str::to_owned),
-                        })?;
-                    }
-                    Which::Installation => {
-                        head.installation = map.next_value_seed(Field {
-                            name: "id",
-                            read: serde_json::Value::as_u64,
-                        })?;
-                    }
-                    Which::Other => {
-                        map.next_value::<Skip>()?;
-                    }
-                }
-            }
-            Ok(Some(head))
-        }
-    }
-
     let mut de = serde_json::Deserializer::from_slice(body);
     let head = de
         .deserialize_any(Top)
         .and_then(|head| de.end().map(|()| head))
         .map_err(NotAPayload::NotJson)?;
     head.ok_or(NotAPayload::NotAnObject)
+}
+
+/// Any JSON value, visited and dropped.
+struct Skip;
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SkipVisitor)
+    }
+}
+struct SkipVisitor;
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+}
+
+/// A key, compared without keeping it.
+struct Key<'k>(&'k str);
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+impl<'de> Visitor<'de> for Key<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<bool, E> {
+        Ok(v == self.0)
+    }
+}
+
+/// One field of an object (`full_name`, `id`): its value when it has the wanted shape;
+/// the object is checked whole. Anything but an object holds nothing.
+struct Field<T> {
+    name: &'static str,
+    read: fn(&serde_json::Value) -> Option<T>,
+}
+impl<'de, T> DeserializeSeed<'de> for Field<T> {
+    type Value = Option<T>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+impl<'de, T> Visitor<'de> for Field<T> {
+    type Value = Option<T>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Option<T>, A::Error> {
+        SkipVisitor.visit_seq(seq)?;
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<T>, A::Error> {
+        let mut found = None;
+        while let Some(wanted) = map.next_key_seed(Key(self.name))? {
+            if wanted {
+                // A scalar: no tree worth the name (the last one counts, as in a parse).
+                let value: serde_json::Value = map.next_value_seed(Scalar)?;
+                found = (self.read)(&value);
+            } else {
+                map.next_value::<Skip>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// A value kept only when it is a string or a number (what a field of the head can be);
+/// anything else is checked and dropped, as `null`.
+struct Scalar;
+impl<'de> DeserializeSeed<'de> for Scalar {
+    type Value = serde_json::Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<serde_json::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+impl<'de> Visitor<'de> for Scalar {
+    type Value = serde_json::Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<serde_json::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<serde_json::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<serde_json::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<serde_json::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_str<E>(self, v: &str) -> Result<serde_json::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<serde_json::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<serde_json::Value, A::Error> {
+        SkipVisitor.visit_seq(seq)?;
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<serde_json::Value, A::Error> {
+        SkipVisitor.visit_map(map)?;
+        Ok(serde_json::Value::Null)
+    }
+}
+
+/// The payload: an object checked whole, its head picked up on the way.
+struct Top;
+impl<'de> Visitor<'de> for Top {
+    type Value = Option<PayloadHead>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        SkipVisitor.visit_seq(seq)?;
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        #[derive(Clone, Copy)]
+        enum Which {
+            Repository,
+            Installation,
+            Other,
+        }
+        struct TopKey;
+        impl<'de> DeserializeSeed<'de> for TopKey {
+            type Value = Which;
+            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Which, D::Error> {
+                d.deserialize_str(self)
+            }
+        }
+        impl<'de> Visitor<'de> for TopKey {
+            type Value = Which;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Which, E> {
+                Ok(match v {
+                    "repository" => Which::Repository,
+                    "installation" => Which::Installation,
+                    _ => Which::Other,
+                })
+            }
+        }
+        let mut head = PayloadHead::default();
+        while let Some(which) = map.next_key_seed(TopKey)? {
+            match which {
+                Which::Repository => {
+                    head.repository = map.next_value_seed(Field {
+                        name: "full_name",
+                        read: |v| v.as_str().map(str::to_owned),
+                    })?;
+                }
+                Which::Installation => {
+                    head.installation = map.next_value_seed(Field {
+                        name: "id",
+                        read: serde_json::Value::as_u64,
+                    })?;
+                }
+                Which::Other => {
+                    map.next_value::<Skip>()?;
+                }
+            }
+        }
+        Ok(Some(head))
+    }
 }
 
 #[cfg(test)]
