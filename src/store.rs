@@ -127,6 +127,7 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 mod archive;
 mod backup;
+mod lock;
 mod payloads;
 mod rotate;
 
@@ -477,6 +478,8 @@ pub struct Store {
     incarnation: u64,
     faults: std::sync::Arc<std::sync::Mutex<Vec<StoreFault>>>,
     group: std::sync::Arc<GroupCommit>,
+    /// This process's hold on the data dir (src/store/lock.rs).
+    _lock: std::sync::Arc<lock::DirLock>,
 }
 
 impl std::fmt::Debug for Store {
@@ -504,6 +507,9 @@ impl Store {
     /// (`STAGEBOT_STORE_CACHE`).
     pub fn open_with_cache(dir: &Path, wait: std::time::Duration, cache: u64) -> Result<Self> {
         create_private_dir(dir)?;
+        // Before anything looks at the directories: no other process is in them (a rotation
+        // holds this lock through its renames).
+        let dir_lock = lock::DirLock::acquire(dir, wait)?;
         rotate::recover_rotation(dir)?;
         let deadline = std::time::Instant::now() + wait;
         let db = loop {
@@ -538,6 +544,7 @@ impl Store {
             incarnation: 0,
             faults: Default::default(),
             group: Default::default(),
+            _lock: std::sync::Arc::new(dir_lock),
         };
         store.migrate()?;
         store.drop_torn_deliveries()?;

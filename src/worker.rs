@@ -151,7 +151,18 @@ impl App {
             return Ok(());
         }
         tracing::debug!(outcomes = n, "flushing recorded outcomes");
-        self.store().flush().await
+        let flushed = self.store().flush().await;
+        if flushed.is_err() {
+            // Not durable: keep them owed, so the worker tries again when it is idle.
+            let mut dispatch = self
+                .0
+                .worker
+                .dispatch
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            dispatch.unflushed += n.max(1);
+        }
+        flushed
     }
 
     /// In a long drain, every [`OUTCOMES_PER_FLUSH`] outcomes: a ticket for them, and a flush

@@ -49,10 +49,12 @@ pub fn parse_event(event: &str, payload: &[u8]) -> Result<Event, EventError> {
 /// the 26 KB `pull_request` payload, and one per lenient field inside it, was most of the
 /// worker's time; docs/performance.md, round 3).
 ///
-/// One pass gives the same result as reading through a [`Value`] for every object whose keys are
-/// unique; an object with a key twice (the derive refuses it, a JSON object keeps the last) is
-/// read through a `Value` instead, so both give the same result whatever the input
-/// (`event::tests::one_pass_reads_like_a_tree`).
+/// One pass gives the same result as reading through a [`Value`] for every payload the front
+/// door accepts (`payload_check::check_json_object`: every stored payload passed it) whose keys
+/// are unique; an object with a key twice (the derive refuses it, a JSON object keeps the last)
+/// is read through a `Value` instead (`event::tests::one_pass_reads_like_a_tree`). The one pass
+/// skips the values it does not read without checking a number's range or the nesting depth
+/// there, which the front door's check did.
 fn read<T: DeserializeOwned>(payload: &[u8]) -> Result<T, serde_json::Error> {
     let is_object = payload
         .iter()

@@ -71,6 +71,17 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// `fsync` `dir` and every directory below it (their entries durable).
+fn sync_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            sync_tree(&entry.path())?;
+        }
+    }
+    sync_dir(dir)
+}
+
 /// Settle what an interrupted rotation left in `dir` (see the module docs); a no-op otherwise.
 pub(super) fn recover_rotation(dir: &Path) -> std::io::Result<()> {
     let (db, new, old, done) = (dir.join(DB), dir.join(NEW), dir.join(OLD), dir.join(DONE));
@@ -128,6 +139,9 @@ impl Store {
     /// [`Store::compact`], stopping after `stop` (as a crash there would) when given.
     pub fn compact_until(dir: &Path, stop: Option<RotationStep>) -> Result<Compacted> {
         let started = Instant::now();
+        // Held through every step: no other process opens (or creates) a store while the
+        // directories are swapped (src/store/lock.rs).
+        let _lock = super::lock::DirLock::acquire(dir, Duration::ZERO)?;
         recover_rotation(dir)?;
         let (db_dir, new_dir) = (dir.join(DB), dir.join(NEW));
         if !db_dir.exists() {
@@ -179,6 +193,9 @@ impl Store {
         if stop == Some(RotationStep::Copied) {
             return Ok(Self::compacted(entries, before, 0, started));
         }
+        // The copy's own directory entries (sled's files in it) are durable before it is marked
+        // complete.
+        sync_tree(&new_dir)?;
         std::fs::File::create(dir.join(DONE))?.sync_all()?;
         sync_dir(dir)?;
         if stop == Some(RotationStep::Marked) {
@@ -259,6 +276,20 @@ mod tests {
 
     fn reopen(dir: &Path) -> Store {
         Store::open_waiting(dir, Duration::from_secs(10)).unwrap()
+    }
+
+    /// No rotation while a store is open on the data dir (and no open while one runs: both hold
+    /// `store.lock` from before they look at the directories; found by review).
+    #[tokio::test]
+    async fn no_rotation_while_the_store_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        match Store::compact(dir.path()) {
+            Err(StoreError::Sled(e)) => assert!(Store::is_locked(&e), "{e}"),
+            other => panic!("rotated an open store: {other:?}"),
+        }
+        assert!(!dir.path().join(NEW).exists() && !dir.path().join(OLD).exists());
+        store.flush().await.unwrap();
     }
 
     #[tokio::test]
