@@ -87,15 +87,21 @@ fn prune_logs(
             .join(id.repo.name())
             .join(id.slug.as_str())
     };
-    let mut removed = 0;
-    for id in gone {
-        removed += remove_dir_counting(&dir_of(id));
-    }
     let old = |p: &Path| {
         std::fs::metadata(p)
             .and_then(|m| m.modified())
             .is_ok_and(|t| t < cutoff)
     };
+    let mut removed = 0;
+    for id in gone {
+        // An environment of the same id made live again since (a PR reopened just now) keeps
+        // its logs: only a directory whose every file is older than the cutoff goes.
+        let dir = dir_of(id);
+        if keep.contains_key(id) || !files(&dir).iter().all(|(_, p)| old(p)) {
+            continue;
+        }
+        removed += remove_dir_counting(&dir);
+    }
     for (id, dir) in crate::dirs::env_dirs(logs) {
         if archived.contains(&id) {
             // History: kept with its record.
