@@ -52,7 +52,8 @@ impl LocalProvider {
         // Whatever an interrupted pass left aside.
         let _ = tokio::fs::remove_dir_all(&trash).await;
         for (id, dir) in crate::dirs::env_dirs(&data.join("envs")) {
-            if live.contains(&id) {
+            // Whatever the store says, an environment with an app running keeps its checkout.
+            if live.contains(&id) || self.running().contains_key(&id) {
                 continue;
             }
             let lock = self.env_lock(&id);
