@@ -131,25 +131,36 @@ async fn bare_app() -> (
     (dir, fake, app)
 }
 
+/// 20 `labeled` deliveries of PR #7 of `repo` in the inbox (ids `<prefix>-<n>`), the worker
+/// decides them without calling GitHub.
+async fn labeled_deliveries(
+    app: &stagebot::app::App,
+    repo: &RepoName,
+    prefix: &str,
+) -> (PrPayload, Vec<stagebot::types::DeliveryId>) {
+    let mut p = PrPayload::new("labeled", repo, 7);
+    p.installation_id = Some(INSTALLATION);
+    p.label = Some("needs review".into());
+    let body = serde_json::to_vec(&payloads::pull_request(&p)).unwrap();
+    let ids: Vec<_> = (0..20)
+        .map(|n| stagebot::types::DeliveryId::new(&format!("{prefix}-{n}")).unwrap())
+        .collect();
+    for id in &ids {
+        app.store()
+            .insert_delivery(id, "pull_request", &body, app.now())
+            .await
+            .unwrap();
+    }
+    (p, ids)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_makes_its_outcomes_durable_with_one_flush() {
     use stagebot::store::DeliveryStatus;
     let (_dir, _fake, app) = bare_app().await;
     let repo = RepoName::new("acme", "labels").unwrap();
     let store = app.store();
-    let mut p = PrPayload::new("labeled", &repo, 7);
-    p.installation_id = Some(INSTALLATION);
-    p.label = Some("needs review".into());
-    let body = serde_json::to_vec(&payloads::pull_request(&p)).unwrap();
-    let ids: Vec<_> = (0..20)
-        .map(|n| stagebot::types::DeliveryId::new(&format!("label-{n}")).unwrap())
-        .collect();
-    for id in &ids {
-        store
-            .insert_delivery(id, "pull_request", &body, app.now())
-            .await
-            .unwrap();
-    }
+    let (p, ids) = labeled_deliveries(&app, &repo, "label").await;
     let before = store.flushes();
     let attempted = app.drain().await.unwrap();
     assert_eq!(attempted, 20);
@@ -187,19 +198,7 @@ async fn the_running_worker_flushes_its_outcomes_once_when_no_group_commit_cover
     let (_dir, _fake, app) = bare_app().await;
     let repo = RepoName::new("acme", "labels").unwrap();
     let store = app.store();
-    let mut p = PrPayload::new("labeled", &repo, 7);
-    p.installation_id = Some(INSTALLATION);
-    p.label = Some("needs review".into());
-    let body = serde_json::to_vec(&payloads::pull_request(&p)).unwrap();
-    let ids: Vec<_> = (0..20)
-        .map(|n| stagebot::types::DeliveryId::new(&format!("run-{n}")).unwrap())
-        .collect();
-    for id in &ids {
-        store
-            .insert_delivery(id, "pull_request", &body, app.now())
-            .await
-            .unwrap();
-    }
+    let (_, ids) = labeled_deliveries(&app, &repo, "run").await;
     let (trigger, shutdown) = stagebot::shutdown::shutdown();
     let worker = tokio::spawn(app.clone().run_worker(shutdown));
     app.wake_worker();
