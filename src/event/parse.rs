@@ -21,17 +21,50 @@ use crate::types::{InvalidValue, PrNumber, RepoName, Sha};
 /// is an [`EventError::Field`] naming its path (`pull_request.head.sha`); a required value that
 /// fails validation is an [`EventError::Invalid`]. This function never panics.
 pub fn parse_event(event: &str, payload: &[u8]) -> Result<Event, EventError> {
+    parse_with::<OnePass>(event, payload)
+}
+
+/// How a payload's bytes become its raw struct: in one pass ([`read`]) or through a JSON tree
+/// ([`read_through_tree`], the reference the one pass is tested against).
+trait Reader {
+    fn read<T: DeserializeOwned>(payload: &[u8]) -> Result<T, serde_json::Error>;
+}
+
+struct OnePass;
+
+impl Reader for OnePass {
+    fn read<T: DeserializeOwned>(payload: &[u8]) -> Result<T, serde_json::Error> {
+        read(payload)
+    }
+}
+
+#[cfg(test)]
+struct Tree;
+
+#[cfg(test)]
+impl Reader for Tree {
+    fn read<T: DeserializeOwned>(payload: &[u8]) -> Result<T, serde_json::Error> {
+        read_through_tree(payload)
+    }
+}
+
+#[cfg(test)]
+pub(super) fn parse_event_through_tree(event: &str, payload: &[u8]) -> Result<Event, EventError> {
+    parse_with::<Tree>(event, payload)
+}
+
+fn parse_with<R: Reader>(event: &str, payload: &[u8]) -> Result<Event, EventError> {
     let cx = Cx { event };
     match event {
-        "pull_request" => cx.pull_request(read(payload)?),
-        "push" => cx.push(read(payload)?),
-        "delete" => cx.delete(read(payload)?),
-        "issue_comment" => cx.issue_comment(read(payload)?),
-        "installation" => cx.installation(read(payload)?),
-        "installation_repositories" => cx.installation_repositories(read(payload)?),
-        "check_run" | "check_suite" | "status" => cx.ci(read(payload)?),
+        "pull_request" => cx.pull_request(R::read(payload)?),
+        "push" => cx.push(R::read(payload)?),
+        "delete" => cx.delete(R::read(payload)?),
+        "issue_comment" => cx.issue_comment(R::read(payload)?),
+        "installation" => cx.installation(R::read(payload)?),
+        "installation_repositories" => cx.installation_repositories(R::read(payload)?),
+        "check_run" | "check_suite" | "status" => cx.ci(R::read(payload)?),
         "ping" => {
-            let raw: RawPing = read(payload)?;
+            let raw: RawPing = R::read(payload)?;
             Ok(Event::Ping {
                 zen: raw.zen.0,
                 hook_id: raw.hook_id.0.or(raw.hook.0.and_then(|h| h.id.0)),
@@ -39,7 +72,7 @@ pub fn parse_event(event: &str, payload: &[u8]) -> Result<Event, EventError> {
         }
         other => {
             // Not read, but it must still be a JSON object.
-            let _: Ignored = read(payload)?;
+            let _: Ignored = R::read(payload)?;
             Ok(ignored(format!("event `{}` is not handled", clip(other))))
         }
     }
@@ -92,25 +125,6 @@ fn may_hold_an_escaped_surrogate(payload: &[u8]) -> bool {
 fn read_through_tree<T: DeserializeOwned>(payload: &[u8]) -> Result<T, serde_json::Error> {
     let object: Map<String, Value> = serde_json::from_slice(payload)?;
     serde_json::from_value(Value::Object(object))
-}
-
-#[cfg(test)]
-pub(super) fn parse_event_through_tree(event: &str, payload: &[u8]) -> Result<Event, EventError> {
-    let cx = Cx { event };
-    match event {
-        "pull_request" => cx.pull_request(read_through_tree(payload)?),
-        "push" => cx.push(read_through_tree(payload)?),
-        "delete" => cx.delete(read_through_tree(payload)?),
-        "issue_comment" => cx.issue_comment(read_through_tree(payload)?),
-        "installation" => cx.installation(read_through_tree(payload)?),
-        "installation_repositories" => cx.installation_repositories(read_through_tree(payload)?),
-        "check_run" | "check_suite" | "status" => cx.ci(read_through_tree(payload)?),
-        "ping" => parse_event(event, payload),
-        other => {
-            let _: Map<String, Value> = serde_json::from_slice(payload)?;
-            Ok(ignored(format!("event `{}` is not handled", clip(other))))
-        }
-    }
 }
 
 fn ignored(reason: String) -> Event {
